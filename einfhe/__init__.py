@@ -1,0 +1,39 @@
+"""einfhe: einsum over encrypted tensors, compiled to packed RNS-CKKS plans.
+
+    plan = einfhe.compile("ij,j->i", W, einfhe.cipher((n,)))
+    ctx = einfhe.Context.for_plan(plan)                    # keys for plan.rotations only
+    xe = einfhe.encrypt(ctx, x, plan.input_layout(1))
+    y = einfhe.decrypt(ctx, einfhe.einsum("ij,j->i", W, xe, ctx=ctx))
+"""
+
+from __future__ import annotations
+
+import openfhe as _openfhe  # noqa: F401  -- load openfhe's libgomp before any other extension's
+
+from .api import decrypt, einsum, encrypt, run, simulate
+from .compile import Cipher, cipher, compile_einsum
+from .context import Context
+from .errors import (
+    BackendError,
+    EinfheError,
+    EinsumError,
+    LayoutError,
+    ParameterError,
+    PlanError,
+    SerializationError,
+)
+from .executor import RunStats
+from .layout import Dim, Layout, natural_layout
+from .params import Parameters
+from .plan import Plan
+from .spec import EinsumSpec, parse_einsum
+from .tensor import EncryptedTensor, tensor_from_bytes, tensor_to_bytes
+
+compile = compile_einsum  # noqa: A001  -- einfhe.compile(spec, *operands) reads like numpy
+
+__all__ = [
+    "BackendError", "Cipher", "Context", "Dim", "EinfheError", "EinsumError", "EinsumSpec", "EncryptedTensor",
+    "Layout", "LayoutError", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
+    "SerializationError", "cipher", "compile", "compile_einsum", "decrypt", "einsum", "encrypt",
+    "natural_layout", "parse_einsum", "run", "simulate", "tensor_from_bytes", "tensor_to_bytes",
+]

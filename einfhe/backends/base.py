@@ -1,0 +1,57 @@
+"""The interface every backend implements: encrypt/decrypt packed slot vectors and the SIMD ops of a plan."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+__all__ = ["Backend"]
+
+
+class Backend(ABC):
+    """A CKKS-like machine over vectors of `slots` slots; plaintext operands arrive as numpy vectors."""
+
+    name: str = "abstract"
+    slots: int
+    max_depth: int
+
+    @abstractmethod
+    def encrypt(self, values: np.ndarray):
+        """Encrypt one vector of `slots` real values."""
+
+    @abstractmethod
+    def decrypt(self, ct) -> np.ndarray:
+        """Decrypt one ciphertext into its `slots` real values."""
+
+    @abstractmethod
+    def mul_plain(self, ct, values: np.ndarray):
+        """Multiply slot-wise by a plaintext vector encoded at the ciphertext's level."""
+
+    @abstractmethod
+    def mul(self, a, b):
+        """Multiply two ciphertexts slot-wise and relinearize."""
+
+    @abstractmethod
+    def add(self, a, b):
+        """Add two ciphertexts slot-wise."""
+
+    @abstractmethod
+    def rotate(self, ct, offset: int):
+        """Rotate the slots left by `offset` (out[t] = in[(t + offset) % slots])."""
+
+    @abstractmethod
+    def rescale(self, ct):
+        """Drop one level after a product."""
+
+    @abstractmethod
+    def level(self, ct) -> int:
+        """Levels the ciphertext has consumed."""
+
+    @abstractmethod
+    def serialize_ciphertext(self, ct) -> bytes:
+        """The ciphertext as bytes (without einfhe's header)."""
+
+    @abstractmethod
+    def deserialize_ciphertext(self, data: bytes):
+        """A ciphertext from `serialize_ciphertext`'s bytes."""

@@ -1,0 +1,187 @@
+"""RNS-CKKS backend on openfhe-python (FIXEDMANUAL scaling: the plan places every rescale).
+
+Every call into openfhe goes through `translate_errors`, the one place where OpenFHE's exceptions become
+einfhe's `BackendError`; nothing from openfhe reaches a user untranslated. Keys are generated for the
+plan's rotation set alone. A backend made from uploaded evaluation keys has no secret key and cannot
+decrypt (that is the server's side).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+import openfhe  # import first: some FHE wheels ship their own libgomp
+
+from ..errors import BackendError, PlanError, SerializationError
+from ..params import Parameters
+from .base import Backend
+
+__all__ = ["OpenFHEBackend", "translate_errors"]
+
+_OPENFHE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, OverflowError)
+
+
+@contextlib.contextmanager
+def translate_errors(action: str, error: type = BackendError):
+    """Turn any exception raised by openfhe while doing `action` into an einfhe error."""
+    try:
+        yield
+    except _OPENFHE_ERRORS as exc:
+        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise error(f"OpenFHE failed to {action}: {text}") from exc
+
+
+def _crypto_context(params: Parameters):
+    cp = openfhe.CCParamsCKKSRNS()
+    cp.SetMultiplicativeDepth(params.depth)
+    cp.SetScalingModSize(params.scale_bits)
+    cp.SetFirstModSize(params.first_mod_bits)
+    cp.SetBatchSize(params.slots)
+    cp.SetRingDim(params.ring_dim)
+    cp.SetScalingTechnique(openfhe.ScalingTechnique.FIXEDMANUAL)
+    cp.SetSecurityLevel(
+        openfhe.SecurityLevel.HEStd_128_classic if params.secure else openfhe.SecurityLevel.HEStd_NotSet
+    )
+    with translate_errors("create a crypto context for these parameters"):
+        cc = openfhe.GenCryptoContext(cp)
+        for feature in (openfhe.PKESchemeFeature.PKE, openfhe.PKESchemeFeature.KEYSWITCH,
+                        openfhe.PKESchemeFeature.LEVELEDSHE):
+            cc.Enable(feature)
+    return cc
+
+
+class OpenFHEBackend(Backend):
+    """Runs plans with openfhe-python's RNS-CKKS."""
+
+    name = "openfhe"
+
+    def __init__(self, params: Parameters, cc, public_key, secret_key, rotations: tuple[int, ...]) -> None:
+        self.params = params
+        self.slots = params.slots
+        self.max_depth = params.depth
+        self.cc = cc
+        self.public_key = public_key
+        self.secret_key = secret_key
+        self.rotations = tuple(sorted({int(r) % params.slots for r in rotations} - {0}))
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def generate(cls, params: Parameters, rotations) -> "OpenFHEBackend":
+        """A fresh key pair, the relinearization key and rotation keys for exactly `rotations`."""
+        cc = _crypto_context(params)
+        rotations = tuple(sorted({int(r) % params.slots for r in rotations} - {0}))
+        with translate_errors("generate keys"):
+            keys = cc.KeyGen()
+            cc.EvalMultKeyGen(keys.secretKey)
+            if rotations:
+                cc.EvalRotateKeyGen(keys.secretKey, list(rotations))
+        return cls(params, cc, keys.publicKey, keys.secretKey, rotations)
+
+    @property
+    def key_tag(self) -> str:
+        """OpenFHE's tag of the key pair (identifies the evaluation keys in its key cache)."""
+        return self.public_key.GetKeyTag()
+
+    def rotation_key_indices(self) -> set[int]:
+        """Rotation offsets for which OpenFHE holds an evaluation key of this key pair."""
+        with translate_errors("list rotation keys"):
+            existing = set(self.cc.GetExistingEvalAutomorphismKeyIndices(self.key_tag))
+            return {r for r in range(1, self.slots) if self.cc.FindAutomorphismIndex(r) in existing}
+
+    def export_evaluation_keys(self) -> dict[str, bytes]:
+        """The public material a server needs (context, public key, relinearization and rotation keys)."""
+        with translate_errors("serialize evaluation keys"):
+            return {
+                "context": openfhe.Serialize(self.cc, openfhe.BINARY),
+                "public_key": openfhe.Serialize(self.public_key, openfhe.BINARY),
+                "mult_key": openfhe.SerializeEvalMultKeyString(openfhe.BINARY, self.key_tag),
+                "rotation_keys": openfhe.SerializeEvalAutomorphismKeyString(openfhe.BINARY, self.key_tag)
+                if self.rotations else b"",
+            }
+
+    @classmethod
+    def from_evaluation_keys(cls, params: Parameters, blobs: dict[str, bytes], rotations) -> "OpenFHEBackend":
+        """A backend that can evaluate (not decrypt) with keys another party generated."""
+        with translate_errors("load evaluation keys", SerializationError):
+            cc = openfhe.DeserializeCryptoContextString(blobs["context"], openfhe.BINARY)
+            public_key = openfhe.DeserializePublicKeyString(blobs["public_key"], openfhe.BINARY)
+            if cc is None or public_key is None:
+                raise SerializationError("the uploaded context or public key is not OpenFHE's binary format")
+            tag = public_key.GetKeyTag()
+            if tag in openfhe.CryptoContext.GetAllEvalMultKeys():
+                # OpenFHE's key cache is process-wide: the same key pair may be loaded once, never replaced.
+                if openfhe.SerializeEvalMultKeyString(openfhe.BINARY, tag) != blobs["mult_key"]:
+                    raise SerializationError("another key set with this key tag is loaded in this process")
+            else:
+                openfhe.DeserializeEvalMultKeyString(blobs["mult_key"], openfhe.BINARY)
+            if blobs.get("rotation_keys"):
+                openfhe.DeserializeEvalAutomorphismKeyString(blobs["rotation_keys"], openfhe.BINARY)
+        if cc.GetRingDimension() != params.ring_dim:
+            raise SerializationError("the uploaded context does not match its parameter set")
+        return cls(params, cc, public_key, None, rotations)
+
+    # -- the Backend interface ------------------------------------------------------------------------
+    def encrypt(self, values: np.ndarray):
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (self.slots,):
+            raise BackendError(f"expected {self.slots} slot values, got shape {values.shape}")
+        with translate_errors("encrypt"):
+            return self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(values.tolist()))
+
+    def decrypt(self, ct) -> np.ndarray:
+        if self.secret_key is None:
+            raise BackendError("this backend holds no secret key and cannot decrypt")
+        with translate_errors("decrypt"):
+            plain = self.cc.Decrypt(self.secret_key, ct)
+            plain.SetLength(self.slots)
+            return np.array(plain.GetRealPackedValue(), dtype=np.float64)
+
+    def mul_plain(self, ct, values):
+        with translate_errors("multiply by a plaintext"):
+            plain = self.cc.MakeCKKSPackedPlaintext(np.asarray(values, dtype=np.float64).tolist(), 1, ct.GetLevel())
+            return self.cc.EvalMult(ct, plain)
+
+    def mul(self, a, b):
+        with translate_errors("multiply ciphertexts"):
+            return self.cc.EvalMult(a, b)
+
+    def add(self, a, b):
+        with translate_errors("add ciphertexts"):
+            return self.cc.EvalAdd(a, b)
+
+    def rotate(self, ct, offset):
+        offset = int(offset) % self.slots
+        if offset not in self.rotations:
+            raise PlanError(
+                f"no rotation key for offset {offset}: make the context for this plan (Context.for_plan)",
+                available=list(self.rotations),
+            )
+        with translate_errors(f"rotate by {offset}"):
+            return self.cc.EvalRotate(ct, offset)
+
+    def rescale(self, ct):
+        if ct.GetLevel() + 1 > self.max_depth:
+            raise PlanError(
+                f"the program needs more than the {self.max_depth} levels of these parameters: "
+                "derive the parameters from the plan (Context.for_plan) or raise the depth"
+            )
+        with translate_errors("rescale"):
+            return self.cc.Rescale(ct)
+
+    def level(self, ct) -> int:
+        return int(ct.GetLevel())
+
+    def serialize_ciphertext(self, ct) -> bytes:
+        with translate_errors("serialize a ciphertext"):
+            return openfhe.Serialize(ct, openfhe.BINARY)
+
+    def deserialize_ciphertext(self, data: bytes):
+        with translate_errors("deserialize a ciphertext", SerializationError):
+            ct = openfhe.DeserializeCiphertextString(bytes(data), openfhe.BINARY)
+        if ct is None:
+            raise SerializationError("the bytes are not an OpenFHE ciphertext")
+        if ct.GetLevel() > self.max_depth:
+            raise SerializationError("ciphertext level is beyond these parameters' depth")
+        return ct

@@ -1,0 +1,60 @@
+"""The `einfhe` command: `einfhe demo`, `einfhe explain SPEC SHAPE...`, `einfhe serve ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _shape(text: str) -> tuple[str, tuple[int, ...]]:
+    kind, sep, dims = text.partition(":")
+    if kind not in ("c", "p") or not sep:
+        raise argparse.ArgumentTypeError("operands look like c:4x6 (cipher) or p:6 (plain); p: is a scalar")
+    try:
+        return kind, tuple(int(n) for n in dims.split("x") if n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {dims!r}: use sizes joined by x, e.g. 4x6") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen subcommand."""
+    parser = argparse.ArgumentParser(prog="einfhe", description="Encrypted einsum on RNS-CKKS.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="encrypted einsums end to end at 128-bit security")
+    explain = sub.add_parser("explain", help="compile an einsum and print its plan")
+    explain.add_argument("spec", help="einsum spec, e.g. 'ij,j->i'")
+    explain.add_argument("operands", nargs="+", type=_shape, help="c:4x6 for a cipher operand, p:6 for a plain one")
+    explain.add_argument("--slots", type=int, default=8192)
+    serve = sub.add_parser("serve", help="run the encrypted computation service (needs the server extra)")
+    serve.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    import einfhe
+
+    if args.command == "demo":
+        from einfhe.demo import main as demo_main
+
+        return demo_main()
+    if args.command == "explain":
+        operands = [einfhe.cipher(shape) if kind == "c" else np.zeros(shape) for kind, shape in args.operands]
+        try:
+            plan = einfhe.compile(args.spec, *operands, slots=args.slots)
+        except einfhe.EinfheError as exc:
+            print(f"einfhe: {exc}", file=sys.stderr)
+            return 2
+        print(plan.explain())
+        return 0
+    try:
+        from server.cli import main as serve_main
+    except ImportError:
+        print("einfhe: the service is not installed: pip install 'einfhe[server]'", file=sys.stderr)
+        return 2
+    return serve_main(args.args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

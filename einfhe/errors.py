@@ -1,0 +1,59 @@
+"""Errors raised by einfhe, one root with a branch per stage of the pipeline.
+
+    EinfheError
+    ├── EinsumError        a spec that numpy.einsum would refuse, or operands that do not fit it
+    ├── LayoutError        a tensor that does not fit a layout, or a layout that cannot exist
+    ├── PlanError          a plan that cannot run: too deep, too large, missing rotation keys
+    ├── ParameterError     CKKS parameters below 128-bit security or too small for a plan
+    ├── SerializationError bytes that are not an einfhe blob, or one made for other parameters
+    └── BackendError       a failure inside a backend (OpenFHE's exceptions, translated)
+
+Every error takes keyword context (the spec, the operand, the step) which the message shows, so that a
+user sees what was wrong and what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EinfheError",
+    "EinsumError",
+    "LayoutError",
+    "PlanError",
+    "ParameterError",
+    "SerializationError",
+    "BackendError",
+]
+
+
+class EinfheError(Exception):
+    """Root of every error einfhe raises on purpose."""
+
+    def __init__(self, message: str, **context: object) -> None:
+        self.message = message
+        self.context = context
+        details = "; ".join(f"{key}={value!r}" for key, value in context.items())
+        super().__init__(f"{message} ({details})" if details else message)
+
+
+class EinsumError(EinfheError, ValueError):
+    """The einsum spec or the operands given for it are invalid."""
+
+
+class LayoutError(EinfheError, ValueError):
+    """A tensor does not fit a layout, or a layout is malformed."""
+
+
+class PlanError(EinfheError):
+    """A plan cannot be built or run as asked (depth, size, keys)."""
+
+
+class ParameterError(EinfheError, ValueError):
+    """CKKS parameters are insecure or too small for the plan."""
+
+
+class SerializationError(EinfheError, ValueError):
+    """Bytes are not a valid einfhe blob for these parameters."""
+
+
+class BackendError(EinfheError, RuntimeError):
+    """A backend failed while running a plan."""

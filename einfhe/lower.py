@@ -1,0 +1,235 @@
+"""Lowering of pairwise contractions to SIMD steps: the iteration-space strategy.
+
+The recipe is EinHops' (Rezaei et al., "EinHops: Einsum notation for expressive homomorphic operations on
+RNS-CKKS tensors", 2025, Sec. 4): bring both operands into the joint index space of the contraction,
+multiply slot-wise, and reduce each contracted index by rotate-and-sum (log2 steps per index), with two
+changes. Free operands (fresh cipher inputs, plaintexts) are packed directly in the joint layout by whoever
+holds them, so replication and axis permutation cost nothing; and a joint layout larger than one ciphertext
+is tiled over several, a contracted index that crosses ciphertexts being summed by additions.
+
+An operand whose layout is fixed (a previous step's result, or a tensor the user already encrypted) keeps
+it: the joint layout is that layout with the other operand's indices placed outside it (free, since a
+layout smaller than the slot count repeats itself, and tiles are reused). When both are fixed, one is
+moved by a masked-rotation relayout (one level, one rotation per distinct slot offset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import PlanError
+from .layout import Dim, Layout, next_pow2
+from .plan import Add, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step
+
+__all__ = ["Packed", "PlanBuilder"]
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A cipher value during lowering: its ciphertext value ids and its layout."""
+
+    cts: tuple[int, ...]
+    layout: Layout
+
+
+def _ranges(slots: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """Compress sorted slot indices into half-open ranges."""
+    out: list[tuple[int, int]] = []
+    for s in slots.tolist():
+        if out and out[-1][1] == s:
+            out[-1] = (out[-1][0], s + 1)
+        else:
+            out.append((s, s + 1))
+    return tuple(out)
+
+
+class PlanBuilder:
+    """Emits plan steps for contractions, reductions and relayouts, numbering values as it goes."""
+
+    def __init__(self, slots: int, max_cts: int) -> None:
+        self.slots = slots
+        self.max_cts = max_cts
+        self.steps: list[Step] = []
+        self._next_value = 0
+        self._next_dim = 0
+
+    # -- emission -----------------------------------------------------------------------------------
+    def _emit(self, cls, *args) -> int:
+        out = self._next_value
+        self._next_value += 1
+        self.steps.append(cls(out, *args))
+        return out
+
+    def fresh_dim_name(self) -> str:
+        """A new name for a structural (rep/zero/junk) dimension."""
+        self._next_dim += 1
+        return f"_{self._next_dim}"
+
+    def load(self, operand: int, layout: Layout) -> Packed:
+        """Load every ciphertext of cipher operand `operand`, encrypted in `layout`."""
+        self._check_size(layout)
+        return Packed(tuple(self._emit(Load, operand, ct) for ct in range(layout.num_cts)), layout)
+
+    def _sum(self, values: list[int]) -> int:
+        """Balanced tree of additions."""
+        while len(values) > 1:
+            values = [self._emit(Add, values[i], values[i + 1]) if i + 1 < len(values) else values[i]
+                      for i in range(0, len(values), 2)]
+        return values[0]
+
+    def _check_size(self, layout: Layout) -> None:
+        if layout.num_cts > self.max_cts:
+            raise PlanError(
+                f"this contraction needs {layout.num_cts} ciphertexts, more than the limit of {self.max_cts}: "
+                "use more slots (a larger ring), split the tensor, or raise max_cts",
+                layout=str(layout),
+            )
+
+    # -- joint layouts ------------------------------------------------------------------------------
+    def joint_layout(self, kept: str, reduced: str, sizes: dict[str, int], base: Layout | None) -> Layout:
+        """The joint iteration-space layout: contracted indices outermost, then kept ones, then `base`."""
+        present = set(base.indices) if base is not None else set()
+        outer = [i for i in reduced if i not in present] + [i for i in kept if i not in present]
+        dims = tuple(Dim(i, next_pow2(sizes[i]), "axis", sizes[i]) for i in outer if sizes[i] > 1)
+        if base is not None:
+            dims += base.dims
+        indices = "".join(i for i in kept + reduced if sizes[i] > 1 or i in present)
+        shape = tuple(sizes[i] for i in indices)
+        joint = Layout(dims=dims, slots=self.slots, indices=indices, shape=shape)
+        self._check_size(joint)
+        return joint
+
+    def restrict(self, joint: Layout, indices: str, shape: tuple[int, ...]) -> Layout:
+        """Layout of an operand with `indices`/`shape` packed to line up with `joint`.
+
+        Joint dimensions the operand lacks become replication (or zeros, opposite junk) inside a ciphertext
+        and are dropped across ciphertexts, so an operand repeated over tiles is uploaded once.
+        """
+        extent = dict(zip(indices, shape))
+        dims = []
+        for dim, stride in zip(joint.dims, (joint.stride(d.name) for d in joint.dims)):
+            if dim.kind == "axis" and extent.get(dim.name) == dim.extent:
+                dims.append(dim)
+                continue
+            inslot = dim.size if stride * dim.size <= self.slots else max(1, self.slots // stride)
+            if inslot > 1:
+                kind = "zero" if dim.kind in ("junk", "zero") else "rep"
+                dims.append(Dim(dim.name if dim.kind != "axis" else self.fresh_dim_name(), inslot, kind))
+        return Layout(dims=tuple(dims), slots=self.slots, indices=indices, shape=shape)
+
+    def ct_map(self, joint: Layout, layout: Layout) -> list[int]:
+        """For each ciphertext of `joint`, the ciphertext of `layout` (a restriction of it) that lines up."""
+        if layout.num_cts == 1:
+            return [0] * joint.num_cts
+        names = {d.name: (d.size, layout.stride(d.name)) for d in layout.dims}
+        sizes = [d.size for d in joint.dims]
+        out = []
+        for ct in range(joint.num_cts):
+            idx = np.unravel_index(ct * self.slots, sizes)
+            flat = sum((int(i) % names[d.name][0]) * names[d.name][1]
+                       for d, i in zip(joint.dims, idx) if d.name in names)
+            out.append(flat // self.slots)
+        return out
+
+    def align(self, value: Packed, joint: Layout) -> list[int]:
+        """Ciphertext ids of a fixed value for each ciphertext of a joint layout built on it."""
+        n = value.layout.num_cts
+        return [value.cts[ct % n] for ct in range(joint.num_cts)]
+
+    # -- arithmetic ---------------------------------------------------------------------------------
+    def multiply(self, left: list[int], right: list[int] | list[PlainTensor]) -> list[int]:
+        """Slot-wise products ct-by-ct (cipher or plain right side), each rescaled."""
+        out = []
+        for a, b in zip(left, right):
+            prod = self._emit(MulPlain, a, b) if isinstance(b, PlainTensor) else self._emit(Mul, a, b)
+            out.append(self._emit(Rescale, prod))
+        return out
+
+    def reduce(self, value: Packed, names: str) -> Packed:
+        """Sum out the dimensions `names` (outermost first): additions across ciphertexts, rotations within."""
+        order = sorted(names, key=value.layout.position)
+        for name in order:
+            value = self._reduce_one(value, name)
+        return value
+
+    def _reduce_one(self, value: Packed, name: str) -> Packed:
+        layout, slots = value.layout, self.slots
+        pos, dim, stride = layout.position(name), layout.dim(name), layout.stride(name)
+        inslot = dim.size if stride * dim.size <= slots else max(1, slots // stride)
+        across = dim.size // inslot
+        cts = list(value.cts)
+        if across > 1:
+            ct_stride = inslot * stride // slots
+            grouped = []
+            for ct in range(len(cts)):
+                if (ct // ct_stride) % across == 0:
+                    grouped.append(self._sum([cts[ct + k * ct_stride] for k in range(across)]))
+            cts = grouped
+        step = stride
+        while step < stride * inslot:
+            cts = [self._emit(Add, ct, self._emit(Rotate, ct, step)) for ct in cts]
+            step *= 2
+        dims = list(layout.dims)
+        if inslot == 1:
+            del dims[pos]
+        else:
+            above = [d for d, s in zip(dims[:pos], (layout.stride(d.name) for d in dims[:pos])) if s < slots]
+            kind = "rep" if all(d.kind == "rep" for d in above) else "junk"
+            dims[pos] = Dim(self.fresh_dim_name(), inslot, kind)
+        keep = [(i, n) for i, n in zip(layout.indices, layout.shape) if i != name]
+        new = Layout(tuple(dims), slots, "".join(i for i, _ in keep), tuple(n for _, n in keep))
+        return Packed(tuple(cts), new)
+
+    # -- relayout -----------------------------------------------------------------------------------
+    def relayout(self, value: Packed, target: Layout) -> Packed:
+        """Move a value into `target` by masked rotations: one rotation per distinct slot offset, one level."""
+        src = value.layout
+        if target.shape != src.shape or target.indices != src.indices:
+            raise PlanError("relayout between different tensors", source=str(src), target=str(target))
+        if not target.clean:
+            raise PlanError("a relayout target cannot hold junk", target=str(target))
+        self._check_size(target)
+        src_pos = src.positions()
+        slots, period = self.slots, src.period
+        groups: dict[int, dict[tuple[int, int], list[int]]] = {}
+        for dst_ct in range(target.num_cts):
+            for slot in range(slots):
+                element = self._element_at(target, dst_ct * slots + slot)
+                if element is None:
+                    continue
+                flat = src_pos[element]
+                src_ct, src_slot = flat // slots, flat % slots
+                offset = (src_slot - slot) % period
+                groups.setdefault(dst_ct, {}).setdefault((src_ct, offset), []).append(slot)
+        rotated: dict[tuple[int, int], int] = {}
+        out = []
+        for dst_ct in range(target.num_cts):
+            terms = []
+            for (src_ct, offset), dst_slots in sorted(groups.get(dst_ct, {}).items()):
+                key = (src_ct, offset)
+                if key not in rotated:
+                    ct = value.cts[src_ct]
+                    rotated[key] = ct if offset == 0 else self._emit(Rotate, ct, offset)
+                mask = Mask(_ranges(np.array(sorted(dst_slots))), slots)
+                terms.append(self._emit(MulPlain, rotated[key], mask))
+            if not terms:
+                terms.append(self._emit(MulPlain, value.cts[0], Mask((), slots)))
+            out.append(self._emit(Rescale, self._sum(terms)))
+        return Packed(tuple(out), target)
+
+    @staticmethod
+    def _element_at(layout: Layout, flat: int) -> tuple[int, ...] | None:
+        """The tensor element a slot of `layout` must hold, or None where it must hold zero."""
+        local = flat % layout.block
+        idx = np.unravel_index(local, [d.size for d in layout.dims]) if layout.dims else ()
+        axes = {}
+        for dim, i in zip(layout.dims, idx):
+            if dim.kind == "axis":
+                if i >= dim.extent:
+                    return None
+                axes[dim.name] = int(i)
+            elif dim.kind == "zero" and i != 0:
+                return None
+        return tuple(axes.get(index, 0) for index in layout.indices)

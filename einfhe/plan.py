@@ -1,0 +1,335 @@
+"""The plan IR: typed SIMD steps over ciphertext values, with analysis passes and JSON.
+
+A plan is straight-line SSA code. Each value is one ciphertext; a step names its op, its inputs and its
+output value. Plain operands are described (which user operand, packed in which layout, which ciphertext
+of it) rather than stored, so a plan is small and the server packs its own plaintexts at run time.
+
+Passes (all pure functions of the plan): `depth` (multiplicative levels consumed), `rotations` (the exact
+set of rotation offsets: keys are generated for these alone), `op_counts`, and `explain()` to print them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import PlanError
+from .layout import Layout
+
+__all__ = [
+    "Load", "MulPlain", "Mul", "Add", "Rotate", "Rescale",
+    "PlainTensor", "Mask", "PlainExpr", "CipherInput", "PlainInput", "Plan", "Step",
+]
+
+
+# -- plaintext references ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlainTensor:
+    """Ciphertext `ct` of the plain value `name` packed in `layout`."""
+
+    name: str
+    layout: Layout
+    ct: int
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A 0/1 vector of `slots` slots, 1 on the half-open ranges `ranges`."""
+
+    ranges: tuple[tuple[int, int], ...]
+    slots: int
+
+
+Plaintext = Union[PlainTensor, Mask]
+
+
+# -- steps ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Load:
+    """Ciphertext `ct` of cipher operand `operand`."""
+
+    out: int
+    operand: int
+    ct: int
+    op = "load"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class MulPlain:
+    """Slot-wise product of a ciphertext with a plaintext (a mask when the plaintext is a `Mask`)."""
+
+    out: int
+    src: int
+    plain: Plaintext
+
+    @property
+    def op(self) -> str:
+        return "mask" if isinstance(self.plain, Mask) else "mul_plain"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
+@dataclass(frozen=True)
+class Mul:
+    """Slot-wise product of two ciphertexts, relinearized."""
+
+    out: int
+    a: int
+    b: int
+    op = "mul"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class Add:
+    """Slot-wise sum of two ciphertexts."""
+
+    out: int
+    a: int
+    b: int
+    op = "add"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class Rotate:
+    """Cyclic left rotation of the slots by `offset`: out[t] = src[(t + offset) % slots]."""
+
+    out: int
+    src: int
+    offset: int
+    op = "rotate"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """Drop one modulus (one level) after a product, bringing the scale back to the base scale."""
+
+    out: int
+    src: int
+    op = "rescale"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
+Step = Union[Load, MulPlain, Mul, Add, Rotate, Rescale]
+_STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, Mul, Add, Rotate, Rescale)}
+
+
+# -- operands ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CipherInput:
+    """A cipher operand: the client encrypts it in `layout`."""
+
+    operand: int
+    layout: Layout
+
+
+@dataclass(frozen=True)
+class PlainInput:
+    """A plain operand the server holds, with its shape."""
+
+    operand: int
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PlainExpr:
+    """Plain value `out` = numpy.einsum(`subscripts`, *args); an arg `delta:<n>` is the n x n identity."""
+
+    out: str
+    subscripts: str
+    args: tuple[str, ...]
+
+
+# -- the plan ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """A compiled einsum: operands, plain precomputation, SIMD steps and the output's layout."""
+
+    spec: str
+    slots: int
+    operands: tuple[Union[CipherInput, PlainInput], ...]
+    plain_program: tuple[PlainExpr, ...]
+    steps: tuple[Step, ...]
+    outputs: tuple[int, ...]
+    output_layout: Layout
+    strategy: str = "iteration-space"
+    _levels: dict = field(default=None, init=False, repr=False, compare=False)
+
+    # -- analysis passes ------------------------------------------------------------------------------
+    @property
+    def cipher_inputs(self) -> tuple[CipherInput, ...]:
+        """The cipher operands, in operand order."""
+        return tuple(op for op in self.operands if isinstance(op, CipherInput))
+
+    def input_layout(self, operand: int) -> Layout:
+        """Layout in which cipher operand `operand` must be encrypted."""
+        for op in self.cipher_inputs:
+            if op.operand == operand:
+                return op.layout
+        raise PlanError(f"operand {operand} is not a cipher operand of this plan", spec=self.spec)
+
+    def levels(self) -> dict[int, int]:
+        """Multiplicative level of every value (inputs at level 0; a rescale adds one)."""
+        if self._levels is None:
+            levels: dict[int, int] = {}
+            for step in self.steps:
+                if isinstance(step, Load):
+                    levels[step.out] = 0
+                elif isinstance(step, Rescale):
+                    levels[step.out] = levels[step.src] + 1
+                else:
+                    levels[step.out] = max(levels[a] for a in step.args)
+            object.__setattr__(self, "_levels", levels)
+        return self._levels
+
+    @property
+    def depth(self) -> int:
+        """Multiplicative depth: the largest level any value reaches."""
+        return max(self.levels().values(), default=0)
+
+    @property
+    def rotations(self) -> tuple[int, ...]:
+        """The exact, sorted set of rotation offsets the plan uses (normalized to 0 < r < slots)."""
+        return tuple(sorted({s.offset % self.slots for s in self.steps if isinstance(s, Rotate)}))
+
+    def op_counts(self) -> dict[str, int]:
+        """Number of steps of each op kind."""
+        counts = Counter(step.op for step in self.steps)
+        return {op: counts.get(op, 0) for op in ("load", "mul_plain", "mask", "mul", "add", "rotate", "rescale")}
+
+    @property
+    def cts_in(self) -> int:
+        """Ciphertexts the client uploads."""
+        return sum(op.layout.num_cts for op in self.cipher_inputs)
+
+    @property
+    def cts_out(self) -> int:
+        """Ciphertexts the server returns."""
+        return len(self.outputs)
+
+    def explain(self) -> str:
+        """A report of the plan: spec, layouts, depth, rotation set, op counts, ciphertexts in and out."""
+        counts = self.op_counts()
+        lines = [
+            f"einsum {self.spec}  strategy={self.strategy}  slots={self.slots}",
+            f"  depth {self.depth}   ciphertexts in {self.cts_in}, out {self.cts_out}",
+            f"  rotations ({len(self.rotations)} keys): {list(self.rotations)}",
+            "  ops: " + ", ".join(f"{op} {n}" for op, n in counts.items() if op != "load"),
+        ]
+        for op in self.operands:
+            if isinstance(op, CipherInput):
+                lines.append(f"  operand {op.operand} cipher  {op.layout}")
+            else:
+                lines.append(f"  operand {op.operand} plain   shape {op.shape}")
+        lines.append(f"  output {self.output_layout}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.explain()
+
+    # -- JSON -----------------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        """Serialize the plan to a JSON string."""
+        return json.dumps(_plan_to_dict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        """Rebuild a plan from `to_json`'s output, validating its structure."""
+        try:
+            return _plan_from_dict(json.loads(text))
+        except PlanError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PlanError(f"malformed plan JSON: {exc}") from exc
+
+
+def _plain_to_dict(plain: Plaintext) -> dict:
+    if isinstance(plain, Mask):
+        return {"mask": [list(r) for r in plain.ranges], "slots": plain.slots}
+    return {"name": plain.name, "layout": plain.layout.to_json(), "ct": plain.ct}
+
+
+def _plain_from_dict(data: dict) -> Plaintext:
+    if "mask" in data:
+        return Mask(tuple((int(a), int(b)) for a, b in data["mask"]), int(data["slots"]))
+    return PlainTensor(str(data["name"]), Layout.from_json(data["layout"]), int(data["ct"]))
+
+
+def _step_to_dict(step: Step) -> dict:
+    data = {"type": type(step).__name__}
+    for key, value in step.__dict__.items():
+        data[key] = _plain_to_dict(value) if key == "plain" else value
+    return data
+
+
+def _step_from_dict(data: dict) -> Step:
+    data = dict(data)
+    kind = data.pop("type")
+    if kind not in _STEP_TYPES:
+        raise PlanError(f"unknown step type {kind!r}; valid types: {', '.join(_STEP_TYPES)}")
+    if "plain" in data:
+        data["plain"] = _plain_from_dict(data["plain"])
+    return _STEP_TYPES[kind](**data)
+
+
+def _plan_to_dict(plan: Plan) -> dict:
+    operands = []
+    for op in plan.operands:
+        if isinstance(op, CipherInput):
+            operands.append({"kind": "cipher", "operand": op.operand, "layout": op.layout.to_json()})
+        else:
+            operands.append({"kind": "plain", "operand": op.operand, "shape": list(op.shape)})
+    return {
+        "format": "einfhe.plan/1",
+        "spec": plan.spec,
+        "slots": plan.slots,
+        "strategy": plan.strategy,
+        "operands": operands,
+        "plain_program": [{"out": e.out, "subscripts": e.subscripts, "args": list(e.args)} for e in plan.plain_program],
+        "steps": [_step_to_dict(s) for s in plan.steps],
+        "outputs": list(plan.outputs),
+        "output_layout": plan.output_layout.to_json(),
+    }
+
+
+def _plan_from_dict(data: dict) -> Plan:
+    if data.get("format") != "einfhe.plan/1":
+        raise PlanError(f"unsupported plan format {data.get('format')!r}; expected 'einfhe.plan/1'")
+    operands = []
+    for op in data["operands"]:
+        if op["kind"] == "cipher":
+            operands.append(CipherInput(int(op["operand"]), Layout.from_json(op["layout"])))
+        else:
+            operands.append(PlainInput(int(op["operand"]), tuple(int(n) for n in op["shape"])))
+    return Plan(
+        spec=str(data["spec"]),
+        slots=int(data["slots"]),
+        operands=tuple(operands),
+        plain_program=tuple(PlainExpr(e["out"], e["subscripts"], tuple(e["args"])) for e in data["plain_program"]),
+        steps=tuple(_step_from_dict(s) for s in data["steps"]),
+        outputs=tuple(int(v) for v in data["outputs"]),
+        output_layout=Layout.from_json(data["output_layout"]),
+        strategy=str(data.get("strategy", "iteration-space")),
+    )

@@ -1,0 +1,45 @@
+"""Encrypted tensors: a layout plus the backend ciphertexts that hold it, and their byte format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import SerializationError
+from .layout import Layout
+from .serialize import pack_blob, pack_parts, unpack_blob, unpack_parts
+
+__all__ = ["EncryptedTensor", "tensor_to_bytes", "tensor_from_bytes"]
+
+
+@dataclass(frozen=True)
+class EncryptedTensor:
+    """A tensor encrypted in `layout` as `len(cts)` ciphertexts of a context's backend."""
+
+    cts: tuple
+    layout: Layout
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Logical shape of the tensor."""
+        return self.layout.shape
+
+    def __repr__(self) -> str:
+        return f"EncryptedTensor(shape={self.shape}, {self.layout})"
+
+
+def tensor_to_bytes(ctx, tensor: EncryptedTensor) -> bytes:
+    """Serialize an encrypted tensor (layout + ciphertexts) behind einfhe's header."""
+    parts = [ctx.backend.serialize_ciphertext(ct) for ct in tensor.cts]
+    payload = pack_parts({"layout": tensor.layout.to_json()}, parts)
+    return pack_blob("tensor", ctx.params.fingerprint(), payload)
+
+
+def tensor_from_bytes(ctx, data: bytes, max_cts: int = 4096) -> EncryptedTensor:
+    """Load an encrypted tensor, checking header, fingerprint and ciphertext count before the backend sees it."""
+    meta, parts = unpack_parts(unpack_blob(data, "tensor", ctx.params.fingerprint()), max_parts=max_cts)
+    layout = Layout.from_json(meta.get("layout", {}))
+    if layout.slots != ctx.slots or len(parts) != layout.num_cts:
+        raise SerializationError(
+            f"tensor blob holds {len(parts)} ciphertext(s) of a {layout.slots}-slot layout needing {layout.num_cts}"
+        )
+    return EncryptedTensor(tuple(ctx.backend.deserialize_ciphertext(p) for p in parts), layout)

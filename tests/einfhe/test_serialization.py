@@ -1,0 +1,75 @@
+"""Blob headers are checked before a backend sees bytes; plans and layouts round-trip through JSON."""
+
+import numpy as np
+import pytest
+
+import einfhe
+from einfhe.serialize import pack_blob, unpack_blob
+
+SLOTS = 16
+
+
+@pytest.fixture(scope="module")
+def fhe():
+    plan = einfhe.compile("ij,j->i", np.ones((3, 4)), einfhe.cipher((4,)), slots=SLOTS)
+    ctx = einfhe.Context.for_plan(plan, params=einfhe.Parameters.insecure_for_tests(plan.depth, SLOTS))
+    return plan, ctx
+
+
+def test_tensor_round_trip(fhe):
+    plan, ctx = fhe
+    x = np.array([0.5, -1.0, 2.0, 0.25])
+    blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.input_layout(1)))
+    back = einfhe.tensor_from_bytes(ctx, blob)
+    assert back.layout == plan.input_layout(1)
+    assert np.abs(einfhe.decrypt(ctx, back) - x).max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda b: b[:10], "too short"),
+        (lambda b: b"XXXXXX" + b[6:], "bad magic"),
+        (lambda b: b[:6] + bytes([9]) + b[7:], "version"),
+        (lambda b: b[:7] + bytes([1]) + b[8:], "expected a tensor"),
+        (lambda b: b[:8] + bytes(16) + b[24:], "fingerprint"),
+        (lambda b: b[:-5], "truncated"),
+    ],
+)
+def test_damaged_blobs_are_refused_before_openfhe(fhe, mutate, message):
+    plan, ctx = fhe
+    blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, np.ones(4), plan.input_layout(1)))
+    with pytest.raises(einfhe.SerializationError, match=message):
+        einfhe.tensor_from_bytes(ctx, mutate(blob))
+
+
+def test_garbage_payload_behind_a_valid_header_is_a_serialization_error(fhe):
+    _, ctx = fhe
+    from einfhe.serialize import pack_parts
+
+    layout = einfhe.natural_layout((4,), SLOTS)
+    payload = pack_parts({"layout": layout.to_json()}, [b"\x00" * 64])
+    blob = pack_blob("tensor", ctx.params.fingerprint(), payload)
+    with pytest.raises(einfhe.SerializationError):
+        einfhe.tensor_from_bytes(ctx, blob)
+
+
+def test_blob_kind_and_fingerprint_checks():
+    blob = pack_blob("ciphertext", b"f" * 16, b"payload")
+    assert unpack_blob(blob, "ciphertext", b"f" * 16) == b"payload"
+    with pytest.raises(einfhe.SerializationError):
+        unpack_blob(blob, "ciphertext", b"g" * 16)
+
+
+def test_plan_and_layout_json_round_trip(fhe):
+    plan, _ = fhe
+    again = einfhe.Plan.from_json(plan.to_json())
+    assert again == plan and again.rotations == plan.rotations and again.depth == plan.depth
+    layout = plan.input_layout(1)
+    assert einfhe.Layout.from_json(layout.to_json()) == layout
+
+
+@pytest.mark.parametrize("text", ["{}", '{"format": "einfhe.plan/9"}', "[1, 2]", "not json"])
+def test_malformed_plan_json_is_a_plan_error(text):
+    with pytest.raises(einfhe.EinfheError):
+        einfhe.Plan.from_json(text)
