@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import einfhe
+from einfhe.precision import error_bound
 from einfhe.serialize import pack_blob, unpack_blob
 
 SLOTS = 16
@@ -22,7 +23,7 @@ def test_tensor_round_trip(fhe):
     blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.input_layout(1)))
     back = einfhe.tensor_from_bytes(ctx, blob)
     assert back.layout == plan.input_layout(1)
-    assert np.abs(einfhe.decrypt(ctx, back) - x).max() < 1e-6
+    assert np.abs(einfhe.decrypt(ctx, back) - x).max() <= error_bound(ctx.params, np.abs(x).max())
 
 
 @pytest.mark.parametrize(
@@ -73,3 +74,20 @@ def test_plan_and_layout_json_round_trip(fhe):
 def test_malformed_plan_json_is_a_plan_error(text):
     with pytest.raises(einfhe.EinfheError):
         einfhe.Plan.from_json(text)
+
+
+def test_evaluation_keys_blob_gives_an_evaluation_only_context(fhe):
+    plan, ctx = fhe
+    blob = einfhe.evaluation_keys_to_bytes(ctx)
+    with pytest.raises(einfhe.SerializationError, match="below 128-bit"):
+        einfhe.context_from_evaluation_keys(blob)
+    server = einfhe.context_from_evaluation_keys(blob, expected=ctx.params)
+    assert server.rotations == ctx.rotations and server.backend.secret_key is None
+    W, x = np.arange(12.0).reshape(3, 4) / 10, np.array([0.5, -1.0, 2.0, 0.25])
+    xe = einfhe.encrypt(ctx, x, plan.input_layout(1))
+    ye = einfhe.run(server, plan, W, einfhe.tensor_from_bytes(server, einfhe.tensor_to_bytes(ctx, xe)))
+    result = einfhe.tensor_from_bytes(ctx, einfhe.tensor_to_bytes(server, ye))
+    bound = error_bound(ctx.params, np.abs(W).max() * np.abs(x).max(), terms=4, depth=plan.depth)
+    assert np.abs(einfhe.decrypt(ctx, result) - W @ x).max() <= bound
+    with pytest.raises(einfhe.SerializationError):
+        einfhe.context_from_evaluation_keys(blob[:-3], expected=ctx.params)
