@@ -170,7 +170,7 @@ def _labels_for(smap: SlotMap, tensor) -> list[str]:
     layout = smap.layout
     count = int(np.prod(layout.shape)) if layout.shape else 1
     if tensor is not None:
-        values = np.asarray(tensor, dtype=np.float64).reshape(-1)
+        values = np.asarray(tensor, dtype=np.float64).reshape(-1) + 0.0  # + 0.0 turns -0.0 into 0.0
         if values.size != count:
             raise LayoutError(f"tensor of shape {np.shape(tensor)} does not match the layout's shape {layout.shape}")
         return [f"{v:.2g}" if abs(v) < 100 else f"{v:.0f}" for v in values]
