@@ -18,7 +18,7 @@ import opt_einsum
 from .errors import EinsumError, PlanError
 from .layout import Dim, Layout
 from .lower import Packed, PlanBuilder
-from .plan import CipherInput, PlainExpr, PlainInput, PlainTensor, Plan
+from .plan import CipherInput, PlainExpr, PlainInput, Plan
 from .spec import parse_einsum
 
 __all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_CTS"]
@@ -171,10 +171,10 @@ def compile_einsum(
             target = builder.restrict(joint, value.layout.indices, value.layout.shape)
             moved = builder.relayout(value, target)
             return [moved.cts[c] for c in builder.ct_map(joint, target)]
+        if isinstance(value, _Plain):
+            return builder.plain_refs(value.name, value.indices, value.shape, joint)
         layout = builder.restrict(joint, value.indices, value.shape)
         mapping = builder.ct_map(joint, layout)
-        if isinstance(value, _Plain):
-            return [PlainTensor(value.name, layout, c) for c in mapping]
         packed = load_free(value, layout)
         return [packed.cts[c] for c in mapping]
 
@@ -211,11 +211,15 @@ def compile_einsum(
                 left = operand_cts(first, joint)
             else:
                 left = builder.align(base, joint)
+            present = {d.name for d in joint.dims}
+            to_sum = "".join(i for i in reduced if i in present)
             if others:
-                left = builder.multiply(left, operand_cts(others[0], joint))
-            result = Packed(tuple(left), joint)
-        present = {d.name for d in result.layout.dims}
-        result = builder.reduce(result, "".join(i for i in reduced if i in present))
+                result = builder.multiply_reduce(left, operand_cts(others[0], joint), joint, to_sum)
+            else:
+                result = builder.reduce(Packed(tuple(left), joint), to_sum)
+        if len(args) == 1 and fixed:
+            present = {d.name for d in result.layout.dims}
+            result = builder.reduce(result, "".join(i for i in reduced if i in present))
         values.append(Packed(result.cts, _with_indices(result.layout, out, sizes)))
 
     (final,) = values

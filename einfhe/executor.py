@@ -11,7 +11,7 @@ import numpy as np
 from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
-from .plan import Add, Load, Mask, Mul, MulPlain, PlainTensor, Plan, Rescale, Rotate
+from .plan import Add, AddPlain, Load, Mask, Mul, MulPlain, PlainTensor, Plan, Rescale, Rotate
 
 __all__ = ["RunStats", "evaluate_plain_program", "execute"]
 
@@ -96,6 +96,8 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
             result = ciphers[step.operand][step.ct]
         elif isinstance(step, MulPlain):
             result = backend.mul_plain(live[step.src], plaintext(step.plain))
+        elif isinstance(step, AddPlain):
+            result = backend.add_plain(live[step.src], plaintext(step.plain))
         elif isinstance(step, Mul):
             result = backend.mul(live[step.a], live[step.b])
         elif isinstance(step, Add):

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import PlanError
 from .layout import Dim, Layout, next_pow2
-from .plan import Add, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step
+from .plan import Add, AddPlain, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step
 
 __all__ = ["Packed", "PlanBuilder"]
 
@@ -133,6 +133,20 @@ class PlanBuilder:
             out.append(flat // self.slots)
         return out
 
+    def plain_refs(self, name: str, indices: str, shape: tuple[int, ...], joint: Layout) -> list[PlainTensor]:
+        """References to plain value `name` packed to line up with each ciphertext of `joint`."""
+        layout = self.restrict(joint, indices, shape)
+        return [PlainTensor(name, layout, c) for c in self.ct_map(joint, layout)]
+
+    def add_plain(self, value: Packed, name: str) -> Packed:
+        """Add plain value `name` (a tensor with the value's indices) slot-wise, e.g. a bias."""
+        refs = self.plain_refs(name, value.layout.indices, value.layout.shape, value.layout)
+        return Packed(tuple(self._emit(AddPlain, ct, ref) for ct, ref in zip(value.cts, refs)), value.layout)
+
+    def square(self, value: Packed) -> Packed:
+        """Slot-wise square of every ciphertext, rescaled (one level)."""
+        return Packed(tuple(self._emit(Rescale, self._emit(Mul, ct, ct)) for ct in value.cts), value.layout)
+
     def align(self, value: Packed, joint: Layout) -> list[int]:
         """Ciphertext ids of a fixed value for each ciphertext of a joint layout built on it."""
         n = value.layout.num_cts
@@ -146,6 +160,30 @@ class PlanBuilder:
             prod = self._emit(MulPlain, a, b) if isinstance(b, PlainTensor) else self._emit(Mul, a, b)
             out.append(self._emit(Rescale, prod))
         return out
+
+    def multiply_reduce(self, left: list[int], right: list, joint: Layout, reduced: str) -> Packed:
+        """Products summed over `reduced`: dimensions that lie wholly across ciphertexts are summed by
+        additions before a single rescale per output ciphertext (lazy rescaling); the rest by `reduce`."""
+        across = [n for n in reduced if n in {d.name for d in joint.dims} and joint.stride(n) >= self.slots]
+        if not across:
+            return self.reduce(Packed(tuple(self.multiply(left, right)), joint), reduced)
+        dims = tuple(d for d in joint.dims if d.name not in across)
+        keep = [(i, n) for i, n in zip(joint.indices, joint.shape) if i not in across]
+        target = Layout(dims, self.slots, "".join(i for i, _ in keep), tuple(n for _, n in keep))
+        strides = {d.name: target.stride(d.name) for d in dims}
+        sizes = [d.size for d in joint.dims]
+        groups: dict[int, list[int]] = {}
+        for ct, (a, b) in enumerate(zip(left, right)):
+            idx = np.unravel_index(ct * self.slots, sizes)
+            flat = sum(int(i) * strides[d.name] for d, i in zip(joint.dims, idx) if d.name in strides)
+            groups.setdefault(flat // self.slots, []).append(ct)
+        out = []
+        for key in sorted(groups):
+            terms = [self._emit(MulPlain, left[c], right[c]) if isinstance(right[c], PlainTensor)
+                     else self._emit(Mul, left[c], right[c]) for c in groups[key]]
+            out.append(self._emit(Rescale, self._sum(terms)))
+        rest = "".join(n for n in reduced if n not in across)
+        return self.reduce(Packed(tuple(out), target), rest)
 
     def reduce(self, value: Packed, names: str) -> Packed:
         """Sum out the dimensions `names` (outermost first): additions across ciphertexts, rotations within."""

@@ -19,7 +19,7 @@ from .errors import PlanError
 from .layout import Layout
 
 __all__ = [
-    "Load", "MulPlain", "Mul", "Add", "Rotate", "Rescale",
+    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Rotate", "Rescale",
     "PlainTensor", "Mask", "PlainExpr", "CipherInput", "PlainInput", "Plan", "Step",
 ]
 
@@ -71,6 +71,20 @@ class MulPlain:
     @property
     def op(self) -> str:
         return "mask" if isinstance(self.plain, Mask) else "mul_plain"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
+@dataclass(frozen=True)
+class AddPlain:
+    """Slot-wise sum of a ciphertext and a plaintext (a bias)."""
+
+    out: int
+    src: int
+    plain: Plaintext
+    op = "add_plain"
 
     @property
     def args(self) -> tuple[int, ...]:
@@ -132,8 +146,8 @@ class Rescale:
         return (self.src,)
 
 
-Step = Union[Load, MulPlain, Mul, Add, Rotate, Rescale]
-_STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, Mul, Add, Rotate, Rescale)}
+Step = Union[Load, MulPlain, AddPlain, Mul, Add, Rotate, Rescale]
+_STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Rotate, Rescale)}
 
 
 # -- operands ----------------------------------------------------------------------------------------
@@ -217,7 +231,7 @@ class Plan:
     def op_counts(self) -> dict[str, int]:
         """Number of steps of each op kind."""
         counts = Counter(step.op for step in self.steps)
-        return {op: counts.get(op, 0) for op in ("load", "mul_plain", "mask", "mul", "add", "rotate", "rescale")}
+        return {op: counts.get(op, 0) for op in ("load", "mul_plain", "mask", "mul", "add", "add_plain", "rotate", "rescale")}
 
     @property
     def cts_in(self) -> int:

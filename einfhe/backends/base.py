@@ -29,6 +29,10 @@ class Backend(ABC):
         """Multiply slot-wise by a plaintext vector encoded at the ciphertext's level."""
 
     @abstractmethod
+    def add_plain(self, ct, values: np.ndarray):
+        """Add a plaintext vector slot-wise, encoded at the ciphertext's level."""
+
+    @abstractmethod
     def mul(self, a, b):
         """Multiply two ciphertexts slot-wise and relinearize."""
 

@@ -143,6 +143,11 @@ class OpenFHEBackend(Backend):
             plain = self.cc.MakeCKKSPackedPlaintext(np.asarray(values, dtype=np.float64).tolist(), 1, ct.GetLevel())
             return self.cc.EvalMult(ct, plain)
 
+    def add_plain(self, ct, values):
+        with translate_errors("add a plaintext"):
+            plain = self.cc.MakeCKKSPackedPlaintext(np.asarray(values, dtype=np.float64).tolist(), 1, ct.GetLevel())
+            return self.cc.EvalAdd(ct, plain)
+
     def mul(self, a, b):
         with translate_errors("multiply ciphertexts"):
             return self.cc.EvalMult(a, b)

@@ -48,6 +48,10 @@ class SimulatorBackend(Backend):
         ct = self._check(ct)
         return SimCiphertext(ct.values * values, ct.level)
 
+    def add_plain(self, ct, values):
+        ct = self._check(ct)
+        return SimCiphertext(ct.values + values, ct.level)
+
     def mul(self, a, b):
         a, b = self._check(a), self._check(b)
         return SimCiphertext(a.values * b.values, max(a.level, b.level))
