@@ -44,7 +44,7 @@ def run_demo(seed: int = 0) -> float:
         error = float(np.abs(got - np.einsum(spec, *arrays)).max())
         worst = max(worst, error)
         summed = int(np.prod([n for i, n in einfhe.parse_einsum(spec, *shapes).size_items if i not in spec.split("->")[1]]))
-        bound = error_bound(ctx.params, 1.0, summed, plan.depth)
+        bound = error_bound(ctx.params, 1.0, summed, plan.depth, plan.keyswitches)
         print(f"parameters: {ctx.params}")
         print(f"time: keys {t1 - t0:.2f}s  encrypt {t2 - t1:.3f}s  evaluate {t3 - t2:.3f}s  decrypt {t4 - t3:.3f}s")
         print("evaluate by op: " + ", ".join(f"{op} {n}x {stats.seconds[op] * 1e3:.1f}ms" for op, n in sorted(stats.counts.items())))

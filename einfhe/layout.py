@@ -147,7 +147,8 @@ class Layout:
         """A multi-line text description: dimensions, strides, blocks and ciphertext count."""
         lines = [f"layout of {self.indices or 'scalar'} {self.shape}: {self.num_cts} ciphertext(s) of {self.slots} slots"]
         for dim, stride in zip(self.dims, self._strides):
-            where = "ciphertexts" if stride >= self.slots else "slots"
+            where = ("ciphertexts" if stride >= self.slots
+                     else "slots and ciphertexts" if stride * dim.size > self.slots else "slots")
             lines.append(f"  {str(dim):<18} stride {stride:<8} ({where})")
         if self.block < self.slots:
             lines.append(f"  block of {self.block} slots repeated {self.slots // self.block}x")

@@ -234,6 +234,12 @@ class Plan:
         return {op: counts.get(op, 0) for op in ("load", "mul_plain", "mask", "mul", "add", "add_plain", "rotate", "rescale")}
 
     @property
+    def keyswitches(self) -> int:
+        """Rotations and ciphertext products (each needs a key switch), for error estimates."""
+        counts = self.op_counts()
+        return counts["rotate"] + counts["mul"]
+
+    @property
     def cts_in(self) -> int:
         """Ciphertexts the client uploads."""
         return sum(op.layout.num_cts for op in self.cipher_inputs)

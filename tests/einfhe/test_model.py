@@ -45,7 +45,7 @@ def test_model_on_openfhe(batch):
     got = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
     expected = reference(X) if batch else reference(X)[0]
     # the hidden layer sums 20 products of size <= 0.3 and is squared (magnitude ~ 6^2), then 12 more terms
-    assert np.abs(got - expected).max() <= error_bound(ctx.params, 36.0, 20 * 12, model.plan.depth)
+    assert np.abs(got - expected).max() <= error_bound(ctx.params, 36.0, 20 * 12, model.plan.depth, model.plan.keyswitches)
 
 
 def test_bad_models_are_refused():

@@ -87,7 +87,7 @@ def test_evaluation_keys_blob_gives_an_evaluation_only_context(fhe):
     xe = einfhe.encrypt(ctx, x, plan.input_layout(1))
     ye = einfhe.run(server, plan, W, einfhe.tensor_from_bytes(server, einfhe.tensor_to_bytes(ctx, xe)))
     result = einfhe.tensor_from_bytes(ctx, einfhe.tensor_to_bytes(server, ye))
-    bound = error_bound(ctx.params, np.abs(W).max() * np.abs(x).max(), terms=4, depth=plan.depth)
+    bound = error_bound(ctx.params, np.abs(W).max() * np.abs(x).max(), terms=4, depth=plan.depth, keyswitches=plan.keyswitches)
     assert np.abs(einfhe.decrypt(ctx, result) - W @ x).max() <= bound
     with pytest.raises(einfhe.SerializationError):
         einfhe.context_from_evaluation_keys(blob[:-3], expected=ctx.params)
