@@ -1,0 +1,151 @@
+"""The einfhe service client: register operands, plan, upload evaluation keys once, run encrypted einsums.
+
+    client = Client("http://127.0.0.1:8000", token)
+    client.register_operand("W", W)                       # plaintext weights, kept by the server
+    y = client.einsum("ij,j->i", "W", x)                  # x is encrypted here; y decrypted here
+
+Keys are generated on the client and never leave it; only evaluation keys are uploaded, once per parameter set
+(again only when a later plan needs rotations the uploaded set lacks).
+"""
+
+from __future__ import annotations
+
+import einfhe  # noqa: F401  -- loads openfhe before any other extension module
+
+import io
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+import msgpack
+import numpy as np
+from tqdm import tqdm
+
+from einfhe import (
+    Context, Parameters, Plan, decrypt, encrypt, evaluation_keys_to_bytes, tensor_from_bytes, tensor_to_bytes,
+)
+
+from .errors import JobFailed
+from .http import Http
+
+__all__ = ["Client", "PlanInfo"]
+
+_FINAL = ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """A plan the server compiled, with its id and parameters."""
+
+    id: str
+    plan: Plan
+    params: Parameters
+    info: dict
+
+
+class Client:
+    """A tenant's connection to an einfhe server (its keys stay in this object)."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 120.0, retries: int = 3, progress: bool = True,
+                 poll_seconds: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.http = Http(url, token, timeout=timeout + poll_seconds, retries=retries, transport=transport)
+        self.progress = progress
+        self.poll_seconds = poll_seconds
+        self._plans: dict[str, PlanInfo] = {}
+        self._contexts: dict[str, tuple[Context, str, tuple[Plan, ...]]] = {}  # fingerprint -> ctx, keyset, plans
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- resources --------------------------------------------------------------------------------
+    def register_operand(self, name: str, array) -> dict:
+        """Register (or replace) a named plaintext operand on the server."""
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        return self.http.request("PUT", f"/operands/{name}", content=buffer.getvalue(),
+                                 headers={"Content-Type": "application/octet-stream"}).json()
+
+    def plan(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None) -> PlanInfo:
+        """Have the server plan `spec` (strings name registered operands, arrays or shapes are cipher operands)."""
+        refs = [{"plain": op} if isinstance(op, str) else {"cipher": [int(n) for n in np.shape(op)]} for op in operands]
+        body = {"spec": spec, "operands": refs, "slots": slots,
+                "params": params.to_json() if params is not None else None}
+        key = json.dumps(body, sort_keys=True)
+        if key not in self._plans:
+            info = self.http.request("POST", "/plans", json=body, idempotent=True).json()
+            self._plans[key] = PlanInfo(info["id"], Plan.from_json(json.dumps(info["plan"])),
+                                        Parameters.from_json(info["params"]), info)
+        return self._plans[key]
+
+    def context_for(self, plan: PlanInfo) -> tuple[Context, str]:
+        """The local context for the plan's parameters and the id of its uploaded key set (made once)."""
+        fingerprint = plan.params.fingerprint().hex()
+        cached = self._contexts.get(fingerprint)
+        if cached is not None and set(plan.plan.rotations) <= set(cached[0].rotations):
+            return cached[0], cached[1]
+        plans = (cached[2] if cached else ()) + (plan.plan,)
+        ctx = Context.for_plan(*plans, params=plan.params)
+        keyset_id = self.upload_keys(ctx)
+        self._contexts[fingerprint] = (ctx, keyset_id, plans)
+        return ctx, keyset_id
+
+    def upload_keys(self, ctx: Context) -> str:
+        """Upload the context's evaluation keys (never its secret key) and return the key set's id."""
+        response = self.http.request("POST", "/keysets", content=evaluation_keys_to_bytes(ctx), idempotent=True,
+                                     headers={"Content-Type": "application/octet-stream"})
+        return response.json()["id"]
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def submit(self, plan_id: str, keyset_id: str, blobs: list[bytes]) -> dict:
+        """Submit ciphertext blobs (one per cipher operand) for a plan; returns the queued job."""
+        if len(blobs) == 1:
+            content, media = blobs[0], "application/octet-stream"
+        else:
+            content, media = msgpack.packb(list(blobs), use_bin_type=True), "application/msgpack"
+        return self.http.request("POST", "/jobs", params={"plan_id": plan_id, "keyset_id": keyset_id},
+                                 content=content, headers={"Content-Type": media}).json()
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict:
+        """Wait for a job to finish (long polls; a progress bar once it runs long); raise JobFailed on failure."""
+        start = time.monotonic()
+        job = self.http.request("GET", f"/jobs/{job_id}", params={"wait": 0.5}).json()
+        bar = None
+        try:
+            while job["status"] not in _FINAL:
+                elapsed = time.monotonic() - start
+                if timeout is not None and elapsed > timeout:
+                    raise TimeoutError(f"job {job_id} still {job['status']} after {elapsed:.0f}s")
+                if bar is None:
+                    bar = tqdm(desc=f"job {job_id[:8]}", unit="poll", disable=not self.progress, leave=False)
+                bar.set_postfix(status=job["status"], elapsed=f"{elapsed:.0f}s")
+                bar.update(1)
+                job = self.http.request("GET", f"/jobs/{job_id}", params={"wait": self.poll_seconds}).json()
+        finally:
+            if bar is not None:
+                bar.close()
+        if job["status"] == "failed":
+            error = job.get("error") or {"code": "job_failed", "message": "no detail"}
+            raise JobFailed(error["code"], error["message"])
+        return job
+
+    def result(self, job_id: str) -> bytes:
+        """The encrypted result blob of a finished job."""
+        return self.http.request("GET", f"/jobs/{job_id}/result").content
+
+    def einsum(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None,
+               timeout: float | None = None) -> np.ndarray:
+        """numpy.einsum on the server: arrays are encrypted here, strings name registered plaintext operands."""
+        plan = self.plan(spec, *operands, slots=slots, params=params)
+        ctx, keyset_id = self.context_for(plan)
+        blobs = [tensor_to_bytes(ctx, encrypt(ctx, operands[op.operand], op.layout)) for op in plan.plan.cipher_inputs]
+        job = self.submit(plan.id, keyset_id, blobs)
+        self.wait(job["id"], timeout)
+        return decrypt(ctx, tensor_from_bytes(ctx, self.result(job["id"])))

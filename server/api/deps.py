@@ -1,0 +1,106 @@
+"""Shared checks as FastAPI dependencies: the service, the tenant behind the API token, ownership, body caps.
+
+    ServiceDep      the app's Service
+    TenantDep       the tenant named by ``Authorization: Bearer <token>`` (401 otherwise)
+    KeySetDep, PlanDep, JobDep, OperandDep
+                    the tenant's object named in the path (404 when missing or another tenant's)
+    KeySetBody, CiphertextBody, OperandBody
+                    the raw request body, refused with 413 past its cap
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from ..errors import ServiceError
+from ..service import Service
+from ..tokens import token_digest
+from .schemas import NAME_PATTERN
+
+__all__ = [
+    "CiphertextBody", "JobDep", "KeySetBody", "KeySetDep", "OperandBody", "OperandDep", "PlanDep", "ServiceDep",
+    "TenantDep", "get_service", "get_tenant",
+]
+
+
+def get_service(request: Request) -> Service:
+    """The Service the app was made with."""
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def get_tenant(
+    request: Request, service: ServiceDep, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    """The tenant owning the bearer token, or 401."""
+    scheme, _, token = (authorization or "").partition(" ")
+    tenant = service.tenants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
+    if tenant is None:
+        raise ServiceError("unauthorized", "send a valid API token as 'Authorization: Bearer <token>'")
+    request.state.tenant = tenant
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def _owned(service: Service, table: str, tenant: str, what: str, **key) -> dict:
+    row = service.store.get(table, tenant, **key)
+    if row is None:
+        raise ServiceError("not_found", f"no {what} {next(iter(key.values()))!r} for this token")
+    return row
+
+
+def get_keyset(keyset_id: Annotated[str, Path(max_length=64)], tenant: TenantDep, service: ServiceDep) -> dict:
+    """The tenant's key set `keyset_id`."""
+    return _owned(service, "keysets", tenant, "key set", id=keyset_id)
+
+
+def get_plan(plan_id: Annotated[str, Path(max_length=64)], tenant: TenantDep, service: ServiceDep) -> dict:
+    """The tenant's plan `plan_id`."""
+    return _owned(service, "plans", tenant, "plan", id=plan_id)
+
+
+def get_job(job_id: Annotated[str, Path(max_length=64)], tenant: TenantDep, service: ServiceDep) -> dict:
+    """The tenant's job `job_id`."""
+    return _owned(service, "jobs", tenant, "job", id=job_id)
+
+
+def get_operand(name: Annotated[str, Path(pattern=NAME_PATTERN)], tenant: TenantDep, service: ServiceDep) -> dict:
+    """The tenant's registered operand `name`."""
+    return _owned(service, "operands", tenant, "operand", name=name)
+
+
+KeySetDep = Annotated[dict, Depends(get_keyset)]
+PlanDep = Annotated[dict, Depends(get_plan)]
+JobDep = Annotated[dict, Depends(get_job)]
+OperandDep = Annotated[dict, Depends(get_operand)]
+
+
+def capped_body(setting: str):
+    """A dependency reading the request body, refused with 413 past `Settings.<setting>` bytes."""
+
+    async def read_body(request: Request, service: ServiceDep, _tenant: TenantDep) -> bytes:
+        limit = getattr(service.settings, setting)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ServiceError("payload_too_large", f"the body is {declared} bytes; the limit here is {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServiceError("payload_too_large", f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    read_body.__doc__ = f"The raw body, at most Settings.{setting} bytes."
+    return read_body
+
+
+KeySetBody = Annotated[bytes, Depends(capped_body("max_keyset_bytes"))]
+CiphertextBody = Annotated[bytes, Depends(capped_body("max_ciphertext_bytes"))]
+OperandBody = Annotated[bytes, Depends(capped_body("max_operand_bytes"))]

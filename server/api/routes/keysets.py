@@ -1,0 +1,67 @@
+"""Evaluation-key sets: uploaded once (einfhe.evaluation_keys_to_bytes), checked in a worker, referenced by id."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from fastapi import APIRouter
+
+from ...codecs import decode_keyset
+from ...errors import CODES, ServiceError
+from ...executor import KeySetCheck
+from ..deps import KeySetBody, KeySetDep, ServiceDep, TenantDep
+from ..schemas import ErrorResponse, KeySetPublic
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/keysets", tags=["keysets"])
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the blob einfhe.evaluation_keys_to_bytes(ctx) makes: parameters, rotation offsets, the "
+                       "crypto context, public, relinearization and rotation keys. A secret key is refused.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _public(row: dict) -> KeySetPublic:
+    return KeySetPublic(**{k: row[k] for k in KeySetPublic.model_fields})
+
+
+@router.post("", status_code=201, response_model=KeySetPublic, operation_id="create_keyset",
+             openapi_extra=_BODY, responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}})
+async def create_keyset(body: KeySetBody, tenant: TenantDep, service: ServiceDep) -> KeySetPublic:
+    """Accept a tenant's evaluation keys after a worker has checked them (no secret key, rotations present)."""
+    upload = decode_keyset(body)
+    params = service.parameters(upload.params)
+    rotations = sorted(set(upload.rotations))
+    keyset_id = uuid.uuid4().hex
+    path = service.store.write_blob("keysets", keyset_id, body)
+    outcome = await asyncio.wrap_future(
+        service.executor.check_keyset(KeySetCheck(str(path), params.to_json(), tuple(rotations)))
+    )
+    if not outcome.ok:
+        path.unlink(missing_ok=True)
+        code = outcome.code if outcome.code in CODES else "malformed_blob"
+        raise ServiceError(code, f"key set refused: {outcome.message}")
+    row = service.store.insert(
+        "keysets", id=keyset_id, tenant=tenant, fingerprint=params.fingerprint().hex(), params=params.to_json(),
+        rotations=rotations, key_tag=outcome.key_tag, size=len(body),
+    )
+    return _public(row)
+
+
+@router.get("", response_model=list[KeySetPublic], operation_id="list_keysets")
+def list_keysets(tenant: TenantDep, service: ServiceDep) -> list[KeySetPublic]:
+    """The tenant's key sets."""
+    return [_public(r) for r in service.store.list("keysets", tenant)]
+
+
+@router.get("/{keyset_id}", response_model=KeySetPublic, operation_id="get_keyset",
+            responses={404: {"model": ErrorResponse}})
+def get_keyset(keyset: KeySetDep) -> KeySetPublic:
+    """One key set's description."""
+    return _public(keyset)

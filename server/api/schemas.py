@@ -1,0 +1,110 @@
+"""Pydantic schemas of the REST contract: `XCreate` is what a client sends, `XPublic` what the server answers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+__all__ = [
+    "NAME_PATTERN", "ErrorDetail", "ErrorResponse", "JobPublic", "KeySetPublic",
+    "OperandPublic", "OperandRef", "PlanCreate", "PlanPublic",
+]
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+
+class ErrorDetail(BaseModel):
+    """A stable error code and a message saying what was wrong and what to do."""
+
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+class KeySetPublic(BaseModel):
+    """An accepted key set, referenced by id in jobs."""
+
+    id: str
+    fingerprint: str
+    params: dict
+    rotations: list[int]
+    size: int
+    created: float
+
+
+class OperandPublic(BaseModel):
+    """A registered plaintext operand."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    size: int
+    digest: str
+    created: float
+
+
+class OperandRef(BaseModel):
+    """One einsum operand: a registered plaintext by name, or a cipher operand by shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plain: str | None = Field(None, pattern=NAME_PATTERN)
+    cipher: list[StrictInt] | None = Field(None, max_length=8)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "OperandRef":
+        if (self.plain is None) == (self.cipher is None):
+            raise ValueError("give exactly one of 'plain' (a registered operand's name) or 'cipher' (a shape)")
+        if self.cipher is not None and any(n < 1 or n > 1 << 24 for n in self.cipher):
+            raise ValueError("cipher shape entries must lie in 1..2^24")
+        return self
+
+
+class PlanCreate(BaseModel):
+    """An einsum to plan: spec, operands, slots, and optionally explicit CKKS parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = Field(min_length=1, max_length=256)
+    operands: list[OperandRef] = Field(min_length=1, max_length=16)
+    slots: int = Field(8192, ge=1, le=1 << 16)
+    params: dict | None = None
+
+
+class PlanPublic(BaseModel):
+    """A compiled plan and everything a client needs before uploading: parameters, layouts, rotations."""
+
+    id: str
+    spec: str
+    operands: list[OperandRef]
+    plan: dict
+    params: dict
+    fingerprint: str
+    depth: int
+    rotations: list[int]
+    input_layouts: dict[str, dict]
+    output_layout: dict
+    cts_in: int
+    cts_out: int
+    explain: str
+    created: float
+
+
+class JobPublic(BaseModel):
+    """A job's state; its result is fetched from /jobs/{id}/result once it has succeeded."""
+
+    id: str
+    plan_id: str
+    keyset_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    error: ErrorDetail | None = None
+    created: float
+    finished: float | None = None
+    seconds: float | None = None
+    result_size: int | None = None

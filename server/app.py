@@ -1,0 +1,79 @@
+"""The FastAPI application: routers, error handlers, middleware, and the service's lifetime."""
+
+from __future__ import annotations
+
+import einfhe  # noqa: F401  -- loads openfhe before any other extension module
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from .api import ROUTERS
+from .errors import CODES, ServiceError, error_body
+from .executor import Executor
+from .middleware import BodyGuard, RequestLog
+from .service import Service
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("einfhe.server")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+
+
+def _error(code: str, message: str) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=CODES[code])
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Answer every error as {"error": {"code", "message"}}."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error("invalid_request", details or "the request is malformed")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
+        return _error(code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error("internal_error", "the server failed unexpectedly; the error is logged")
+
+
+def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
+    """Build the app and its Service (storage opened, interrupted jobs marked failed) from `settings`."""
+    settings = settings or Settings()
+    service = Service(settings, executor)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="einfhe", version="0.1.0", lifespan=lifespan,
+        description="Encrypted einsum as a service: the server computes on CKKS ciphertexts it cannot read. "
+                    "Ciphertexts and keys travel as binary (octet-stream or msgpack); errors are "
+                    '{"error": {"code", "message"}} with stable codes.',
+    )
+    app.state.service = service
+    for router in ROUTERS:
+        app.include_router(router)
+    _install_error_handlers(app)
+    largest = max(settings.max_keyset_bytes, settings.max_ciphertext_bytes, settings.max_operand_bytes)
+    app.add_middleware(BodyGuard, limit=largest, json_limit=settings.max_json_bytes)
+    app.add_middleware(RequestLog)
+    return app

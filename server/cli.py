@@ -1,0 +1,39 @@
+"""`einfhe serve`: run the service with uvicorn (host, port, data directory, token file)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="einfhe serve", description="Serve encrypted einsums over REST.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="metadata and blobs (default $EINFHE_DATA_DIR or ./data)")
+    parser.add_argument("--token-file", type=Path, default=None, help="file of 'tenant:token' lines")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes for jobs (default 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` and serve until interrupted."""
+    args = _parser().parse_args(argv)
+    import uvicorn
+
+    from .app import create_app
+    from .settings import Settings
+
+    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("token_file", args.token_file),
+                                   ("workers", args.workers)) if v is not None}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(Settings(**overrides))
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

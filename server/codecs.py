@@ -1,0 +1,117 @@
+"""Decode what clients upload (evaluation-key blobs, .npy operands, einfhe tensor blobs), refusing malformed bytes.
+
+Every function here raises `ServiceError` (a 4xx with a stable code) for bad input; none loads OpenFHE
+objects, so the API process never touches OpenFHE's global caches.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+from einfhe import EinfheError, EncryptedTensor, Parameters, SerializationError, tensor_from_bytes
+from einfhe.serialize import unpack_blob, unpack_parts
+
+from .errors import ServiceError
+
+__all__ = ["KEY_PARTS", "SECRET_PART_NAMES", "KeySetUpload", "decode_keyset", "decode_npy", "decode_tensor_list", "inspect_tensor"]
+
+KEY_PARTS = ("context", "public_key", "mult_key", "rotation_keys")
+SECRET_PART_NAMES = ("secret", "private", "sk")
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+_MAX_NDIM = 8
+
+
+def _unpack_msgpack(body: bytes, what: str):
+    """msgpack.unpackb with strict settings, any failure answered as malformed_blob."""
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, TypeError, msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError,
+            msgpack.exceptions.StackError) as exc:
+        raise ServiceError("malformed_blob", f"the {what} is not valid msgpack: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class KeySetUpload:
+    """What the API process reads from an evaluation-key blob without loading any key."""
+
+    params: dict
+    rotations: list[int]
+    parts: dict[str, bytes]
+
+
+def decode_keyset(body: bytes) -> KeySetUpload:
+    """Read an einfhe evaluation-key blob's envelope (einfhe.evaluation_keys_to_bytes); refuse secret-key parts."""
+    try:
+        meta, parts = unpack_parts(unpack_blob(body, "evaluation_keys", None), max_parts=16)
+        names = meta.get("parts")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) != len(parts):
+            raise SerializationError("the key set's part names do not match its parts")
+        params, rotations = meta.get("params"), meta.get("rotations", [])
+        if not isinstance(params, dict) or not isinstance(rotations, list) or not all(
+                isinstance(r, int) and not isinstance(r, bool) for r in rotations):
+            raise SerializationError("the key set's parameters or rotations are malformed")
+    except EinfheError as exc:
+        raise ServiceError("malformed_blob", f"not an einfhe evaluation-key blob: {exc}") from exc
+    for name in names:
+        if any(word in name.lower() for word in SECRET_PART_NAMES) and name not in KEY_PARTS:
+            raise ServiceError("secret_key_refused", f"key part {name!r} names a secret key: the server never accepts one")
+        if name not in KEY_PARTS:
+            raise ServiceError("unknown_key_part", f"unknown key part {name!r}; valid parts: {', '.join(KEY_PARTS)}")
+    return KeySetUpload(params, rotations, dict(zip(names, parts)))
+
+
+def decode_npy(body: bytes) -> np.ndarray:
+    """A plaintext operand from .npy bytes: numeric, finite, at most 8 dimensions, never pickled objects."""
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError) as exc:
+        raise ServiceError("malformed_blob", f"the operand is not a .npy array: {exc}") from exc
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise ServiceError("malformed_blob", "the operand must be a numeric (bool, int or float) .npy array")
+    if array.ndim > _MAX_NDIM or array.size == 0:
+        raise ServiceError("malformed_blob", f"the operand must have 1..{_MAX_NDIM} dimensions and some elements")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ServiceError("malformed_blob", "the operand holds NaN or infinite values")
+    return array
+
+
+def decode_tensor_list(body: bytes, content_type: str) -> list[bytes]:
+    """Job inputs: one tensor blob (application/octet-stream) or a msgpack array of them."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == "application/octet-stream":
+        return [body]
+    if media in MSGPACK_TYPES:
+        blobs = _unpack_msgpack(body, "job body")
+        if not isinstance(blobs, list) or not all(isinstance(b, bytes) for b in blobs):
+            raise ServiceError("malformed_blob", "a msgpack job body must be an array of tensor blobs (bin)")
+        return blobs
+    raise ServiceError(
+        "unsupported_media_type",
+        f"send ciphertexts as application/octet-stream (one tensor) or {MSGPACK_TYPES[0]} (several), not {media!r}",
+    )
+
+
+class _BlobContext:
+    """Stands in for a Context so einfhe's own tensor_from_bytes checks a blob without any OpenFHE object."""
+
+    def __init__(self, params: Parameters) -> None:
+        self.params = params
+        self.slots = params.slots
+        self.backend = self
+
+    @staticmethod
+    def deserialize_ciphertext(data: bytes) -> bytes:
+        """Keep the ciphertext as bytes (the worker deserializes it)."""
+        return data
+
+
+def inspect_tensor(data: bytes, params: Parameters, max_cts: int) -> EncryptedTensor:
+    """Check a tensor blob's header, fingerprint, layout and ciphertext count; its cts stay bytes."""
+    try:
+        return tensor_from_bytes(_BlobContext(params), data, max_cts=max_cts)
+    except EinfheError as exc:
+        raise ServiceError("malformed_blob", f"not a tensor blob for this plan's parameters: {exc}") from exc

@@ -1,0 +1,58 @@
+"""The service's errors: one exception carrying a stable code, and the table of codes with their HTTP status.
+
+    ServiceError(code, message)   ->  HTTP status from CODES, body {"error": {"code": ..., "message": ...}}
+
+Codes are part of the API contract: clients branch on them, so they never change meaning. Job failures use
+the same vocabulary (`JOB_CODES`) in the job's ``error`` field.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CODES", "JOB_CODES", "ServiceError", "error_body"]
+
+CODES: dict[str, int] = {
+    "invalid_request": 400,
+    "malformed_blob": 400,
+    "secret_key_refused": 400,
+    "unknown_key_part": 400,
+    "insecure_parameters": 400,
+    "invalid_parameters": 400,
+    "invalid_einsum": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "keyset_mismatch": 409,
+    "job_not_finished": 409,
+    "job_failed": 409,
+    "length_required": 411,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "work_limit_exceeded": 422,
+    "internal_error": 500,
+}
+
+JOB_CODES: tuple[str, ...] = (
+    "interrupted", "worker_crashed", "malformed_blob", "key_mismatch", "plan_error", "backend_error",
+    "invalid_einsum", "internal_error",
+)
+
+
+class ServiceError(Exception):
+    """An error answered to the client as JSON with a stable `code` (its HTTP status comes from CODES)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        """The HTTP status for this error's code."""
+        return CODES[self.code]
+
+
+def error_body(code: str, message: str) -> dict:
+    """The JSON body of every error response."""
+    return {"error": {"code": code, "message": message}}

@@ -1,0 +1,63 @@
+"""Run the service in this process on a loopback port (for tests, benchmarks and demos).
+
+    with LocalServer(Settings(data_dir=..., token_file=...)) as url:
+        Client(url, token).einsum(...)
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from .app import create_app
+from .settings import Settings
+
+__all__ = ["LocalServer"]
+
+
+class LocalServer:
+    """uvicorn serving the app on 127.0.0.1 at a free port, in a thread; a context manager yielding its URL."""
+
+    def __init__(self, settings: Settings, *, startup_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.startup_timeout = startup_timeout
+        self.app = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        """Start serving and return the base URL once the server accepts connections."""
+        self.app = create_app(self.settings)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, log_config=None,
+                                timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
+                raise RuntimeError("the local einfhe server did not start")
+            time.sleep(0.01)
+        return self.url
+
+    def stop(self) -> None:
+        """Shut the server down (running jobs finish, queued ones are marked interrupted)."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=60)
+        self._server = self._thread = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,59 @@
+"""The service object the routes share: settings, tenants, storage, executor and job runner."""
+
+from __future__ import annotations
+
+import logging
+
+from einfhe import ParameterError, Parameters
+
+from .errors import ServiceError
+from .executor import Executor, LocalProcessExecutor
+from .jobs import JobRunner
+from .settings import Settings
+from .store import Store
+from .tokens import load_tokens
+
+__all__ = ["Service"]
+
+log = logging.getLogger("einfhe.server")
+
+
+class Service:
+    """Everything a request handler needs; made once per app, closed at shutdown."""
+
+    def __init__(self, settings: Settings, executor: Executor | None = None) -> None:
+        self.settings = settings
+        self.tenants = load_tokens(settings.token_file)
+        if not self.tenants:
+            log.warning("no API tokens configured (token file %s): every request will be refused",
+                        settings.token_file)
+        if settings.allow_insecure_test_params:
+            log.warning("EINFHE_ALLOW_INSECURE_TEST_PARAMS is set: INSECURE test-only CKKS parameters are accepted. "
+                        "Never run a real service like this.")
+        self.store = Store(settings.data_dir)
+        interrupted = self.store.fail_unfinished_jobs("interrupted", "the server restarted before the job finished")
+        if interrupted:
+            log.warning("marked %d job(s) interrupted by the last shutdown as failed", interrupted)
+        self.executor = executor or LocalProcessExecutor(settings.workers)
+        self.jobs = JobRunner(self.store, self.executor)
+
+    def parameters(self, data: dict) -> Parameters:
+        """Validate a parameter set from a request, refusing insecure ones unless the test-only setting allows."""
+        try:
+            params = Parameters.from_json(data)
+        except ParameterError as exc:
+            raise ServiceError("invalid_parameters", exc.message) from exc
+        if not params.secure:
+            if not self.settings.allow_insecure_test_params:
+                raise ServiceError(
+                    "insecure_parameters",
+                    f"parameters marked {params.security!r} are below 128-bit security and refused: "
+                    "derive parameters with einfhe.Parameters.derive or let the server choose",
+                )
+            log.warning("accepting INSECURE test-only parameters %s", params)
+        return params
+
+    def close(self) -> None:
+        """Stop the executor (queued jobs are marked interrupted) and close storage."""
+        self.executor.shutdown()
+        self.store.close()

@@ -1,0 +1,32 @@
+"""Service settings, read from the environment (prefix ``EINFHE_``) by pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+_MIB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Where the service keeps its data, who may call it, and the caps on every request."""
+
+    model_config = SettingsConfigDict(env_prefix="EINFHE_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    token_file: Path | None = None
+    workers: int = Field(2, ge=1, le=256)
+    max_json_bytes: int = Field(1 * _MIB, ge=1)
+    max_keyset_bytes: int = Field(1024 * _MIB, ge=1)
+    max_ciphertext_bytes: int = Field(256 * _MIB, ge=1)
+    max_operand_bytes: int = Field(64 * _MIB, ge=1)
+    max_iteration_space: int = Field(1 << 26, ge=1)
+    max_plan_steps: int = Field(200_000, ge=1)
+    max_cts: int = Field(1024, ge=1)
+    max_wait_seconds: float = Field(30.0, ge=0)
+    # Test-only: accept parameter sets marked INSECURE-TEST-ONLY (tiny rings). Never set this in production.
+    allow_insecure_test_params: bool = False

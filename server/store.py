@@ -1,0 +1,136 @@
+"""Storage under one data directory: SQLite for metadata, a directory of blobs for keys, tensors and results.
+
+    <data_dir>/einfhe.sqlite3          keysets, operands, plans, jobs (one row each, owned by a tenant)
+    <data_dir>/blobs/<kind>/<name>     key sets, plaintext operands (.npy), job inputs and results
+
+Blobs are written to a temporary name and renamed, so a crash never leaves half a blob under a real name.
+Every read is scoped to a tenant: another tenant's object is indistinguishable from a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["Store", "BLOB_KINDS"]
+
+BLOB_KINDS = ("keysets", "operands", "inputs", "results")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keysets (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, fingerprint TEXT NOT NULL, params TEXT NOT NULL,
+    rotations TEXT NOT NULL, key_tag TEXT NOT NULL, size INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS operands (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, shape TEXT NOT NULL, dtype TEXT NOT NULL,
+    size INTEGER NOT NULL, created REAL NOT NULL, PRIMARY KEY (tenant, name));
+CREATE TABLE IF NOT EXISTS plans (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, spec TEXT NOT NULL, operands TEXT NOT NULL, plan TEXT NOT NULL,
+    params TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, plan_id TEXT NOT NULL, keyset_id TEXT NOT NULL,
+    inputs TEXT NOT NULL, plains TEXT NOT NULL, status TEXT NOT NULL, error_code TEXT, error_message TEXT,
+    created REAL NOT NULL, finished REAL, seconds REAL, result_size INTEGER);
+"""
+
+_JSON_COLUMNS = {"params", "rotations", "shape", "operands", "inputs", "plains"}  # `plan` stays plan JSON text
+
+
+def _decode(row: sqlite3.Row | None) -> dict | None:
+    """A row as a dict, its JSON columns parsed."""
+    if row is None:
+        return None
+    return {k: (json.loads(row[k]) if k in _JSON_COLUMNS else row[k]) for k in row.keys()}
+
+
+class Store:
+    """Tenant-scoped metadata in SQLite and blobs in files, under `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        for kind in BLOB_KINDS:
+            (self.data_dir / "blobs" / kind).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.data_dir / "einfhe.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    # -- blobs ----------------------------------------------------------------------------------------
+    def blob_path(self, kind: str, name: str) -> Path:
+        """Where blob `name` of `kind` lives (names are server-made ids or digests, never client text)."""
+        if kind not in BLOB_KINDS:
+            raise ValueError(f"unknown blob kind {kind!r}")
+        return self.data_dir / "blobs" / kind / name
+
+    def write_blob(self, kind: str, name: str, data: bytes) -> Path:
+        """Write a blob atomically and return its path."""
+        path = self.blob_path(kind, name)
+        tmp = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path
+
+    # -- rows -----------------------------------------------------------------------------------------
+    def insert(self, table: str, **row) -> dict:
+        """Insert (or replace, for operands re-registered by name) one row and return it decoded."""
+        row.setdefault("created", time.time())
+        encoded = {k: (json.dumps(v) if k in _JSON_COLUMNS else v) for k, v in row.items()}
+        columns = ", ".join(encoded)
+        marks = ", ".join("?" for _ in encoded)
+        verb = "INSERT OR REPLACE" if table == "operands" else "INSERT"
+        with self._lock:
+            self._db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", tuple(encoded.values()))
+        return dict(row)
+
+    def get(self, table: str, tenant: str, **key) -> dict | None:
+        """The tenant's row of `table` matching `key` (e.g. id=...), or None."""
+        where = " AND ".join(f"{k} = ?" for k in key)
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT * FROM {table} WHERE tenant = ? AND {where}", (tenant, *key.values())
+            ).fetchone()
+        return _decode(row)
+
+    def list(self, table: str, tenant: str) -> list[dict]:
+        """All of the tenant's rows of `table`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM {table} WHERE tenant = ? ORDER BY created", (tenant,)).fetchall()
+        return [_decode(r) for r in rows]
+
+    def delete(self, table: str, tenant: str, **key) -> bool:
+        """Delete the tenant's row matching `key`; True when one was deleted."""
+        where = " AND ".join(f"{k} = ?" for k in key)
+        with self._lock:
+            cur = self._db.execute(f"DELETE FROM {table} WHERE tenant = ? AND {where}", (tenant, *key.values()))
+        return cur.rowcount > 0
+
+    def finish_job(self, job_id: str, status: str, *, error_code: str | None = None,
+                   error_message: str | None = None, seconds: float | None = None,
+                   result_size: int | None = None) -> None:
+        """Record a job's final state."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = ?, error_code = ?, error_message = ?, seconds = ?, result_size = ?, "
+                "finished = ? WHERE id = ?",
+                (status, error_code, error_message, seconds, result_size, time.time(), job_id),
+            )
+
+    def fail_unfinished_jobs(self, code: str, message: str) -> int:
+        """Mark every job still queued or running as failed (after a restart); return how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, finished = ? "
+                "WHERE status IN ('queued', 'running')",
+                (code, message, time.time()),
+            )
+        return cur.rowcount
+

@@ -1,0 +1,149 @@
+"""The client against a real uvicorn server on loopback: encrypted einsums, keys once, restart, tenants."""
+
+from __future__ import annotations
+
+import einfhe  # noqa: F401  -- loads openfhe before any other extension module
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from client_helpers import SLOTS, TEST_PARAMS, TOKENS
+
+from client import Client, JobFailed, NotFound, Unauthorized
+from server import LocalServer
+
+# CKKS at scale 2^40 encodes each slot with absolute error ~2^-40 * (ring noise) ~ 1e-10 here (measured
+# ~1e-9 after a product and a rotate-and-sum of 8 terms); 1e-6 is three orders above that and six below the
+# O(1) error any layout or rotation bug produces.
+ATOL = 1e-6
+
+
+def test_encrypted_einsum_matches_numpy(live_server):
+    rng = np.random.default_rng(1)
+    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
+    with Client(live_server, TOKENS["alice"], progress=False) as client:
+        client.register_operand("W", W)
+        y = client.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
+    np.testing.assert_allclose(y, W @ x, atol=ATOL)
+
+
+def test_two_cipher_operands_travel_as_msgpack(live_server):
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    with Client(live_server, TOKENS["alice"], progress=False) as client:
+        y = client.einsum("ij,ij->i", a, b, slots=SLOTS, params=TEST_PARAMS)
+    np.testing.assert_allclose(y, np.einsum("ij,ij->i", a, b), atol=ATOL)
+
+
+def test_keys_uploaded_once_for_several_requests(live_server):
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((4, 8))
+    with Client(live_server, TOKENS["alice"], progress=False) as client:
+        client.register_operand("W", W)
+        for _ in range(3):
+            x = rng.standard_normal(8)
+            np.testing.assert_allclose(client.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS), W @ x,
+                                       atol=ATOL)
+        assert len(client.http.request("GET", "/keysets").json()) == 1
+        assert len(client.http.request("GET", "/jobs").json()) == 3
+
+
+def test_concurrent_clients(live_server):
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((4, 8))
+    xs = rng.standard_normal((6, 8))
+    with Client(live_server, TOKENS["alice"], progress=False) as setup:
+        setup.register_operand("W", W)
+
+    def one(x):
+        with Client(live_server, TOKENS["alice"], progress=False) as client:
+            return client.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(one, xs))
+    for x, y in zip(xs, results):
+        np.testing.assert_allclose(y, W @ x, atol=ATOL)
+
+
+def test_finished_result_survives_restart(settings):
+    rng = np.random.default_rng(5)
+    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
+    with LocalServer(settings) as url, Client(url, TOKENS["alice"], progress=False) as client:
+        client.register_operand("W", W)
+        plan = client.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
+        ctx, keyset_id = client.context_for(plan)
+        blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.plan.input_layout(1)))
+        job = client.submit(plan.id, keyset_id, [blob])
+        client.wait(job["id"])
+    with LocalServer(settings) as url, Client(url, TOKENS["alice"], progress=False) as client:
+        assert client.http.request("GET", f"/jobs/{job['id']}").json()["status"] == "succeeded"
+        y = einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, client.result(job["id"])))
+        np.testing.assert_allclose(y, W @ x, atol=ATOL)
+        # the same key set still serves new jobs after the restart
+        job2 = client.submit(plan.id, keyset_id, [blob])
+        client.wait(job2["id"])
+
+
+def test_other_tenant_refused(live_server):
+    rng = np.random.default_rng(6)
+    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
+    with Client(live_server, TOKENS["alice"], progress=False) as alice:
+        alice.register_operand("W", W)
+        plan = alice.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
+        ctx, keyset_id = alice.context_for(plan)
+        blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.plan.input_layout(1)))
+        job = alice.submit(plan.id, keyset_id, [blob])
+        alice.wait(job["id"])
+    with Client(live_server, TOKENS["bob"], progress=False) as bob:
+        with pytest.raises(NotFound) as info:
+            bob.result(job["id"])
+        assert info.value.code == "not_found" and info.value.status == 404
+        with pytest.raises(NotFound):
+            bob.submit(plan.id, keyset_id, [blob])
+        with pytest.raises(NotFound):
+            bob.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)  # alice's operand is invisible
+    with Client(live_server, "not-a-token", progress=False, retries=0) as nobody, pytest.raises(Unauthorized):
+        nobody.register_operand("W", W)
+
+
+def test_job_failure_is_typed(live_server):
+    """A ciphertext under bob's keys submitted with alice's key set fails the job with key_mismatch."""
+    rng = np.random.default_rng(7)
+    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
+    with Client(live_server, TOKENS["alice"], progress=False) as client:
+        client.register_operand("W", W)
+        plan = client.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
+        _, keyset_id = client.context_for(plan)
+        foreign = einfhe.Context.for_plan(plan.plan, params=plan.params)
+        blob = einfhe.tensor_to_bytes(foreign, einfhe.encrypt(foreign, x, plan.plan.input_layout(1)))
+        job = client.submit(plan.id, keyset_id, [blob])
+        with pytest.raises(JobFailed) as info:
+            client.wait(job["id"])
+        assert info.value.code == "key_mismatch"
+        # the worker recovers: the next job with the right keys succeeds
+        np.testing.assert_allclose(client.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS), W @ x,
+                                   atol=ATOL)
+
+
+def test_wait_shows_progress_for_long_jobs(live_server, monkeypatch):
+    """wait() long-polls and returns once the job is done even when the first poll sees it unfinished."""
+    rng = np.random.default_rng(8)
+    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
+    with Client(live_server, TOKENS["alice"], progress=True, poll_seconds=0.05) as client:
+        client.register_operand("W", W)
+        plan = client.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
+        ctx, keyset_id = client.context_for(plan)
+        blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.plan.input_layout(1)))
+        real = client.http.request
+        polls = []
+
+        def slow_first(method, path, **kwargs):
+            if method == "GET" and path.startswith("/jobs/") and not polls:
+                polls.append(path)
+                return real(method, path, params={"wait": 0})  # report whatever state it is in at once
+            return real(method, path, **kwargs)
+
+        monkeypatch.setattr(client.http, "request", slow_first)
+        job = client.submit(plan.id, keyset_id, [blob])
+        assert client.wait(job["id"], timeout=30)["status"] == "succeeded"

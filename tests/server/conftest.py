@@ -1,0 +1,48 @@
+"""Fixtures for service tests: two tenants, a data dir, insecure test rings allowed, the app in-process."""
+
+from __future__ import annotations
+
+import einfhe  # noqa: F401  -- loads openfhe before any other extension module
+
+import numpy as np
+import pytest
+
+from server import Settings, create_app
+
+from server_helpers import SLOTS, TOKENS
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def token_file(tmp_path):
+    path = tmp_path / "tokens.txt"
+    path.write_text("# test tenants\n" + "".join(f"{t}:{k}\n" for t, k in TOKENS.items()))
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path, token_file):
+    return Settings(data_dir=tmp_path / "data", token_file=token_file, workers=1,
+                    allow_insecure_test_params=True)
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    yield app
+    app.state.service.close()
+
+
+@pytest.fixture(scope="session")
+def matvec():
+    """A 4x8 matvec plan at 32 slots with an insecure test context (shared: keygen once per session)."""
+    rng = np.random.default_rng(0)
+    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
+    plan = einfhe.compile("ij,j->i", W, einfhe.cipher(x.shape), slots=SLOTS)
+    params = einfhe.Parameters.insecure_for_tests(2, SLOTS)
+    ctx = einfhe.Context.for_plan(plan, params=params)
+    return {"W": W, "x": x, "plan": plan, "params": params, "ctx": ctx}
