@@ -25,13 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .local import listening_socket
     from .settings import Settings
 
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("token_file", args.token_file),
                                    ("workers", args.workers)) if v is not None}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(Settings(**overrides))
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+    config = uvicorn.Config(app, access_log=False, log_config=None)
+    uvicorn.Server(config).run(sockets=[listening_socket(args.host, args.port)])
     return 0
 
 

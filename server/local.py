@@ -15,7 +15,20 @@ import uvicorn
 from .app import create_app
 from .settings import Settings
 
-__all__ = ["LocalServer"]
+__all__ = ["LocalServer", "listening_socket"]
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound IPv4 TCP socket with TCP_NODELAY, which the connections it accepts inherit.
+
+    Without TCP_NODELAY a response written as headers then body waits for the client's delayed ACK
+    (~40 ms per request on loopback).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
 
 
 class LocalServer:
@@ -32,9 +45,7 @@ class LocalServer:
     def start(self) -> str:
         """Start serving and return the base URL once the server accepts connections."""
         self.app = create_app(self.settings)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock = listening_socket("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, log_config=None,
                                 timeout_keep_alive=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures.process import BrokenProcessPool
 
 from fastapi import APIRouter
 
@@ -40,9 +41,13 @@ async def create_keyset(body: KeySetBody, tenant: TenantDep, service: ServiceDep
     rotations = sorted(set(upload.rotations))
     keyset_id = uuid.uuid4().hex
     path = service.store.write_blob("keysets", keyset_id, body)
-    outcome = await asyncio.wrap_future(
-        service.executor.check_keyset(KeySetCheck(str(path), params.to_json(), tuple(rotations)))
-    )
+    try:
+        outcome = await asyncio.wrap_future(
+            service.executor.check_keyset(KeySetCheck(str(path), params.to_json(), tuple(rotations)))
+        )
+    except BrokenProcessPool as exc:
+        path.unlink(missing_ok=True)
+        raise ServiceError("malformed_blob", "the worker checking the key set died on it (malformed key data?)") from exc
     if not outcome.ok:
         path.unlink(missing_ok=True)
         code = outcome.code if outcome.code in CODES else "malformed_blob"
