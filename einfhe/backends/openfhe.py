@@ -20,7 +20,7 @@ from .base import Backend
 
 __all__ = ["OpenFHEBackend", "translate_errors"]
 
-_OPENFHE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, OverflowError)
+_OPENFHE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 
 
 @contextlib.contextmanager
