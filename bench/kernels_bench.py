@@ -1,0 +1,215 @@
+"""Time the W4Ax Triton kernels against torch fp16 matmul, torch._int_mm and the int4 memory floor.
+
+For each weight shape (K, N) and batch M, prints per format: the kernel's median time, its speedup over
+``x @ W`` in fp16 (cuBLAS) and over ``torch._int_mm`` (int8 cuBLAS, B column-major, activations already
+int8), and the fraction of the memory floor reached. The floor is the time to move the fewest bytes
+once through HBM -- packed int4 weights + their scales/zeros + the activations in + the output out --
+at ``--bandwidth`` bytes/s (default 3.35e12, the H100 SXM datasheet figure; pass a measured copy
+bandwidth for a tighter floor). Weights are rotated over enough copies to overflow L2, and every
+timing is a CUDA-graph replay (triton.testing.do_bench_cudagraph, median), so launch overhead and the
+L2 cache do not flatter small shapes. Kernel time includes the split-K zero-fill and cast where used;
+W4A8/W4A4 times exclude per-token activation quantization, as the _int_mm baseline does.
+
+    python bench/kernels_bench.py                 # full grid on the GPU
+    python bench/kernels_bench.py --quick         # 2 shapes x 3 batch sizes
+    python bench/kernels_bench.py --quick --interpret   # tiny shapes on CPU under TRITON_INTERPRET=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+
+SHAPES = [(4096, 4096), (4096, 11008), (8192, 8192), (8192, 28672)]
+BATCHES = [1, 16, 64, 256, 1024, 4096]
+L2_ROTATE_BYTES = 256 * 2**20
+
+
+def parse_args() -> argparse.Namespace:
+    """Read the command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="a small subset: 2 shapes, M in {1, 16, 1024}")
+    p.add_argument("--interpret", action="store_true", help="CPU, TRITON_INTERPRET=1, tiny shapes (a smoke test)")
+    p.add_argument("--bandwidth", type=float, default=3.35e12, help="HBM bytes/s for the floor (H100 SXM: 3.35e12)")
+    p.add_argument("--formats", default="w4a16,w4a8,w4a4")
+    p.add_argument("--group-size", type=int, default=128)
+    p.add_argument("--outliers", type=int, default=32, help="W4A4 outlier channels kept in int8")
+    p.add_argument("--tune", action="store_true", help="also try the block configs of candidate_blocks(); report the best")
+    p.add_argument("--no-check", action="store_true", help="skip the per-shape check against the torch reference")
+    p.add_argument("--json", help="write all rows to this file")
+    return p.parse_args()
+
+
+ARGS = parse_args()
+if ARGS.interpret:
+    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+from quant.kernels import (Blocks, pick_blocks, reference_w4a4, reference_w4a8, reference_w4a16, triton_w4a4, triton_w4a8,  # noqa: E402
+                           triton_w4a16)
+from quant.quantizers import (quantize_per_token, quantize_w4a4_weight, quantize_w4a8_weight,  # noqa: E402
+                              quantize_w4a16_weight)
+
+
+def timeit(fns: list) -> float:
+    """Median microseconds per call, cycling through ``fns`` (one per weight copy)."""
+    it = itertools.cycle(fns)
+    if ARGS.interpret:
+        fns[0]()
+        t0 = time.perf_counter()
+        next(it)()
+        return (time.perf_counter() - t0) * 1e6
+    return triton.testing.do_bench_cudagraph(lambda: next(it)(), rep=100, return_mode="median") * 1e3
+
+
+def nbytes(*tensors: torch.Tensor) -> int:
+    """Total bytes of some tensors."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def make_weights(fmt: str, w: torch.Tensor, gs: int) -> dict:
+    """Quantize one weight for one format."""
+    if fmt == "w4a16":
+        return quantize_w4a16_weight(w, gs)
+    if fmt == "w4a8":
+        return quantize_w4a8_weight(w, gs)
+    idx = torch.randperm(w.shape[1], device=w.device)[: ARGS.outliers].sort().values
+    return {**quantize_w4a4_weight(w, gs, idx), "idx": idx}
+
+
+def candidate_blocks(m: int, n_tiles: int) -> list[Blocks]:
+    """Block configs worth trying for batch ``m`` (used by --tune): both K walks, several tiles and splits."""
+    if m <= 16:
+        planes = [Blocks(16, bn, s, 4, 4) for bn in (32, 64, 128) for s in (1, 2, 4, 8) if s <= n_tiles]
+        gather = [Blocks(16, bn, s, 4, 4, bk) for bn in (64, 128) for s in (2, 4) for bk in (128, 256)]
+        return planes + gather
+    if m <= 256:
+        planes = [Blocks(bm, bn, s, 4, 3) for bm, bn in ((32, 64), (64, 64), (64, 128)) for s in (1, 2, 4)]
+        gather = [Blocks(bm, bn, s, 4, 4, bk) for bm, bn in ((64, 64), (64, 128)) for s in (1, 2) for bk in (64, 128)]
+        return planes + gather
+    return [Blocks(128, 256, 1, 8, 2), Blocks(128, 64, 1, 4, 2), Blocks(128, 128, 1, 8, 3, 64),
+            Blocks(128, 128, 1, 8, 4, 64), Blocks(128, 256, 1, 8, 3, 64), Blocks(128, 128, 1, 8, 3, 128),
+            Blocks(128, 64, 1, 4, 3, 128), Blocks(64, 128, 1, 4, 4, 128), Blocks(128, 256, 1, 8, 2, 128),
+            Blocks(128, 128, 1, 4, 4, 64)]
+
+
+def kernel_call(fmt: str, t: dict, x: torch.Tensor, gs: int, reference: bool = False, blocks: Blocks | None = None):
+    """Return a zero-argument closure running one format's kernel (or reference) on prepared inputs."""
+    if fmt == "w4a16":
+        if reference:
+            return lambda: reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs)
+        return lambda: triton_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs, blocks)
+    if fmt == "w4a8":
+        xq, xs = quantize_per_token(x, 8)
+        if reference:
+            return lambda: reference_w4a8(xq, xs, t["qweight"], t["gscale"], t["gzero"], t["wscale"], gs)
+        return lambda: triton_w4a8(xq, xs, t["qweight"], t["gscale"], t["gzero"], t["wscale"], gs, blocks=blocks)
+    xq, xs = quantize_per_token(x.index_fill(1, t["idx"], 0.0), 4)
+    xoq, xos = quantize_per_token(x[:, t["idx"]], 8)
+    args = (xq, xs, xoq, xos, t["qweight"], t["scales"], t["oweight"], t["oscale"], gs)
+    if reference:
+        return lambda: reference_w4a4(*args)
+    return lambda: triton_w4a4(*args, blocks=blocks)
+
+
+def floor_bytes(fmt: str, t: dict, m: int, k: int, n: int) -> int:
+    """Fewest bytes a kernel must move: packed weights, their scales, activations in, fp16 output out."""
+    weights = nbytes(*(v for key, v in t.items() if key != "idx"))
+    act = m * k * (2 if fmt == "w4a16" else 1)
+    return weights + act + 2 * m * n
+
+
+def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: str) -> list[dict]:
+    """Time every format and baseline for one (K, N)."""
+    gs = ARGS.group_size
+    w = torch.randn(n, k, device=device, dtype=torch.float32) * 0.02
+    w16 = w.t().contiguous().half()
+    w8 = torch.randint(-127, 127, (n, k), device=device, dtype=torch.int8)
+    packed = {fmt: make_weights(fmt, w, gs) for fmt in formats}
+    del w
+    copies = 1 if ARGS.interpret else max(1, -(-L2_ROTATE_BYTES // nbytes(packed[formats[0]]["qweight"])))
+    copies16 = 1 if ARGS.interpret else max(1, -(-L2_ROTATE_BYTES // nbytes(w16)))
+    w16s = [w16] + [w16.clone() for _ in range(copies16 - 1)]
+    w8s = [w8] + [w8.clone() for _ in range(copies16 - 1)]
+    rows = []
+    for m in batches:
+        x = torch.randn(m, k, device=device, dtype=torch.float16)
+        t_fp16 = None if ARGS.interpret else timeit([lambda b=b: x @ b for b in w16s])
+        m8 = max(m, 32)  # torch._int_mm needs M > 16: smaller batches are padded, as a caller would have to
+        x8 = torch.randint(-127, 127, (m8, k), device=device, dtype=torch.int8)
+        t_int8 = None if ARGS.interpret else timeit([lambda b=b: torch._int_mm(x8, b.t()) for b in w8s])
+        for fmt in formats:
+            t = packed[fmt]
+            ts = [t] + [{key: v.clone() for key, v in t.items()} for _ in range(copies - 1)]
+            blocks = pick_blocks(m, n, t["qweight"].shape[0] // 32, x.device, integer=fmt != "w4a16")
+            t_k = timeit([kernel_call(fmt, c, x, gs, blocks=blocks) for c in ts])
+            if ARGS.tune:
+                for cand in candidate_blocks(m, t["qweight"].shape[0] // 32):
+                    try:
+                        t_c = timeit([kernel_call(fmt, c, x, gs, blocks=cand) for c in ts])
+                    except triton.runtime.errors.OutOfResources:
+                        continue
+                    if t_c < t_k:
+                        blocks, t_k = cand, t_c
+            err = None
+            if not ARGS.no_check and m <= 64:
+                y = kernel_call(fmt, t, x, gs)().float()
+                ref = kernel_call(fmt, t, x, gs, reference=True)().float()
+                err = float((y - ref).norm() / ref.norm())
+            floor = floor_bytes(fmt, t, m, k, n) / ARGS.bandwidth * 1e6
+            row = {"format": fmt, "K": k, "N": n, "M": m, "kernel_us": t_k, "fp16_us": t_fp16, "int8_us": t_int8,
+                   "int8_padded_M": m8 != m, "floor_us": floor, "floor_frac": floor / t_k,
+                   "vs_fp16": t_fp16 / t_k if t_fp16 else None, "vs_int8": t_int8 / t_k if t_int8 else None,
+                   "rel_err": err, "blocks": [blocks.bm, blocks.bn, blocks.split_k, blocks.num_warps,
+                                              blocks.num_stages, blocks.bk]}
+            rows.append(row)
+            print(fmt_row(row), flush=True)
+    return rows
+
+
+def fmt_row(r: dict) -> str:
+    """One table line."""
+    def f(v, spec):
+        return format(v, spec) if v is not None else "-"
+    return (f"{r['format']:<6} {r['K']:>5} {r['N']:>6} {r['M']:>5} {f(r['kernel_us'], '10.1f')} "
+            f"{f(r['fp16_us'], '9.1f')} {f(r['int8_us'], '9.1f')}{'*' if r['int8_padded_M'] else ' '} "
+            f"{f(r['vs_fp16'], '7.2f')} {f(r['vs_int8'], '7.2f')} {f(r['floor_us'], '8.1f')} "
+            f"{f(r['floor_frac'], '6.2f')} {f(r['rel_err'], '8.1e')} {r['blocks']}")
+
+
+def main() -> None:
+    """Run the grid and print the table (and the environment it ran in)."""
+    device = "cpu" if ARGS.interpret else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run on the GPU, or pass --interpret for a CPU smoke test")
+    if ARGS.interpret:
+        shapes, batches = [(512, 96)], [1, 20]
+    elif ARGS.quick:
+        shapes, batches = [(4096, 4096), (8192, 8192)], [1, 16, 1024]
+    else:
+        shapes, batches = SHAPES, BATCHES
+    formats = ARGS.formats.split(",")
+    env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
+           "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (TRITON_INTERPRET=1)",
+           "bandwidth_Bps": ARGS.bandwidth, "group_size": ARGS.group_size, "w4a4_outliers": ARGS.outliers}
+    print(json.dumps(env))
+    print("fmt        K      N     M  kernel_us   fp16_us   int8_us  vsfp16  vsint8  floor_us  floor  rel_err  [bm,bn,split,warps,stages,bk]")
+    torch.manual_seed(0)
+    rows = []
+    for k, n in shapes:
+        rows += bench_shape(k, n, batches, formats, device)
+    print("* int8 baseline run at M=32 (torch._int_mm needs M > 16); floor = bytes / bandwidth")
+    if ARGS.json:
+        with open(ARGS.json, "w") as fh:
+            json.dump({"env": env, "rows": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

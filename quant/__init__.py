@@ -1,0 +1,50 @@
+"""Low-bit quantization for einfhe: formats, recipes, packed int4 layers, Triton kernels and exports.
+
+>>> from quant import quantize_, W4A16
+>>> quantize_(model, W4A16(group_size=128))  # doctest: +SKIP
+
+``quant`` depends on torch, triton, numpy and safetensors only (never openfhe or fastapi).
+"""
+
+from quant import transforms as _transforms  # noqa: F401  (registers the transforms)
+from quant.api import quantize_
+from quant.configs import ALLOWED_CONFIGS, KV4, W4A4, W4A8, W4A16, QuantConfig, config_from_json, config_to_json
+from quant.errors import CalibrationError, ConfigError, FormatError, QuantError, ShapeError
+from quant.export import export_integer_model
+from quant.integer_format import IntegerModel, read_integer_model, run_integer_model
+from quant.kv import KVQuantized
+from quant.linear import QuantLinear
+from quant.packing import pack_int4, unpack_int4
+from quant.recipes import RECIPES
+from quant.registry import get_transform, register_transform
+from quant.serialization import load_quantized, save_quantized
+
+__all__ = [
+    "quantize_",
+    "QuantConfig",
+    "W4A16",
+    "W4A8",
+    "W4A4",
+    "KV4",
+    "ALLOWED_CONFIGS",
+    "config_to_json",
+    "config_from_json",
+    "RECIPES",
+    "register_transform",
+    "get_transform",
+    "QuantLinear",
+    "KVQuantized",
+    "pack_int4",
+    "unpack_int4",
+    "save_quantized",
+    "load_quantized",
+    "export_integer_model",
+    "IntegerModel",
+    "read_integer_model",
+    "run_integer_model",
+    "QuantError",
+    "ConfigError",
+    "CalibrationError",
+    "ShapeError",
+    "FormatError",
+]

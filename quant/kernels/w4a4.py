@@ -1,0 +1,109 @@
+"""W4A4: per-token int4 activations times group-wise int4 weights on int8 MMA, plus an int8 outlier GEMM.
+
+Hopper has no int4 MMA, so both int4 operands are widened to int8 in registers (activations are stored
+one value per byte, weights packed as in :mod:`quant.packing` with ``q + 8``) and ``tl.dot`` runs
+int8 x int8 -> int32. Each quantization group's int32 partial is scaled by that group's fp16 weight scale
+into a float32 accumulator. The few outlier input channels (LLM.int8(), Dettmers et al. 2022; COMET 2024)
+run as a second, short int8 x int8 product with their own scales. ``reference_w4a4`` is the oracle.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from quant.kernels._launch import Blocks, load_int4_rows, pick_blocks
+from quant.packing import unpack_int4
+
+__all__ = ["reference_w4a4", "triton_w4a4"]
+
+
+def reference_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xoscale: torch.Tensor,
+                   qweight: torch.Tensor, scales: torch.Tensor, oweight: torch.Tensor, oscale: torch.Tensor,
+                   group_size: int) -> torch.Tensor:
+    """Compute ``xscale * (xq @ Wq) + xoscale * (xoq @ Wo) * oscale`` in float64, returned as float32."""
+    w = (unpack_int4(qweight) - 8).double() * scales.double().repeat_interleave(group_size, 0)
+    main = xq.double() @ w[: xq.shape[1]]
+    outl = (xoq.double() @ oweight.double()) * oscale.double()[None, :]
+    return (main * xscale.double()[:, None] + outl * xoscale.double()[:, None]).float()
+
+
+@triton.jit
+def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, y_ptr,
+                 M, N, K, NO, n_tiles, stride_xm, stride_xom,
+                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                 SPLIT_K: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_r = tl.arange(0, 32)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    part = tl.zeros((BM, BN), dtype=tl.int32)
+    if BK == 0:  # nibble planes (see quant.kernels._launch); flush the int32 partial once per group
+        span: tl.constexpr = GROUP if GROUP < 256 else 256
+        for t in range(pid_k, n_tiles, SPLIT_K):
+            words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+            for i in tl.static_range(8):
+                k0 = t * 256 + i * 32
+                w = (((words >> (4 * i)) & 15) - 8).to(tl.int8)
+                offs_k = k0 + offs_r
+                xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                             mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
+                part += tl.dot(xb, w, out_dtype=tl.int32)
+                if ((i + 1) * 32) % span == 0:
+                    s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+                    acc += part.to(tl.float32) * s[None, :]
+                    part = tl.zeros((BM, BN), dtype=tl.int32)
+    else:  # gather: one depth-BK int8 dot per step, scaled by its group's scale (BK divides GROUP)
+        for k0 in range(pid_k * BK, n_tiles * 256, BK * SPLIT_K):
+            offs_k = k0 + tl.arange(0, BK)
+            w = (load_int4_rows(qw_ptr, offs_k, offs_n, N, mask_n) - 8).to(tl.int8)
+            xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                         mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
+            s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            acc += tl.dot(xb, w, out_dtype=tl.int32).to(tl.float32) * s[None, :]
+    xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)
+    y = acc * xs[:, None]
+    opart = tl.zeros((BM, BN), dtype=tl.int32)
+    for k0 in range(pid_k * 32, NO, 32 * SPLIT_K):
+        offs_k = k0 + offs_r
+        xo = tl.load(xo_ptr + offs_m[:, None] * stride_xom + offs_k[None, :],
+                     mask=mask_m[:, None] & (offs_k[None, :] < NO), other=0)
+        wo = tl.load(ow_ptr + offs_k[:, None] * N + offs_n[None, :], mask=(offs_k[:, None] < NO) & mask_n[None, :],
+                     other=0)
+        opart += tl.dot(xo, wo, out_dtype=tl.int32)
+    xos = tl.load(xos_ptr + offs_m, mask=mask_m, other=0.0)
+    osc = tl.load(os_ptr + offs_n, mask=mask_n, other=0.0)
+    y += opart.to(tl.float32) * xos[:, None] * osc[None, :]
+    y_offs = offs_m[:, None] * N + offs_n[None, :]
+    y_mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptr + y_offs, y, mask=y_mask)
+
+
+def triton_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xoscale: torch.Tensor,
+                qweight: torch.Tensor, scales: torch.Tensor, oweight: torch.Tensor, oscale: torch.Tensor,
+                group_size: int, out_dtype: torch.dtype = torch.float16, blocks: Blocks | None = None) -> torch.Tensor:
+    """Run the Triton W4A4 kernel (int4 values held in int8 ``xq``, int8 outliers ``xoq``); return ``[M, N]``."""
+    xq, xoq = xq.contiguous(), xoq.contiguous()
+    m, k = xq.shape
+    n = qweight.shape[1]
+    n_tiles = qweight.shape[0] // 32
+    b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
+    if b.split_k == 1:
+        out = torch.empty(m, n, device=xq.device, dtype=out_dtype)
+    else:
+        out = torch.zeros(m, n, device=xq.device, dtype=torch.float32)
+    grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
+    _w4a4_kernel[grid](xq, xscale.float().contiguous(), xoq, xoscale.float().contiguous(), qweight, scales,
+                       oweight, oscale.float().contiguous(), out, m, n, k, oweight.shape[0], n_tiles,
+                       xq.stride(0), max(xoq.stride(0), 1), GROUP=group_size, BM=b.bm, BN=b.bn,
+                       BK=min(b.bk, group_size), SPLIT_K=b.split_k, num_warps=b.num_warps, num_stages=b.num_stages)
+    return out.to(out_dtype)

@@ -1,0 +1,100 @@
+"""W4A8: per-token int8 activations times QServe progressive int4 weights on int8 tensor cores.
+
+Each int4 code is lifted to int8 with integer arithmetic, ``(q - zero) * scale`` with uint8 group scale
+and zero (QServe, Lin et al. 2024, section 4.1), then ``tl.dot`` runs int8 x int8 -> int32. The epilogue
+applies the per-token activation scale and the per-channel weight scale. ``reference_w4a8`` is the oracle;
+its int32 accumulator is exact, so the kernel must match it bit for bit before scaling.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from quant.kernels._launch import Blocks, load_int4_rows, pick_blocks
+from quant.packing import unpack_int4
+
+__all__ = ["dequantize_w4a8_int8", "reference_w4a8", "triton_w4a8"]
+
+
+def dequantize_w4a8_int8(qweight: torch.Tensor, gscale: torch.Tensor, gzero: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Return the int8 intermediate weight ``(q - zero) * scale`` as an int32 ``[K_padded, N]`` tensor."""
+    q = unpack_int4(qweight)
+    z = gzero.to(torch.int32).repeat_interleave(group_size, 0)
+    s = gscale.to(torch.int32).repeat_interleave(group_size, 0)
+    return (q - z) * s
+
+
+def reference_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, gscale: torch.Tensor,
+                   gzero: torch.Tensor, wscale: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Compute ``xscale * (xq @ W8) * wscale`` in float32; the integer product is exact (float64 holds it)."""
+    w8 = dequantize_w4a8_int8(qweight, gscale, gzero, group_size)[: xq.shape[1]]
+    acc = (xq.double() @ w8.double()).float()
+    return acc * xscale.float()[:, None] * wscale.float()[None, :]
+
+
+@triton.jit
+def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, n_tiles, stride_xm,
+                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                 SPLIT_K: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_r = tl.arange(0, 32)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    acc = tl.zeros((BM, BN), dtype=tl.int32)
+    if BK == 0:  # nibble planes (see quant.kernels._launch)
+        for t in range(pid_k, n_tiles, SPLIT_K):
+            words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+            for i in tl.static_range(8):
+                k0 = t * 256 + i * 32
+                s = tl.load(gs_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+                z = tl.load(gz_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+                w = ((((words >> (4 * i)) & 15) - z[None, :]) * s[None, :]).to(tl.int8)
+                offs_k = k0 + offs_r
+                xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                             mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
+                acc += tl.dot(xb, w, out_dtype=tl.int32)
+    else:  # gather (BK divides GROUP)
+        for k0 in range(pid_k * BK, n_tiles * 256, BK * SPLIT_K):
+            offs_k = k0 + tl.arange(0, BK)
+            s = tl.load(gs_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+            z = tl.load(gz_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+            w = ((load_int4_rows(qw_ptr, offs_k, offs_n, N, mask_n) - z[None, :]) * s[None, :]).to(tl.int8)
+            xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                         mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
+            acc += tl.dot(xb, w, out_dtype=tl.int32)
+    xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)
+    ws = tl.load(ws_ptr + offs_n, mask=mask_n, other=0.0)
+    y = acc.to(tl.float32) * xs[:, None] * ws[None, :]
+    y_offs = offs_m[:, None] * N + offs_n[None, :]
+    y_mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptr + y_offs, y, mask=y_mask)
+
+
+def triton_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, gscale: torch.Tensor,
+                gzero: torch.Tensor, wscale: torch.Tensor, group_size: int, out_dtype: torch.dtype = torch.float16,
+                blocks: Blocks | None = None) -> torch.Tensor:
+    """Run the Triton W4A8 kernel on int8 ``xq`` ``[M, K]`` with float32 per-row scales; return ``[M, N]``."""
+    xq = xq.contiguous()
+    m, k = xq.shape
+    n = qweight.shape[1]
+    n_tiles = qweight.shape[0] // 32
+    b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
+    if b.split_k == 1:
+        out = torch.empty(m, n, device=xq.device, dtype=out_dtype)
+    else:
+        out = torch.zeros(m, n, device=xq.device, dtype=torch.float32)
+    grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
+    _w4a8_kernel[grid](xq, xscale.float().contiguous(), qweight, gscale, gzero, wscale.float().contiguous(), out,
+                       m, n, k, n_tiles, xq.stride(0), GROUP=group_size, BM=b.bm, BN=b.bn,
+                       BK=min(b.bk, group_size), SPLIT_K=b.split_k,
+                       num_warps=b.num_warps, num_stages=b.num_stages)
+    return out.to(out_dtype)

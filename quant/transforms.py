@@ -1,0 +1,52 @@
+"""The registered transforms: how each config type changes a model in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from quant.configs import KV4, W4A4, W4A8, W4A16, QuantConfig
+from quant.errors import CalibrationError, ConfigError
+from quant.kv import KVQuantized
+from quant.linear import QuantLinear
+from quant.recipes import search_smoothing
+from quant.registry import register_transform
+
+__all__ = ["QuantContext"]
+
+
+@dataclass
+class QuantContext:
+    """What a transform may use besides the model and config: chosen layers, recipe, calibration rows."""
+
+    layers: list[str]
+    recipe: str = "rtn"
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _linear_transform(model: nn.Module, config: QuantConfig, context: QuantContext) -> None:
+    """Replace each chosen ``nn.Linear`` by a ``QuantLinear``, smoothing first when the recipe says so."""
+    if context.recipe != "rtn" and not context.inputs:
+        raise CalibrationError(f"recipe {context.recipe!r} needs calibration data", recipe=context.recipe)
+    for name in context.layers:
+        linear = model.get_submodule(name)
+        x = context.inputs.get(name)
+        smooth = None if x is None or context.recipe == "rtn" else search_smoothing(linear, x, config, context.recipe)
+        absmax = None if x is None else x.abs().amax(dim=0)
+        model.set_submodule(name, QuantLinear.from_linear(linear, config, smooth=smooth, act_absmax=absmax))
+
+
+for _config_type in (W4A16, W4A8, W4A4):
+    register_transform(_config_type)(_linear_transform)
+
+
+@register_transform(KV4)
+def _kv4_transform(model: nn.Module, config: KV4, context: QuantContext) -> None:
+    """Wrap every chosen layer whose name ends with one of ``config.targets`` in ``KVQuantized``."""
+    chosen = [name for name in context.layers if name.rsplit(".", 1)[-1] in config.targets]
+    if not chosen:
+        raise ConfigError("KV4 found no layer whose name ends with one of its targets", targets=config.targets)
+    for name in chosen:
+        model.set_submodule(name, KVQuantized(model.get_submodule(name), config))

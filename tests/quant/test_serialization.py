@@ -1,0 +1,48 @@
+"""Save/load of quantized models: safetensors + manifest round-trips, and corrupt files are refused."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from quant import KV4, W4A4, W4A8, W4A16, FormatError, QuantLinear, load_quantized, quantize_, save_quantized
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.key, self.value, self.out = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.key(x) + self.value(x)))
+
+
+@pytest.mark.parametrize("config", [W4A16(32), W4A8(64), W4A4(32, outliers=5)])
+def test_round_trip_gives_identical_outputs(config, tmp_path, rng):
+    x = torch.randn(9, 64, generator=rng)
+    model = _Block()
+    quantize_(model, config, calibration=[x], recipe="smoothquant")
+    quantize_(model, KV4(group_size=32))
+    expected = model(x)
+    save_quantized(model, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"] == "einfhe.quant" and set(manifest["kv"]) == {"key", "value"}
+    assert set(manifest["layers"]) == {"key.inner", "value.inner", "out"}
+    loaded = load_quantized(_Block(), tmp_path)
+    assert isinstance(loaded.out, QuantLinear) and loaded.out.config == config
+    assert torch.equal(loaded(x), expected)
+
+
+def test_load_refuses_wrong_version_and_wrong_skeleton(tmp_path):
+    model = nn.Sequential(nn.Linear(64, 8))
+    quantize_(model, W4A16(32))
+    save_quantized(model, tmp_path)
+    with pytest.raises(FormatError, match="does not match"):
+        load_quantized(nn.Sequential(nn.Linear(64, 8), nn.Linear(8, 3)), tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(FormatError, match="v1 manifest"):
+        load_quantized(nn.Sequential(nn.Linear(64, 8)), tmp_path)
+    with pytest.raises(FormatError, match="manifest.json"):
+        load_quantized(nn.Sequential(nn.Linear(64, 8)), tmp_path / "missing")
