@@ -7,7 +7,9 @@ once through HBM -- packed int4 weights + their scales/zeros + the activations i
 at ``--bandwidth`` bytes/s (default 3.35e12, the H100 SXM datasheet figure; pass a measured copy
 bandwidth for a tighter floor). Weights are rotated over enough copies to overflow L2, and every
 timing is a CUDA-graph replay (triton.testing.do_bench_cudagraph, median), so launch overhead and the
-L2 cache do not flatter small shapes. Kernel time includes the split-K zero-fill and cast where used;
+L2 cache do not flatter small shapes. ``kernel_us`` is the path QuantLinear takes: the fused kernel
+for M <= 64, and above that "dequantize the int4 weight (Triton), then cuBLAS" (``fused_us`` shows the
+fused kernel there too). Times include the split-K zero-fill and cast and the per-call dequantization;
 W4A8/W4A4 times exclude per-token activation quantization, as the _int_mm baseline does.
 
     python bench/kernels_bench.py                 # full grid on the GPU
@@ -52,8 +54,8 @@ if ARGS.interpret:
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from quant.kernels import (Blocks, pick_blocks, reference_w4a4, reference_w4a8, reference_w4a16, triton_w4a4, triton_w4a8,  # noqa: E402
-                           triton_w4a16)
+from quant.kernels import (Blocks, pick_blocks, reference_w4a4, reference_w4a8, reference_w4a16,  # noqa: E402
+                           triton_w4a4, triton_w4a8, triton_w4a16, use_dequant_gemm)
 from quant.quantizers import (quantize_per_token, quantize_w4a4_weight, quantize_w4a8_weight,  # noqa: E402
                               quantize_w4a16_weight)
 
@@ -85,19 +87,12 @@ def make_weights(fmt: str, w: torch.Tensor, gs: int) -> dict:
 
 
 def candidate_blocks(m: int, n_tiles: int) -> list[Blocks]:
-    """Block configs worth trying for batch ``m`` (used by --tune): both K walks, several tiles and splits."""
+    """Fused-kernel block configs worth trying for batch ``m`` (used by --tune)."""
     if m <= 16:
-        planes = [Blocks(16, bn, s, 4, 4) for bn in (32, 64, 128) for s in (1, 2, 4, 8) if s <= n_tiles]
-        gather = [Blocks(16, bn, s, 4, 4, bk) for bn in (64, 128) for s in (2, 4) for bk in (128, 256)]
-        return planes + gather
+        return [Blocks(16, bn, s, 4, 4) for bn in (32, 64, 128) for s in (1, 2, 4, 8) if s <= n_tiles]
     if m <= 256:
-        planes = [Blocks(bm, bn, s, 4, 3) for bm, bn in ((32, 64), (64, 64), (64, 128)) for s in (1, 2, 4)]
-        gather = [Blocks(bm, bn, s, 4, 4, bk) for bm, bn in ((64, 64), (64, 128)) for s in (1, 2) for bk in (64, 128)]
-        return planes + gather
-    return [Blocks(128, 256, 1, 8, 2), Blocks(128, 64, 1, 4, 2), Blocks(128, 128, 1, 8, 3, 64),
-            Blocks(128, 128, 1, 8, 4, 64), Blocks(128, 256, 1, 8, 3, 64), Blocks(128, 128, 1, 8, 3, 128),
-            Blocks(128, 64, 1, 4, 3, 128), Blocks(64, 128, 1, 4, 4, 128), Blocks(128, 256, 1, 8, 2, 128),
-            Blocks(128, 128, 1, 4, 4, 64)]
+        return [Blocks(bm, bn, s, 4, 3) for bm, bn in ((32, 64), (64, 64), (64, 128)) for s in (1, 2, 4)]
+    return [Blocks(128, 256, 1, 8, 2), Blocks(128, 64, 1, 4, 2), Blocks(128, 128, 1, 8, 2), Blocks(64, 256, 1, 8, 2)]
 
 
 def kernel_call(fmt: str, t: dict, x: torch.Tensor, gs: int, reference: bool = False, blocks: Blocks | None = None):
@@ -148,18 +143,21 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
         for fmt in formats:
             t = packed[fmt]
             ts = [t] + [{key: v.clone() for key, v in t.items()} for _ in range(copies - 1)]
-            blocks = pick_blocks(m, n, t["qweight"].shape[0] // 32, x.device, integer=fmt != "w4a16")
-            t_k = timeit([kernel_call(fmt, c, x, gs, blocks=blocks) for c in ts])
+            n_tiles = t["qweight"].shape[0] // 32
+            blocks = pick_blocks(m, n, n_tiles, x.device, integer=fmt != "w4a16")
+            t_fused = timeit([kernel_call(fmt, c, x, gs, blocks=blocks) for c in ts])
             if ARGS.tune:
-                for cand in candidate_blocks(m, t["qweight"].shape[0] // 32):
+                for cand in candidate_blocks(m, n_tiles):
                     try:
                         t_c = timeit([kernel_call(fmt, c, x, gs, blocks=cand) for c in ts])
                     except triton.runtime.errors.OutOfResources:
                         continue
-                    if t_c < t_k:
-                        blocks, t_k = cand, t_c
+                    if t_c < t_fused:
+                        blocks, t_fused = cand, t_c
+            dequant = use_dequant_gemm(m, k, n)
+            t_k = timeit([kernel_call(fmt, c, x, gs) for c in ts]) if dequant else t_fused
             err = None
-            if not ARGS.no_check and m <= 64:
+            if not ARGS.no_check and m <= 256:
                 y = kernel_call(fmt, t, x, gs)().float()
                 ref = kernel_call(fmt, t, x, gs, reference=True)().float()
                 err = float((y - ref).norm() / ref.norm())
@@ -167,8 +165,8 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
             row = {"format": fmt, "K": k, "N": n, "M": m, "kernel_us": t_k, "fp16_us": t_fp16, "int8_us": t_int8,
                    "int8_padded_M": m8 != m, "floor_us": floor, "floor_frac": floor / t_k,
                    "vs_fp16": t_fp16 / t_k if t_fp16 else None, "vs_int8": t_int8 / t_k if t_int8 else None,
-                   "rel_err": err, "blocks": [blocks.bm, blocks.bn, blocks.split_k, blocks.num_warps,
-                                              blocks.num_stages, blocks.bk]}
+                   "rel_err": err, "path": "dequant+cuBLAS" if dequant else "fused", "fused_us": t_fused,
+                   "blocks": [blocks.bm, blocks.bn, blocks.split_k, blocks.num_warps, blocks.num_stages]}
             rows.append(row)
             print(fmt_row(row), flush=True)
     return rows
@@ -181,7 +179,8 @@ def fmt_row(r: dict) -> str:
     return (f"{r['format']:<6} {r['K']:>5} {r['N']:>6} {r['M']:>5} {f(r['kernel_us'], '10.1f')} "
             f"{f(r['fp16_us'], '9.1f')} {f(r['int8_us'], '9.1f')}{'*' if r['int8_padded_M'] else ' '} "
             f"{f(r['vs_fp16'], '7.2f')} {f(r['vs_int8'], '7.2f')} {f(r['floor_us'], '8.1f')} "
-            f"{f(r['floor_frac'], '6.2f')} {f(r['rel_err'], '8.1e')} {r['blocks']}")
+            f"{f(r['floor_frac'], '6.2f')} {f(r['rel_err'], '8.1e')} {r['path']:<15} {f(r['fused_us'], '9.1f')} "
+            f"{r['blocks']}")
 
 
 def main() -> None:
@@ -190,7 +189,7 @@ def main() -> None:
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run on the GPU, or pass --interpret for a CPU smoke test")
     if ARGS.interpret:
-        shapes, batches = [(512, 96)], [1, 20]
+        shapes, batches = [(512, 96)], [1, 80]
     elif ARGS.quick:
         shapes, batches = [(4096, 4096), (8192, 8192)], [1, 16, 1024]
     else:
@@ -200,7 +199,8 @@ def main() -> None:
            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (TRITON_INTERPRET=1)",
            "bandwidth_Bps": ARGS.bandwidth, "group_size": ARGS.group_size, "w4a4_outliers": ARGS.outliers}
     print(json.dumps(env))
-    print("fmt        K      N     M  kernel_us   fp16_us   int8_us  vsfp16  vsint8  floor_us  floor  rel_err  [bm,bn,split,warps,stages,bk]")
+    print("fmt        K      N     M  kernel_us   fp16_us   int8_us  vsfp16  vsint8  floor_us  floor  rel_err  "
+          "path             fused_us [bm,bn,split,warps,stages]")
     torch.manual_seed(0)
     rows = []
     for k, n in shapes:

@@ -1,6 +1,7 @@
 """Triton W4Ax kernels, each beside the pure-torch reference that is its oracle."""
 
-from quant.kernels._launch import Blocks, pick_blocks
+from quant.kernels._launch import DEQUANT_GEMM_MIN_M, Blocks, pick_blocks, use_dequant_gemm
+from quant.kernels.dequant import triton_dequant_w4a4, triton_dequant_w4a8, triton_dequant_w4a16
 from quant.kernels.w4a4 import reference_w4a4, triton_w4a4
 from quant.kernels.w4a8 import dequantize_w4a8_int8, reference_w4a8, triton_w4a8
 from quant.kernels.w4a16 import dequantize_w4a16, reference_w4a16, triton_w4a16
@@ -8,6 +9,11 @@ from quant.kernels.w4a16 import dequantize_w4a16, reference_w4a16, triton_w4a16
 __all__ = [
     "Blocks",
     "pick_blocks",
+    "DEQUANT_GEMM_MIN_M",
+    "use_dequant_gemm",
+    "triton_dequant_w4a16",
+    "triton_dequant_w4a8",
+    "triton_dequant_w4a4",
     "dequantize_w4a16",
     "reference_w4a16",
     "triton_w4a16",

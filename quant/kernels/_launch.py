@@ -1,35 +1,33 @@
-"""Launch choices shared by the W4Ax kernels: block sizes, split-K, and the int4 tile loader.
-
-Two ways to walk K (``Blocks.bk``):
-
-- ``bk == 0`` ("planes"): one ``[32, BLOCK_N]`` block of words per 256 rows, each nibble plane fed to its
-  own depth-32 ``tl.dot``; every word is loaded once. Best when streaming weights (small M).
-- ``bk in (32, 64, 128, 256)`` ("gather"): each program loads the ``[bk, BLOCK_N]`` tile of codes it
-  needs row by row (each word is read by 8 rows, from L1), then does one depth-``bk`` ``tl.dot``, which
-  the compiler pipelines better. Best when compute-bound (large M).
-"""
+"""Launch choices shared by the W4Ax kernels: the path (fused or dequantize-then-cuBLAS) and block sizes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import triton
-import triton.language as tl
 
-__all__ = ["Blocks", "pick_blocks", "load_int4_rows"]
+__all__ = ["Blocks", "pick_blocks", "DEQUANT_GEMM_MIN_M", "use_dequant_gemm"]
+
+# Above this many rows the fused kernels lose to "dequantize the weight once, then cuBLAS" on an H100
+# (bench/kernels_bench.py, notes/quant.md): the product is compute-bound and cuBLAS's fp16/int8 MMA
+# pipelines beat the fused kernels' register-dequantized operands.
+DEQUANT_GEMM_MIN_M = 65
 
 
 @dataclass(frozen=True)
 class Blocks:
-    """One launch configuration: tiles, K step (0 = nibble planes), split-K, warps and pipeline stages."""
+    """One launch configuration of a fused kernel: tiles, split-K factor, warps and pipeline stages."""
 
     bm: int
     bn: int
     split_k: int
     num_warps: int
     num_stages: int
-    bk: int = 0
+
+
+def use_dequant_gemm(m: int, k: int, n: int) -> bool:
+    """Return True when an ``[m, k] x [k, n]`` product should dequantize the weight and call cuBLAS."""
+    return m >= DEQUANT_GEMM_MIN_M and k % 8 == 0 and n % 8 == 0
 
 
 def _sm_count(device: torch.device) -> int:
@@ -42,12 +40,12 @@ def _sm_count(device: torch.device) -> int:
 def pick_blocks(m: int, n: int, n_tiles: int, device: torch.device, *, integer: bool = False) -> Blocks:
     """Pick tiles for an ``[m, K] x [K, n]`` product with ``n_tiles`` 256-deep K tiles.
 
-    Small M is a weight-streaming problem: narrow N tiles and split-K until every multiprocessor has
-    about two programs in flight. Large M is compute-bound: big tiles and no split. The choices are the
-    winners of ``bench/kernels_bench.py --quick --tune`` on an H100 (see notes/quant.md); ``integer``
-    selects the int8-MMA kernels' large-M tile, which differs from the fp16 kernel's.
+    Small M (<= 64) is a weight-streaming problem: narrow N tiles and split-K until every multiprocessor
+    has about two programs in flight. Larger M is compute-bound: big tiles and no split (a split there
+    measured 1.8x slower at M = 1024 on an H100). The choices are the winners of
+    ``bench/kernels_bench.py --quick --tune`` on an H100 (notes/quant.md); ``integer`` selects the
+    int8-MMA kernels' large-M tile, which differs from the fp16 kernel's.
     """
-    bk = 0
     if m <= 16:
         bm, bn, warps, stages = 16, 64, 4, 4
     elif m <= 64:
@@ -60,14 +58,5 @@ def pick_blocks(m: int, n: int, n_tiles: int, device: torch.device, *, integer: 
         bm, bn, warps, stages = 128, 256, 8, 2
     programs = -(-m // bm) * -(-n // bn)
     target = 2 * _sm_count(device)
-    split = max(1, min(n_tiles, -(-target // programs))) if programs < target else 1
-    return Blocks(bm, bn, split, warps, stages, bk)
-
-
-@triton.jit
-def load_int4_rows(qw_ptr, offs_k, offs_n, N, mask_n):
-    """Load the int4 codes of rows ``offs_k`` and columns ``offs_n`` (int32 0..15) from the packed layout."""
-    row = (offs_k // 256) * 32 + (offs_k % 32)
-    shift = ((offs_k % 256) // 32) * 4
-    words = tl.load(qw_ptr + row[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-    return (words >> shift[:, None]) & 15
+    split = max(1, min(n_tiles, -(-target // programs))) if m <= 64 and programs < target else 1
+    return Blocks(bm, bn, split, warps, stages)

@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from quant.kernels._launch import Blocks, load_int4_rows, pick_blocks
+from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
+from quant.kernels.dequant import triton_dequant_w4a16
 from quant.packing import unpack_int4
 
 __all__ = ["dequantize_w4a16", "reference_w4a16", "triton_w4a16"]
@@ -33,7 +34,7 @@ def reference_w4a16(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor
 
 @triton.jit
 def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, M, N, K, n_tiles, stride_xm,
-                  GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                  GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                   SPLIT_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -44,24 +45,15 @@ def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, M, N, K, n_tiles, stride_x
     mask_m = offs_m < M
     mask_n = offs_n < N
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    if BK == 0:  # nibble planes: each word loaded once, eight depth-32 dots per 256-row tile
-        for t in range(pid_k, n_tiles, SPLIT_K):
-            words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-            for i in tl.static_range(8):
-                k0 = t * 256 + i * 32
-                s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
-                z = tl.load(z_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
-                w = (((words >> (4 * i)) & 15).to(tl.float16) - z[None, :]) * s[None, :]
-                offs_k = k0 + offs_r
-                xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                             mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
-                acc += tl.dot(xb, w)
-    else:  # gather: one [BK, BN] tile of codes and one depth-BK dot per step (BK divides GROUP)
-        for k0 in range(pid_k * BK, n_tiles * 256, BK * SPLIT_K):
-            offs_k = k0 + tl.arange(0, BK)
+    # each word is loaded once; its nibble plane i is the K sub-block 32 i .. 32 i + 31 of the tile
+    for t in range(pid_k, n_tiles, SPLIT_K):
+        words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+        for i in tl.static_range(8):
+            k0 = t * 256 + i * 32
             s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
             z = tl.load(z_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
-            w = (load_int4_rows(qw_ptr, offs_k, offs_n, N, mask_n).to(tl.float16) - z[None, :]) * s[None, :]
+            w = (((words >> (4 * i)) & 15).to(tl.float16) - z[None, :]) * s[None, :]
+            offs_k = k0 + offs_r
             xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                          mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
             acc += tl.dot(xb, w)
@@ -75,16 +67,18 @@ def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, M, N, K, n_tiles, stride_x
 
 def triton_w4a16(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                  group_size: int, blocks: Blocks | None = None) -> torch.Tensor:
-    """Run the Triton W4A16 kernel on fp16 ``x`` ``[M, K]`` and return fp16 ``[M, N]``."""
+    """Compute fp16 ``x @ W`` for ``x`` ``[M, K]``: the fused kernel, or (large M, no ``blocks``) dequantize + cuBLAS."""
     x = x.to(torch.float16).contiguous()
     m, k = x.shape
     n = qweight.shape[1]
+    if blocks is None and use_dequant_gemm(m, k, n):
+        return x @ triton_dequant_w4a16(qweight, scales, zeros, group_size, k)
     n_tiles = qweight.shape[0] // 32
     b = blocks or pick_blocks(m, n, n_tiles, x.device)
     out = (torch.empty if b.split_k == 1 else torch.zeros)(m, n, device=x.device,
                                                           dtype=torch.float16 if b.split_k == 1 else torch.float32)
     grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
     _w4a16_kernel[grid](x, qweight, scales, zeros, out, m, n, k, n_tiles, x.stride(0),
-                        GROUP=group_size, BM=b.bm, BN=b.bn, BK=min(b.bk, group_size), SPLIT_K=b.split_k,
+                        GROUP=group_size, BM=b.bm, BN=b.bn, SPLIT_K=b.split_k,
                         num_warps=b.num_warps, num_stages=b.num_stages)
     return out.to(torch.float16)

@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from quant.kernels._launch import Blocks, load_int4_rows, pick_blocks
+from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
+from quant.kernels.dequant import triton_dequant_w4a4
 from quant.packing import unpack_int4
 
 __all__ = ["reference_w4a4", "triton_w4a4"]
@@ -32,7 +33,7 @@ def reference_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xo
 @triton.jit
 def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, y_ptr,
                  M, N, K, NO, n_tiles, stride_xm, stride_xom,
-                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  SPLIT_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -44,29 +45,21 @@ def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, 
     mask_n = offs_n < N
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     part = tl.zeros((BM, BN), dtype=tl.int32)
-    if BK == 0:  # nibble planes (see quant.kernels._launch); flush the int32 partial once per group
-        span: tl.constexpr = GROUP if GROUP < 256 else 256
-        for t in range(pid_k, n_tiles, SPLIT_K):
-            words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-            for i in tl.static_range(8):
-                k0 = t * 256 + i * 32
-                w = (((words >> (4 * i)) & 15) - 8).to(tl.int8)
-                offs_k = k0 + offs_r
-                xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                             mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
-                part += tl.dot(xb, w, out_dtype=tl.int32)
-                if ((i + 1) * 32) % span == 0:
-                    s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-                    acc += part.to(tl.float32) * s[None, :]
-                    part = tl.zeros((BM, BN), dtype=tl.int32)
-    else:  # gather: one depth-BK int8 dot per step, scaled by its group's scale (BK divides GROUP)
-        for k0 in range(pid_k * BK, n_tiles * 256, BK * SPLIT_K):
-            offs_k = k0 + tl.arange(0, BK)
-            w = (load_int4_rows(qw_ptr, offs_k, offs_n, N, mask_n) - 8).to(tl.int8)
+    # the int32 partial is scaled into the float32 accumulator once per group (or per 256-row tile)
+    span: tl.constexpr = GROUP if GROUP < 256 else 256
+    for t in range(pid_k, n_tiles, SPLIT_K):
+        words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+        for i in tl.static_range(8):
+            k0 = t * 256 + i * 32
+            w = (((words >> (4 * i)) & 15) - 8).to(tl.int8)
+            offs_k = k0 + offs_r
             xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                          mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
-            s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            acc += tl.dot(xb, w, out_dtype=tl.int32).to(tl.float32) * s[None, :]
+            part += tl.dot(xb, w, out_dtype=tl.int32)
+            if ((i + 1) * 32) % span == 0:
+                s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+                acc += part.to(tl.float32) * s[None, :]
+                part = tl.zeros((BM, BN), dtype=tl.int32)
     xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)
     y = acc * xs[:, None]
     opart = tl.zeros((BM, BN), dtype=tl.int32)
@@ -91,10 +84,18 @@ def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, 
 def triton_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xoscale: torch.Tensor,
                 qweight: torch.Tensor, scales: torch.Tensor, oweight: torch.Tensor, oscale: torch.Tensor,
                 group_size: int, out_dtype: torch.dtype = torch.float16, blocks: Blocks | None = None) -> torch.Tensor:
-    """Run the Triton W4A4 kernel (int4 values held in int8 ``xq``, int8 outliers ``xoq``); return ``[M, N]``."""
+    """Compute W4A4's product (int4 values held in int8 ``xq``, int8 outliers ``xoq``); return ``[M, N]``.
+
+    Small M runs the fused kernel; large M (without ``blocks``) dequantizes both operands to fp16 and
+    calls cuBLAS, which on Hopper beats int8 MMA fed by register-widened int4 (notes/quant.md).
+    """
     xq, xoq = xq.contiguous(), xoq.contiguous()
     m, k = xq.shape
     n = qweight.shape[1]
+    if blocks is None and use_dequant_gemm(m, k, n):
+        y = (xq.float() * xscale.float()[:, None]).half() @ triton_dequant_w4a4(qweight, scales, group_size, k)
+        yo = (xoq.float() * xoscale.float()[:, None]).half() @ (oweight.float() * oscale.float()[None, :]).half()
+        return (y.float() + yo.float()).to(out_dtype)
     n_tiles = qweight.shape[0] // 32
     b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
     if b.split_k == 1:
@@ -105,5 +106,5 @@ def triton_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xosca
     _w4a4_kernel[grid](xq, xscale.float().contiguous(), xoq, xoscale.float().contiguous(), qweight, scales,
                        oweight, oscale.float().contiguous(), out, m, n, k, oweight.shape[0], n_tiles,
                        xq.stride(0), max(xoq.stride(0), 1), GROUP=group_size, BM=b.bm, BN=b.bn,
-                       BK=min(b.bk, group_size), SPLIT_K=b.split_k, num_warps=b.num_warps, num_stages=b.num_stages)
+                       SPLIT_K=b.split_k, num_warps=b.num_warps, num_stages=b.num_stages)
     return out.to(out_dtype)

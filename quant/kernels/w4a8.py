@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from quant.kernels._launch import Blocks, load_int4_rows, pick_blocks
+from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
+from quant.kernels.dequant import triton_dequant_w4a8
 from quant.packing import unpack_int4
 
 __all__ = ["dequantize_w4a8_int8", "reference_w4a8", "triton_w4a8"]
@@ -36,7 +37,7 @@ def reference_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor
 
 @triton.jit
 def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, n_tiles, stride_xm,
-                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  SPLIT_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -47,24 +48,15 @@ def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, 
     mask_m = offs_m < M
     mask_n = offs_n < N
     acc = tl.zeros((BM, BN), dtype=tl.int32)
-    if BK == 0:  # nibble planes (see quant.kernels._launch)
-        for t in range(pid_k, n_tiles, SPLIT_K):
-            words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-            for i in tl.static_range(8):
-                k0 = t * 256 + i * 32
-                s = tl.load(gs_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
-                z = tl.load(gz_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
-                w = ((((words >> (4 * i)) & 15) - z[None, :]) * s[None, :]).to(tl.int8)
-                offs_k = k0 + offs_r
-                xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                             mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
-                acc += tl.dot(xb, w, out_dtype=tl.int32)
-    else:  # gather (BK divides GROUP)
-        for k0 in range(pid_k * BK, n_tiles * 256, BK * SPLIT_K):
-            offs_k = k0 + tl.arange(0, BK)
+    # each word is loaded once; its nibble plane i is the K sub-block 32 i .. 32 i + 31 of the tile
+    for t in range(pid_k, n_tiles, SPLIT_K):
+        words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+        for i in tl.static_range(8):
+            k0 = t * 256 + i * 32
             s = tl.load(gs_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
             z = tl.load(gz_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
-            w = ((load_int4_rows(qw_ptr, offs_k, offs_n, N, mask_n) - z[None, :]) * s[None, :]).to(tl.int8)
+            w = ((((words >> (4 * i)) & 15) - z[None, :]) * s[None, :]).to(tl.int8)
+            offs_k = k0 + offs_r
             xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                          mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
             acc += tl.dot(xb, w, out_dtype=tl.int32)
@@ -82,10 +74,13 @@ def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, 
 def triton_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, gscale: torch.Tensor,
                 gzero: torch.Tensor, wscale: torch.Tensor, group_size: int, out_dtype: torch.dtype = torch.float16,
                 blocks: Blocks | None = None) -> torch.Tensor:
-    """Run the Triton W4A8 kernel on int8 ``xq`` ``[M, K]`` with float32 per-row scales; return ``[M, N]``."""
+    """Compute ``xscale * (xq @ W8) * wscale`` for int8 ``xq`` ``[M, K]``: fused, or (large M) dequantize + ``_int_mm``."""
     xq = xq.contiguous()
     m, k = xq.shape
     n = qweight.shape[1]
+    if blocks is None and use_dequant_gemm(m, k, n):
+        acc = torch._int_mm(xq, triton_dequant_w4a8(qweight, gscale, gzero, group_size, k).t())
+        return (acc.float() * xscale.float()[:, None] * wscale.float()[None, :]).to(out_dtype)
     n_tiles = qweight.shape[0] // 32
     b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
     if b.split_k == 1:
@@ -95,6 +90,6 @@ def triton_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, g
     grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
     _w4a8_kernel[grid](xq, xscale.float().contiguous(), qweight, gscale, gzero, wscale.float().contiguous(), out,
                        m, n, k, n_tiles, xq.stride(0), GROUP=group_size, BM=b.bm, BN=b.bn,
-                       BK=min(b.bk, group_size), SPLIT_K=b.split_k,
+                       SPLIT_K=b.split_k,
                        num_warps=b.num_warps, num_stages=b.num_stages)
     return out.to(out_dtype)

@@ -13,8 +13,6 @@ CASES = [  # (m, k, n, group, outliers, blocks): groups below, at and above the 
     (3, 300, 40, 32, 5, Blocks(16, 32, 1, 4, 2)),
     (20, 512, 33, 256, 0, Blocks(16, 32, 2, 4, 2)),
     (9, 1024, 24, 512, 40, Blocks(16, 16, 3, 4, 2)),
-    (5, 300, 40, 64, 3, Blocks(16, 32, 2, 4, 2, bk=64)),
-    (18, 1024, 24, 512, 33, Blocks(16, 16, 1, 4, 2, bk=256)),
 ]
 
 

@@ -1,0 +1,74 @@
+"""Dequantize packed int4 weights on the GPU, for the large-M path "dequantize once, then cuBLAS".
+
+Large batches are compute-bound, and there cuBLAS's MMA pipelines beat the fused kernels; the weight is
+expanded once per call (never cached, so the int4 memory saving stands) and handed to ``x @ W`` (W4A16,
+W4A4) or ``torch._int_mm`` (W4A8, int8 B column-major). The torch references are the ``dequantize_*``
+functions beside each kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["triton_dequant_w4a16", "triton_dequant_w4a8", "triton_dequant_w4a4"]
+
+_FP16_ASYM, _INT8_PROGRESSIVE, _FP16_SYM = 0, 1, 2
+
+
+@triton.jit
+def _dequant_kernel(qw_ptr, a_ptr, b_ptr, out_ptr, N, K, MODE: tl.constexpr, GROUP: tl.constexpr,
+                    BN: tl.constexpr):
+    t = tl.program_id(0)
+    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    offs_r = tl.arange(0, 32)
+    mask_n = offs_n < N
+    words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+    for i in tl.static_range(8):
+        k0 = t * 256 + i * 32
+        offs_k = k0 + offs_r
+        q = (words >> (4 * i)) & 15
+        mask = (offs_k[:, None] < K) & mask_n[None, :]
+        if MODE == 1:  # QServe int8 intermediate, stored [N, K] (a column-major B for torch._int_mm)
+            s = tl.load(a_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+            z = tl.load(b_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+            w8 = ((q - z[None, :]) * s[None, :]).to(tl.int8)
+            tl.store(out_ptr + offs_n[None, :] * K + offs_k[:, None], w8, mask=mask)
+        else:
+            s = tl.load(a_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
+            if MODE == 0:
+                z = tl.load(b_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
+                w = (q.to(tl.float16) - z[None, :]) * s[None, :]
+            else:
+                w = (q - 8).to(tl.float16) * s[None, :]
+            tl.store(out_ptr + offs_k[:, None] * N + offs_n[None, :], w, mask=mask)
+
+
+def _launch(qweight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, k: int, mode: int,
+            group_size: int) -> torch.Tensor:
+    """Run the dequantization kernel over every 256-row tile and 64-column block."""
+    n = qweight.shape[1]
+    grid = (qweight.shape[0] // 32, triton.cdiv(n, 64))
+    _dequant_kernel[grid](qweight, a, b, out, n, k, MODE=mode, GROUP=group_size, BN=64, num_warps=4)
+    return out
+
+
+def triton_dequant_w4a16(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
+                         k: int) -> torch.Tensor:
+    """Return the fp16 ``[k, N]`` weight ``(q - zero) * scale``."""
+    out = torch.empty(k, qweight.shape[1], device=qweight.device, dtype=torch.float16)
+    return _launch(qweight, scales, zeros, out, k, _FP16_ASYM, group_size)
+
+
+def triton_dequant_w4a8(qweight: torch.Tensor, gscale: torch.Tensor, gzero: torch.Tensor, group_size: int,
+                        k: int) -> torch.Tensor:
+    """Return the int8 intermediate weight transposed, ``[N, k]`` (so ``.t()`` is a column-major B)."""
+    out = torch.empty(qweight.shape[1], k, device=qweight.device, dtype=torch.int8)
+    return _launch(qweight, gscale, gzero, out, k, _INT8_PROGRESSIVE, group_size)
+
+
+def triton_dequant_w4a4(qweight: torch.Tensor, scales: torch.Tensor, group_size: int, k: int) -> torch.Tensor:
+    """Return the fp16 ``[k, N]`` weight ``(q - 8) * scale`` of W4A4's int4 part."""
+    out = torch.empty(k, qweight.shape[1], device=qweight.device, dtype=torch.float16)
+    return _launch(qweight, scales, scales, out, k, _FP16_SYM, group_size)
