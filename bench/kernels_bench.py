@@ -89,7 +89,8 @@ def make_weights(fmt: str, w: torch.Tensor, gs: int) -> dict:
 def candidate_blocks(m: int, n_tiles: int) -> list[Blocks]:
     """Fused-kernel block configs worth trying for batch ``m`` (used by --tune)."""
     if m <= 16:
-        return [Blocks(16, bn, s, 4, 4) for bn in (32, 64, 128) for s in (1, 2, 4, 8) if s <= n_tiles]
+        return [Blocks(16, bn, s, w, st) for bn in (32, 64, 128) for s in (1, 2, 4, 8) for w, st in ((4, 4), (2, 4), (8, 3))
+                if s <= n_tiles]
     if m <= 256:
         return [Blocks(bm, bn, s, 4, 3) for bm, bn in ((32, 64), (64, 64), (64, 128)) for s in (1, 2, 4)]
     return [Blocks(128, 256, 1, 8, 2), Blocks(128, 64, 1, 4, 2), Blocks(128, 128, 1, 8, 2), Blocks(64, 256, 1, 8, 2)]

@@ -40,14 +40,16 @@ def _sm_count(device: torch.device) -> int:
 def pick_blocks(m: int, n: int, n_tiles: int, device: torch.device, *, integer: bool = False) -> Blocks:
     """Pick tiles for an ``[m, K] x [K, n]`` product with ``n_tiles`` 256-deep K tiles.
 
-    Small M (<= 64) is a weight-streaming problem: narrow N tiles and split-K until every multiprocessor
-    has about two programs in flight. Larger M is compute-bound: big tiles and no split (a split there
-    measured 1.8x slower at M = 1024 on an H100). The choices are the winners of
+    Small M (<= 64) is a weight-streaming problem: narrow N tiles, and split-K until every multiprocessor
+    has a program (fp16, M <= 16) or two in flight. Larger M is compute-bound: big tiles and no split (a
+    split there measured 1.8x slower at M = 1024 on an H100). The choices are the winners of
     ``bench/kernels_bench.py --quick --tune`` on an H100 (notes/quant.md); ``integer`` selects the
-    int8-MMA kernels' large-M tile, which differs from the fp16 kernel's.
+    int8-MMA kernels' tiles, which differ from the fp16 kernel's.
     """
-    if m <= 16:
+    if m <= 16 and integer:
         bm, bn, warps, stages = 16, 64, 4, 4
+    elif m <= 16:
+        bm, bn, warps, stages = 16, 32, 2, 4
     elif m <= 64:
         bm, bn, warps, stages = 64, 64, 4, 4
     elif m <= 256:
@@ -56,7 +58,10 @@ def pick_blocks(m: int, n: int, n_tiles: int, device: torch.device, *, integer: 
         bm, bn, warps, stages = 128, 64, 4, 2
     else:
         bm, bn, warps, stages = 128, 256, 8, 2
-    programs = -(-m // bm) * -(-n // bn)
-    target = 2 * _sm_count(device)
-    split = max(1, min(n_tiles, -(-target // programs))) if m <= 64 and programs < target else 1
+    programs, sms = -(-m // bm) * -(-n // bn), _sm_count(device)
+    if m <= 16 and not integer:  # narrow 2-warp programs won the H100 sweep; split only to fill every SM
+        split = -(-sms // programs) if programs < sms else 1
+    else:
+        split = -(-2 * sms // programs) if m <= 64 and programs < 2 * sms else 1
+    split = max(1, min(n_tiles, split))
     return Blocks(bm, bn, split, warps, stages)

@@ -51,8 +51,11 @@ def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, M, N, K, n_tiles, stride_x
         for i in tl.static_range(8):
             k0 = t * 256 + i * 32
             s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
-            z = tl.load(z_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
-            w = (((words >> (4 * i)) & 15).to(tl.float16) - z[None, :]) * s[None, :]
+            z = tl.load(z_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0) + 1024.0
+            # int -> fp16 without a conversion instruction: 0x6400 | q is the fp16 number 1024 + q (exact),
+            # so (1024 + q) - (1024 + z) = q - z exactly, and the result equals ((q - z) * s) bit for bit
+            q = ((((words >> (4 * i)) & 15) | 0x6400).to(tl.int16)).to(tl.float16, bitcast=True)
+            w = (q - z[None, :]) * s[None, :]
             offs_k = k0 + offs_r
             xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                          mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
