@@ -50,6 +50,7 @@ class _Layer(nn.Module):
         self.output.dense, self.output.LayerNorm = nn.Linear(ff, d), nn.LayerNorm(d, eps=1e-12)
 
     def forward(self, h: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+        """Self-attention and feed-forward, each with a residual and post-LayerNorm."""
         b, t, d = h.shape
         att = self.attention.self
 
@@ -80,6 +81,7 @@ class MiniLM(nn.Module):
                                            for _ in range(cfg["num_hidden_layers"]))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Return L2-normalized sentence embeddings ``[B, 384]`` for token ids and their mask."""
         e = self.embeddings
         pos = torch.arange(input_ids.shape[1])[None, :]
         h = e.LayerNorm(e.word_embeddings(input_ids) + e.position_embeddings(pos)
@@ -225,15 +227,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     recipes = ("rtn", "awq", "smoothquant")
-    minilm = [(f"W4A16 g128", r, [W4A16(128)]) for r in recipes]
-    minilm += [(f"W4A8 g128", r, [W4A8(128)]) for r in recipes]
-    minilm += [(f"W4A4 g128 o0", r, [W4A4(128, outliers=0)]) for r in recipes]
-    minilm += [(f"W4A4 g128 o16", r, [W4A4(128, outliers=16)]) for r in recipes]
+    minilm = [("W4A16 g128", r, [W4A16(128)]) for r in recipes]
+    minilm += [("W4A8 g128", r, [W4A8(128)]) for r in recipes]
+    minilm += [("W4A4 g128 o0", r, [W4A4(128, outliers=0)]) for r in recipes]
+    minilm += [("W4A4 g128 o16", r, [W4A4(128, outliers=16)]) for r in recipes]
     minilm += [("KV4 g64 (float W)", "rtn", [KV4(64)]), ("W4A8 g128 + KV4 g64", "smoothquant", [KV4(64), W4A8(128)])]
-    mlp = [(f"W4A16 g32", r, [W4A16(32)]) for r in recipes]
-    mlp += [(f"W4A8 g32", r, [W4A8(32)]) for r in recipes]
-    mlp += [(f"W4A4 g32 o0", r, [W4A4(32, outliers=0)]) for r in recipes]
-    mlp += [(f"W4A4 g32 o4", r, [W4A4(32, outliers=4)]) for r in recipes]
+    mlp = [("W4A16 g32", r, [W4A16(32)]) for r in recipes]
+    mlp += [("W4A8 g32", r, [W4A8(32)]) for r in recipes]
+    mlp += [("W4A4 g32 o0", r, [W4A4(32, outliers=0)]) for r in recipes]
+    mlp += [("W4A4 g32 o4", r, [W4A4(32, outliers=4)]) for r in recipes]
     rows = [] if args.skip_minilm else minilm_rows(minilm, args.sentences, args.seed)
     rows += mlp_rows(mlp, args.seed)
     if args.json:
