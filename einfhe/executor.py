@@ -11,7 +11,7 @@ import numpy as np
 from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
-from .plan import Add, AddPlain, Load, Mask, Mul, MulPlain, PlainTensor, Plan, Rescale, Rotate
+from .plan import Add, AddPlain, Load, Sub, Mask, Mul, MulPlain, PlainTensor, Plan, Rescale, Rotate
 
 __all__ = ["RunStats", "evaluate_plain_program", "execute"]
 
@@ -102,6 +102,8 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
             result = backend.mul(live[step.a], live[step.b])
         elif isinstance(step, Add):
             result = backend.add(live[step.a], live[step.b])
+        elif isinstance(step, Sub):
+            result = backend.sub(live[step.a], live[step.b])
         elif isinstance(step, Rotate):
             result = backend.rotate(live[step.src], step.offset)
         elif isinstance(step, Rescale):

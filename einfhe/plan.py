@@ -19,7 +19,7 @@ from .errors import PlanError
 from .layout import Layout
 
 __all__ = [
-    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Rotate", "Rescale",
+    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale",
     "PlainTensor", "Mask", "PlainExpr", "CipherInput", "PlainInput", "Plan", "Step",
 ]
 
@@ -120,6 +120,20 @@ class Add:
 
 
 @dataclass(frozen=True)
+class Sub:
+    """Slot-wise difference of two ciphertexts (a - b)."""
+
+    out: int
+    a: int
+    b: int
+    op = "sub"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
 class Rotate:
     """Cyclic left rotation of the slots by `offset`: out[t] = src[(t + offset) % slots]."""
 
@@ -146,8 +160,8 @@ class Rescale:
         return (self.src,)
 
 
-Step = Union[Load, MulPlain, AddPlain, Mul, Add, Rotate, Rescale]
-_STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Rotate, Rescale)}
+Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale]
+_STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale)}
 
 
 # -- operands ----------------------------------------------------------------------------------------
@@ -231,7 +245,7 @@ class Plan:
     def op_counts(self) -> dict[str, int]:
         """Number of steps of each op kind."""
         counts = Counter(step.op for step in self.steps)
-        return {op: counts.get(op, 0) for op in ("load", "mul_plain", "mask", "mul", "add", "add_plain", "rotate", "rescale")}
+        return {op: counts.get(op, 0) for op in ("load", "mul_plain", "mask", "mul", "add", "sub", "add_plain", "rotate", "rescale")}
 
     @property
     def keyswitches(self) -> int:

@@ -41,6 +41,10 @@ class Backend(ABC):
         """Add two ciphertexts slot-wise."""
 
     @abstractmethod
+    def sub(self, a, b):
+        """Subtract two ciphertexts slot-wise (a - b)."""
+
+    @abstractmethod
     def rotate(self, ct, offset: int):
         """Rotate the slots left by `offset` (out[t] = in[(t + offset) % slots])."""
 

@@ -156,6 +156,10 @@ class OpenFHEBackend(Backend):
         with translate_errors("add ciphertexts"):
             return self.cc.EvalAdd(a, b)
 
+    def sub(self, a, b):
+        with translate_errors("subtract ciphertexts"):
+            return self.cc.EvalSub(a, b)
+
     def rotate(self, ct, offset):
         offset = int(offset) % self.slots
         if offset not in self.rotations:

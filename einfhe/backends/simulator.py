@@ -60,6 +60,10 @@ class SimulatorBackend(Backend):
         a, b = self._check(a), self._check(b)
         return SimCiphertext(a.values + b.values, max(a.level, b.level))
 
+    def sub(self, a, b):
+        a, b = self._check(a), self._check(b)
+        return SimCiphertext(a.values - b.values, max(a.level, b.level))
+
     def rotate(self, ct, offset):
         ct = self._check(ct)
         return SimCiphertext(np.roll(ct.values, -int(offset)), ct.level)

@@ -41,6 +41,7 @@ BAD_CALLS = {
     "mul_plain": lambda b: b.mul_plain(b.encrypt(np.ones(8)), ["x"] * 8),
     "mul": lambda b: b.mul(b.encrypt(np.ones(8)), "x"),
     "add": lambda b: b.add("a", "b"),
+    "sub": lambda b: b.sub(b.encrypt(np.ones(8)), None),
     "add_plain": lambda b: b.add_plain(b.encrypt(np.ones(8)), ["x"] * 8),
     "rotate": lambda b: b.rotate(b.encrypt(np.ones(8)), 3),
     "rescale": lambda b: b.rescale(b.rescale(b.mul(b.encrypt(np.ones(8)), b.encrypt(np.ones(8))))),
