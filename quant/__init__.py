@@ -7,6 +7,7 @@
 """
 
 from quant import transforms as _transforms  # noqa: F401  (registers the transforms)
+from quant.activations import Square
 from quant.api import quantize_
 from quant.configs import ALLOWED_CONFIGS, KV4, W4A4, W4A8, W4A16, QuantConfig, config_from_json, config_to_json
 from quant.errors import CalibrationError, ConfigError, FormatError, QuantError, ShapeError
@@ -21,6 +22,7 @@ from quant.serialization import load_quantized, save_quantized
 
 __all__ = [
     "quantize_",
+    "Square",
     "QuantConfig",
     "W4A16",
     "W4A8",

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from quant.activations import Square
 from quant.configs import W4A8, W4A16
 from quant.errors import FormatError
 from quant.integer_format import INT_FORMAT, INT_VERSION
@@ -26,7 +27,7 @@ from quant.packing import unpack_int4
 
 __all__ = ["export_integer_model"]
 
-_ACT_NAMES = {nn.ReLU: "relu", nn.GELU: "gelu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+_ACT_NAMES = {nn.ReLU: "relu", nn.GELU: "gelu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", Square: "square"}
 
 
 def _flat_layers(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:

@@ -32,7 +32,7 @@ Each ``<layer>`` has ``"op"`` and ``"name"`` (the torch module path) plus, by op
   float32 ``[Cout, 1]``, ``zero`` int8 ``[Cout, 1]``, ``bias``; input NCHW; ``activation`` as above.
 - ``avgpool``: ``kernel_size`` [kh, kw], ``stride`` [sh, sw] (no padding).
 - ``flatten``: ``start_dim`` (1: keep the batch axis).
-- ``act``: ``fn`` one of ``relu``, ``gelu`` (erf form), ``tanh``, ``sigmoid``; ``range`` [lo, hi] or null.
+- ``act``: ``fn`` one of ``relu``, ``gelu`` (erf form), ``tanh``, ``sigmoid``, ``square``; ``range`` [lo, hi] or null.
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ _ACTS = {
     "gelu": lambda x: (0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)).astype(np.float32))),
     "tanh": np.tanh,
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "square": np.square,
 }
 
 

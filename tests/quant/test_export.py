@@ -84,3 +84,16 @@ def test_reader_needs_numpy_only(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format": "other"}))
     with pytest.raises(ValueError, match="einfhe.intmodel"):
         read_integer_model(tmp_path)
+
+
+def test_square_activation_exports_and_runs(tmp_path, rng):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 8), quant.Square(), nn.Linear(8, 3))
+    x = torch.randn(20, 32, generator=rng)
+    quantize_(model, W4A16(32), calibration=[x], recipe="rtn")
+    export_integer_model(model, tmp_path, example_input=x)
+    im = read_integer_model(tmp_path)
+    assert (im.layers[1]["op"], im.layers[1]["fn"]) == ("act", "square")
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(run_integer_model(im, x.numpy()), expected, rtol=1e-4, atol=1e-4)
