@@ -18,6 +18,7 @@ from .errors import (
     EinfheError,
     EinsumError,
     LayoutError,
+    ModelError,
     ParameterError,
     PlanError,
     SerializationError,
@@ -25,7 +26,8 @@ from .errors import (
 from .executor import RunStats
 from .keys import context_from_evaluation_keys, evaluation_keys_to_bytes
 from .layout import Dim, Layout, natural_layout
-from .model import Linear, ModelPlan, Square, compile_model
+from .intmodel import load_integer_model
+from .model import IntLinear, Linear, ModelPlan, Square, compile_model
 from .params import Parameters
 from .plan import Plan
 from .spec import EinsumSpec, parse_einsum
@@ -35,7 +37,7 @@ compile = compile_einsum  # noqa: A001  -- einfhe.compile(spec, *operands) reads
 
 __all__ = [
     "BackendError", "Cipher", "Context", "Dim", "EinfheError", "EinsumError", "EinsumSpec", "EncryptedTensor",
-    "Layout", "LayoutError", "Linear", "ModelPlan", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
+    "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "load_integer_model", "ModelPlan", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
     "SerializationError", "cipher", "compile", "compile_einsum", "context_from_evaluation_keys", "decrypt", "einsum", "encrypt", "evaluation_keys_to_bytes",
     "natural_layout", "parse_einsum", "run", "simulate", "tensor_from_bytes", "tensor_to_bytes",
 ]

@@ -6,6 +6,7 @@
     ├── PlanError          a plan that cannot run: too deep, too large, missing rotation keys
     ├── ParameterError     CKKS parameters below 128-bit security or too small for a plan
     ├── SerializationError bytes that are not an einfhe blob, or one made for other parameters
+    ├── ModelError         a model file or layer einfhe cannot compile
     └── BackendError       a failure inside a backend (OpenFHE's exceptions, translated)
 
 Every error takes keyword context (the spec, the operand, the step) which the message shows, so that a
@@ -21,6 +22,7 @@ __all__ = [
     "PlanError",
     "ParameterError",
     "SerializationError",
+    "ModelError",
     "BackendError",
 ]
 
@@ -53,6 +55,10 @@ class ParameterError(EinfheError, ValueError):
 
 class SerializationError(EinfheError, ValueError):
     """Bytes are not a valid einfhe blob for these parameters."""
+
+
+class ModelError(EinfheError, ValueError):
+    """A model (or its integer export) cannot be compiled."""
 
 
 class BackendError(EinfheError, RuntimeError):

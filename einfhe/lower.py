@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import PlanError
 from .layout import Dim, Layout, next_pow2
-from .plan import Add, AddPlain, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step
+from .plan import Add, AddPlain, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step, Sub
 
 __all__ = ["Packed", "PlanBuilder"]
 
@@ -146,6 +146,41 @@ class PlanBuilder:
     def square(self, value: Packed) -> Packed:
         """Slot-wise square of every ciphertext, rescaled (one level)."""
         return Packed(tuple(self._emit(Rescale, self._emit(Mul, ct, ct)) for ct in value.cts), value.layout)
+
+    def int_combination(self, cts: list[int], weights) -> int:
+        """sum(w * ct) for small integer weights by additions and doublings only: no level is spent.
+
+        Ciphertexts sharing a weight are summed first; the positive and negative parts are then built bit by
+        bit (Horner in base 2) and subtracted.
+        """
+        by_value: dict[int, list[int]] = {}
+        for ct, w in zip(cts, weights):
+            if int(w):
+                by_value.setdefault(int(w), []).append(ct)
+        sums = {w: self._sum(group) for w, group in by_value.items()}
+
+        def part(sign: int) -> int | None:
+            values = {abs(w): ct for w, ct in sums.items() if (w > 0) == (sign > 0)}
+            if not values:
+                return None
+            acc = None
+            for bit in reversed(range(max(values).bit_length())):
+                if acc is not None:
+                    acc = self._emit(Add, acc, acc)
+                terms = [ct for v, ct in values.items() if v >> bit & 1]
+                if terms:
+                    total = self._sum(terms)
+                    acc = total if acc is None else self._emit(Add, acc, total)
+            return acc
+
+        positive, negative = part(+1), part(-1)
+        if positive is None and negative is None:
+            return self._emit(Sub, cts[0], cts[0])
+        if negative is None:
+            return positive
+        if positive is None:
+            return self._emit(Sub, self._emit(Sub, negative, negative), negative)
+        return self._emit(Sub, positive, negative)
 
     def align(self, value: Packed, joint: Layout) -> list[int]:
         """Ciphertext ids of a fixed value for each ciphertext of a joint layout built on it."""

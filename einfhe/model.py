@@ -5,8 +5,13 @@ Two packings, chosen by `batch`:
   each linear layer is an iteration-space matrix-vector product (mul_plain, then rotate-and-sum);
 - a batch (`batch=B`, B <= slots): samples fill the slots and each feature is its own ciphertext, so a linear
   layer is plaintext-scalar products and additions across ciphertexts, with no rotation at all, and the
-  throughput grows with the slot count (the layout CryptoNets used, Gilad-Bachrach et al., ICML 2016).
-A square activation costs one level and one ciphertext product per ciphertext; a bias is a plaintext addition.
+  throughput grows with the slot count (the layout of CryptoNets, Gilad-Bachrach et al., ICML 2016).
+
+Quantized layers (`IntLinear`: small integer weights and per-row scales) spend no level in the batched
+packing: the integer combination is additions and doublings, and the per-row scales are deferred. A deferred
+scale rides along as a per-channel factor: a bias is divided by it (a free plaintext addition), a square
+squares it, a following float layer folds it into its weights, and whatever remains at the end is applied by
+the client after decryption (`ModelPlan.unpack_output`). A square activation costs one level.
 """
 
 from __future__ import annotations
@@ -17,22 +22,36 @@ from typing import Union
 import numpy as np
 
 from .compile import DEFAULT_SLOTS
-from .errors import EinsumError
+from .errors import ModelError
 from .layout import Dim, Layout, next_pow2
 from .lower import Packed, PlanBuilder
 from .plan import CipherInput, PlainInput, Plan
 
-__all__ = ["Linear", "Square", "ModelPlan", "compile_model"]
+__all__ = ["Linear", "IntLinear", "Square", "ModelPlan", "compile_model"]
 
 BATCH_INDEX = "Z"
 
 
 @dataclass(frozen=True, eq=False)
 class Linear:
-    """y = weight @ x + bias, with weight of shape (out, in)."""
+    """y = weight @ x + bias, with a float weight of shape (out, in)."""
 
     weight: np.ndarray
     bias: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class IntLinear:
+    """y = (scale * q) @ x + bias with integer q (out, in) and one scale per output row."""
+
+    q: np.ndarray
+    scale: np.ndarray
+    bias: np.ndarray | None = None
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The real weight the integers stand for."""
+        return self.q.astype(np.float64) * np.asarray(self.scale, dtype=np.float64)[:, None]
 
 
 @dataclass(frozen=True)
@@ -40,16 +59,17 @@ class Square:
     """Element-wise x**2 (the polynomial activation of CryptoNets-style models)."""
 
 
-Layer = Union[Linear, Square]
+Layer = Union[Linear, IntLinear, Square]
 
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """A compiled model: the plan, the plain operands it takes after the input, and the batch size."""
+    """A compiled model: the plan, its plain operands after the input, the batch size and the output scale."""
 
     plan: Plan
     plains: tuple[np.ndarray, ...]
     batch: int | None
+    output_scale: np.ndarray
 
     @property
     def input_layout(self) -> Layout:
@@ -66,79 +86,127 @@ class ModelPlan:
         return x.T if self.batch is not None else x
 
     def unpack_output(self, y: np.ndarray) -> np.ndarray:
-        """Decrypted output as (batch, classes) or (classes,)."""
-        return y.T if self.batch is not None else y
+        """Decrypted output as (batch, classes) or (classes,), with the deferred scale applied."""
+        y = y.T if self.batch is not None else y
+        return y * self.output_scale
+
+
+class _ModelLowering:
+    """State of one model compilation: the builder, the current value and its deferred per-channel scale."""
+
+    def __init__(self, n_features: int, batch: int | None, slots: int, max_cts: int) -> None:
+        self.builder = PlanBuilder(slots, max_cts)
+        self.slots, self.batch = slots, batch
+        self.letters = iter("abcdefghijklmnopqrstuvwxy")
+        self.current, self.width = next(self.letters), int(n_features)
+        self.sizes = {self.current: self.width}
+        self.pending = np.ones(self.width)
+        self.operands: list = []
+        self.plains: list[np.ndarray] = []
+        self.value: Packed | None = None
+        self.extra = BATCH_INDEX if batch is not None else ""
+        if batch is not None:
+            self.sizes[BATCH_INDEX] = batch
+            layout = self._batched_layout(self.current, self.width)
+            self.operands.append(CipherInput(0, layout))
+            self.value = self.builder.load(0, layout)
+
+    def _batched_layout(self, letter: str, width: int) -> Layout:
+        dims = (Dim(letter, next_pow2(width), "axis", width), Dim(BATCH_INDEX, self.slots, "axis", self.batch))
+        return Layout(dims, self.slots, letter + BATCH_INDEX, (width, self.batch))
+
+    def plain(self, array: np.ndarray) -> str:
+        """Register a plain operand and return its name in the plan."""
+        self.plains.append(np.asarray(array, dtype=np.float64))
+        self.operands.append(PlainInput(len(self.operands), self.plains[-1].shape))
+        return f"op{len(self.operands) - 1}"
+
+    def linear(self, weight: np.ndarray) -> str:
+        """Float linear layer (deferred scale folded into the weight): one level."""
+        weight = weight * self.pending[None, :]
+        out = next(self.letters)
+        self.sizes[out] = weight.shape[0]
+        builder = self.builder
+        joint = builder.joint_layout(out + self.extra, self.current, self.sizes, self.value.layout if self.value else None)
+        if self.value is None:
+            x_layout = builder.restrict(joint, self.current, (self.width,))
+            self.operands.append(CipherInput(0, x_layout))
+            loaded = builder.load(0, x_layout)
+            left = [loaded.cts[c] for c in builder.ct_map(joint, x_layout)]
+        else:
+            left = builder.align(self.value, joint)
+        refs = builder.plain_refs(self.plain(weight), out + self.current, weight.shape, joint)
+        reduced = builder.multiply_reduce(left, refs, joint, self.current)
+        shape = (weight.shape[0],) + ((self.batch,) if self.batch else ())
+        self.value = Packed(reduced.cts, Layout(reduced.layout.dims, self.slots, out + self.extra, shape))
+        self.pending = np.ones(weight.shape[0])
+        return out
+
+    def int_linear(self, layer: IntLinear) -> str:
+        """Integer layer in the batched packing: additions only, the row scales deferred (no level)."""
+        q = np.asarray(layer.q)
+        out = next(self.letters)
+        self.sizes[out] = q.shape[0]
+        padded = next_pow2(q.shape[0])
+        inputs = list(self.value.cts)
+        rows = [self.builder.int_combination(inputs, q[o]) if o < q.shape[0]
+                else self.builder.int_combination(inputs, np.zeros(len(inputs), dtype=int)) for o in range(padded)]
+        self.value = Packed(tuple(rows), self._batched_layout(out, q.shape[0]))
+        self.pending = float(self.pending[0]) * np.asarray(layer.scale, dtype=np.float64)
+        return out
+
+    def bias(self, bias: np.ndarray) -> None:
+        """Add a bias, divided by the deferred scale (a plaintext addition, no level)."""
+        bias = np.asarray(bias, dtype=np.float64) / self.pending
+        if self.batch is not None:
+            bias = np.repeat(bias[:, None], self.batch, axis=1)
+        self.value = self.builder.add_plain(self.value, self.plain(bias))
+
+    def square(self) -> None:
+        """Square every ciphertext (one level); the deferred scale squares too."""
+        self.value = self.builder.square(self.value)
+        self.pending = self.pending ** 2
 
 
 def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None,
                   slots: int = DEFAULT_SLOTS, max_cts: int = 1 << 16) -> ModelPlan:
     """Compile a sequential model on inputs of `n_features` into one plan (see the module docstring)."""
-    if not layers or not isinstance(layers[0], Linear):
-        raise EinsumError("a model starts with a Linear layer")
+    if not layers or not isinstance(layers[0], (Linear, IntLinear)):
+        raise ModelError("a model starts with a Linear layer")
     if batch is not None and not 1 <= batch <= slots:
-        raise EinsumError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
-    builder = PlanBuilder(slots, max_cts)
-    letters = iter("abcdefghijklmnopqrstuvwxy")
-    current, width = next(letters), int(n_features)
-    sizes = {current: width}
-    operands: list = []
-    plains: list[np.ndarray] = []
-    value: Packed | None = None
-    extra = BATCH_INDEX if batch is not None else ""
-    if batch is not None:
-        sizes[BATCH_INDEX] = batch
-        layout = Layout((Dim(current, next_pow2(width), "axis", width), Dim(BATCH_INDEX, slots, "axis", batch)),
-                        slots, current + BATCH_INDEX, (width, batch))
-        operands.append(CipherInput(0, layout))
-        value = builder.load(0, layout)
-
-    def plain(array: np.ndarray) -> str:
-        plains.append(np.asarray(array, dtype=np.float64))
-        operands.append(PlainInput(len(operands), plains[-1].shape))
-        return f"op{len(operands) - 1}"
-
+        raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
+    state = _ModelLowering(n_features, batch, slots, max_cts)
     for position, layer in enumerate(layers):
         if isinstance(layer, Square):
-            if value is None:
-                raise EinsumError("a model starts with a Linear layer")
-            value = builder.square(value)
+            if position == 0:
+                raise ModelError("a model starts with a Linear layer")
+            state.square()
             continue
-        if not isinstance(layer, Linear):
-            raise EinsumError(f"unsupported layer {type(layer).__name__}; supported: Linear, Square", layer=position)
+        if not isinstance(layer, (Linear, IntLinear)):
+            raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square",
+                             layer=position)
         weight = np.asarray(layer.weight, dtype=np.float64)
-        if weight.ndim != 2 or weight.shape[1] != width:
-            raise EinsumError(
-                f"layer {position} expects {weight.shape[-1]} inputs but receives {width}", layer=position
-            )
-        out = next(letters)
-        sizes[out] = weight.shape[0]
-        joint = builder.joint_layout(out + extra, current, sizes, value.layout if value else None)
-        if value is None:
-            x_layout = builder.restrict(joint, current, (width,))
-            operands.append(CipherInput(0, x_layout))
-            loaded = builder.load(0, x_layout)
-            left = [loaded.cts[c] for c in builder.ct_map(joint, x_layout)]
-        else:
-            left = builder.align(value, joint)
-        refs = builder.plain_refs(plain(weight), out + current, weight.shape, joint)
-        reduced = builder.multiply_reduce(left, refs, joint, current)
-        value = Packed(reduced.cts, Layout(reduced.layout.dims, slots, out + extra, (weight.shape[0],) + ((batch,) if batch else ())))
+        if weight.ndim != 2 or weight.shape[1] != state.width:
+            raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {state.width}",
+                             layer=position)
+        integer_path = (isinstance(layer, IntLinear) and batch is not None
+                        and np.all(state.pending == state.pending[0]) and np.all(np.asarray(layer.scale) != 0))
+        out = state.int_linear(layer) if integer_path else state.linear(weight)
         if layer.bias is not None:
             bias = np.asarray(layer.bias, dtype=np.float64)
             if bias.shape != (weight.shape[0],):
-                raise EinsumError(f"layer {position}'s bias must have shape ({weight.shape[0]},)", layer=position)
-            if batch is not None:
-                bias = np.repeat(bias[:, None], batch, axis=1)
-            value = builder.add_plain(value, plain(bias))
-        current, width = out, weight.shape[0]
+                raise ModelError(f"layer {position}'s bias must have shape ({weight.shape[0]},)", layer=position)
+            state.bias(bias)
+        state.current, state.width = out, weight.shape[0]
+    kinds = "batched-features-across-ciphertexts" if batch is not None else "iteration-space"
     plan = Plan(
         spec=f"model[{', '.join(type(layer).__name__ for layer in layers)}]",
         slots=slots,
-        operands=tuple(operands),
+        operands=tuple(state.operands),
         plain_program=(),
-        steps=tuple(builder.steps),
-        outputs=value.cts,
-        output_layout=value.layout,
-        strategy="batched-features-across-ciphertexts" if batch is not None else "iteration-space",
+        steps=tuple(state.builder.steps),
+        outputs=state.value.cts,
+        output_layout=state.value.layout,
+        strategy=kinds,
     )
-    return ModelPlan(plan, tuple(plains), batch)
+    return ModelPlan(plan, tuple(state.plains), batch, state.pending)

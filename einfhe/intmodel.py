@@ -1,0 +1,84 @@
+"""Read a quantized model's integer export (quant's `einfhe.intmodel` v1 format) into einfhe layers, with numpy.
+
+The format (`manifest.json` + `model.npz`) is the meeting point of quant and einfhe: quant writes it, einfhe
+reads it without importing torch. A linear layer's real weight is (weight - zero) * scale per group of
+`group_size` inputs; einfhe keeps the integers (`IntLinear`) when each row has one group, so the batched
+packing can multiply by them with additions only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .model import IntLinear, Linear, Square
+
+__all__ = ["load_integer_model"]
+
+FORMAT, VERSION = "einfhe.intmodel", 1
+
+
+def _array(arrays, layer: dict, key: str) -> np.ndarray | None:
+    ref = layer.get("arrays", {}).get(key)
+    if ref is None:
+        return None
+    if ref not in arrays:
+        raise ModelError(f"layer {layer.get('name')!r} names array {ref!r}, which model.npz lacks")
+    return arrays[ref]
+
+
+def _linear(arrays, layer: dict):
+    activation = layer.get("activation") or {}
+    if activation.get("scheme", "float") != "float":
+        raise ModelError(
+            "encrypted inference needs float activations (W4A16 or int8 weights): activations quantized per "
+            "token need a rounding no CKKS circuit computes exactly", layer=layer.get("name"))
+    if _array(arrays, layer, "outlier_index") is not None:
+        raise ModelError("outlier channels (W4A4) are not supported encrypted", layer=layer.get("name"))
+    w, scale, zero = (_array(arrays, layer, k) for k in ("weight", "scale", "zero"))
+    if w is None or scale is None or zero is None or w.ndim != 2:
+        raise ModelError("a linear layer needs weight [N, K], scale and zero", layer=layer.get("name"))
+    groups = np.arange(w.shape[1]) // int(layer.get("group_size", w.shape[1]))
+    if scale.shape[0] != w.shape[0] or zero.shape != scale.shape or scale.shape[1] <= groups[-1]:
+        raise ModelError("scale and zero must have one column per group of inputs", layer=layer.get("name"))
+    q = w.astype(np.int64) - zero.astype(np.int64)[:, groups]
+    bias = _array(arrays, layer, "bias")
+    input_scale = _array(arrays, layer, "input_scale")
+    if input_scale is not None and np.all(input_scale == 1):
+        input_scale = None
+    if groups[-1] == 0 and input_scale is None:
+        return IntLinear(q, scale[:, 0].astype(np.float64), bias)
+    weight = q * scale[:, groups].astype(np.float64)
+    if input_scale is not None:
+        weight = weight * input_scale[None, :]
+    return Linear(weight, bias)
+
+
+def load_integer_model(directory: str | Path) -> tuple[list, int]:
+    """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features)."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        with np.load(directory / "model.npz", allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read an integer model from {directory}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise ModelError(f"not an {FORMAT} v{VERSION} manifest", path=str(directory))
+    layers = []
+    for layer in manifest.get("layers", []):
+        op = layer.get("op")
+        if op == "linear":
+            layers.append(_linear(arrays, layer))
+        elif op == "act" and layer.get("fn") == "square":
+            layers.append(Square())
+        else:
+            raise ModelError(
+                f"layer {layer.get('name')!r} ({op} {layer.get('fn', '')}) has no encrypted form yet; "
+                "supported: linear, act square", layer=layer.get("name"))
+    if not layers or not isinstance(layers[0], (Linear, IntLinear)):
+        raise ModelError("an encrypted model starts with a linear layer", path=str(directory))
+    return layers, int(layers[0].weight.shape[1])

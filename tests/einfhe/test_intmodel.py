@@ -1,0 +1,77 @@
+"""Quantized models: quant's integer export read by einfhe, integer layers spending no level, same predictions."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import einfhe
+import quant
+from einfhe.model import IntLinear, Linear, Square, compile_model
+from einfhe.precision import error_bound
+
+
+def _int_mlp(rng):
+    q1, s1 = rng.integers(-8, 8, (12, 20)), rng.uniform(0.01, 0.05, 12)
+    q2, s2 = rng.integers(-8, 8, (5, 12)), rng.uniform(0.01, 0.05, 5)
+    b1, b2 = rng.uniform(-0.2, 0.2, 12), rng.uniform(-0.2, 0.2, 5)
+    layers = [IntLinear(q1, s1, b1), Square(), IntLinear(q2, s2, b2)]
+    W1, W2 = q1 * s1[:, None], q2 * s2[:, None]
+    return layers, lambda X: ((X @ W1.T + b1) ** 2) @ W2.T + b2
+
+
+@pytest.mark.parametrize("batch, slots", [(None, 64), (6, 8), (16, 16)])
+def test_integer_model_matches_numpy_on_the_simulator(batch, slots):
+    rng = np.random.default_rng(3)
+    layers, reference = _int_mlp(rng)
+    model = compile_model(layers, 20, batch=batch, slots=slots)
+    X = rng.uniform(0, 1, (batch or 1, 20))
+    x = X if batch else X[0]
+    got = model.unpack_output(einfhe.simulate(model.plan, model.pack_input(x), *model.plains))
+    np.testing.assert_allclose(got, reference(X) if batch else reference(X)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_integer_layers_spend_fewer_levels_than_float_ones_when_batched():
+    layers, _ = _int_mlp(np.random.default_rng(0))
+    float_layers = [Linear(layer.weight, layer.bias) if isinstance(layer, IntLinear) else layer for layer in layers]
+    quantized = compile_model(layers, 20, batch=16, slots=16).plan
+    floating = compile_model(float_layers, 20, batch=16, slots=16).plan
+    assert (quantized.depth, floating.depth) == (2, 3)
+    assert quantized.op_counts()["mul_plain"] < floating.op_counts()["mul_plain"]
+
+
+@pytest.mark.fhe
+def test_integer_model_on_openfhe():
+    rng = np.random.default_rng(4)
+    layers, reference = _int_mlp(rng)
+    model = compile_model(layers, 20, batch=8, slots=16)
+    ctx = einfhe.Context.for_plan(model.plan, params=einfhe.Parameters.insecure_for_tests(model.plan.depth, 16))
+    X = rng.uniform(0, 1, (8, 20))
+    xe = einfhe.encrypt(ctx, model.pack_input(X), model.input_layout)
+    got = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
+    # stored values before the deferred scales: |sum q x| <= 8 * 20, squared; output scale <= 0.05 * 0.05^2
+    bound = error_bound(ctx.params, 160.0**2, 12 * 20, model.plan.depth, model.plan.keyswitches) * 0.05**3 * 8
+    assert np.abs(got - reference(X)).max() <= bound
+
+
+def test_quant_export_read_by_einfhe_gives_the_quantized_model(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 16), quant.Square(), nn.Linear(16, 4))
+    x = torch.rand(64, 32)
+    quant.quantize_(net, quant.W4A16(32), calibration=[x], recipe="rtn")
+    quant.export_integer_model(net, tmp_path, example_input=x)
+    layers, n_features = einfhe.load_integer_model(tmp_path)
+    assert n_features == 32 and [type(layer).__name__ for layer in layers] == ["IntLinear", "Square", "IntLinear"]
+    model = compile_model(layers, n_features, batch=64, slots=64)
+    got = model.unpack_output(einfhe.simulate(model.plan, model.pack_input(x.numpy()), *model.plains))
+    expected = quant.run_integer_model(quant.read_integer_model(tmp_path), x.numpy())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # the reference runs in float32
+
+
+def test_unsupported_exports_are_refused(tmp_path):
+    net = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    quant.export_integer_model(net, tmp_path)
+    with pytest.raises(einfhe.ModelError, match="no encrypted form"):
+        einfhe.load_integer_model(tmp_path)
+    with pytest.raises(einfhe.ModelError, match="cannot read"):
+        einfhe.load_integer_model(tmp_path / "missing")
