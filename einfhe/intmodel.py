@@ -3,7 +3,9 @@
 The format (`manifest.json` + `model.npz`) is the meeting point of quant and einfhe: quant writes it, einfhe
 reads it without importing torch. A linear layer's real weight is (weight - zero) * scale per group of
 `group_size` inputs; einfhe keeps the integers (`IntLinear`) when each row has one group, so the batched
-packing can multiply by them with additions only.
+packing can multiply by them with additions only. A convolution or an average pooling becomes the (sparse)
+matrix it is on flattened (C, H, W) features: in the batched packing, where each feature is a ciphertext, only
+its nonzero entries cost additions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from .errors import ModelError
 from .model import IntLinear, Linear, Square
 
-__all__ = ["load_integer_model"]
+__all__ = ["load_integer_model", "conv_matrix"]
 
 FORMAT, VERSION = "einfhe.intmodel", 1
 
@@ -57,6 +59,48 @@ def _linear(arrays, layer: dict):
     return Linear(weight, bias)
 
 
+def conv_matrix(weight: np.ndarray, in_shape: tuple[int, int, int], stride, padding) -> tuple[np.ndarray, tuple]:
+    """The dense matrix of a 2-D convolution on flattened (C, H, W) features, and the output (C, H, W)."""
+    cout, cin, kh, kw = weight.shape
+    c, h, w = in_shape
+    if c != cin:
+        raise ModelError(f"the convolution expects {cin} input channels, the model gives it {c}")
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ModelError("the convolution's kernel is larger than its padded input", in_shape=in_shape)
+    matrix = np.zeros((cout, oh, ow, c, h, w), dtype=weight.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            for di in range(kh):
+                for dj in range(kw):
+                    y, x = i * sh + di - ph, j * sw + dj - pw
+                    if 0 <= y < h and 0 <= x < w:
+                        matrix[:, i, j, :, y, x] = weight[:, :, di, dj]
+    return matrix.reshape(cout * oh * ow, c * h * w), (cout, oh, ow)
+
+
+def _conv(arrays, layer: dict, shape: tuple):
+    w, scale, zero = (_array(arrays, layer, k) for k in ("weight", "scale", "zero"))
+    if w is None or scale is None or zero is None or w.ndim != 4:
+        raise ModelError("a conv2d layer needs weight [Cout, Cin, kh, kw], scale and zero", layer=layer.get("name"))
+    q = w.astype(np.int64) - zero.reshape(-1).astype(np.int64)[:, None, None, None]
+    matrix, out_shape = conv_matrix(q, shape, layer["stride"], layer["padding"])
+    positions = out_shape[1] * out_shape[2]
+    bias = _array(arrays, layer, "bias")
+    row_scale = np.repeat(scale.reshape(-1).astype(np.float64), positions)
+    row_bias = None if bias is None else np.repeat(bias.astype(np.float64), positions)
+    return IntLinear(matrix, row_scale, row_bias), out_shape
+
+
+def _avgpool(layer: dict, shape: tuple):
+    c, h, w = shape
+    kh, kw = layer["kernel_size"]
+    ones = np.ones((c, c, kh, kw), dtype=np.int64) * np.eye(c, dtype=np.int64)[:, :, None, None]
+    matrix, out_shape = conv_matrix(ones, shape, layer["stride"], (0, 0))
+    return IntLinear(matrix, np.full(matrix.shape[0], 1.0 / (kh * kw))), out_shape
+
+
 def load_integer_model(directory: str | Path) -> tuple[list, int]:
     """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features)."""
     directory = Path(directory)
@@ -69,16 +113,24 @@ def load_integer_model(directory: str | Path) -> tuple[list, int]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise ModelError(f"not an {FORMAT} v{VERSION} manifest", path=str(directory))
     layers = []
+    shape = tuple(manifest.get("input_shape") or ())
     for layer in manifest.get("layers", []):
         op = layer.get("op")
         if op == "linear":
             layers.append(_linear(arrays, layer))
+            shape = (layers[-1].weight.shape[0],)
         elif op == "act" and layer.get("fn") == "square":
             layers.append(Square())
+        elif op in ("conv2d", "avgpool") and len(shape) == 3:
+            converted, shape = _conv(arrays, layer, shape) if op == "conv2d" else _avgpool(layer, shape)
+            layers.append(converted)
+        elif op == "flatten":
+            shape = (int(np.prod(shape)),)
         else:
             raise ModelError(
-                f"layer {layer.get('name')!r} ({op} {layer.get('fn', '')}) has no encrypted form yet; "
-                "supported: linear, act square", layer=layer.get("name"))
+                f"layer {layer.get('name')!r} ({op} {layer.get('fn', '')}) has no encrypted form yet; supported: "
+                "linear, conv2d and avgpool (on a known (C, H, W) input shape), flatten, act square",
+                layer=layer.get("name"))
     if not layers or not isinstance(layers[0], (Linear, IntLinear)):
-        raise ModelError("an encrypted model starts with a linear layer", path=str(directory))
+        raise ModelError("an encrypted model starts with a linear or convolution layer", path=str(directory))
     return layers, int(layers[0].weight.shape[1])

@@ -8,7 +8,9 @@ Two packings, chosen by `batch`:
   throughput grows with the slot count (the layout of CryptoNets, Gilad-Bachrach et al., ICML 2016).
 
 Quantized layers (`IntLinear`: small integer weights and per-row scales) spend no level in the batched
-packing: the integer combination is additions and doublings, and the per-row scales are deferred. A deferred
+packing: the integer combination is additions and doublings, and the per-row scales are deferred (this needs
+the inputs each row combines to share one deferred scale, true after a square for a convolution or a pooling,
+whose rows read one channel each). A deferred
 scale rides along as a per-channel factor: a bias is divided by it (a free plaintext addition), a square
 squares it, a following float layer folds it into its weights, and whatever remains at the end is applied by
 the client after decryption (`ModelPlan.unpack_output`). A square activation costs one level.
@@ -152,8 +154,18 @@ class _ModelLowering:
         rows = [self.builder.int_combination(inputs, q[o]) if o < q.shape[0]
                 else self.builder.int_combination(inputs, np.zeros(len(inputs), dtype=int)) for o in range(padded)]
         self.value = Packed(tuple(rows), self._batched_layout(out, q.shape[0]))
-        self.pending = float(self.pending[0]) * np.asarray(layer.scale, dtype=np.float64)
+        self.pending = self.uniform_rows(q) * np.asarray(layer.scale, dtype=np.float64)
         return out
+
+    def uniform_rows(self, q: np.ndarray) -> np.ndarray | None:
+        """Per output row, the one deferred scale all its inputs share, or None when a row mixes scales."""
+        common = np.ones(q.shape[0])
+        for row in range(q.shape[0]):
+            used = self.pending[np.asarray(q[row]) != 0]
+            if used.size and not np.allclose(used, used[0], rtol=1e-12, atol=0):
+                return None
+            common[row] = used[0] if used.size else 1.0
+        return common
 
     def bias(self, bias: np.ndarray) -> None:
         """Add a bias, divided by the deferred scale (a plaintext addition, no level)."""
@@ -190,7 +202,7 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
             raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {state.width}",
                              layer=position)
         integer_path = (isinstance(layer, IntLinear) and batch is not None
-                        and np.all(state.pending == state.pending[0]) and np.all(np.asarray(layer.scale) != 0))
+                        and state.uniform_rows(layer.q) is not None and np.all(np.asarray(layer.scale) != 0))
         out = state.int_linear(layer) if integer_path else state.linear(weight)
         if layer.bias is not None:
             bias = np.asarray(layer.bias, dtype=np.float64)

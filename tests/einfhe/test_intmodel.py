@@ -75,3 +75,33 @@ def test_unsupported_exports_are_refused(tmp_path):
         einfhe.load_integer_model(tmp_path)
     with pytest.raises(einfhe.ModelError, match="cannot read"):
         einfhe.load_integer_model(tmp_path / "missing")
+
+
+def test_conv_matrix_is_the_convolution():
+    rng = np.random.default_rng(0)
+    weight, x = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((1, 2, 6, 5))
+    from einfhe.intmodel import conv_matrix
+
+    matrix, out_shape = conv_matrix(weight, (2, 6, 5), (2, 1), (1, 1))
+    expected = nn.functional.conv2d(torch.tensor(x), torch.tensor(weight), stride=(2, 1), padding=(1, 1)).numpy()
+    assert out_shape == expected.shape[1:]
+    np.testing.assert_allclose(matrix @ x.reshape(-1), expected.reshape(-1), rtol=1e-12, atol=1e-12)
+
+
+def test_quantized_cnn_export_runs_batched_with_integer_layers(tmp_path):
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=1, padding=1), quant.Square(), nn.AvgPool2d(2),
+                        nn.Flatten(), nn.Linear(2 * 3 * 3, 4))
+    x = torch.rand(16, 1, 6, 6)
+    quant.quantize_(net, quant.W4A16(32), calibration=[x], recipe="rtn")
+    quant.export_integer_model(net, tmp_path, example_input=x)
+    layers, n_features = einfhe.load_integer_model(tmp_path)
+    assert n_features == 36
+    model = compile_model(layers, n_features, batch=16, slots=16)
+    got = model.unpack_output(einfhe.simulate(model.plan, model.pack_input(x.numpy().reshape(16, -1)), *model.plains))
+    expected = quant.run_integer_model(quant.read_integer_model(tmp_path), x.numpy())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # conv and pooling are integer (no level), the square one level, and the last layer one: its rows mix
+    # channels whose deferred scales differ. The same model with float weights spends a level per layer.
+    float_layers = [Linear(layer.weight, layer.bias) if isinstance(layer, IntLinear) else layer for layer in layers]
+    assert (model.plan.depth, compile_model(float_layers, n_features, batch=16, slots=16).plan.depth) == (2, 4)
