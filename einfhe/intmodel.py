@@ -51,8 +51,8 @@ def _linear(arrays, layer: dict):
     input_scale = _array(arrays, layer, "input_scale")
     if input_scale is not None and np.all(input_scale == 1):
         input_scale = None
-    if groups[-1] == 0 and input_scale is None:
-        return IntLinear(q, scale[:, 0].astype(np.float64), bias)
+    if groups[-1] == 0:
+        return IntLinear(q, scale[:, 0].astype(np.float64), bias, input_scale)
     weight = q * scale[:, groups].astype(np.float64)
     if input_scale is not None:
         weight = weight * input_scale[None, :]

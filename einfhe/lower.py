@@ -62,6 +62,23 @@ class PlanBuilder:
         self.steps.append(cls(out, *args))
         return out
 
+    def emit(self, cls, *args) -> int:
+        """Append a step of type `cls` with these arguments after its output id; return the output id."""
+        return self._emit(cls, *args)
+
+    def sum_values(self, values: list[int]) -> int:
+        """A balanced tree of additions over ciphertext values; return the sum's id."""
+        return self._sum(list(values))
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """A mark to `rollback` to (steps emitted, next value id, next dimension name)."""
+        return len(self.steps), self._next_value, self._next_dim
+
+    def rollback(self, mark: tuple[int, int, int]) -> None:
+        """Forget every step emitted after `checkpoint` returned `mark` (to try another lowering)."""
+        del self.steps[mark[0]:]
+        self._next_value, self._next_dim = mark[1], mark[2]
+
     def fresh_dim_name(self) -> str:
         """A new name for a structural (rep/zero/junk) dimension."""
         self._next_dim += 1
@@ -146,6 +163,12 @@ class PlanBuilder:
     def square(self, value: Packed) -> Packed:
         """Slot-wise square of every ciphertext, rescaled (one level)."""
         return Packed(tuple(self._emit(Rescale, self._emit(Mul, ct, ct)) for ct in value.cts), value.layout)
+
+    def weighted_sum(self, cts: list[int], plains: list[PlainTensor], zero_like: int) -> int:
+        """sum(ct * plain) with a single rescale; an empty sum is a zero ciphertext made from `zero_like`."""
+        if not cts:
+            return self._emit(Sub, zero_like, zero_like)
+        return self._emit(Rescale, self._sum([self._emit(MulPlain, ct, p) for ct, p in zip(cts, plains)]))
 
     def int_combination(self, cts: list[int], weights) -> int:
         """sum(w * ct) for small integer weights by additions and doublings only: no level is spent.

@@ -49,11 +49,13 @@ class IntLinear:
     q: np.ndarray
     scale: np.ndarray
     bias: np.ndarray | None = None
+    input_scale: np.ndarray | None = None
 
     @property
     def weight(self) -> np.ndarray:
-        """The real weight the integers stand for."""
-        return self.q.astype(np.float64) * np.asarray(self.scale, dtype=np.float64)[:, None]
+        """The real weight the integers stand for (input smoothing folded in)."""
+        weight = self.q.astype(np.float64) * np.asarray(self.scale, dtype=np.float64)[:, None]
+        return weight if self.input_scale is None else weight * np.asarray(self.input_scale)[None, :]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ModelPlan:
     plains: tuple[np.ndarray, ...]
     batch: int | None
     output_scale: np.ndarray
+    input_scale: np.ndarray | None = None
 
     @property
     def input_layout(self) -> Layout:
@@ -83,8 +86,11 @@ class ModelPlan:
         return (encrypted_input, *self.plains)
 
     def pack_input(self, x: np.ndarray) -> np.ndarray:
-        """The input array in the plan's logical shape: (features,) or (features, batch) from (batch, features)."""
+        """The input as the client encrypts it: smoothed by the first layer's input scale (free on the
+        client), in the plan's logical shape (features,) or (features, batch) from (batch, features)."""
         x = np.asarray(x, dtype=np.float64)
+        if self.input_scale is not None:
+            x = x * self.input_scale
         return x.T if self.batch is not None else x
 
     def unpack_output(self, y: np.ndarray) -> np.ndarray:
@@ -128,6 +134,10 @@ class _ModelLowering:
         weight = weight * self.pending[None, :]
         out = next(self.letters)
         self.sizes[out] = weight.shape[0]
+        self.pending = np.ones(weight.shape[0])
+        if self.batch is not None:
+            self.value = self._sparse_batched_linear(weight, out)
+            return out
         builder = self.builder
         joint = builder.joint_layout(out + self.extra, self.current, self.sizes, self.value.layout if self.value else None)
         if self.value is None:
@@ -141,8 +151,21 @@ class _ModelLowering:
         reduced = builder.multiply_reduce(left, refs, joint, self.current)
         shape = (weight.shape[0],) + ((self.batch,) if self.batch else ())
         self.value = Packed(reduced.cts, Layout(reduced.layout.dims, self.slots, out + self.extra, shape))
-        self.pending = np.ones(weight.shape[0])
         return out
+
+    def _sparse_batched_linear(self, weight: np.ndarray, out: str) -> Packed:
+        """Each output ciphertext is the sum of its nonzero weights times input ciphertexts, rescaled once."""
+        builder = self.builder
+        joint = builder.joint_layout(out + self.extra, self.current, self.sizes, self.value.layout)
+        left = builder.align(self.value, joint)
+        refs = builder.plain_refs(self.plain(weight), out + self.current, weight.shape, joint)
+        inputs = self.value.layout.num_cts
+        rows = []
+        for o in range(next_pow2(weight.shape[0])):
+            cts = [o * inputs + f for f in range(min(inputs, weight.shape[1]))
+                   if o < weight.shape[0] and weight[o, f] != 0]
+            rows.append(builder.weighted_sum([left[c] for c in cts], [refs[c] for c in cts], left[0]))
+        return Packed(tuple(rows), self._batched_layout(out, weight.shape[0]))
 
     def int_linear(self, layer: IntLinear) -> str:
         """Integer layer in the batched packing: additions only, the row scales deferred (no level)."""
@@ -188,6 +211,10 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
     if batch is not None and not 1 <= batch <= slots:
         raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
     state = _ModelLowering(n_features, batch, slots, max_cts)
+    input_scale = None
+    if isinstance(layers[0], IntLinear) and layers[0].input_scale is not None:
+        input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
+        layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
     for position, layer in enumerate(layers):
         if isinstance(layer, Square):
             if position == 0:
@@ -201,7 +228,7 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
         if weight.ndim != 2 or weight.shape[1] != state.width:
             raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {state.width}",
                              layer=position)
-        integer_path = (isinstance(layer, IntLinear) and batch is not None
+        integer_path = (isinstance(layer, IntLinear) and layer.input_scale is None and batch is not None
                         and state.uniform_rows(layer.q) is not None and np.all(np.asarray(layer.scale) != 0))
         out = state.int_linear(layer) if integer_path else state.linear(weight)
         if layer.bias is not None:
@@ -221,4 +248,4 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
         output_layout=state.value.layout,
         strategy=kinds,
     )
-    return ModelPlan(plan, tuple(state.plains), batch, state.pending)
+    return ModelPlan(plan, tuple(state.plains), batch, state.pending, input_scale)

@@ -54,11 +54,12 @@ def test_integer_model_on_openfhe():
     assert np.abs(got - reference(X)).max() <= bound
 
 
-def test_quant_export_read_by_einfhe_gives_the_quantized_model(tmp_path):
+@pytest.mark.parametrize("recipe", ["rtn", "awq"])
+def test_quant_export_read_by_einfhe_gives_the_quantized_model(tmp_path, recipe):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(32, 16), quant.Square(), nn.Linear(16, 4))
     x = torch.rand(64, 32)
-    quant.quantize_(net, quant.W4A16(32), calibration=[x], recipe="rtn")
+    quant.quantize_(net, quant.W4A16(32), calibration=[x], recipe=recipe)
     quant.export_integer_model(net, tmp_path, example_input=x)
     layers, n_features = einfhe.load_integer_model(tmp_path)
     assert n_features == 32 and [type(layer).__name__ for layer in layers] == ["IntLinear", "Square", "IntLinear"]
@@ -66,6 +67,7 @@ def test_quant_export_read_by_einfhe_gives_the_quantized_model(tmp_path):
     got = model.unpack_output(einfhe.simulate(model.plan, model.pack_input(x.numpy()), *model.plains))
     expected = quant.run_integer_model(quant.read_integer_model(tmp_path), x.numpy())
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # the reference runs in float32
+    assert model.plan.depth == 2  # integer first layer (AWQ's smoothing applied by the client), square, last
 
 
 def test_unsupported_exports_are_refused(tmp_path):
