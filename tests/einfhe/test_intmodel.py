@@ -107,3 +107,34 @@ def test_quantized_cnn_export_runs_batched_with_integer_layers(tmp_path):
     # channels whose deferred scales differ. The same model with float weights spends a level per layer.
     float_layers = [Linear(layer.weight, layer.bias) if isinstance(layer, IntLinear) else layer for layer in layers]
     assert (model.plan.depth, compile_model(float_layers, n_features, batch=16, slots=16).plan.depth) == (2, 4)
+
+
+@pytest.mark.fhe
+def test_digits_mlp_quantized_and_encrypted_keeps_its_accuracy():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split((X / 16).astype(np.float32), y, test_size=0.3, random_state=0, stratify=y)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), quant.Square(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(torch.tensor(Xtr)), torch.tensor(ytr)).backward()
+        opt.step()
+    with torch.no_grad():
+        float_accuracy = (net(torch.tensor(Xte)).argmax(1).numpy() == yte).mean()
+    quant.quantize_(net, quant.W4A16(64), calibration=[torch.tensor(Xtr)], recipe="awq")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        quant.export_integer_model(net, tmp, example_input=torch.tensor(Xtr))
+        layers, n_features = einfhe.load_integer_model(tmp)
+        plain = quant.run_integer_model(quant.read_integer_model(tmp), Xte)
+    model = compile_model(layers, n_features, batch=len(Xte), slots=1024)
+    ctx = einfhe.Context.for_plan(model.plan, params=einfhe.Parameters.insecure_for_tests(model.plan.depth, 1024))
+    xe = einfhe.encrypt(ctx, model.pack_input(Xte), model.input_layout)
+    out = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
+    assert (out.argmax(1) == plain.argmax(1)).mean() >= 0.99
+    assert (out.argmax(1) == yte).mean() >= float_accuracy - 0.01
