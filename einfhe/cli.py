@@ -1,4 +1,5 @@
-"""The `einfhe` command: `einfhe demo`, `einfhe explain SPEC SHAPE...`, `einfhe serve ...`."""
+"""The `einfhe` command: `einfhe demo`, `einfhe explain SPEC SHAPE...`, `einfhe calibrate`, `einfhe bench`,
+`einfhe serve ...`."""
 
 from __future__ import annotations
 
@@ -31,7 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--slots", type=int, default=8192)
     serve = sub.add_parser("serve", help="run the encrypted computation service (needs the server extra)")
     serve.add_argument("args", nargs=argparse.REMAINDER)
+    calibrate = sub.add_parser("calibrate", help="measure op prices on this machine for the cost model")
+    calibrate.add_argument("args", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="run bench/einsum_bench.py (strategies vs TenSEAL; needs the bench extra)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        from einfhe.calibrate import main as calibrate_main
+
+        return calibrate_main(args.args)
+    if args.command == "bench":
+        return _bench(args.args)
 
     import einfhe
 
@@ -54,6 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         print("einfhe: the service is not installed: pip install 'einfhe[server]'", file=sys.stderr)
         return 2
     return serve_main(args.args)
+
+
+def _bench(argv: list[str]) -> int:
+    """Run the einsum benchmark script of a source checkout."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "einsum_bench.py"
+    if not script.exists():
+        print("einfhe: bench/einsum_bench.py ships with the source checkout only", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *argv]
+    return runpy.run_path(str(script))["main"](argv)
 
 
 if __name__ == "__main__":

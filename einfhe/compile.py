@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import opt_einsum
 
 from .errors import EinsumError, PlanError
+from .keybasis import BASES, with_rotation_basis
 from .layout import Dim, Layout
 from .lower import Packed, PlanBuilder
 from .plan import CipherInput, PlainExpr, PlainInput, Plan
 from .spec import parse_einsum
+from .strategies import AUTO, STRATEGIES, Contraction, FreeCipher, Lowerer, PlainValue, Value, get_strategy
 
 __all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_CTS"]
 
@@ -38,23 +39,6 @@ class Cipher:
 def cipher(shape, layout: Layout | None = None) -> Cipher:
     """Describe a cipher operand of `shape` (the plan picks its layout unless `layout` fixes it)."""
     return Cipher(tuple(int(n) for n in shape), layout)
-
-
-@dataclass(frozen=True)
-class _Plain:
-    name: str
-    indices: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class _Free:
-    operand: int
-    indices: str
-    shape: tuple[int, ...]
-
-
-_Value = Union[_Plain, _Free, Packed]
 
 
 def _operand_kind(operand) -> Cipher | None:
@@ -95,10 +79,23 @@ def compile_einsum(
     slots: int = DEFAULT_SLOTS,
     max_cts: int = DEFAULT_MAX_CTS,
     optimize: str = "auto",
+    strategy: str = AUTO,
+    rotation_basis: str = "plan",
+    cost_model=None,
 ) -> Plan:
-    """Compile `subscripts` over operands (numpy arrays are plain; `cipher(...)`/encrypted tensors are cipher)."""
+    """Compile `subscripts` over operands (numpy arrays are plain; `cipher(...)`/encrypted tensors are cipher).
+
+    `strategy` names how cipher contractions are lowered (`auto`: each by the cheapest strategy that fits,
+    by the calibrated cost model; a named one where it fits, iteration space elsewhere). `rotation_basis`
+    `pow2` rewrites every rotation into powers of two (fewer distinct keys, more key switches); `cost_model`
+    replaces the calibrated `einfhe.cost.CostModel` for the choice.
+    """
     if slots < 1 or slots & (slots - 1):
         raise EinsumError("slots must be a power of two", slots=slots)
+    if strategy != AUTO:
+        get_strategy(strategy)
+    if rotation_basis not in BASES:
+        raise PlanError(f"unknown rotation basis {rotation_basis!r}; valid bases: {', '.join(BASES)}")
     kinds = [_operand_kind(op) for op in operands]
     shapes = [k.shape if k is not None else np.shape(op) for k, op in zip(kinds, operands)]
     spec = parse_einsum(subscripts, *shapes)
@@ -112,9 +109,10 @@ def compile_einsum(
     sizes = spec.sizes
     spare = iter(c for c in string.ascii_letters if c not in sizes)
     builder = PlanBuilder(slots, max_cts)
-    program: list[PlainExpr] = []
+    lw = Lowerer(builder)
+    program = lw.program
     plan_operands: list[CipherInput | PlainInput] = []
-    values: list[_Value] = []
+    values: list[Value] = []
     fixed_loads: list[tuple[int, Layout]] = []
 
     for position, (raw, shape, kind) in enumerate(zip(spec.inputs, spec.shapes, kinds)):
@@ -125,7 +123,7 @@ def compile_einsum(
             if effective != raw:
                 program.append(PlainExpr(f"p{position}", f"{raw}->{effective}", (name,)))
                 name = f"p{position}"
-            values.append(_Plain(name, effective, tuple(sizes[i] for i in effective)))
+            values.append(PlainValue(name, effective, tuple(sizes[i] for i in effective)))
             continue
         renamed, seen = [], set()
         for index in raw:
@@ -137,46 +135,26 @@ def compile_einsum(
                 sizes[fresh] = sizes[index]
                 delta = f"d{position}{fresh}"
                 program.append(PlainExpr(delta, "ij->ij", (f"delta:{sizes[index]}",)))
-                values.append(_Plain(delta, index + fresh, (sizes[index], sizes[index])))
+                values.append(PlainValue(delta, index + fresh, (sizes[index], sizes[index])))
                 index = fresh
             seen.add(index)
             renamed.append(index)
         renamed = "".join(renamed)
         if kind.layout is None:
             plan_operands.append(CipherInput(position, None))  # layout filled in when first used
-            values.append(_Free(position, renamed, shape))
+            values.append(FreeCipher(position, renamed, shape))
         else:
             relabeled = _relabel(kind.layout, renamed, sizes)
             plan_operands.append(CipherInput(position, kind.layout))
             fixed_loads.append((position, relabeled))
             values.append(builder.load(position, relabeled))
-    chosen_layouts: dict[int, Layout] = {}
 
-    def effective_indices(value: _Value) -> str:
+    def effective_indices(value: Value) -> str:
         if isinstance(value, Packed):
             return value.layout.indices
-        return value.indices if isinstance(value, _Plain) else "".join(
+        return value.indices if isinstance(value, PlainValue) else "".join(
             i for i, n in zip(value.indices, value.shape) if n == sizes[i] or sizes[i] == 1
         )
-
-    def load_free(value: _Free, layout: Layout) -> Packed:
-        if value.operand in chosen_layouts:
-            raise PlanError("a cipher operand is used twice", operand=value.operand)
-        chosen_layouts[value.operand] = layout
-        return builder.load(value.operand, layout)
-
-    def operand_cts(value: _Value, joint: Layout) -> list:
-        """Ciphertexts (or plaintext references) of `value` for each ciphertext of `joint`."""
-        if isinstance(value, Packed):
-            target = builder.restrict(joint, value.layout.indices, value.layout.shape)
-            moved = builder.relayout(value, target)
-            return [moved.cts[c] for c in builder.ct_map(joint, target)]
-        if isinstance(value, _Plain):
-            return builder.plain_refs(value.name, value.indices, value.shape, joint)
-        layout = builder.restrict(joint, value.indices, value.shape)
-        mapping = builder.ct_map(joint, layout)
-        packed = load_free(value, layout)
-        return [packed.cts[c] for c in mapping]
 
     terms = [effective_indices(v) for v in values]
     eq = ",".join(terms) + "->" + spec.output
@@ -187,52 +165,34 @@ def compile_einsum(
     except (ValueError, KeyError, TypeError) as exc:
         raise EinsumError(f"opt_einsum could not order this contraction: {exc}", spec=subscripts) from exc
 
+    used: list[str] = []
     for contract_inds, _, step_str, _, _ in info.contraction_list:
         args = [values.pop(i) for i in contract_inds]
         lhs, out = step_str.split("->")
         step_terms = lhs.split(",")
         reduced = "".join(dict.fromkeys(i for t in step_terms for i in t if i not in out))
-        if all(isinstance(a, _Plain) for a in args):
+        if all(isinstance(a, PlainValue) for a in args):
             name = f"t{len(program)}"
             program.append(PlainExpr(name, step_str, tuple(a.name for a in args)))
-            values.append(_Plain(name, out, tuple(sizes[i] for i in out)))
+            values.append(PlainValue(name, out, tuple(sizes[i] for i in out)))
             continue
         if len(args) > 2:
             raise PlanError("contractions are lowered pairwise", step=step_str)
-        fixed = [a for a in args if isinstance(a, Packed)]
-        if len(args) == 1 and fixed:
-            result = fixed[0]
-        else:
-            base = max(fixed, key=lambda p: p.layout.block) if fixed else None
-            joint = builder.joint_layout(out, reduced, sizes, base.layout if base else None)
-            others = [a for a in args if a is not base]
-            if base is None:
-                first = others.pop(next(i for i, a in enumerate(others) if not isinstance(a, _Plain)))
-                left = operand_cts(first, joint)
-            else:
-                left = builder.align(base, joint)
-            present = {d.name for d in joint.dims}
-            to_sum = "".join(i for i in reduced if i in present)
-            if others:
-                result = builder.multiply_reduce(left, operand_cts(others[0], joint), joint, to_sum)
-            else:
-                result = builder.reduce(Packed(tuple(left), joint), to_sum)
-        if len(args) == 1 and fixed:
-            present = {d.name for d in result.layout.dims}
-            result = builder.reduce(result, "".join(i for i in reduced if i in present))
+        contraction = Contraction(tuple(args), out, reduced, tuple(sizes.items()))
+        result = _lower(lw, contraction, strategy, used, cost_model)
         values.append(Packed(result.cts, _with_indices(result.layout, out, sizes)))
 
     (final,) = values
-    if isinstance(final, _Free):
+    if isinstance(final, FreeCipher):
         joint = builder.joint_layout(spec.output, "", sizes, None)
-        final = load_free(final, builder.restrict(joint, final.indices, final.shape))
+        final = lw.load_free(final, builder.restrict(joint, final.indices, final.shape))
     layout = _with_indices(final.layout, spec.output, sizes)
     for position, layout_in in enumerate(plan_operands):
         if isinstance(layout_in, CipherInput) and layout_in.layout is None:
-            if position not in chosen_layouts:
+            if position not in lw.chosen:
                 raise PlanError("a cipher operand was never used", operand=position)
-            plan_operands[position] = CipherInput(position, chosen_layouts[position])
-    return Plan(
+            plan_operands[position] = CipherInput(position, lw.chosen[position])
+    plan = Plan(
         spec=str(spec) if "..." not in subscripts else subscripts,
         slots=slots,
         operands=tuple(plan_operands),
@@ -240,4 +200,24 @@ def compile_einsum(
         steps=tuple(builder.steps),
         outputs=tuple(final.cts),
         output_layout=layout,
+        strategy="+".join(sorted(set(used))) or "iteration-space",
     )
+    return with_rotation_basis(plan, rotation_basis)
+
+
+def _lower(lw: Lowerer, contraction: Contraction, strategy: str, used: list[str], model) -> Packed:
+    """Lower one contraction by `strategy`, or under `auto` by the cheapest strategy that fits it."""
+    from .cost import lowering_seconds
+
+    names = list(STRATEGIES) if strategy == AUTO else [strategy, "iteration-space"]
+    fits = []
+    for name in dict.fromkeys(names):
+        mark = lw.checkpoint()
+        if get_strategy(name)(lw, contraction) is not None:
+            fits.append((lowering_seconds(lw, mark, model), len(fits), name))
+        lw.rollback(mark)
+        if strategy != AUTO and fits:
+            break
+    name = min(fits)[2]
+    used.append(name)
+    return get_strategy(name)(lw, contraction)

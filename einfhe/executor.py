@@ -11,9 +11,12 @@ import numpy as np
 from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
-from .plan import Add, AddPlain, Load, Sub, Mask, Mul, MulPlain, PlainTensor, Plan, Rescale, Rotate
+from .plan import (
+    Add, AddPlain, Diagonals, HoistedRotate, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
+    RotatePrecompute, Sub,
+)
 
-__all__ = ["RunStats", "evaluate_plain_program", "execute"]
+__all__ = ["RunStats", "diagonals", "evaluate_plain_program", "execute"]
 
 
 @dataclass
@@ -42,6 +45,9 @@ def evaluate_plain_program(plan: Plan, plains: dict[int, np.ndarray]) -> dict[st
                 )
             values[f"op{op.operand}"] = array
     for expr in plan.plain_program:
+        if isinstance(expr, Diagonals):
+            values[expr.out] = diagonals(values[expr.src], expr)
+            continue
         args = []
         for name in expr.args:
             if name.startswith("delta:"):
@@ -50,6 +56,27 @@ def evaluate_plain_program(plan: Plan, plains: dict[int, np.ndarray]) -> dict[st
                 args.append(values[name])
         values[expr.out] = np.einsum(expr.subscripts, *args)
     return values
+
+
+def diagonals(matrix: np.ndarray, op: Diagonals) -> np.ndarray:
+    """The baby-step giant-step plaintexts of `matrix` described by `op`, one row per (giant, baby) pair
+    (Halevi and Shoup 2014, Sec. 4.1, with `op.replicas` giant groups side by side in the slots)."""
+    rows, cols = matrix.shape
+    d, baby = op.d, op.baby
+    if rows > d or cols > d:
+        raise PlanError(f"a {rows}x{cols} matrix does not fit {d} diagonals of length {d}")
+    padded = np.zeros((d, d))
+    padded[:rows, :cols] = matrix
+    k = np.arange(op.giant * baby)[:, None]
+    u = np.arange(op.span)[None, :]
+    shifted = u - (k // baby) * baby
+    if op.replicas == 1:
+        t, valid = shifted % d, np.ones(shifted.shape, dtype=bool)
+    else:
+        window = d + op.giant * baby
+        t = shifted % window
+        valid = (shifted >= 0) & (shifted // window < op.replicas) & (t < d)
+    return np.where(valid, padded[t % d, (u + k % baby) % d], 0.0)
 
 
 def _mask_vector(mask: Mask) -> np.ndarray:
@@ -84,6 +111,11 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
     def plaintext(ref) -> np.ndarray:
         if isinstance(ref, Mask):
             return _mask_vector(ref)
+        if isinstance(ref, PlainSlice):
+            key = (ref.name, ref.layout, ref.index)
+            if key not in packed_cache:
+                packed_cache[key] = ref.layout.pack(plain_values[ref.name][ref.index])[0]
+            return packed_cache[key]
         key = (ref.name, ref.layout)
         if key not in packed_cache:
             packed_cache[key] = ref.layout.pack(plain_values[ref.name])
@@ -106,6 +138,10 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
             result = backend.sub(live[step.a], live[step.b])
         elif isinstance(step, Rotate):
             result = backend.rotate(live[step.src], step.offset)
+        elif isinstance(step, RotatePrecompute):
+            result = backend.precompute_rotations(live[step.src])
+        elif isinstance(step, HoistedRotate):
+            result = backend.rotate_hoisted(live[step.src], live[step.digits], step.offset)
         elif isinstance(step, Rescale):
             result = backend.rescale(live[step.src])
         else:  # pragma: no cover - Plan.from_json admits only the types above

@@ -19,9 +19,13 @@ from .errors import PlanError
 from .layout import Layout
 
 __all__ = [
-    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale",
-    "PlainTensor", "Mask", "PlainExpr", "CipherInput", "PlainInput", "Plan", "Step",
+    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale", "RotatePrecompute", "HoistedRotate",
+    "PlainTensor", "PlainSlice", "Mask", "PlainExpr", "Diagonals", "CipherInput", "PlainInput", "Plan", "Step",
+    "OPS", "ROTATION_OPS",
 ]
+
+OPS = ("load", "mul_plain", "mask", "mul", "add", "sub", "add_plain", "rotate", "hoist", "rotate_hoisted", "rescale")
+ROTATION_OPS = ("rotate", "rotate_hoisted")
 
 
 # -- plaintext references ---------------------------------------------------------------------------
@@ -42,7 +46,16 @@ class Mask:
     slots: int
 
 
-Plaintext = Union[PlainTensor, Mask]
+@dataclass(frozen=True)
+class PlainSlice:
+    """Row `index` of the plain value `name` (a stack of vectors) packed in the one-ciphertext `layout`."""
+
+    name: str
+    layout: Layout
+    index: int
+
+
+Plaintext = Union[PlainTensor, PlainSlice, Mask]
 
 
 # -- steps ------------------------------------------------------------------------------------------
@@ -160,8 +173,37 @@ class Rescale:
         return (self.src,)
 
 
-Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale]
-_STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale)}
+@dataclass(frozen=True)
+class RotatePrecompute:
+    """The key-switching digits of `src`, shared by the hoisted rotations of it (Halevi and Shoup 2018, Sec. 5)."""
+
+    out: int
+    src: int
+    op = "hoist"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
+@dataclass(frozen=True)
+class HoistedRotate:
+    """Rotation of `src` by `offset` (as `Rotate`) reusing the precomputed digits `digits` of `src`."""
+
+    out: int
+    src: int
+    digits: int
+    offset: int
+    op = "rotate_hoisted"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src, self.digits)
+
+
+Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, RotatePrecompute, HoistedRotate]
+STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale,
+                                            RotatePrecompute, HoistedRotate)}
 
 
 # -- operands ----------------------------------------------------------------------------------------
@@ -190,6 +232,27 @@ class PlainExpr:
     args: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Diagonals:
+    """Plain value `out`: the pre-rotated generalized diagonals of the matrix `src` (zero-padded to d x d)
+    for baby-step giant-step, stacked `replicas` times along `span` slots (see `einfhe.strategies.bsgs`).
+
+    Row g*baby + b holds, at slot u = c*(d + giant*baby) + g*baby + t (0 <= t < d, c < replicas),
+    W[t, (u + b) % d]; with one replica, W[(u - g*baby) % d, (u + b) % d] at every slot u.
+    """
+
+    out: str
+    src: str
+    d: int
+    baby: int
+    giant: int
+    replicas: int
+    span: int
+
+
+PlainOp = Union[PlainExpr, Diagonals]
+
+
 # -- the plan ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
@@ -198,7 +261,7 @@ class Plan:
     spec: str
     slots: int
     operands: tuple[Union[CipherInput, PlainInput], ...]
-    plain_program: tuple[PlainExpr, ...]
+    plain_program: tuple[PlainOp, ...]
     steps: tuple[Step, ...]
     outputs: tuple[int, ...]
     output_layout: Layout
@@ -240,18 +303,18 @@ class Plan:
     @property
     def rotations(self) -> tuple[int, ...]:
         """The exact, sorted set of rotation offsets the plan uses (normalized to 0 < r < slots)."""
-        return tuple(sorted({s.offset % self.slots for s in self.steps if isinstance(s, Rotate)}))
+        return tuple(sorted({s.offset % self.slots for s in self.steps if s.op in ROTATION_OPS}))
 
     def op_counts(self) -> dict[str, int]:
         """Number of steps of each op kind."""
         counts = Counter(step.op for step in self.steps)
-        return {op: counts.get(op, 0) for op in ("load", "mul_plain", "mask", "mul", "add", "sub", "add_plain", "rotate", "rescale")}
+        return {op: counts.get(op, 0) for op in OPS}
 
     @property
     def keyswitches(self) -> int:
-        """Rotations and ciphertext products (each needs a key switch), for error estimates."""
+        """Rotations (hoisted or not) and ciphertext products (each needs a key switch), for error estimates."""
         counts = self.op_counts()
-        return counts["rotate"] + counts["mul"]
+        return counts["rotate"] + counts["rotate_hoisted"] + counts["mul"]
 
     @property
     def cts_in(self) -> int:
@@ -263,15 +326,29 @@ class Plan:
         """Ciphertexts the server returns."""
         return len(self.outputs)
 
-    def explain(self) -> str:
-        """A report of the plan: spec, layouts, depth, rotation set, op counts, ciphertexts in and out."""
+    def estimate(self, params=None, model=None):
+        """The cost model's `Estimate` of this plan (seconds per op kind, bytes uploaded, key bytes)."""
+        from .cost import estimate_plan
+
+        return estimate_plan(self, params=params, model=model)
+
+    def estimated_seconds(self, params=None, model=None) -> float:
+        """Estimated server seconds to run this plan, from the calibrated op prices."""
+        return self.estimate(params, model).seconds
+
+    def explain(self, stats=None, params=None) -> str:
+        """A report of the plan: spec, layouts, depth, rotation set, op counts, estimated (and, given a run's
+        `RunStats`, measured) seconds per op kind, and bytes uploaded."""
         counts = self.op_counts()
         lines = [
             f"einsum {self.spec}  strategy={self.strategy}  slots={self.slots}",
             f"  depth {self.depth}   ciphertexts in {self.cts_in}, out {self.cts_out}",
             f"  rotations ({len(self.rotations)} keys): {list(self.rotations)}",
-            "  ops: " + ", ".join(f"{op} {n}" for op, n in counts.items() if op != "load"),
+            "  ops: " + ", ".join(f"{op} {n}" for op, n in counts.items() if op != "load" and n),
         ]
+        from .cost import explain_costs
+
+        lines += explain_costs(self, stats=stats, params=params)
         for op in self.operands:
             if isinstance(op, CipherInput):
                 lines.append(f"  operand {op.operand} cipher  {op.layout}")
@@ -286,84 +363,18 @@ class Plan:
     # -- JSON -----------------------------------------------------------------------------------------
     def to_json(self) -> str:
         """Serialize the plan to a JSON string."""
-        return json.dumps(_plan_to_dict(self))
+        from .plan_json import plan_to_dict
+
+        return json.dumps(plan_to_dict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         """Rebuild a plan from `to_json`'s output, validating its structure."""
+        from .plan_json import plan_from_dict
+
         try:
-            return _plan_from_dict(json.loads(text))
+            return plan_from_dict(json.loads(text))
         except PlanError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanError(f"malformed plan JSON: {exc}") from exc
-
-
-def _plain_to_dict(plain: Plaintext) -> dict:
-    if isinstance(plain, Mask):
-        return {"mask": [list(r) for r in plain.ranges], "slots": plain.slots}
-    return {"name": plain.name, "layout": plain.layout.to_json(), "ct": plain.ct}
-
-
-def _plain_from_dict(data: dict) -> Plaintext:
-    if "mask" in data:
-        return Mask(tuple((int(a), int(b)) for a, b in data["mask"]), int(data["slots"]))
-    return PlainTensor(str(data["name"]), Layout.from_json(data["layout"]), int(data["ct"]))
-
-
-def _step_to_dict(step: Step) -> dict:
-    data = {"type": type(step).__name__}
-    for key, value in step.__dict__.items():
-        data[key] = _plain_to_dict(value) if key == "plain" else value
-    return data
-
-
-def _step_from_dict(data: dict) -> Step:
-    data = dict(data)
-    kind = data.pop("type")
-    if kind not in _STEP_TYPES:
-        raise PlanError(f"unknown step type {kind!r}; valid types: {', '.join(_STEP_TYPES)}")
-    if "plain" in data:
-        data["plain"] = _plain_from_dict(data["plain"])
-    return _STEP_TYPES[kind](**data)
-
-
-def _plan_to_dict(plan: Plan) -> dict:
-    operands = []
-    for op in plan.operands:
-        if isinstance(op, CipherInput):
-            operands.append({"kind": "cipher", "operand": op.operand, "layout": op.layout.to_json()})
-        else:
-            operands.append({"kind": "plain", "operand": op.operand, "shape": list(op.shape)})
-    return {
-        "format": "einfhe.plan/1",
-        "spec": plan.spec,
-        "slots": plan.slots,
-        "strategy": plan.strategy,
-        "operands": operands,
-        "plain_program": [{"out": e.out, "subscripts": e.subscripts, "args": list(e.args)} for e in plan.plain_program],
-        "steps": [_step_to_dict(s) for s in plan.steps],
-        "outputs": list(plan.outputs),
-        "output_layout": plan.output_layout.to_json(),
-    }
-
-
-def _plan_from_dict(data: dict) -> Plan:
-    if data.get("format") != "einfhe.plan/1":
-        raise PlanError(f"unsupported plan format {data.get('format')!r}; expected 'einfhe.plan/1'")
-    operands = []
-    for op in data["operands"]:
-        if op["kind"] == "cipher":
-            operands.append(CipherInput(int(op["operand"]), Layout.from_json(op["layout"])))
-        else:
-            operands.append(PlainInput(int(op["operand"]), tuple(int(n) for n in op["shape"])))
-    return Plan(
-        spec=str(data["spec"]),
-        slots=int(data["slots"]),
-        operands=tuple(operands),
-        plain_program=tuple(PlainExpr(e["out"], e["subscripts"], tuple(e["args"])) for e in data["plain_program"]),
-        steps=tuple(_step_from_dict(s) for s in data["steps"]),
-        outputs=tuple(int(v) for v in data["outputs"]),
-        output_layout=Layout.from_json(data["output_layout"]),
-        strategy=str(data.get("strategy", "iteration-space")),
-    )

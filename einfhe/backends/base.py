@@ -48,6 +48,14 @@ class Backend(ABC):
     def rotate(self, ct, offset: int):
         """Rotate the slots left by `offset` (out[t] = in[(t + offset) % slots])."""
 
+    def precompute_rotations(self, ct):
+        """Digits of `ct` that several `rotate_hoisted` calls on it share (a backend without hoisting keeps `ct`)."""
+        return ct
+
+    def rotate_hoisted(self, ct, digits, offset: int):
+        """Rotate `ct` left by `offset` using its precomputed `digits` (by default, a plain rotation)."""
+        return self.rotate(ct, offset)
+
     @abstractmethod
     def rescale(self, ct):
         """Drop one level after a product."""

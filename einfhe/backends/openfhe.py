@@ -160,15 +160,28 @@ class OpenFHEBackend(Backend):
         with translate_errors("subtract ciphertexts"):
             return self.cc.EvalSub(a, b)
 
-    def rotate(self, ct, offset):
+    def _key_for(self, offset) -> int:
         offset = int(offset) % self.slots
         if offset not in self.rotations:
             raise PlanError(
                 f"no rotation key for offset {offset}: make the context for this plan (Context.for_plan)",
                 available=list(self.rotations),
             )
+        return offset
+
+    def rotate(self, ct, offset):
+        offset = self._key_for(offset)
         with translate_errors(f"rotate by {offset}"):
             return self.cc.EvalRotate(ct, offset)
+
+    def precompute_rotations(self, ct):
+        with translate_errors("precompute hoisted rotations"):
+            return self.cc.EvalFastRotationPrecompute(ct)
+
+    def rotate_hoisted(self, ct, digits, offset):
+        offset = self._key_for(offset)
+        with translate_errors(f"rotate by {offset} (hoisted)"):
+            return self.cc.EvalFastRotation(ct, offset, 2 * self.params.ring_dim, digits)
 
     def rescale(self, ct):
         if ct.GetLevel() + 1 > self.max_depth:

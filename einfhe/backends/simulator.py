@@ -68,6 +68,11 @@ class SimulatorBackend(Backend):
         ct = self._check(ct)
         return SimCiphertext(np.roll(ct.values, -int(offset)), ct.level)
 
+    def rotate_hoisted(self, ct, digits, offset):
+        if self._check(digits) is not self._check(ct):
+            raise BackendError("hoisted digits belong to another ciphertext")
+        return self.rotate(ct, offset)
+
     def rescale(self, ct):
         ct = self._check(ct)
         if ct.level + 1 > self.max_depth:

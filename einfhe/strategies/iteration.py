@@ -1,0 +1,48 @@
+"""The iteration-space strategy (general): both operands in the joint index space, one slot-wise product,
+contracted indices summed by additions across ciphertexts and rotate-and-sum within (see `einfhe.lower`)."""
+
+from __future__ import annotations
+
+from ..lower import Packed
+from ..layout import Layout
+from .base import Contraction, FreeCipher, Lowerer, PlainValue, Value
+
+__all__ = ["lower_iteration_space"]
+
+
+def _operand_cts(lw: Lowerer, value: Value, joint: Layout) -> list:
+    """Ciphertexts (or plaintext references) of `value` for each ciphertext of `joint`."""
+    builder = lw.builder
+    if isinstance(value, Packed):
+        target = builder.restrict(joint, value.layout.indices, value.layout.shape)
+        moved = builder.relayout(value, target)
+        return [moved.cts[c] for c in builder.ct_map(joint, target)]
+    if isinstance(value, PlainValue):
+        return builder.plain_refs(value.name, value.indices, value.shape, joint)
+    layout = builder.restrict(joint, value.indices, value.shape)
+    mapping = builder.ct_map(joint, layout)
+    packed = lw.load_free(value, layout)
+    return [packed.cts[c] for c in mapping]
+
+
+def lower_iteration_space(lw: Lowerer, c: Contraction) -> Packed:
+    """Lower a contraction in its joint iteration space (EinHops' recipe, with client-side replication)."""
+    builder, sizes = lw.builder, c.size
+    args = list(c.args)
+    fixed = [a for a in args if isinstance(a, Packed)]
+    if len(args) == 1 and fixed:
+        present = {d.name for d in fixed[0].layout.dims}
+        return builder.reduce(fixed[0], "".join(i for i in c.reduced if i in present))
+    base = max(fixed, key=lambda p: p.layout.block) if fixed else None
+    joint = builder.joint_layout(c.out, c.reduced, sizes, base.layout if base else None)
+    others = [a for a in args if a is not base]
+    if base is None:
+        first = others.pop(next(i for i, a in enumerate(others) if isinstance(a, FreeCipher)))
+        left = _operand_cts(lw, first, joint)
+    else:
+        left = builder.align(base, joint)
+    present = {d.name for d in joint.dims}
+    to_sum = "".join(i for i in c.reduced if i in present)
+    if others:
+        return builder.multiply_reduce(left, _operand_cts(lw, others[0], joint), joint, to_sum)
+    return builder.reduce(Packed(tuple(left), joint), to_sum)

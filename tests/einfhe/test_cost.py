@@ -1,0 +1,82 @@
+"""The cost model: prices from calibration data, plan estimates, the explain report, and the compiler's
+choice between strategies on cases whose answer is known."""
+
+import numpy as np
+import pytest
+
+import einfhe
+from einfhe.calibrate import calibrate
+from einfhe.cost import PRICED_OPS, CostModel, estimate_plan, load_cost_model
+
+RING = 16384
+
+
+def _model(**override) -> CostModel:
+    """A synthetic table at N=2^14, depth 1: every op 1 us unless overridden."""
+    row = {op: override.get(op, 1e-6) for op in PRICED_OPS}
+    return CostModel.from_json({
+        "format": "einfhe.costs/1",
+        "prices": {str(RING): {"1": {"0": row, "1": row}}},
+        "ciphertext_bytes": {str(RING): {"1": {"0": {"bytes": 1000}, "1": {"bytes": 500}}}},
+        "rotation_key_bytes": {str(RING): {"1": 100}},
+        "relin_key_bytes": {str(RING): {"1": 50}},
+    })
+
+
+def _matvec(n, **kwargs):
+    return einfhe.compile("ij,j->i", np.ones((n, n)), einfhe.cipher((n,)), slots=RING // 2, **kwargs)
+
+
+def test_expensive_rotations_pick_the_plan_with_fewer():
+    plan = _matvec(256, cost_model=_model(rotate=1.0, rotate_hoisted=1.0))
+    other = _matvec(256, strategy="bsgs")
+    assert plan.strategy == "iteration-space"
+    assert plan.op_counts()["rotate"] < other.op_counts()["rotate"] + other.op_counts()["rotate_hoisted"]
+
+
+def test_expensive_uploads_pick_the_plan_with_fewer_ciphertexts():
+    plan = _matvec(256, cost_model=_model(encrypt=1.0))
+    assert plan.strategy == "bsgs" and plan.cts_in == 1
+    assert _matvec(256, strategy="iteration-space").cts_in == 8
+
+
+def test_auto_keeps_the_cheapest_by_the_calibrated_model():
+    model = load_cost_model()
+    plans = {s: _matvec(1024, strategy=s) for s in ("iteration-space", "bsgs")}
+    total = {s: p.estimated_seconds() + p.estimate().encrypt_seconds for s, p in plans.items()}
+    assert _matvec(1024).strategy == min(total, key=total.get)
+    assert model.price("rotate_hoisted", RING, 1, 0) < model.price("rotate", RING, 1, 0)
+
+
+def test_estimate_is_the_sum_of_step_prices():
+    model = _model(rotate=2e-3, mul_plain=1e-3)
+    plan = _matvec(64, strategy="iteration-space")
+    est = estimate_plan(plan, model=model)
+    levels = plan.levels()
+    expected = sum(model.price(s.op, RING, 1, levels[s.out]) for s in plan.steps)
+    assert est.seconds == pytest.approx(expected)
+    assert est.upload_bytes == plan.cts_in * 1000 and est.key_bytes == 50 + 100 * len(plan.rotations)
+
+
+def test_explain_shows_estimated_and_measured_time_and_bytes():
+    plan = _matvec(16)
+    stats = einfhe.RunStats()
+    einfhe.simulate(plan, np.ones((16, 16)), np.ones(16), stats=stats)
+    text = plan.explain(stats=stats)
+    assert "estimated" in text and "measured" in text and "upload 1 ciphertext(s)" in text
+    assert "est" in plan.explain() and "measured" not in plan.explain()
+
+
+def test_calibration_writes_a_table_the_model_reads():
+    table = calibrate((14,), (1,), repeats=1, log=lambda line: None)
+    model = CostModel.from_json(table)
+    assert all(model.price(op, RING, 1, 0) > 0 for op in PRICED_OPS)
+    assert model.price("rescale", RING, 1, 1) > 0  # extrapolated: not measured at the last level
+    assert model.ct_bytes(RING, 1, 0) > model.ct_bytes(RING, 1, 1)
+
+
+def test_a_malformed_table_is_refused():
+    with pytest.raises(einfhe.ParameterError, match="not an einfhe cost table"):
+        CostModel.from_json({"format": "something/else"})
+    with pytest.raises(einfhe.PlanError, match="priced ops"):
+        _model().price("bootstrap", RING, 1, 0)
