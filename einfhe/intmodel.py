@@ -3,7 +3,9 @@
 The format (`manifest.json` + `model.npz`) is the meeting point of quant and einfhe: quant writes it, einfhe
 reads it without importing torch. A linear layer's real weight is (weight - zero) * scale per group of
 `group_size` inputs; einfhe keeps the integers (`IntLinear`) when each row has one group, so the batched
-packing can multiply by them with additions only. A convolution or an average pooling becomes the (sparse)
+packing can multiply by them with additions only. ReLU, GELU, SiLU, tanh and sigmoid become quadratics fitted
+on the input range the export recorded (one level each; an approximation, whose accuracy cost the model
+benchmark measures). A convolution or an average pooling becomes the (sparse)
 matrix it is on flattened (C, H, W) features: in the batched packing, where each feature is a ciphertext, only
 its nonzero entries cost additions.
 """
@@ -11,16 +13,25 @@ its nonzero entries cost additions.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelError
-from .model import IntLinear, Linear, Square
+from .model import IntLinear, Linear, Quadratic, Square
 
 __all__ = ["load_integer_model", "conv_matrix"]
 
 FORMAT, VERSION = "einfhe.intmodel", 1
+_ERF = np.vectorize(math.erf)
+ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "gelu": lambda x: 0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0))),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+}
 
 
 def _array(arrays, layer: dict, key: str) -> np.ndarray | None:
@@ -121,6 +132,11 @@ def load_integer_model(directory: str | Path) -> tuple[list, int]:
             shape = (layers[-1].weight.shape[0],)
         elif op == "act" and layer.get("fn") == "square":
             layers.append(Square())
+        elif op == "act" and layer.get("fn") in ACTIVATIONS:
+            if not layer.get("range"):
+                raise ModelError(f"activation {layer['fn']!r} needs the input range the export records: export "
+                                 "with example_input", layer=layer.get("name"))
+            layers.append(Quadratic.fit(ACTIVATIONS[layer["fn"]], *map(float, layer["range"])))
         elif op in ("conv2d", "avgpool") and len(shape) == 3:
             converted, shape = _conv(arrays, layer, shape) if op == "conv2d" else _avgpool(layer, shape)
             layers.append(converted)
@@ -129,7 +145,8 @@ def load_integer_model(directory: str | Path) -> tuple[list, int]:
         else:
             raise ModelError(
                 f"layer {layer.get('name')!r} ({op} {layer.get('fn', '')}) has no encrypted form yet; supported: "
-                "linear, conv2d and avgpool (on a known (C, H, W) input shape), flatten, act square",
+                "linear, conv2d and avgpool (on a known (C, H, W) input shape), flatten, act square or "
+                f"{'/'.join(ACTIVATIONS)} (as a quadratic fit on the recorded range)",
                 layer=layer.get("name"))
     if not layers or not isinstance(layers[0], (Linear, IntLinear)):
         raise ModelError("an encrypted model starts with a linear or convolution layer", path=str(directory))

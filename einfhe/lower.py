@@ -205,6 +205,16 @@ class PlanBuilder:
             return self._emit(Sub, self._emit(Sub, negative, negative), negative)
         return self._emit(Sub, positive, negative)
 
+    def scale(self, value: Packed, name: str) -> Packed:
+        """Multiply slot-wise by plain value `name` (laid out like the value) and rescale: one level."""
+        refs = self.plain_refs(name, value.layout.indices, value.layout.shape, value.layout)
+        return Packed(tuple(self._emit(Rescale, self._emit(MulPlain, ct, ref)) for ct, ref in zip(value.cts, refs)),
+                      value.layout)
+
+    def add_values(self, a: Packed, b: Packed) -> Packed:
+        """Slot-wise sum of two values in the same layout."""
+        return Packed(tuple(self._emit(Add, x, y) for x, y in zip(a.cts, b.cts)), a.layout)
+
     def align(self, value: Packed, joint: Layout) -> list[int]:
         """Ciphertext ids of a fixed value for each ciphertext of a joint layout built on it."""
         n = value.layout.num_cts

@@ -13,7 +13,9 @@ the inputs each row combines to share one deferred scale, true after a square fo
 whose rows read one channel each). A deferred
 scale rides along as a per-channel factor: a bias is divided by it (a free plaintext addition), a square
 squares it, a following float layer folds it into its weights, and whatever remains at the end is applied by
-the client after decryption (`ModelPlan.unpack_output`). A square activation costs one level.
+the client after decryption (`ModelPlan.unpack_output`). A square activation costs one level, and so does a
+quadratic a*x^2 + b*x + c (a least-squares stand-in for ReLU, GELU or SiLU on the input range the export
+recorded): its square and its scaled linear term run side by side.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .layout import Dim, Layout, next_pow2
 from .lower import Packed, PlanBuilder
 from .plan import CipherInput, PlainInput, Plan
 
-__all__ = ["Linear", "IntLinear", "Square", "ModelPlan", "compile_model"]
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ModelPlan", "compile_model"]
 
 BATCH_INDEX = "Z"
 
@@ -63,7 +65,25 @@ class Square:
     """Element-wise x**2 (the polynomial activation of CryptoNets-style models)."""
 
 
-Layer = Union[Linear, IntLinear, Square]
+@dataclass(frozen=True)
+class Quadratic:
+    """Element-wise a*x**2 + b*x + c: a low-degree stand-in for ReLU/GELU/SiLU on a known input range."""
+
+    a: float
+    b: float
+    c: float
+
+    @classmethod
+    def fit(cls, fn, lo: float, hi: float) -> "Quadratic":
+        """Least-squares quadratic through `fn` on Chebyshev nodes of [lo, hi]."""
+        if not hi > lo:
+            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
+        nodes = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (np.arange(64) + 0.5) / 64)
+        c, b, a = np.polynomial.polynomial.polyfit(nodes, fn(nodes), 2)
+        return cls(float(a), float(b), float(c))
+
+
+Layer = Union[Linear, IntLinear, Square, Quadratic]
 
 
 @dataclass(frozen=True)
@@ -202,6 +222,22 @@ class _ModelLowering:
         self.value = self.builder.square(self.value)
         self.pending = self.pending ** 2
 
+    def quadratic(self, layer: Quadratic) -> None:
+        """a*x^2 + b*x + c in one level: with x = p*s (p deferred), it is a*p^2 * (s^2 + b/(a*p) * s + c/(a*p^2));
+        the square and the scaled copy run side by side, and a*p^2 becomes the new deferred scale."""
+        p = self.pending
+        if layer.a == 0:
+            self.pending = layer.b * p
+            self.bias(np.full(p.shape, layer.c))
+            return
+        factor = layer.b / (layer.a * p)
+        if self.batch is not None:
+            factor = np.repeat(factor[:, None], self.batch, axis=1)
+        linear = self.builder.scale(self.value, self.plain(factor))
+        self.value = self.builder.add_values(self.builder.square(self.value), linear)
+        self.pending = layer.a * p**2
+        self.bias(np.full(p.shape, layer.c))
+
 
 def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None,
                   slots: int = DEFAULT_SLOTS, max_cts: int = 1 << 16) -> ModelPlan:
@@ -216,10 +252,13 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
         layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
     for position, layer in enumerate(layers):
-        if isinstance(layer, Square):
+        if isinstance(layer, (Square, Quadratic)):
             if position == 0:
                 raise ModelError("a model starts with a Linear layer")
-            state.square()
+            if isinstance(layer, Square):
+                state.square()
+            else:
+                state.quadratic(layer)
             continue
         if not isinstance(layer, (Linear, IntLinear)):
             raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square",

@@ -73,8 +73,11 @@ def test_quant_export_read_by_einfhe_gives_the_quantized_model(tmp_path, recipe)
 def test_unsupported_exports_are_refused(tmp_path):
     net = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
     quant.export_integer_model(net, tmp_path)
-    with pytest.raises(einfhe.ModelError, match="no encrypted form"):
+    with pytest.raises(einfhe.ModelError, match="needs the input range"):
         einfhe.load_integer_model(tmp_path)
+    net = nn.Sequential(nn.Linear(32, 16), nn.Softplus(), nn.Linear(16, 4))
+    with pytest.raises(quant.FormatError):
+        quant.export_integer_model(net, tmp_path / "other")
     with pytest.raises(einfhe.ModelError, match="cannot read"):
         einfhe.load_integer_model(tmp_path / "missing")
 
@@ -138,3 +141,23 @@ def test_digits_mlp_quantized_and_encrypted_keeps_its_accuracy():
     out = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
     assert (out.argmax(1) == plain.argmax(1)).mean() >= 0.99
     assert (out.argmax(1) == yte).mean() >= float_accuracy - 0.01
+
+
+@pytest.mark.parametrize("batch, slots", [(None, 64), (8, 8)])
+def test_relu_becomes_a_one_level_quadratic(tmp_path, batch, slots):
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.rand(64, 32)
+    quant.quantize_(net, quant.W4A16(32), calibration=[x], recipe="rtn")
+    quant.export_integer_model(net, tmp_path, example_input=x)
+    layers, n_features = einfhe.load_integer_model(tmp_path)
+    fit = layers[1]
+    assert isinstance(fit, einfhe.Quadratic)
+    model = compile_model(layers, n_features, batch=batch, slots=slots)
+    X = x.numpy()[: batch or 1]
+    got = model.unpack_output(einfhe.simulate(model.plan, model.pack_input(X if batch else X[0]), *model.plains))
+    im = quant.read_integer_model(tmp_path)
+    hidden = quant.run_integer_model(type(im)(im.layers[:1], im.arrays, im.input_shape), X)
+    expected = quant.run_integer_model(type(im)(im.layers[2:], im.arrays, None), fit.a * hidden**2 + fit.b * hidden + fit.c)
+    np.testing.assert_allclose(got, expected if batch else expected[0], rtol=1e-4, atol=1e-4)
+    assert model.plan.depth == (2 if batch else 3)
