@@ -26,6 +26,7 @@ __all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_C
 
 DEFAULT_SLOTS = 8192
 DEFAULT_MAX_CTS = 1024
+PLAIN_FIRST = "plain-first"
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,42 @@ def compile_einsum(
     `strategy` names how cipher contractions are lowered (`auto`: each by the cheapest strategy that fits,
     by the calibrated cost model; a named one where it fits, iteration space elsewhere). `rotation_basis`
     `pow2` rewrites every rotation into powers of two (fewer distinct keys, more key switches); `cost_model`
-    replaces the calibrated `einfhe.cost.CostModel` for the choice.
+    replaces the calibrated `einfhe.cost.CostModel` for the choices. With `optimize="auto"` and several
+    plain operands, the path that contracts the plain operands first (in numpy, free for the ciphertexts) is
+    compiled too, and the cheaper plan (server steps plus client encryption) is kept.
     """
-    if slots < 1 or slots & (slots - 1):
-        raise EinsumError("slots must be a power of two", slots=slots)
     if strategy != AUTO:
         get_strategy(strategy)
     if rotation_basis not in BASES:
         raise PlanError(f"unknown rotation basis {rotation_basis!r}; valid bases: {', '.join(BASES)}")
+    args = (subscripts, operands, slots, max_cts, strategy, cost_model)
+    plans = [_compile(*args, optimize)]
+    if optimize == "auto":
+        plans.append(_compile(*args, PLAIN_FIRST))
+    plans = [p for p in plans if p is not None]
+    if len(plans) > 1:
+        from .cost import estimate_plan
+
+        def total(plan: Plan) -> float:
+            est = estimate_plan(plan, model=cost_model)
+            return est.seconds + est.encrypt_seconds
+
+        plans.sort(key=total)
+    return with_rotation_basis(plans[0], rotation_basis)
+
+
+def _plain_first_path(values: list) -> list[tuple[int, ...]] | None:
+    """An opt_einsum path contracting every plain value first, then the rest in order (None if < 2 plain)."""
+    plain = tuple(k for k, v in enumerate(values) if isinstance(v, PlainValue))
+    if len(plain) < 2:
+        return None
+    return [plain] + [(0, 1)] * (len(values) - len(plain))
+
+
+def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimize) -> Plan | None:
+    """Compile along the path `optimize` (an opt_einsum optimizer or PLAIN_FIRST); None if that path is moot."""
+    if slots < 1 or slots & (slots - 1):
+        raise EinsumError("slots must be a power of two", slots=slots)
     kinds = [_operand_kind(op) for op in operands]
     shapes = [k.shape if k is not None else np.shape(op) for k, op in zip(kinds, operands)]
     spec = parse_einsum(subscripts, *shapes)
@@ -156,6 +185,10 @@ def compile_einsum(
             i for i, n in zip(value.indices, value.shape) if n == sizes[i] or sizes[i] == 1
         )
 
+    if optimize == PLAIN_FIRST:
+        optimize = _plain_first_path(values)
+        if optimize is None:
+            return None
     terms = [effective_indices(v) for v in values]
     eq = ",".join(terms) + "->" + spec.output
     try:
@@ -192,7 +225,7 @@ def compile_einsum(
             if position not in lw.chosen:
                 raise PlanError("a cipher operand was never used", operand=position)
             plan_operands[position] = CipherInput(position, lw.chosen[position])
-    plan = Plan(
+    return Plan(
         spec=str(spec) if "..." not in subscripts else subscripts,
         slots=slots,
         operands=tuple(plan_operands),
@@ -202,7 +235,6 @@ def compile_einsum(
         output_layout=layout,
         strategy="+".join(sorted(set(used))) or "iteration-space",
     )
-    return with_rotation_basis(plan, rotation_basis)
 
 
 def _lower(lw: Lowerer, contraction: Contraction, strategy: str, used: list[str], model) -> Packed:

@@ -80,3 +80,14 @@ def test_a_malformed_table_is_refused():
         CostModel.from_json({"format": "something/else"})
     with pytest.raises(einfhe.PlanError, match="priced ops"):
         _model().price("bootstrap", RING, 1, 0)
+
+
+def test_plain_operands_are_contracted_first_when_that_is_cheaper():
+    rng = np.random.default_rng(4)
+    x, A, B = rng.standard_normal(64), rng.standard_normal((64, 64)), rng.standard_normal((64, 64))
+    operands = (einfhe.cipher((64,)), A, B)
+    plan = einfhe.compile("i,ij,jk->k", *operands, slots=RING // 2)
+    cipher_first = einfhe.compile("i,ij,jk->k", *operands, slots=RING // 2, optimize="greedy")
+    assert plan.estimated_seconds() < cipher_first.estimated_seconds()
+    assert plan.depth == 1 and cipher_first.depth == 2
+    np.testing.assert_allclose(einfhe.simulate(plan, x, A, B), x @ A @ B, rtol=1e-9, atol=1e-9)
