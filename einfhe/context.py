@@ -28,11 +28,14 @@ class Context:
             raise PlanError(f"plans with different slot counts {sorted(slots)} cannot share a context")
         (slots,) = slots
         depth = max(p.depth for p in plans)
+        bootstrap = any(p.bootstraps for p in plans)
         if params is None:
-            params = Parameters.derive(depth, slots)
+            params = Parameters.derive(depth, slots, bootstrap=bootstrap)
         params.validate()
         if params.slots != slots:
             raise PlanError(f"the parameters have {params.slots} slots but the plan uses {slots}")
+        if bootstrap and not params.bootstrap:
+            raise PlanError("the plan bootstraps but the parameters were made without bootstrapping")
         if params.depth < depth:
             raise PlanError(
                 f"the plan needs depth {depth} but the parameters allow {params.depth}: raise the depth",

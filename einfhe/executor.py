@@ -12,7 +12,7 @@ from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
 from .plan import (
-    Add, AddPlain, Diagonals, HoistedRotate, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
+    Add, AddPlain, Bootstrap, Diagonals, HoistedRotate, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
     RotatePrecompute, Sub,
 )
 
@@ -144,6 +144,8 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
             result = backend.rotate_hoisted(live[step.src], live[step.digits], step.offset)
         elif isinstance(step, Rescale):
             result = backend.rescale(live[step.src])
+        elif isinstance(step, Bootstrap):
+            result = backend.bootstrap(live[step.src])
         else:  # pragma: no cover - Plan.from_json admits only the types above
             raise PlanError(f"unknown step {step!r}")
         stats.seconds[step.op] += time.perf_counter() - start

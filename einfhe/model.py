@@ -122,8 +122,10 @@ class ModelPlan:
 class _ModelLowering:
     """State of one model compilation: the builder, the current value and its deferred per-channel scale."""
 
-    def __init__(self, n_features: int, batch: int | None, slots: int, max_cts: int) -> None:
+    def __init__(self, n_features: int, batch: int | None, slots: int, max_cts: int,
+                 max_depth: int | None = None) -> None:
         self.builder = PlanBuilder(slots, max_cts)
+        self.max_depth, self.level = max_depth, 0
         self.slots, self.batch = slots, batch
         self.letters = iter("abcdefghijklmnopqrstuvwxy")
         self.current, self.width = next(self.letters), int(n_features)
@@ -143,6 +145,23 @@ class _ModelLowering:
         dims = (Dim(letter, next_pow2(width), "axis", width), Dim(BATCH_INDEX, self.slots, "axis", self.batch))
         return Layout(dims, self.slots, letter + BATCH_INDEX, (width, self.batch))
 
+    def spend(self, levels: int) -> None:
+        """Account for an operation of `levels` levels, bootstrapping first when it would pass `max_depth`.
+
+        Bootstrapping wants slot values of moderate size, so a deferred scale is applied (one level) before."""
+        if self.max_depth is None or self.level + levels <= self.max_depth:
+            self.level += levels
+            return
+        if self.value is None or self.max_depth < max(levels, 2):
+            raise ModelError(f"an operation of {levels} level(s) cannot fit between bootstraps of depth "
+                             f"{self.max_depth}: raise max_depth")
+        if not np.all(self.pending == 1):
+            factor = self.pending if self.batch is None else np.repeat(self.pending[:, None], self.batch, axis=1)
+            self.value = self.builder.scale(self.value, self.plain(factor))
+            self.pending = np.ones_like(self.pending)
+        self.value = self.builder.bootstrap(self.value)
+        self.level = levels
+
     def plain(self, array: np.ndarray) -> str:
         """Register a plain operand and return its name in the plan."""
         self.plains.append(np.asarray(array, dtype=np.float64))
@@ -151,6 +170,7 @@ class _ModelLowering:
 
     def linear(self, weight: np.ndarray) -> str:
         """Float linear layer (deferred scale folded into the weight): one level."""
+        self.spend(1)
         weight = weight * self.pending[None, :]
         out = next(self.letters)
         self.sizes[out] = weight.shape[0]
@@ -219,12 +239,14 @@ class _ModelLowering:
 
     def square(self) -> None:
         """Square every ciphertext (one level); the deferred scale squares too."""
+        self.spend(1)
         self.value = self.builder.square(self.value)
         self.pending = self.pending ** 2
 
     def quadratic(self, layer: Quadratic) -> None:
         """a*x^2 + b*x + c in one level: with x = p*s (p deferred), it is a*p^2 * (s^2 + b/(a*p) * s + c/(a*p^2));
         the square and the scaled copy run side by side, and a*p^2 becomes the new deferred scale."""
+        self.spend(1)
         p = self.pending
         if layer.a == 0:
             self.pending = layer.b * p
@@ -240,13 +262,16 @@ class _ModelLowering:
 
 
 def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None,
-                  slots: int = DEFAULT_SLOTS, max_cts: int = 1 << 16) -> ModelPlan:
-    """Compile a sequential model on inputs of `n_features` into one plan (see the module docstring)."""
+                  slots: int = DEFAULT_SLOTS, max_cts: int = 1 << 16, max_depth: int | None = None) -> ModelPlan:
+    """Compile a sequential model on inputs of `n_features` into one plan (see the module docstring).
+
+    With `max_depth`, the compiler places a bootstrap wherever the next layer would pass that many levels
+    since the input or the last bootstrap (off by default: models that fit a practical ring need none)."""
     if not layers or not isinstance(layers[0], (Linear, IntLinear)):
         raise ModelError("a model starts with a Linear layer")
     if batch is not None and not 1 <= batch <= slots:
         raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
-    state = _ModelLowering(n_features, batch, slots, max_cts)
+    state = _ModelLowering(n_features, batch, slots, max_cts, max_depth)
     input_scale = None
     if isinstance(layers[0], IntLinear) and layers[0].input_scale is not None:
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)

@@ -16,12 +16,17 @@ from dataclasses import asdict, dataclass
 
 from .errors import ParameterError
 
-__all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE"]
+__all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE", "BOOTSTRAP_DEPTH", "BOOTSTRAP_LEVEL_BUDGET"]
 
-MAX_LOG_QP = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
+# 2^16 is OpenFHE's extension of the standard table (checked: it accepts 1740 bits there and refuses 1780)
+MAX_LOG_QP = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881, 65536: 1747}
 SECURE = "128-bit classical (HE standard)"
 INSECURE = "INSECURE-TEST-ONLY"
 _DIGITS = 3
+# CKKS bootstrapping as OpenFHE runs it: level budget (CoeffsToSlots, SlotsToCoeffs) and the levels it consumes
+# with uniform ternary secrets (CryptoContext.GetBootstrapDepth; a test checks the figure).
+BOOTSTRAP_LEVEL_BUDGET = (2, 2)
+BOOTSTRAP_DEPTH = 18
 _P_PRIME_BITS = 60
 
 
@@ -44,26 +49,31 @@ class Parameters:
     scale_bits: int = 40
     first_mod_bits: int = 60
     security: str = SECURE
+    bootstrap: bool = False
 
     @classmethod
-    def derive(cls, depth: int, slots: int, scale_bits: int = 40, first_mod_bits: int = 60) -> "Parameters":
-        """The smallest secure ring for `depth` levels and `slots` slots."""
+    def derive(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
+               bootstrap: bool = False) -> "Parameters":
+        """The smallest secure ring for `depth` levels (between bootstraps, when `bootstrap`) and `slots` slots."""
         depth = max(1, int(depth))
-        log_qp = estimate_log_qp(depth, scale_bits, first_mod_bits)
+        scale_bits = scale_bits or (50 if bootstrap else 40)
+        log_qp = estimate_log_qp(depth + (BOOTSTRAP_DEPTH if bootstrap else 0), scale_bits, first_mod_bits)
         for ring_dim, bound in sorted(MAX_LOG_QP.items()):
             if ring_dim >= 2 * slots and log_qp <= bound:
-                return cls(ring_dim, slots, depth, scale_bits, first_mod_bits).validate()
+                return cls(ring_dim, slots, depth, scale_bits, first_mod_bits, SECURE, bootstrap).validate()
         raise ParameterError(
-            f"no ring up to 2^15 holds depth {depth} ({log_qp} bits of modulus) with {slots} slots at 128-bit "
+            f"no ring up to 2^16 holds depth {depth} ({log_qp} bits of modulus) with {slots} slots at 128-bit "
             "security: reduce the depth (quantize, or split the program) or the slot count",
             depth=depth,
             slots=slots,
         )
 
     @classmethod
-    def insecure_for_tests(cls, depth: int, slots: int, scale_bits: int = 40, first_mod_bits: int = 60) -> "Parameters":
+    def insecure_for_tests(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
+                           bootstrap: bool = False) -> "Parameters":
         """A tiny ring with NO security, for fast tests only; the server refuses it."""
-        return cls(max(2 * slots, 16), slots, max(1, depth), scale_bits, first_mod_bits, INSECURE).validate()
+        scale_bits = scale_bits or (50 if bootstrap else 40)
+        return cls(max(2 * slots, 16), slots, max(1, depth), scale_bits, first_mod_bits, INSECURE, bootstrap).validate()
 
     @property
     def secure(self) -> bool:
@@ -71,9 +81,14 @@ class Parameters:
         return self.security == SECURE
 
     @property
+    def total_depth(self) -> int:
+        """Levels of the modulus chain: the program's, plus bootstrapping's own when enabled."""
+        return self.depth + (BOOTSTRAP_DEPTH if self.bootstrap else 0)
+
+    @property
     def log_qp(self) -> int:
         """Estimated bits of the full modulus Q*P."""
-        return estimate_log_qp(self.depth, self.scale_bits, self.first_mod_bits)
+        return estimate_log_qp(self.total_depth, self.scale_bits, self.first_mod_bits)
 
     def validate(self) -> "Parameters":
         """Check the set is well formed and, unless marked insecure, 128-bit secure; return it."""
@@ -114,7 +129,8 @@ class Parameters:
     def from_json(cls, data: dict) -> "Parameters":
         """Rebuild and validate a parameter set from `to_json`'s dict."""
         try:
-            params = cls(**{k: (str(v) if k == "security" else int(v)) for k, v in data.items()})
+            params = cls(**{k: (str(v) if k == "security" else bool(v) if k == "bootstrap" else int(v))
+                            for k, v in data.items()})
         except (TypeError, ValueError) as exc:
             raise ParameterError(f"malformed parameter JSON: {exc}") from exc
         return params.validate()
@@ -127,4 +143,5 @@ class Parameters:
         return (
             f"N={self.ring_dim} slots={self.slots} depth={self.depth} scale=2^{self.scale_bits} "
             f"first_mod={self.first_mod_bits}b log2(QP)~{self.log_qp} security: {self.security}"
+            + (f" bootstrapping (+{BOOTSTRAP_DEPTH} levels)" if self.bootstrap else "")
         )

@@ -19,12 +19,13 @@ from .errors import PlanError
 from .layout import Layout
 
 __all__ = [
-    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale", "RotatePrecompute", "HoistedRotate",
+    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale", "Bootstrap", "RotatePrecompute", "HoistedRotate",
     "PlainTensor", "PlainSlice", "Mask", "PlainExpr", "Diagonals", "CipherInput", "PlainInput", "Plan", "Step",
     "OPS", "ROTATION_OPS",
 ]
 
-OPS = ("load", "mul_plain", "mask", "mul", "add", "sub", "add_plain", "rotate", "hoist", "rotate_hoisted", "rescale")
+OPS = ("load", "mul_plain", "mask", "mul", "add", "sub", "add_plain", "rotate", "hoist", "rotate_hoisted", "rescale",
+       "bootstrap")
 ROTATION_OPS = ("rotate", "rotate_hoisted")
 
 
@@ -174,6 +175,19 @@ class Rescale:
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    """Refresh a ciphertext to a fresh level budget (CKKS bootstrapping, Cheon et al., Eurocrypt 2018)."""
+
+    out: int
+    src: int
+    op = "bootstrap"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
+@dataclass(frozen=True)
 class RotatePrecompute:
     """The key-switching digits of `src`, shared by the hoisted rotations of it (Halevi and Shoup 2018, Sec. 5)."""
 
@@ -201,8 +215,8 @@ class HoistedRotate:
         return (self.src, self.digits)
 
 
-Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, RotatePrecompute, HoistedRotate]
-STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale,
+Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap, RotatePrecompute, HoistedRotate]
+STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap,
                                             RotatePrecompute, HoistedRotate)}
 
 
@@ -286,7 +300,7 @@ class Plan:
         if self._levels is None:
             levels: dict[int, int] = {}
             for step in self.steps:
-                if isinstance(step, Load):
+                if isinstance(step, (Load, Bootstrap)):
                     levels[step.out] = 0
                 elif isinstance(step, Rescale):
                     levels[step.out] = levels[step.src] + 1
@@ -309,6 +323,11 @@ class Plan:
         """Number of steps of each op kind."""
         counts = Counter(step.op for step in self.steps)
         return {op: counts.get(op, 0) for op in OPS}
+
+    @property
+    def bootstraps(self) -> int:
+        """Number of bootstrapping steps (levels are counted from the last one)."""
+        return self.op_counts()["bootstrap"]
 
     @property
     def keyswitches(self) -> int:

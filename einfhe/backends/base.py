@@ -61,6 +61,10 @@ class Backend(ABC):
         """Drop one level after a product."""
 
     @abstractmethod
+    def bootstrap(self, ct):
+        """Refresh a ciphertext to a full level budget."""
+
+    @abstractmethod
     def level(self, ct) -> int:
         """Levels the ciphertext has consumed."""
 

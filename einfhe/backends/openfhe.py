@@ -15,7 +15,7 @@ import numpy as np
 import openfhe  # import first: some FHE wheels ship their own libgomp
 
 from ..errors import BackendError, PlanError, SerializationError
-from ..params import Parameters
+from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters
 from .base import Backend
 
 __all__ = ["OpenFHEBackend", "translate_errors"]
@@ -35,7 +35,7 @@ def translate_errors(action: str, error: type = BackendError):
 
 def _crypto_context(params: Parameters):
     cp = openfhe.CCParamsCKKSRNS()
-    cp.SetMultiplicativeDepth(params.depth)
+    cp.SetMultiplicativeDepth(params.total_depth)
     cp.SetScalingModSize(params.scale_bits)
     cp.SetFirstModSize(params.first_mod_bits)
     cp.SetBatchSize(params.slots)
@@ -49,7 +49,17 @@ def _crypto_context(params: Parameters):
         for feature in (openfhe.PKESchemeFeature.PKE, openfhe.PKESchemeFeature.KEYSWITCH,
                         openfhe.PKESchemeFeature.LEVELEDSHE):
             cc.Enable(feature)
+        if params.bootstrap:
+            cc.Enable(openfhe.PKESchemeFeature.ADVANCEDSHE)
+            cc.Enable(openfhe.PKESchemeFeature.FHE)
     return cc
+
+
+def _bootstrap_setup(cc, params: Parameters) -> None:
+    """OpenFHE's bootstrapping precomputations (client and server both need them)."""
+    if params.bootstrap:
+        with translate_errors("set up bootstrapping"):
+            cc.EvalBootstrapSetup(list(BOOTSTRAP_LEVEL_BUDGET), [0, 0], params.slots)
 
 
 class OpenFHEBackend(Backend):
@@ -60,7 +70,7 @@ class OpenFHEBackend(Backend):
     def __init__(self, params: Parameters, cc, public_key, secret_key, rotations: tuple[int, ...]) -> None:
         self.params = params
         self.slots = params.slots
-        self.max_depth = params.depth
+        self.max_depth = params.total_depth
         self.cc = cc
         self.public_key = public_key
         self.secret_key = secret_key
@@ -75,6 +85,9 @@ class OpenFHEBackend(Backend):
         with translate_errors("generate keys"):
             keys = cc.KeyGen()
             cc.EvalMultKeyGen(keys.secretKey)
+            if params.bootstrap:
+                _bootstrap_setup(cc, params)
+                cc.EvalBootstrapKeyGen(keys.secretKey, params.slots)
             if rotations:
                 cc.EvalRotateKeyGen(keys.secretKey, list(rotations))
         return cls(params, cc, keys.publicKey, keys.secretKey, rotations)
@@ -120,6 +133,7 @@ class OpenFHEBackend(Backend):
                 openfhe.DeserializeEvalAutomorphismKeyString(blobs["rotation_keys"], openfhe.BINARY)
         if cc.GetRingDimension() != params.ring_dim:
             raise SerializationError("the uploaded context does not match its parameter set")
+        _bootstrap_setup(cc, params)
         return cls(params, cc, public_key, None, rotations)
 
     # -- the Backend interface ------------------------------------------------------------------------
@@ -182,6 +196,12 @@ class OpenFHEBackend(Backend):
         offset = self._key_for(offset)
         with translate_errors(f"rotate by {offset} (hoisted)"):
             return self.cc.EvalFastRotation(ct, offset, 2 * self.params.ring_dim, digits)
+
+    def bootstrap(self, ct):
+        if not self.params.bootstrap:
+            raise PlanError("this context was made without bootstrapping: derive it from the plan (Context.for_plan)")
+        with translate_errors("bootstrap"):
+            return self.cc.EvalBootstrap(ct)
 
     def rescale(self, ct):
         if ct.GetLevel() + 1 > self.max_depth:

@@ -82,6 +82,9 @@ class SimulatorBackend(Backend):
             )
         return SimCiphertext(ct.values, ct.level + 1)
 
+    def bootstrap(self, ct):
+        return SimCiphertext(self._check(ct).values, 0)
+
     def level(self, ct) -> int:
         return self._check(ct).level
 

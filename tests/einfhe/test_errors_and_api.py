@@ -41,6 +41,7 @@ BAD_CALLS = {
     "mul_plain": lambda b: b.mul_plain(b.encrypt(np.ones(8)), ["x"] * 8),
     "mul": lambda b: b.mul(b.encrypt(np.ones(8)), "x"),
     "add": lambda b: b.add("a", "b"),
+    "bootstrap": lambda b: b.bootstrap(b.encrypt(np.ones(8))),
     "sub": lambda b: b.sub(b.encrypt(np.ones(8)), None),
     "add_plain": lambda b: b.add_plain(b.encrypt(np.ones(8)), ["x"] * 8),
     "rotate": lambda b: b.rotate(b.encrypt(np.ones(8)), 3),

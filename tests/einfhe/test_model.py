@@ -55,3 +55,59 @@ def test_bad_models_are_refused():
         compile_model([Square()], 4)
     with pytest.raises(einfhe.ModelError, match="batch"):
         compile_model([Linear(np.ones((2, 4)))], 4, batch=100, slots=64)
+
+
+def _deep_mlp(rng, layers=4):
+    widths = [6] * (layers + 1)
+    model, weights = [], []
+    for i in range(layers):
+        W, b = rng.uniform(-0.4, 0.4, (widths[i + 1], widths[i])), rng.uniform(-0.2, 0.2, widths[i + 1])
+        model += [Linear(W, b), Square()] if i < layers - 1 else [Linear(W, b)]
+        weights.append((W, b))
+
+    def reference(X):
+        for i, (W, b) in enumerate(weights):
+            X = X @ W.T + b
+            X = X**2 if i < len(weights) - 1 else X
+        return X
+
+    return model, reference
+
+
+@pytest.mark.parametrize("batch, slots", [(None, 64), (8, 8)])
+def test_bootstraps_are_placed_when_the_program_is_deeper_than_allowed(batch, slots):
+    rng = np.random.default_rng(9)
+    layers, reference = _deep_mlp(rng)
+    deep = compile_model(layers, 6, batch=batch, slots=slots)
+    capped = compile_model(layers, 6, batch=batch, slots=slots, max_depth=3)
+    assert deep.plan.depth == 7 and deep.plan.bootstraps == 0
+    assert capped.plan.depth <= 3 and capped.plan.bootstraps > 0
+    X = rng.uniform(-1, 1, (batch or 1, 6))
+    x = X if batch else X[0]
+    got = capped.unpack_output(einfhe.simulate(capped.plan, capped.pack_input(x), *capped.plains))
+    np.testing.assert_allclose(got, reference(X) if batch else reference(X)[0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.fhe
+def test_bootstrapped_model_on_openfhe():
+    rng = np.random.default_rng(10)
+    layers, reference = _deep_mlp(rng, layers=3)
+    model = compile_model(layers, 6, batch=8, slots=8, max_depth=2)
+    assert model.plan.bootstraps > 0
+    params = einfhe.Parameters.insecure_for_tests(model.plan.depth, 8, bootstrap=True)
+    ctx = einfhe.Context.for_plan(model.plan, params=params)
+    X = rng.uniform(-1, 1, (8, 6))
+    xe = einfhe.encrypt(ctx, model.pack_input(X), model.input_layout)
+    got = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
+    # bootstrapping's approximate modular reduction dominates the error (about 2^-20 relative here, measured
+    # by OpenFHE's examples at these sizes); the values stay below 4 in magnitude
+    assert np.abs(got - reference(X)).max() <= 4 * 2.0**-12
+
+
+def test_bootstrap_depth_matches_openfhe():
+    import openfhe
+
+    from einfhe.params import BOOTSTRAP_DEPTH, BOOTSTRAP_LEVEL_BUDGET
+
+    depth = openfhe.CryptoContext.GetBootstrapDepth(list(BOOTSTRAP_LEVEL_BUDGET), openfhe.SecretKeyDist.UNIFORM_TERNARY)
+    assert depth == BOOTSTRAP_DEPTH

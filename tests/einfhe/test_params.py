@@ -40,7 +40,7 @@ def test_slots_drive_the_ring_up():
 
 def test_unreachable_depth_says_what_to_do():
     with pytest.raises(einfhe.ParameterError, match="reduce the depth"):
-        Parameters.derive(30, 64)
+        Parameters.derive(40, 64)
 
 
 def test_context_refuses_too_shallow_override():
