@@ -12,7 +12,7 @@ from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
 from .plan import (
-    Add, AddPlain, Bootstrap, Diagonals, HoistedRotate, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
+    Add, AddPlain, Bootstrap, Chebyshev, Diagonals, HoistedRotate, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
     RotatePrecompute, Sub,
 )
 
@@ -146,6 +146,8 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
             result = backend.rescale(live[step.src])
         elif isinstance(step, Bootstrap):
             result = backend.bootstrap(live[step.src])
+        elif isinstance(step, Chebyshev):
+            result = backend.chebyshev(live[step.src], step.coeffs, step.lo, step.hi)
         else:  # pragma: no cover - Plan.from_json admits only the types above
             raise PlanError(f"unknown step {step!r}")
         stats.seconds[step.op] += time.perf_counter() - start

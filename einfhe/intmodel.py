@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .model import IntLinear, Linear, Quadratic, Square
+from .model import ChebyshevActivation, IntLinear, Linear, Quadratic, Square
 
 __all__ = ["load_integer_model", "conv_matrix"]
 
@@ -112,8 +112,11 @@ def _avgpool(layer: dict, shape: tuple):
     return IntLinear(matrix, np.full(matrix.shape[0], 1.0 / (kh * kw))), out_shape
 
 
-def load_integer_model(directory: str | Path) -> tuple[list, int]:
-    """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features)."""
+def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tuple[list, int]:
+    """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features).
+
+    Smooth activations become a quadratic fit (`activation_degree=2`, one level) or a Chebyshev interpolant of
+    a higher degree evaluated by OpenFHE (more accurate, 4 to 8 levels)."""
     directory = Path(directory)
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
@@ -136,7 +139,10 @@ def load_integer_model(directory: str | Path) -> tuple[list, int]:
             if not layer.get("range"):
                 raise ModelError(f"activation {layer['fn']!r} needs the input range the export records: export "
                                  "with example_input", layer=layer.get("name"))
-            layers.append(Quadratic.fit(ACTIVATIONS[layer["fn"]], *map(float, layer["range"])))
+            lo, hi = map(float, layer["range"])
+            fn = ACTIVATIONS[layer["fn"]]
+            layers.append(Quadratic.fit(fn, lo, hi) if activation_degree == 2
+                          else ChebyshevActivation.fit(fn, lo, hi, activation_degree))
         elif op in ("conv2d", "avgpool") and len(shape) == 3:
             converted, shape = _conv(arrays, layer, shape) if op == "conv2d" else _avgpool(layer, shape)
             layers.append(converted)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import PlanError
 from .layout import Dim, Layout, next_pow2
-from .plan import Add, AddPlain, Bootstrap, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step, Sub
+from .plan import Add, AddPlain, Bootstrap, Chebyshev, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step, Sub
 
 __all__ = ["Packed", "PlanBuilder"]
 
@@ -159,6 +159,10 @@ class PlanBuilder:
         """Add plain value `name` (a tensor with the value's indices) slot-wise, e.g. a bias."""
         refs = self.plain_refs(name, value.layout.indices, value.layout.shape, value.layout)
         return Packed(tuple(self._emit(AddPlain, ct, ref) for ct, ref in zip(value.cts, refs)), value.layout)
+
+    def chebyshev(self, value: Packed, series: list[tuple[tuple, float, float]]) -> Packed:
+        """Evaluate a Chebyshev series on each ciphertext; `series[i]` is (coeffs, lo, hi) for ciphertext i."""
+        return Packed(tuple(self._emit(Chebyshev, ct, *series[i]) for i, ct in enumerate(value.cts)), value.layout)
 
     def bootstrap(self, value: Packed) -> Packed:
         """Refresh every ciphertext of a value to a full level budget."""

@@ -29,9 +29,9 @@ from .compile import DEFAULT_SLOTS
 from .errors import ModelError
 from .layout import Dim, Layout, next_pow2
 from .lower import Packed, PlanBuilder
-from .plan import CipherInput, PlainInput, Plan
+from .plan import CipherInput, PlainInput, Plan, chebyshev_levels
 
-__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ModelPlan", "compile_model"]
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "ModelPlan", "compile_model"]
 
 BATCH_INDEX = "Z"
 
@@ -83,7 +83,26 @@ class Quadratic:
         return cls(float(a), float(b), float(c))
 
 
-Layer = Union[Linear, IntLinear, Square, Quadratic]
+@dataclass(frozen=True)
+class ChebyshevActivation:
+    """Element-wise f(x) ~ c0/2 + sum_k c_k T_k(t) on [lo, hi] (t the affine map onto [-1, 1]), evaluated by
+    OpenFHE's Paterson-Stockmeyer routine: degree d costs 3 to 8 levels (see `einfhe.plan.chebyshev_levels`)."""
+
+    coeffs: tuple
+    lo: float
+    hi: float
+
+    @classmethod
+    def fit(cls, fn, lo: float, hi: float, degree: int) -> "ChebyshevActivation":
+        """Chebyshev interpolant of `fn` on [lo, hi] of `degree` (OpenFHE's convention: c0 is halved on use)."""
+        if not hi > lo:
+            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
+        coeffs = np.polynomial.chebyshev.chebinterpolate(lambda t: fn(lo + (t + 1) * (hi - lo) / 2), degree)
+        coeffs[0] *= 2
+        return cls(tuple(float(c) for c in coeffs), float(lo), float(hi))
+
+
+Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation]
 
 
 @dataclass(frozen=True)
@@ -243,6 +262,25 @@ class _ModelLowering:
         self.value = self.builder.square(self.value)
         self.pending = self.pending ** 2
 
+    def chebyshev(self, layer: ChebyshevActivation) -> None:
+        """f(p * s) on stored s with deferred scale p: the same series on [lo/p, hi/p] (odd terms negated where
+        p < 0), one domain per ciphertext in the batched packing; a single shared scale otherwise."""
+        if self.batch is None and not np.all(self.pending == self.pending[0]):
+            self.spend(1)
+            self.value = self.builder.scale(self.value, self.plain(self.pending))
+            self.pending = np.ones_like(self.pending)
+        self.spend(chebyshev_levels(len(layer.coeffs) - 1))
+        flipped = tuple(c * (-1) ** k for k, c in enumerate(layer.coeffs))
+        series = []
+        for i in range(len(self.value.cts)):
+            p = self.pending[min(i, len(self.pending) - 1)] if self.batch is not None else self.pending[0]
+            if p > 0:
+                series.append((layer.coeffs, layer.lo / p, layer.hi / p))
+            else:
+                series.append((flipped, layer.hi / p, layer.lo / p))
+        self.value = self.builder.chebyshev(self.value, series)
+        self.pending = np.ones_like(self.pending)
+
     def quadratic(self, layer: Quadratic) -> None:
         """a*x^2 + b*x + c in one level: with x = p*s (p deferred), it is a*p^2 * (s^2 + b/(a*p) * s + c/(a*p^2));
         the square and the scaled copy run side by side, and a*p^2 becomes the new deferred scale."""
@@ -277,13 +315,15 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
         layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
     for position, layer in enumerate(layers):
-        if isinstance(layer, (Square, Quadratic)):
+        if isinstance(layer, (Square, Quadratic, ChebyshevActivation)):
             if position == 0:
                 raise ModelError("a model starts with a Linear layer")
             if isinstance(layer, Square):
                 state.square()
-            else:
+            elif isinstance(layer, Quadratic):
                 state.quadratic(layer)
+            else:
+                state.chebyshev(layer)
             continue
         if not isinstance(layer, (Linear, IntLinear)):
             raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square",

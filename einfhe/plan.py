@@ -19,13 +19,13 @@ from .errors import PlanError
 from .layout import Layout
 
 __all__ = [
-    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale", "Bootstrap", "RotatePrecompute", "HoistedRotate",
+    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale", "Bootstrap", "Chebyshev", "chebyshev_levels", "RotatePrecompute", "HoistedRotate",
     "PlainTensor", "PlainSlice", "Mask", "PlainExpr", "Diagonals", "CipherInput", "PlainInput", "Plan", "Step",
     "OPS", "ROTATION_OPS",
 ]
 
 OPS = ("load", "mul_plain", "mask", "mul", "add", "sub", "add_plain", "rotate", "hoist", "rotate_hoisted", "rescale",
-       "bootstrap")
+       "bootstrap", "chebyshev")
 ROTATION_OPS = ("rotate", "rotate_hoisted")
 
 
@@ -174,6 +174,41 @@ class Rescale:
         return (self.src,)
 
 
+def chebyshev_levels(degree: int) -> int:
+    """Levels OpenFHE's EvalChebyshevSeries spends on a series of `degree` (FIXEDMANUAL; a test measures them)."""
+    for top, levels in ((2, 3), (5, 4), (13, 5), (27, 6), (59, 7), (119, 8)):
+        if degree <= top:
+            return levels
+    raise PlanError(f"Chebyshev series of degree {degree} are not supported (at most 119)")
+
+
+@dataclass(frozen=True)
+class Chebyshev:
+    """p(src) = c0/2 + sum_k c_k T_k(t), t = (2 src - (lo + hi)) / (hi - lo): OpenFHE's EvalChebyshevSeries
+    (Paterson-Stockmeyer evaluation), used for smooth activations on a known input range."""
+
+    out: int
+    src: int
+    coeffs: tuple
+    lo: float
+    hi: float
+    op = "chebyshev"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
+        if len(self.coeffs) < 3 or not self.hi > self.lo:
+            raise PlanError("a Chebyshev step needs degree >= 2 and lo < hi", lo=self.lo, hi=self.hi)
+
+    @property
+    def levels(self) -> int:
+        """Levels this evaluation spends."""
+        return chebyshev_levels(len(self.coeffs) - 1)
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """Refresh a ciphertext to a fresh level budget (CKKS bootstrapping, Cheon et al., Eurocrypt 2018)."""
@@ -215,8 +250,8 @@ class HoistedRotate:
         return (self.src, self.digits)
 
 
-Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap, RotatePrecompute, HoistedRotate]
-STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap,
+Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap, Chebyshev, RotatePrecompute, HoistedRotate]
+STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap, Chebyshev,
                                             RotatePrecompute, HoistedRotate)}
 
 
@@ -304,6 +339,8 @@ class Plan:
                     levels[step.out] = 0
                 elif isinstance(step, Rescale):
                     levels[step.out] = levels[step.src] + 1
+                elif isinstance(step, Chebyshev):
+                    levels[step.out] = levels[step.src] + step.levels
                 else:
                     levels[step.out] = max(levels[a] for a in step.args)
             object.__setattr__(self, "_levels", levels)

@@ -61,6 +61,10 @@ class Backend(ABC):
         """Drop one level after a product."""
 
     @abstractmethod
+    def chebyshev(self, ct, coeffs: tuple, lo: float, hi: float):
+        """Evaluate c0/2 + sum_k c_k T_k((2x - lo - hi) / (hi - lo)) slot-wise."""
+
+    @abstractmethod
     def bootstrap(self, ct):
         """Refresh a ciphertext to a full level budget."""
 

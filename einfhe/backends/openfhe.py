@@ -16,6 +16,7 @@ import openfhe  # import first: some FHE wheels ship their own libgomp
 
 from ..errors import BackendError, PlanError, SerializationError
 from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters
+from ..plan import chebyshev_levels
 from .base import Backend
 
 __all__ = ["OpenFHEBackend", "translate_errors"]
@@ -47,10 +48,9 @@ def _crypto_context(params: Parameters):
     with translate_errors("create a crypto context for these parameters"):
         cc = openfhe.GenCryptoContext(cp)
         for feature in (openfhe.PKESchemeFeature.PKE, openfhe.PKESchemeFeature.KEYSWITCH,
-                        openfhe.PKESchemeFeature.LEVELEDSHE):
+                        openfhe.PKESchemeFeature.LEVELEDSHE, openfhe.PKESchemeFeature.ADVANCEDSHE):
             cc.Enable(feature)
         if params.bootstrap:
-            cc.Enable(openfhe.PKESchemeFeature.ADVANCEDSHE)
             cc.Enable(openfhe.PKESchemeFeature.FHE)
     return cc
 
@@ -196,6 +196,12 @@ class OpenFHEBackend(Backend):
         offset = self._key_for(offset)
         with translate_errors(f"rotate by {offset} (hoisted)"):
             return self.cc.EvalFastRotation(ct, offset, 2 * self.params.ring_dim, digits)
+
+    def chebyshev(self, ct, coeffs, lo, hi):
+        if ct.GetLevel() + chebyshev_levels(len(coeffs) - 1) > self.max_depth:
+            raise PlanError(f"the program needs more than the {self.max_depth} levels of these parameters")
+        with translate_errors("evaluate a Chebyshev series"):
+            return self.cc.EvalChebyshevSeries(ct, [float(c) for c in coeffs], float(lo), float(hi))
 
     def bootstrap(self, ct):
         if not self.params.bootstrap:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BackendError, PlanError, SerializationError
+from ..plan import chebyshev_levels
 from .base import Backend
 
 __all__ = ["SimCiphertext", "SimulatorBackend"]
@@ -81,6 +82,16 @@ class SimulatorBackend(Backend):
                 "create the context for this plan (Context.for_plan) or with a larger depth"
             )
         return SimCiphertext(ct.values, ct.level + 1)
+
+    def chebyshev(self, ct, coeffs, lo, hi):
+        ct = self._check(ct)
+        series = np.array(coeffs, dtype=np.float64)
+        series[0] /= 2
+        t = (2 * ct.values - (lo + hi)) / (hi - lo)
+        level = ct.level + chebyshev_levels(len(coeffs) - 1)
+        if level > self.max_depth:
+            raise PlanError(f"the program needs more than the {self.max_depth} levels of this context")
+        return SimCiphertext(np.polynomial.chebyshev.chebval(t, series), level)
 
     def bootstrap(self, ct):
         return SimCiphertext(self._check(ct).values, 0)

@@ -42,6 +42,7 @@ BAD_CALLS = {
     "mul": lambda b: b.mul(b.encrypt(np.ones(8)), "x"),
     "add": lambda b: b.add("a", "b"),
     "bootstrap": lambda b: b.bootstrap(b.encrypt(np.ones(8))),
+    "chebyshev": lambda b: b.chebyshev(b.encrypt(np.ones(8)), ("x", 1.0, 2.0), -1.0, 1.0),
     "sub": lambda b: b.sub(b.encrypt(np.ones(8)), None),
     "add_plain": lambda b: b.add_plain(b.encrypt(np.ones(8)), ["x"] * 8),
     "rotate": lambda b: b.rotate(b.encrypt(np.ones(8)), 3),

@@ -161,3 +161,37 @@ def test_relu_becomes_a_one_level_quadratic(tmp_path, batch, slots):
     expected = quant.run_integer_model(type(im)(im.layers[2:], im.arrays, None), fit.a * hidden**2 + fit.b * hidden + fit.c)
     np.testing.assert_allclose(got, expected if batch else expected[0], rtol=1e-4, atol=1e-4)
     assert model.plan.depth == (2 if batch else 3)
+
+
+@pytest.mark.parametrize("batch, slots", [(None, 64), (8, 8)])
+def test_gelu_as_a_chebyshev_series(tmp_path, batch, slots):
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(32, 16), nn.GELU(), nn.Linear(16, 4))
+    x = torch.rand(64, 32)
+    quant.quantize_(net, quant.W4A16(32), calibration=[x], recipe="rtn")
+    quant.export_integer_model(net, tmp_path, example_input=x)
+    layers, n_features = einfhe.load_integer_model(tmp_path, activation_degree=13)
+    assert isinstance(layers[1], einfhe.ChebyshevActivation)
+    model = compile_model(layers, n_features, batch=batch, slots=slots)
+    X = x.numpy()[: batch or 1]
+    got = model.unpack_output(einfhe.simulate(model.plan, model.pack_input(X if batch else X[0]), *model.plains))
+    expected = quant.run_integer_model(quant.read_integer_model(tmp_path), X)  # exact GELU
+    # a degree-13 interpolant of GELU on the recorded range is within ~1e-6 of it; the last layer sums 16 terms
+    np.testing.assert_allclose(got, expected if batch else expected[0], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.fhe
+def test_chebyshev_levels_match_openfhe():
+    from einfhe.plan import chebyshev_levels
+
+    params = einfhe.Parameters.insecure_for_tests(8, 8)
+    backend = einfhe.backends.get_backend_class("openfhe").generate(params, [])
+    x = np.linspace(-2, 2, 8)
+    for degree in (2, 3, 5, 6, 13, 14, 27):
+        coeffs = np.random.default_rng(degree).uniform(-1, 1, degree + 1)
+        ct = backend.chebyshev(backend.encrypt(x), tuple(coeffs), -2.0, 2.0)
+        assert ct.GetLevel() == chebyshev_levels(degree)
+        series = coeffs.copy()
+        series[0] /= 2
+        expected = np.polynomial.chebyshev.chebval(x / 2, series)
+        assert np.abs(backend.decrypt(ct) - expected).max() <= 1e-4 * np.abs(coeffs).sum()
