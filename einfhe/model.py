@@ -31,7 +31,8 @@ from .layout import Dim, Layout, next_pow2
 from .lower import Packed, PlanBuilder
 from .plan import CipherInput, PlainInput, Plan, chebyshev_levels
 
-__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "ModelPlan", "compile_model"]
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "Residual", "ModelPlan",
+           "compile_model"]
 
 BATCH_INDEX = "Z"
 
@@ -102,7 +103,14 @@ class ChebyshevActivation:
         return cls(tuple(float(c) for c in coeffs), float(lo), float(hi))
 
 
-Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation]
+@dataclass(frozen=True)
+class Residual:
+    """x + f(x), with f the given layers (which keep the width); batched packing only."""
+
+    layers: tuple
+
+
+Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, Residual]
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,55 @@ class _ModelLowering:
     def _batched_layout(self, letter: str, width: int) -> Layout:
         dims = (Dim(letter, next_pow2(width), "axis", width), Dim(BATCH_INDEX, self.slots, "axis", self.batch))
         return Layout(dims, self.slots, letter + BATCH_INDEX, (width, self.batch))
+
+    def apply(self, layer: Layer, position: int) -> None:
+        """Lower one layer onto the current value."""
+        if isinstance(layer, (Square, Quadratic, ChebyshevActivation)):
+            if self.value is None:
+                raise ModelError("a model starts with a Linear layer")
+            if isinstance(layer, Square):
+                self.square()
+            elif isinstance(layer, Quadratic):
+                self.quadratic(layer)
+            else:
+                self.chebyshev(layer)
+            return
+        if isinstance(layer, Residual):
+            self.residual(layer, position)
+            return
+        if not isinstance(layer, (Linear, IntLinear)):
+            raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square, "
+                             "Quadratic, ChebyshevActivation, Residual", layer=position)
+        weight = np.asarray(layer.weight, dtype=np.float64)
+        if weight.ndim != 2 or weight.shape[1] != self.width:
+            raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {self.width}",
+                             layer=position)
+        integer_path = (isinstance(layer, IntLinear) and layer.input_scale is None and self.batch is not None
+                        and self.uniform_rows(layer.q) is not None and np.all(np.asarray(layer.scale) != 0))
+        out = self.int_linear(layer) if integer_path else self.linear(weight)
+        if layer.bias is not None:
+            bias = np.asarray(layer.bias, dtype=np.float64)
+            if bias.shape != (weight.shape[0],):
+                raise ModelError(f"layer {position}'s bias must have shape ({weight.shape[0]},)", layer=position)
+            self.bias(bias)
+        self.current, self.width = out, weight.shape[0]
+
+    def residual(self, layer: "Residual", position: int) -> None:
+        """x + f(x) in the batched packing: f's output lands in x's geometry; unequal deferred scales cost x one
+        level to match f's."""
+        if self.batch is None or self.value is None:
+            raise ModelError("residual blocks need the batched packing (batch=...) after a first layer",
+                             layer=position)
+        skip, skip_pending, width = self.value, self.pending, self.width
+        for inner in layer.layers:
+            self.apply(inner, position)
+        if self.width != width:
+            raise ModelError(f"a residual block must keep the width ({width}), its layers give {self.width}",
+                             layer=position)
+        if not np.allclose(skip_pending, self.pending, rtol=1e-12, atol=0):
+            factor = np.repeat((skip_pending / self.pending)[:, None], self.batch, axis=1)
+            skip = self.builder.scale(skip, self.plain(factor))
+        self.value = self.builder.add_values(self.value, skip)
 
     def spend(self, levels: int) -> None:
         """Account for an operation of `levels` levels, bootstrapping first when it would pass `max_depth`.
@@ -315,32 +372,7 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
         layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
     for position, layer in enumerate(layers):
-        if isinstance(layer, (Square, Quadratic, ChebyshevActivation)):
-            if position == 0:
-                raise ModelError("a model starts with a Linear layer")
-            if isinstance(layer, Square):
-                state.square()
-            elif isinstance(layer, Quadratic):
-                state.quadratic(layer)
-            else:
-                state.chebyshev(layer)
-            continue
-        if not isinstance(layer, (Linear, IntLinear)):
-            raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square",
-                             layer=position)
-        weight = np.asarray(layer.weight, dtype=np.float64)
-        if weight.ndim != 2 or weight.shape[1] != state.width:
-            raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {state.width}",
-                             layer=position)
-        integer_path = (isinstance(layer, IntLinear) and layer.input_scale is None and batch is not None
-                        and state.uniform_rows(layer.q) is not None and np.all(np.asarray(layer.scale) != 0))
-        out = state.int_linear(layer) if integer_path else state.linear(weight)
-        if layer.bias is not None:
-            bias = np.asarray(layer.bias, dtype=np.float64)
-            if bias.shape != (weight.shape[0],):
-                raise ModelError(f"layer {position}'s bias must have shape ({weight.shape[0]},)", layer=position)
-            state.bias(bias)
-        state.current, state.width = out, weight.shape[0]
+        state.apply(layer, position)
     kinds = "batched-features-across-ciphertexts" if batch is not None else "iteration-space"
     plan = Plan(
         spec=f"model[{', '.join(type(layer).__name__ for layer in layers)}]",

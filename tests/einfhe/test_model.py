@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import einfhe
-from einfhe.model import Linear, Square, compile_model
+from einfhe.model import IntLinear, Linear, Square, compile_model
 from einfhe.precision import error_bound
 
 
@@ -111,3 +111,21 @@ def test_bootstrap_depth_matches_openfhe():
 
     depth = openfhe.CryptoContext.GetBootstrapDepth(list(BOOTSTRAP_LEVEL_BUDGET), openfhe.SecretKeyDist.UNIFORM_TERNARY)
     assert depth == BOOTSTRAP_DEPTH
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_residual_block_matches_numpy(integer):
+    rng = np.random.default_rng(12)
+    q1, s1, b1 = rng.integers(-7, 8, (6, 6)), rng.uniform(0.02, 0.05, 6), rng.uniform(-0.1, 0.1, 6)
+    W0, b0 = rng.uniform(-0.3, 0.3, (6, 5)), rng.uniform(-0.1, 0.1, 6)
+    Wout = rng.uniform(-0.3, 0.3, (3, 6))
+    inner = IntLinear(q1, s1, b1) if integer else Linear(q1 * s1[:, None], b1)
+    layers = [Linear(W0, b0), einfhe.Residual((inner, Square())), Linear(Wout)]
+    model = compile_model(layers, 5, batch=8, slots=8)
+    X = rng.uniform(-1, 1, (8, 5))
+    h = X @ W0.T + b0
+    expected = (h + (h @ (q1 * s1[:, None]).T + b1) ** 2) @ Wout.T
+    got = model.unpack_output(einfhe.simulate(model.plan, model.pack_input(X), *model.plains))
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    with pytest.raises(einfhe.ModelError, match="batched packing"):
+        compile_model(layers, 5)
