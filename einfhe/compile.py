@@ -100,7 +100,10 @@ def compile_einsum(
     args = (subscripts, operands, slots, max_cts, strategy, cost_model)
     plans = [_compile(*args, optimize)]
     if optimize == "auto":
-        plans.append(_compile(*args, PLAIN_FIRST))
+        try:
+            plans.append(_compile(*args, PLAIN_FIRST))
+        except PlanError:  # that path needs more ciphertexts than allowed: keep opt_einsum's
+            pass
     plans = [p for p in plans if p is not None]
     if len(plans) > 1:
         from .cost import estimate_plan
