@@ -4,12 +4,13 @@ For each weight shape (K, N) and batch M, prints per format: the kernel's median
 ``x @ W`` in fp16 (cuBLAS) and over ``torch._int_mm`` (int8 cuBLAS, B column-major, activations already
 int8), and the fraction of the memory floor reached. The floor is the time to move the fewest bytes
 once through HBM -- packed int4 weights + their scales/zeros + the activations in + the output out --
-at ``--bandwidth`` bytes/s (default 3.35e12, the H100 SXM datasheet figure; pass a measured copy
-bandwidth for a tighter floor). Weights are rotated over enough copies to overflow L2, and every
+at ``--bandwidth`` bytes/s (default 3.35e12, the H100 SXM datasheet figure) and, on a GPU, also at the
+copy bandwidth measured at start (``floor_m``: a 1 GiB device-to-device copy, bytes read + written). Weights are rotated over enough copies to overflow L2, and every
 timing is a CUDA-graph replay (triton.testing.do_bench_cudagraph, median), so launch overhead and the
 L2 cache do not flatter small shapes. ``kernel_us`` is the path QuantLinear takes: the fused kernel
-for M <= 64, and above that "dequantize the int4 weight (Triton), then cuBLAS" (``fused_us`` shows the
-fused kernel there too). Times include the split-K zero-fill and cast and the per-call dequantization;
+for M <= 64, and above that "dequantize the int4 weight (Triton), then a GEMM" -- cuBLAS fp16 for
+W4A16/W4A4, the Triton int8 GEMM with fused scales for W4A8 (``fused_us`` shows the fused kernel there
+too). Times include the split-K zero-fill and cast and the per-call dequantization;
 W4A8/W4A4 times exclude per-token activation quantization, as the _int_mm baseline does.
 
     python bench/kernels_bench.py                 # full grid on the GPU
@@ -30,6 +31,7 @@ import time
 SHAPES = [(4096, 4096), (4096, 11008), (8192, 8192), (8192, 28672)]
 BATCHES = [1, 16, 64, 256, 1024, 4096]
 L2_ROTATE_BYTES = 256 * 2**20
+MEASURED_BW: list[float] = []  # filled by main() on a GPU
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +71,15 @@ def timeit(fns: list) -> float:
         next(it)()
         return (time.perf_counter() - t0) * 1e6
     return triton.testing.do_bench_cudagraph(lambda: next(it)(), rep=100, return_mode="median") * 1e3
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth in bytes/s (1 GiB copied; bytes read + written over the median time)."""
+    n = 2**30
+    a = torch.randint(0, 255, (n,), dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    seconds = triton.testing.do_bench(lambda: b.copy_(a), rep=200, return_mode="median") * 1e-3
+    return 2 * n / seconds
 
 
 def nbytes(*tensors: torch.Tensor) -> int:
@@ -163,10 +174,13 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
                 ref = kernel_call(fmt, t, x, gs, reference=True)().float()
                 err = float((y - ref).norm() / ref.norm())
             floor = floor_bytes(fmt, t, m, k, n) / ARGS.bandwidth * 1e6
+            floor_m = floor_bytes(fmt, t, m, k, n) / MEASURED_BW[0] * 1e6 if MEASURED_BW else None
+            path = "fused" if not dequant else "dequant+i8gemm" if fmt == "w4a8" else "dequant+cuBLAS"
             row = {"format": fmt, "K": k, "N": n, "M": m, "kernel_us": t_k, "fp16_us": t_fp16, "int8_us": t_int8,
                    "int8_padded_M": m8 != m, "floor_us": floor, "floor_frac": floor / t_k,
+                   "floor_frac_measured": floor_m / t_k if floor_m else None,
                    "vs_fp16": t_fp16 / t_k if t_fp16 else None, "vs_int8": t_int8 / t_k if t_int8 else None,
-                   "rel_err": err, "path": "dequant+cuBLAS" if dequant else "fused", "fused_us": t_fused,
+                   "rel_err": err, "path": path, "fused_us": t_fused,
                    "blocks": [blocks.bm, blocks.bn, blocks.split_k, blocks.num_warps, blocks.num_stages]}
             rows.append(row)
             print(fmt_row(row), flush=True)
@@ -180,7 +194,7 @@ def fmt_row(r: dict) -> str:
     return (f"{r['format']:<6} {r['K']:>5} {r['N']:>6} {r['M']:>5} {f(r['kernel_us'], '10.1f')} "
             f"{f(r['fp16_us'], '9.1f')} {f(r['int8_us'], '9.1f')}{'*' if r['int8_padded_M'] else ' '} "
             f"{f(r['vs_fp16'], '7.2f')} {f(r['vs_int8'], '7.2f')} {f(r['floor_us'], '8.1f')} "
-            f"{f(r['floor_frac'], '6.2f')} {f(r['rel_err'], '8.1e')} {r['path']:<15} {f(r['fused_us'], '9.1f')} "
+            f"{f(r['floor_frac'], '6.2f')} {f(r['floor_frac_measured'], '7.2f')} {f(r['rel_err'], '8.1e')} {r['path']:<15} {f(r['fused_us'], '9.1f')} "
             f"{r['blocks']}")
 
 
@@ -196,17 +210,20 @@ def main() -> None:
     else:
         shapes, batches = SHAPES, BATCHES
     formats = ARGS.formats.split(",")
+    if device == "cuda":
+        MEASURED_BW.append(copy_bandwidth())
     env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (TRITON_INTERPRET=1)",
-           "bandwidth_Bps": ARGS.bandwidth, "group_size": ARGS.group_size, "w4a4_outliers": ARGS.outliers}
+           "bandwidth_Bps": ARGS.bandwidth,
+           "measured_copy_Bps": MEASURED_BW[0] if MEASURED_BW else None, "group_size": ARGS.group_size, "w4a4_outliers": ARGS.outliers}
     print(json.dumps(env))
-    print("fmt        K      N     M  kernel_us   fp16_us   int8_us  vsfp16  vsint8  floor_us  floor  rel_err  "
+    print("fmt        K      N     M  kernel_us   fp16_us   int8_us  vsfp16  vsint8  floor_us  floor floor_m  rel_err  "
           "path             fused_us [bm,bn,split,warps,stages]")
     torch.manual_seed(0)
     rows = []
     for k, n in shapes:
         rows += bench_shape(k, n, batches, formats, device)
-    print("* int8 baseline run at M=32 (torch._int_mm needs M > 16); floor = bytes / bandwidth")
+    print("* int8 baseline run at M=32 (torch._int_mm needs M > 16); floor = bytes / bandwidth (floor_m: measured copy)")
     if ARGS.json:
         with open(ARGS.json, "w") as fh:
             json.dump({"env": env, "rows": rows}, fh, indent=1)

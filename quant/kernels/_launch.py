@@ -1,4 +1,4 @@
-"""Launch choices shared by the W4Ax kernels: the path (fused or dequantize-then-cuBLAS) and block sizes."""
+"""Launch choices shared by the W4Ax kernels: the path (fused or dequantize-then-GEMM) and block sizes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 
 __all__ = ["Blocks", "pick_blocks", "DEQUANT_GEMM_MIN_M", "use_dequant_gemm"]
 
-# Above this many rows the fused kernels lose to "dequantize the weight once, then cuBLAS" on an H100
-# (bench/kernels_bench.py, notes/quant.md): the product is compute-bound and cuBLAS's fp16/int8 MMA
-# pipelines beat the fused kernels' register-dequantized operands.
+# Above this many rows the fused kernels lose to "dequantize the weight once, then a GEMM" on an H100
+# (bench/kernels_bench.py, BENCHMARKS.md): the product is compute-bound and pipelined MMA GEMMs (cuBLAS
+# fp16; the Triton int8 GEMM for W4A8) beat the fused kernels' register-dequantized operands.
 DEQUANT_GEMM_MIN_M = 65
 
 
@@ -26,7 +26,7 @@ class Blocks:
 
 
 def use_dequant_gemm(m: int, k: int, n: int) -> bool:
-    """Return True when an ``[m, k] x [k, n]`` product should dequantize the weight and call cuBLAS."""
+    """Return True when an ``[m, k] x [k, n]`` product should dequantize the weight and call a GEMM."""
     return m >= DEQUANT_GEMM_MIN_M and k % 8 == 0 and n % 8 == 0
 
 

@@ -1,9 +1,9 @@
-"""Dequantize packed int4 weights on the GPU, for the large-M path "dequantize once, then cuBLAS".
+"""Dequantize packed int4 weights on the GPU, for the large-M path "dequantize once, then a GEMM".
 
-Large batches are compute-bound, and there cuBLAS's MMA pipelines beat the fused kernels; the weight is
-expanded once per call (never cached, so the int4 memory saving stands) and handed to ``x @ W`` (W4A16,
-W4A4) or ``torch._int_mm`` (W4A8, int8 B column-major). The torch references are the ``dequantize_*``
-functions beside each kernel.
+Large batches are compute-bound, and there pipelined MMA GEMMs beat the fused kernels; the weight is
+expanded once per call (never cached, so the int4 memory saving stands) and handed to cuBLAS ``x @ W``
+(W4A16, W4A4) or to the Triton int8 GEMM of :mod:`quant.kernels.int8_gemm` (W4A8, int8 B stored
+``[N, K]``). The torch references are the ``dequantize_*`` functions beside each kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import triton.language as tl
 
 __all__ = ["triton_dequant_w4a16", "triton_dequant_w4a8", "triton_dequant_w4a4"]
 
-_FP16_ASYM, _INT8_PROGRESSIVE, _FP16_SYM = 0, 1, 2
+_FP16_ASYM, _FP16_SYM = 0, 1
 
 
 @triton.jit
@@ -30,19 +30,31 @@ def _dequant_kernel(qw_ptr, a_ptr, b_ptr, out_ptr, N, K, MODE: tl.constexpr, GRO
         offs_k = k0 + offs_r
         q = (words >> (4 * i)) & 15
         mask = (offs_k[:, None] < K) & mask_n[None, :]
-        if MODE == 1:  # QServe int8 intermediate, stored [N, K] (a column-major B for torch._int_mm)
-            s = tl.load(a_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
-            z = tl.load(b_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
-            w8 = ((q - z[None, :]) * s[None, :]).to(tl.int8)
-            tl.store(out_ptr + offs_n[None, :] * K + offs_k[:, None], w8, mask=mask)
+        s = tl.load(a_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
+        if MODE == 0:
+            z = tl.load(b_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
+            w = (q.to(tl.float16) - z[None, :]) * s[None, :]
         else:
-            s = tl.load(a_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
-            if MODE == 0:
-                z = tl.load(b_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0)
-                w = (q.to(tl.float16) - z[None, :]) * s[None, :]
-            else:
-                w = (q - 8).to(tl.float16) * s[None, :]
-            tl.store(out_ptr + offs_k[:, None] * N + offs_n[None, :], w, mask=mask)
+            w = (q - 8).to(tl.float16) * s[None, :]
+        tl.store(out_ptr + offs_k[:, None] * N + offs_n[None, :], w, mask=mask)
+
+
+@triton.jit
+def _dequant_int8_kernel(qw_ptr, gs_ptr, gz_ptr, out_ptr, N, K, GROUP: tl.constexpr, BN: tl.constexpr):
+    # one 256-row tile of BN columns, written K-contiguous: each output row gets 256 consecutive bytes
+    t = tl.program_id(0)
+    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    offs_r = tl.arange(0, 32)
+    offs_i = tl.arange(0, 8)
+    mask_n = offs_n < N
+    words = tl.load(qw_ptr + (t * 32 + offs_r)[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0)
+    rows = ((t * 256 + offs_i * 32) // GROUP)[None, :] * N + offs_n[:, None]
+    s = tl.load(gs_ptr + rows, mask=mask_n[:, None], other=0).to(tl.int32)
+    z = tl.load(gz_ptr + rows, mask=mask_n[:, None], other=0).to(tl.int32)
+    q = (words[:, None, :] >> (4 * offs_i)[None, :, None]) & 15  # [BN, plane i, row r] = W[256 t + 32 i + r]
+    w = tl.reshape(((q - z[:, :, None]) * s[:, :, None]).to(tl.int8), (BN, 256))
+    offs_k = t * 256 + tl.arange(0, 256)
+    tl.store(out_ptr + offs_n[:, None] * K + offs_k[None, :], w, mask=mask_n[:, None] & (offs_k[None, :] < K))
 
 
 def _launch(qweight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, k: int, mode: int,
@@ -64,8 +76,11 @@ def triton_dequant_w4a16(qweight: torch.Tensor, scales: torch.Tensor, zeros: tor
 def triton_dequant_w4a8(qweight: torch.Tensor, gscale: torch.Tensor, gzero: torch.Tensor, group_size: int,
                         k: int) -> torch.Tensor:
     """Return the int8 intermediate weight transposed, ``[N, k]`` (so ``.t()`` is a column-major B)."""
-    out = torch.empty(qweight.shape[1], k, device=qweight.device, dtype=torch.int8)
-    return _launch(qweight, gscale, gzero, out, k, _INT8_PROGRESSIVE, group_size)
+    n = qweight.shape[1]
+    out = torch.empty(n, k, device=qweight.device, dtype=torch.int8)
+    _dequant_int8_kernel[(qweight.shape[0] // 32, triton.cdiv(n, 64))](qweight, gscale, gzero, out, n, k,
+                                                                         GROUP=group_size, BN=64, num_warps=4)
+    return out
 
 
 def triton_dequant_w4a4(qweight: torch.Tensor, scales: torch.Tensor, group_size: int, k: int) -> torch.Tensor:

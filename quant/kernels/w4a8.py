@@ -14,6 +14,7 @@ import triton.language as tl
 
 from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
 from quant.kernels.dequant import triton_dequant_w4a8
+from quant.kernels.int8_gemm import int8_gemm_scaled
 from quant.packing import unpack_int4
 
 __all__ = ["dequantize_w4a8_int8", "reference_w4a8", "triton_w4a8"]
@@ -74,13 +75,13 @@ def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, 
 def triton_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, gscale: torch.Tensor,
                 gzero: torch.Tensor, wscale: torch.Tensor, group_size: int, out_dtype: torch.dtype = torch.float16,
                 blocks: Blocks | None = None) -> torch.Tensor:
-    """Compute ``xscale * (xq @ W8) * wscale`` for int8 ``xq`` ``[M, K]``: fused, or (large M) dequantize + ``_int_mm``."""
+    """Compute ``xscale * (xq @ W8) * wscale`` for int8 ``xq`` ``[M, K]``: fused, or (large M) dequantize + int8 GEMM."""
     xq = xq.contiguous()
     m, k = xq.shape
     n = qweight.shape[1]
     if blocks is None and use_dequant_gemm(m, k, n):
-        acc = torch._int_mm(xq, triton_dequant_w4a8(qweight, gscale, gzero, group_size, k).t())
-        return (acc.float() * xscale.float()[:, None] * wscale.float()[None, :]).to(out_dtype)
+        return int8_gemm_scaled(xq, triton_dequant_w4a8(qweight, gscale, gzero, group_size, k), xscale, wscale,
+                                out_dtype)
     n_tiles = qweight.shape[0] // 32
     b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
     if b.split_k == 1:
