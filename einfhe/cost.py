@@ -122,10 +122,11 @@ class Estimate:
     upload_bytes: int
     keys: int
     key_bytes: int
+    unpriced: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
-        """Estimated server seconds (all SIMD steps)."""
+        """Estimated server seconds (the SIMD steps the cost model prices; see `unpriced`)."""
         return float(sum(self.seconds_by_op.values()))
 
 
@@ -148,14 +149,17 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
     ring = params.ring_dim if params else ring_for(plan.slots, depth)
     levels = plan.levels()
     by_op: dict[str, float] = {}
+    unpriced = sorted({s.op for s in plan.steps} - set(PRICED_OPS) - set(_ALIAS) - {"load"})
     for step in plan.steps:
-        by_op[step.op] = by_op.get(step.op, 0.0) + model.price(step.op, ring, depth, levels[step.out])
+        if step.op not in unpriced:
+            by_op[step.op] = by_op.get(step.op, 0.0) + model.price(step.op, ring, depth, levels[step.out])
     cts = plan.cts_in
     return Estimate(
         ring_dim=ring, depth=depth, seconds_by_op=by_op,
         encrypt_seconds=cts * model.price("encrypt", ring, depth, 0),
         upload_cts=cts, upload_bytes=cts * model.ct_bytes(ring, depth, 0),
         keys=len(plan.rotations), key_bytes=model.key_bytes(ring, depth, len(plan.rotations)),
+        unpriced=tuple(unpriced),
     )
 
 
@@ -185,6 +189,8 @@ def explain_costs(plan, stats=None, params: Parameters | None = None) -> list[st
         if stats is not None:
             line += f"   measured {1e3 * measured.get(op, 0.0):9.2f} ms"
         lines.append(line)
+    if est.unpriced:
+        lines.append(f"    not in the cost model (not counted): {', '.join(est.unpriced)}")
     if stats is not None:
         lines.append(f"    {'total':<15} est {1e3 * est.seconds:9.2f} ms   measured {1e3 * stats.total_seconds:9.2f} ms")
     lines.append(f"  upload {est.upload_cts} ciphertext(s) x {est.upload_bytes // max(1, est.upload_cts):,} B"

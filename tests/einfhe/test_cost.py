@@ -91,3 +91,15 @@ def test_plain_operands_are_contracted_first_when_that_is_cheaper():
     assert plan.estimated_seconds() < cipher_first.estimated_seconds()
     assert plan.depth == 1 and cipher_first.depth == 2
     np.testing.assert_allclose(einfhe.simulate(plan, x, A, B), x @ A @ B, rtol=1e-9, atol=1e-9)
+
+
+def test_ops_without_a_price_are_reported_not_raised():
+    from dataclasses import replace
+
+    from einfhe.plan import Bootstrap
+
+    plan = _matvec(16)
+    boot = replace(plan, steps=plan.steps + (Bootstrap(len(plan.steps), plan.outputs[0]),),
+                   outputs=(len(plan.steps),))
+    assert estimate_plan(boot).unpriced == ("bootstrap",)
+    assert "not in the cost model (not counted): bootstrap" in boot.explain()
