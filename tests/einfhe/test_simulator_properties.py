@@ -21,7 +21,7 @@ def einsum_cases(draw, max_operands=3):
     n_ops = draw(st.integers(1, max_operands))
     terms, shapes = [], []
     for _ in range(n_ops):
-        term = draw(st.lists(st.sampled_from(LETTERS), min_size=0, max_size=3))
+        term = draw(st.lists(st.sampled_from(LETTERS), min_size=0, max_size=3, unique=True))
         if draw(st.booleans()) and term:  # sometimes repeat an index in one operand (diagonal / trace)
             term.append(draw(st.sampled_from(term)))
         shape = [sizes[c] if draw(st.integers(0, 5)) else 1 for c in term]  # sometimes broadcast a size-1 axis
