@@ -1,0 +1,201 @@
+"""Einsum strategies at 128-bit (N=2^14 and 2^15): einfhe's chosen plan against its own plain
+iteration-space plan and TenSEAL on the same sizes and ring, with op counts, keys, bytes and errors.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/einsum_bench.py            # full list, both rings
+    OMP_NUM_THREADS=1 .venv/bin/python bench/einsum_bench.py --quick    # N=2^14, short list, fewer repeats
+    einfhe bench --quick
+
+Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
+encoding included in both); keys, encryption and decryption are outside the timing. The op-count lower bound
+of a case (`lower_bound`) prices, at the cheapest calibrated price of each kind, ceil(P / slots) products
+(P scalar products in the cipher contraction), ceil(log2(K / U)) rotations (an output sums K terms, the
+client uploads U ciphertexts of the cipher operand; each rotate-and-add at most doubles the terms one slot
+holds, and such a chain cannot be hoisted: priced as a plain rotation at the cheaper of levels 0 and 1) and
+one rescale per output ciphertext. Client encryption of the uploads is reported beside the server time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import einfhe
+from einfhe.cost import load_cost_model
+
+try:  # TenSEAL is in the `bench` extra
+    import tenseal as ts
+except ImportError:  # pragma: no cover - reported in the output
+    ts = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark einsum: spec, shapes, which operands are cipher, and the lower bound's P and K."""
+
+    name: str
+    spec: str
+    shapes: tuple
+    cipher: tuple
+    products: int
+    terms: int
+    quick: bool = True
+
+
+CASES = [
+    Case("vec x plain mat n=64", "ij,j->i", ((64, 64), (64,)), (False, True), 64 * 64, 64),
+    Case("vec x plain mat n=256", "ij,j->i", ((256, 256), (256,)), (False, True), 256 * 256, 256),
+    Case("vec x plain mat n=1024", "ij,j->i", ((1024, 1024), (1024,)), (False, True), 1024 * 1024, 1024),
+    Case("cipher matmul 16x16", "ij,jk->ik", ((16, 16), (16, 16)), (True, True), 16 ** 3, 16),
+    Case("cipher matmul 64x64", "ij,jk->ik", ((64, 64), (64, 64)), (True, True), 64 ** 3, 64, quick=False),
+    Case("batched bij,bjk->bik 4x16x16", "bij,bjk->bik", ((4, 16, 16), (4, 16, 16)), (True, True), 4 * 16 ** 3, 16),
+    Case("row sums ij->i 64x64", "ij->i", ((64, 64),), (True,), 0, 64),
+    Case("transpose ij->ji 64x64", "ij->ji", ((64, 64),), (True,), 0, 1),
+    Case("chain i,ij,jk->k 64", "i,ij,jk->k", ((64,), (64, 64), (64, 64)), (True, False, False), 64 * 64, 64),
+]
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if times[-1] > 5.0:  # a slow baseline is timed once
+            break
+    return 1e3 * statistics.median(times)
+
+
+def lower_bound_ms(case: Case, plan: einfhe.Plan, ring: int) -> float:
+    """The op-count lower bound of `case` (module docstring), in ms at the cheapest calibrated prices."""
+    model, slots = load_cost_model(), plan.slots
+    uploads = max(1, plan.cts_in // max(1, sum(case.cipher)))
+    rotations = math.ceil(math.log2(max(1.0, case.terms / uploads)))
+    mult = "mul" if sum(case.cipher) > 1 and case.products else "mul_plain"
+    cheapest = min(model.price("rotate", ring, 1, level) for level in (0, 1))  # rotate-and-sum: not hoistable
+    products = math.ceil(case.products / slots)
+    seconds = products * model.price(mult, ring, 1, 0) + rotations * cheapest
+    seconds += plan.cts_out * model.price("rescale", ring, 1, 0) if products else 0.0
+    return 1e3 * seconds
+
+
+def run_einfhe(case: Case, arrays, slots: int, strategy: str, repeats: int) -> dict:
+    """Compile with `strategy`, make keys, encrypt, time einfhe.run, decrypt; return the row's figures."""
+    operands = [einfhe.cipher(a.shape) if c else a for a, c in zip(arrays, case.cipher)]
+    plan = einfhe.compile(case.spec, *operands, slots=slots, strategy=strategy)
+    ctx = einfhe.Context.for_plan(plan)
+    start = time.perf_counter()
+    inputs = [einfhe.encrypt(ctx, a, plan.input_layout(i)) if c else a
+              for i, (a, c) in enumerate(zip(arrays, case.cipher))]
+    encrypt_ms = 1e3 * (time.perf_counter() - start)
+    out = []
+    ms = _median_ms(lambda: out.append(einfhe.run(ctx, plan, *inputs)), repeats)
+    got = einfhe.decrypt(ctx, out[-1])
+    keys = ctx.backend.export_evaluation_keys()
+    counts = plan.op_counts()
+    return {
+        "strategy": plan.strategy, "ms": ms, "encrypt_ms": encrypt_ms, "est_ms": 1e3 * plan.estimated_seconds(ctx.params),
+        "rotations": counts["rotate"] + counts["rotate_hoisted"], "hoisted": counts["rotate_hoisted"],
+        "pt_mults": counts["mul_plain"] + counts["mask"], "ct_mults": counts["mul"], "depth": plan.depth,
+        "keys": len(plan.rotations), "key_bytes": len(keys["rotation_keys"]) + len(keys["mult_key"]),
+        "upload_bytes": sum(len(ctx.backend.serialize_ciphertext(ct)) for t in inputs
+                            if isinstance(t, einfhe.EncryptedTensor) for ct in t.cts),
+        "error": float(np.abs(got - np.einsum(case.spec, *arrays)).max(initial=0.0)),
+        "ring": ctx.params.ring_dim, "lb_ms": lower_bound_ms(case, plan, ctx.params.ring_dim),
+    }
+
+
+def run_tenseal(case: Case, arrays, ring: int, repeats: int) -> dict | None:
+    """The same einsum with TenSEAL (CKKSVector.mm for a vector times a plain matrix, CKKSTensor otherwise)."""
+    if ts is None:
+        return None
+    depth = 2 if case.name.startswith("chain") else 1
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=ring, coeff_mod_bit_sizes=[60] + [40] * depth + [60],
+                     n_threads=int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or None)
+    ctx.global_scale = 2 ** 40
+    ctx.generate_galois_keys()
+    ctx.generate_relin_keys()
+    expected = np.einsum(case.spec, *arrays)
+    if case.spec == "ij,j->i":
+        x = ts.ckks_vector(ctx, arrays[1].tolist())
+        matrix = arrays[0].T.tolist()
+        op, uploaded = (lambda: x.mm(matrix)), [x]
+    elif case.spec == "i,ij,jk->k":
+        x = ts.ckks_vector(ctx, arrays[0].tolist())
+        matrix = (arrays[1] @ arrays[2]).tolist()  # the same plain precomputation einfhe's plan does
+        op, uploaded = (lambda: x.mm(matrix)), [x]
+    elif case.spec == "ij,jk->ik" and case.shapes[0][0] <= 16 and ring <= 16384:
+        a, b = ts.ckks_tensor(ctx, arrays[0]), ts.ckks_tensor(ctx, arrays[1])
+        op, uploaded = (lambda: a.mm(b)), [a, b]
+    elif ring > 16384 and case.spec in ("ij->i", "ij->ji"):
+        return None  # one CKKSTensor ciphertext per element: 4096 of them, 3.6 GiB at N=2^15
+    elif case.spec == "ij->i":
+        a = ts.ckks_tensor(ctx, arrays[0])
+        op, uploaded = (lambda: a.sum(axis=1)), [a]
+    elif case.spec == "ij->ji":
+        a = ts.ckks_tensor(ctx, arrays[0])
+        op, uploaded = (lambda: a.transpose()), [a]
+    else:
+        return None  # 64x64 CKKSTensor matmul: 262,144 ciphertext products; batched matmul: no TenSEAL op
+    out = []
+    ms = _median_ms(lambda: out.append(op()), repeats)
+    result = out[-1].decrypt()
+    got = np.array(result.tolist() if hasattr(result, "tolist") else result)
+    key_bytes = len(ctx.serialize(save_public_key=False, save_secret_key=False, save_galois_keys=True,
+                                  save_relin_keys=True))
+    return {"ms": ms, "error": float(np.abs(np.reshape(got, expected.shape) - expected).max()),
+            "key_bytes": key_bytes, "upload_bytes": sum(len(u.serialize()) for u in uploaded)}
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark list and print a Markdown table with ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N=2^14 only, short list, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rings", type=int, nargs="+", default=[14, 15], help="log2 ring dimensions")
+    args = parser.parse_args(argv)
+    rings = [14] if args.quick else args.rings
+    repeats = 2 if args.quick else args.repeats
+    cases = [c for c in CASES if c.quick or not args.quick]
+    print(f"# machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}, python {platform.python_version()}")
+    print(f"# command: {' '.join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))}")
+    print("| case | N | einfhe plan | ms | est ms | lower bound ms | est / bound | rotations (hoisted) | pt-mults | "
+          "ct-mults | depth | keys | key bytes | upload (encrypt ms) | max error | iteration-space ms "
+          "(upload, encrypt ms) | x | TenSEAL ms | x |")
+    print("|" + "---|" * 19)
+    rng = np.random.default_rng(0)
+    for log_n in rings:
+        slots = (1 << log_n) // 2
+        for case in cases:
+            arrays = [rng.uniform(-1, 1, s) for s in case.shapes]
+            best = run_einfhe(case, arrays, slots, "auto", repeats)
+            base = run_einfhe(case, arrays, slots, "iteration-space", repeats)
+            ten = run_tenseal(case, arrays, best["ring"], repeats)
+            ratio = lambda other: f"{other / best['ms']:.1f}x" if best["ms"] > 0.05 else "-"  # noqa: E731
+            bound = f"{best['est_ms'] / best['lb_ms']:.2f}" if best["lb_ms"] > 0 else "-"
+            ten_ms = f"{ten['ms']:.1f}" if ten else "n/a"
+            print(f"| {case.name} | 2^{int(math.log2(best['ring']))} | {best['strategy']} | {best['ms']:.1f} | "
+                  f"{best['est_ms']:.1f} | {best['lb_ms']:.1f} | {bound} | {best['rotations']} ({best['hoisted']}) | "
+                  f"{best['pt_mults']} | {best['ct_mults']} | {best['depth']} | {best['keys']} | "
+                  f"{_fmt_bytes(best['key_bytes'])} | {_fmt_bytes(best['upload_bytes'])} ({best['encrypt_ms']:.0f}) | "
+                  f"{best['error']:.1e} | {base['ms']:.1f} ({_fmt_bytes(base['upload_bytes'])}, "
+                  f"{base['encrypt_ms']:.0f}) | {ratio(base['ms'])} | {ten_ms}"
+                  f"{' (' + _fmt_bytes(ten['upload_bytes']) + ', keys ' + _fmt_bytes(ten['key_bytes']) + ', err ' + format(ten['error'], '.1e') + ')' if ten else ''} | "
+                  f"{ratio(ten['ms']) if ten else '-'} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
