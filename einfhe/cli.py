@@ -32,17 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--slots", type=int, default=8192)
     serve = sub.add_parser("serve", help="run the encrypted computation service (needs the server extra)")
     serve.add_argument("args", nargs=argparse.REMAINDER)
-    calibrate = sub.add_parser("calibrate", help="measure op prices on this machine for the cost model")
-    calibrate.add_argument("args", nargs=argparse.REMAINDER)
-    bench = sub.add_parser("bench", help="run bench/einsum_bench.py (strategies vs TenSEAL; needs the bench extra)")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if args.command == "calibrate":
+    sub.add_parser("calibrate", help="measure op prices on this machine for the cost model (--help for options)")
+    sub.add_parser("bench", help="run bench/einsum_bench.py: strategies vs TenSEAL (--help for options)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["calibrate"]:  # these two parse their own options
         from einfhe.calibrate import main as calibrate_main
 
-        return calibrate_main(args.args)
-    if args.command == "bench":
-        return _bench(args.args)
+        return calibrate_main(argv[1:])
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    args = parser.parse_args(argv)
 
     import einfhe
 

@@ -113,3 +113,22 @@ def test_pow2_basis_keeps_the_result_with_power_of_two_keys():
     assert rows["plan"]["keys"] == len(plan.rotations) and rows["pow2"]["keys"] == len(pow2.rotations)
     with pytest.raises(einfhe.PlanError, match="valid bases: plan, pow2"):
         with_rotation_basis(plan, "naf")
+
+
+@pytest.mark.parametrize("n, slots", [(8, 256), (5, 64), (30, 4096)])
+def test_bsgs_result_with_junk_blocks_feeds_the_next_contraction(n, slots):
+    rng = np.random.default_rng(n)
+    x, A, B = rng.standard_normal(n), rng.standard_normal((n, n)), rng.standard_normal((3, n))
+    plan = einfhe.compile("ki,ij,j->k", B, A, einfhe.cipher((n,)), slots=slots, strategy="bsgs",
+                          optimize=[(1, 2), (0, 1)])
+    assert plan.strategy == "bsgs+iteration-space" and plan.depth == 2
+    np.testing.assert_allclose(einfhe.simulate(plan, B, A, x), B @ A @ x, rtol=1e-9, atol=1e-9)
+
+
+def test_cli_calibrate_writes_a_cost_table(tmp_path):
+    from einfhe.cli import main
+    from einfhe.cost import load_cost_model
+
+    out = tmp_path / "costs.json"
+    assert main(["calibrate", "--rings", "14", "--depths", "1", "--repeats", "1", "--out", str(out)]) == 0
+    assert load_cost_model(str(out)).price("rotate", 16384, 1, 0) > 0

@@ -53,3 +53,13 @@ def test_hoisted_rotation_errors_are_translated():
     with pytest.raises(einfhe.BackendError):
         backend.rotate_hoisted(ct, "not digits", 1)
     np.testing.assert_allclose(backend.decrypt(backend.rotate_hoisted(ct, digits, 1)), np.ones(8), atol=1e-6)
+
+
+def test_bsgs_then_iteration_space_chain_on_openfhe():
+    rng = np.random.default_rng(9)
+    x, A, B = rng.uniform(-1, 1, 8), rng.uniform(-1, 1, (8, 8)), rng.uniform(-1, 1, (3, 8))
+    plan = einfhe.compile("ki,ij,j->k", B, A, einfhe.cipher((8,)), slots=64, strategy="bsgs",
+                          optimize=[(1, 2), (0, 1)])
+    ctx = einfhe.Context.for_plan(plan, params=einfhe.Parameters.insecure_for_tests(plan.depth, 64))
+    got = einfhe.decrypt(ctx, einfhe.run(ctx, plan, B, A, einfhe.encrypt(ctx, x, plan.input_layout(2))))
+    assert np.abs(got - B @ A @ x).max() <= error_bound(ctx.params, 1.0, 64, plan.depth, plan.keyswitches)
