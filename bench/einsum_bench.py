@@ -12,6 +12,8 @@ of a case (`lower_bound`) prices, at the cheapest calibrated price of each kind,
 client uploads U ciphertexts of the cipher operand; each rotate-and-add at most doubles the terms one slot
 holds, and such a chain cannot be hoisted: priced as a plain rotation at the cheaper of levels 0 and 1) and
 one rescale per output ciphertext. Client encryption of the uploads is reported beside the server time.
+A second table compares, for each chosen plan, its own rotation-key set with the power-of-two basis
+(`compile(rotation_basis="pow2")`): keys, key bytes (from the measured key sizes), rotations and estimate.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 import einfhe
 from einfhe.cost import load_cost_model
+from einfhe.keybasis import basis_tradeoff
 
 try:  # TenSEAL is in the `bench` extra
     import tenseal as ts
@@ -194,7 +197,27 @@ def main(argv: list[str] | None = None) -> int:
                   f"{base['encrypt_ms']:.0f}) | {ratio(base['ms'])} | {ten_ms}"
                   f"{' (' + _fmt_bytes(ten['upload_bytes']) + ', keys ' + _fmt_bytes(ten['key_bytes']) + ', err ' + format(ten['error'], '.1e') + ')' if ten else ''} | "
                   f"{ratio(ten['ms']) if ten else '-'} |", flush=True)
+    print_key_bases(cases, rings)
     return 0
+
+
+def print_key_bases(cases, rings) -> None:
+    """The rotation-key trade-off of each chosen plan (compile only): the plan's own set vs powers of two."""
+    print("\n| case | N | plan keys | plan key bytes | plan rotations | est ms | pow2 keys | pow2 key bytes | "
+          "pow2 rotations | est ms |")
+    print("|" + "---|" * 10)
+    for log_n in rings:
+        slots = (1 << log_n) // 2
+        for case in cases:
+            operands = [einfhe.cipher(s) if c else np.ones(s) for s, c in zip(case.shapes, case.cipher)]
+            plan = einfhe.compile(case.spec, *operands, slots=slots)
+            if not plan.rotations:
+                continue
+            params = einfhe.Parameters.derive(plan.depth, slots)
+            rows = {r["basis"]: r for r in basis_tradeoff(plan, params)}
+            cells = " | ".join(f"{r['keys']} | {_fmt_bytes(r['key_bytes'])} | {r['rotations']} | "
+                               f"{1e3 * r['estimated_seconds']:.1f}" for r in (rows["plan"], rows["pow2"]))
+            print(f"| {case.name} | 2^{log_n} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -196,4 +196,10 @@ def explain_costs(plan, stats=None, params: Parameters | None = None) -> list[st
     lines.append(f"  upload {est.upload_cts} ciphertext(s) x {est.upload_bytes // max(1, est.upload_cts):,} B"
                  f" = {est.upload_bytes:,} B; evaluation keys {est.keys} rotation + 1 relinearization"
                  f" = {est.key_bytes:,} B")
+    if plan.rotations:
+        from .keybasis import basis_tradeoff
+
+        rows = "; ".join(f"{r['basis']}: {r['keys']} keys {r['key_bytes']:,} B, {r['rotations']} rotations"
+                         f" {1e3 * r['estimated_seconds']:.2f} ms" for r in basis_tradeoff(plan, params))
+        lines.append(f"  rotation-key bases (compile(rotation_basis=...)): {rows}")
     return lines

@@ -103,3 +103,15 @@ def test_ops_without_a_price_are_reported_not_raised():
                    outputs=(len(plan.steps),))
     assert estimate_plan(boot).unpriced == ("bootstrap",)
     assert "not in the cost model (not counted): bootstrap" in boot.explain()
+
+
+def test_an_already_encrypted_vector_is_multiplied_by_bsgs_not_relaid_out():
+    from einfhe.layout import natural_layout
+
+    operands = (np.ones((200, 256)), einfhe.cipher((256,), natural_layout((256,), RING // 2)))
+    plan = einfhe.compile("ij,j->i", *operands, slots=RING // 2)
+    relaid = einfhe.compile("ij,j->i", *operands, slots=RING // 2, strategy="iteration-space")
+    rotations = lambda p: p.op_counts()["rotate"] + p.op_counts()["rotate_hoisted"]  # noqa: E731
+    assert plan.strategy == "bsgs" and rotations(plan) < rotations(relaid) // 4
+    assert plan.estimated_seconds() < relaid.estimated_seconds()
+    assert "rotation-key bases" in plan.explain() and "pow2:" in plan.explain()
