@@ -10,6 +10,7 @@ venv:
 
 demo: venv
 	$(VENV_PY) -m einfhe.demo
+	$(VENV_PY) -m server.demo
 
 test: venv
 	$(VENV_PY) -m pytest -q -p no:cacheprovider

@@ -1,29 +1,37 @@
-"""REST round trip vs in-process for the same encrypted einsum at ring 2^14 (128-bit), and 16 concurrent clients.
+"""REST round trip vs in-process for the same encrypted work at ring 2^14 (128-bit), and concurrent clients.
 
-    PYTHONPATH=. .venv/bin/python bench/service_bench.py [--rows 64 --cols 128 --repeats 10 --clients 16]
+    PYTHONPATH=. .venv/bin/python bench/service_bench.py [--workload einsum|model] [--repeats 10] [--clients 16]
 
-In-process: encrypt, einfhe.run, decrypt with one Context. REST: Client.einsum against a local uvicorn server
-(2 worker processes): encrypt, upload, run in a worker, download, decrypt. Keys are generated and uploaded
-once before timing; both sides are timed per call (median). The overhead ratio is REST / in-process.
+Workloads: `einsum` is ij,j->i with a registered 64x128 plaintext W; `model` is one sample through a 64-32-10
+square-activation MLP quantized to 4-bit weights by quant (random weights: this measures time, not accuracy),
+registered from its integer export. In-process: encrypt, einfhe.run, decrypt with one Context. REST: the client
+(Client.einsum or EncryptedModel.infer) against a local uvicorn server with 2 worker processes: encrypt,
+upload, run in a worker, answer inline, decrypt. Keys are generated and uploaded once before timing; both
+sides are timed per call (median). The overhead ratio is REST / in-process. Both sides run OpenMP with one
+thread (the service's workers do by default; more threads on top of parallel workers oversubscribe the cores).
 """
 
 from __future__ import annotations
 
-import einfhe  # noqa: F401  -- loads openfhe before any other extension module
+import os
 
-import argparse
-import statistics
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe loads: the same setting as the service's workers
 
-import numpy as np
+import einfhe  # noqa: E402  -- loads openfhe before any other extension module
 
-from client import Client
-from server import LocalServer, Settings
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-TOKEN = "bench-token-0123456789"
+import numpy as np  # noqa: E402
+
+from client import Client, EncryptedModel  # noqa: E402
+from server import LocalServer, Settings  # noqa: E402
+
+OPERATOR, TOKEN = "operator-token-0123456789", "bench-token-0123456789"
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -35,49 +43,101 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _export_mlp(directory: Path) -> Path:
+    """A random 64-32-10 square-activation MLP, quantized to W4A16 and exported as integers."""
+    import torch
+    from torch import nn
+
+    import quant
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), quant.Square(), nn.Linear(32, 10))
+    quant.quantize_(net, quant.W4A16(64))
+    return quant.export_integer_model(net, directory, example_input=torch.rand(16, 64))
+
+
+class EinsumWorkload:
+    """ij,j->i with a registered plaintext W (the einsum service)."""
+
+    def __init__(self, rng: np.random.Generator, tmp: Path) -> None:
+        self.W, self.x = rng.standard_normal((64, 128)), rng.standard_normal(128)
+        self.plan = einfhe.compile("ij,j->i", self.W, einfhe.cipher(self.x.shape))
+        self.ctx = einfhe.Context.for_plan(self.plan)
+        self.expected = self.W @ self.x
+        print(f"einsum ij,j->i W{self.W.shape}  {self.ctx.params}  rotations={len(self.plan.rotations)}")
+
+    def in_process(self) -> np.ndarray:
+        """Encrypt, run and decrypt in this process."""
+        xe = einfhe.encrypt(self.ctx, self.x, self.plan.input_layout(1))
+        return einfhe.decrypt(self.ctx, einfhe.run(self.ctx, self.plan, self.W, xe))
+
+    def connect(self, url: str):
+        """Register W as the tenant and return a callable running the einsum over REST."""
+        client = Client(url, TOKEN, progress=False)
+        client.register_operand("W", self.W)
+        return client, lambda x=None: client.einsum("ij,j->i", "W", self.x if x is None else x)
+
+
+class ModelWorkload:
+    """One sample through a quantized MLP registered by the operator (EncryptedModel.infer)."""
+
+    def __init__(self, rng: np.random.Generator, tmp: Path) -> None:
+        self.export = _export_mlp(tmp / "mlp")
+        layers, n_features = einfhe.load_integer_model(self.export)
+        self.model = einfhe.compile_model(layers, n_features)
+        self.ctx = einfhe.Context.for_plan(self.model.plan)
+        self.x = rng.uniform(0, 1, n_features)
+        self.expected = self.in_process()
+        print(f"model 64-32-10 W4A16, one sample  {self.ctx.params}  rotations={len(self.model.plan.rotations)}")
+
+    def in_process(self) -> np.ndarray:
+        """Encrypt, run and decrypt in this process."""
+        model, ctx = self.model, self.ctx
+        xe = einfhe.encrypt(ctx, model.pack_input(self.x), model.input_layout)
+        return model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
+
+    def connect(self, url: str):
+        """Register the model (once, as the operator) and return a callable running one inference over REST."""
+        if not hasattr(self, "_registered"):
+            with Client(url, OPERATOR, progress=False) as operator:
+                operator.register_model("mlp", self.export)
+            self._registered = True
+        model = EncryptedModel(url, "mlp", token=TOKEN, progress=False)
+        return model, lambda x=None: model.infer(self.x if x is None else x)
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=64)
-    parser.add_argument("--cols", type=int, default=128)
+    parser.add_argument("--workload", choices=("einsum", "model"), default="einsum")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    W = rng.standard_normal((args.rows, args.cols))
-    x = rng.standard_normal(args.cols)
-    spec = "ij,j->i"
-
-    plan = einfhe.compile(spec, W, einfhe.cipher(x.shape))
-    ctx = einfhe.Context.for_plan(plan)
-    print(f"plan: {spec} W{W.shape}  {ctx.params}  rotations={len(plan.rotations)} depth={plan.depth}")
-
-    def in_process():
-        y = einfhe.decrypt(ctx, einfhe.run(ctx, plan, W, einfhe.encrypt(ctx, x, plan.input_layout(1))))
-        np.testing.assert_allclose(y, W @ x, atol=1e-4)
-
-    local = _median_seconds(in_process, args.repeats)
-
     with tempfile.TemporaryDirectory() as tmp:
-        tokens = Path(tmp) / "tokens.txt"
-        tokens.write_text(f"bench:{TOKEN}\n")
-        with LocalServer(Settings(data_dir=Path(tmp) / "data", token_file=tokens, workers=2)) as url:
-            with Client(url, TOKEN, progress=False) as client:
-                client.register_operand("W", W)
+        tmp = Path(tmp)
+        work = (EinsumWorkload if args.workload == "einsum" else ModelWorkload)(rng, tmp)
+        tolerance = 1e-3 * max(1.0, float(np.abs(work.expected).max()))
+        local = _median_seconds(lambda: np.testing.assert_allclose(work.in_process(), work.expected, atol=tolerance),
+                                args.repeats)
+        tokens = tmp / "tokens.txt"
+        tokens.write_text(f"operator:{OPERATOR}\nbench:{TOKEN}\n")
+        with LocalServer(Settings(data_dir=tmp / "data", token_file=tokens, workers=2)) as url:
+            session, call = work.connect(url)
+            with session:
                 start = time.perf_counter()
-                client.einsum(spec, "W", x)  # plans, generates keys, uploads them once
+                call()  # fetches requirements or plans, generates keys, uploads them once
                 first = time.perf_counter() - start
-                keyset = client.http.request("GET", "/keysets").json()[0]
-
-                def rest():
-                    np.testing.assert_allclose(client.einsum(spec, "W", x), W @ x, atol=1e-4)
-
-                remote = _median_seconds(rest, args.repeats)
+                http = session.http if isinstance(session, Client) else session.client.http
+                keyset = http.request("GET", "/keysets").json()[0]
+                remote = _median_seconds(lambda: np.testing.assert_allclose(call(), work.expected, atol=tolerance),
+                                         args.repeats)
 
             def one_client(seed: int) -> bool:
-                v = np.random.default_rng(seed).standard_normal(args.cols)
-                with Client(url, TOKEN, progress=False) as c:
-                    return bool(np.allclose(c.einsum(spec, "W", v), W @ v, atol=1e-4))
+                v = work.x + np.random.default_rng(seed).uniform(-1e-3, 1e-3, work.x.shape)
+                other, run = work.connect(url)
+                with other:
+                    return bool(np.allclose(run(v), work.expected, atol=tolerance * 10))
 
             start = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
@@ -87,7 +147,7 @@ def main() -> None:
     print(f"in-process encrypt+run+decrypt   median {local * 1e3:8.1f} ms  ({args.repeats} runs)")
     print(f"REST round trip (keys cached)    median {remote * 1e3:8.1f} ms  ({args.repeats} runs)")
     print(f"REST overhead ratio              {remote / local:8.2f}x  ({(remote / local - 1) * 100:+.0f}%)")
-    print(f"first REST call (plan + keygen + key upload {keyset['size'] / 2**20:.1f} MiB): {first:.2f} s")
+    print(f"first REST call (requirements + keygen + key upload {keyset['size'] / 2**20:.1f} MiB): {first:.2f} s")
     print(f"{args.clients} concurrent clients (own keys each): {sum(results)}/{len(results)} correct "
           f"in {concurrent:.1f} s")
 

@@ -1,9 +1,11 @@
-"""einfhe's client: encrypted einsums on an einfhe server, with keys that never leave this process.
+"""einfhe's client: encrypted einsums and model inference on an einfhe server, with keys that never leave this process.
 
-    from client import Client
+    from client import Client, EncryptedModel
     with Client("http://127.0.0.1:8000", token) as c:
         c.register_operand("W", W)
         y = c.einsum("ij,j->i", "W", x)
+    with EncryptedModel("http://127.0.0.1:8000", "digits", token=token) as model:
+        labels = model.infer(X).argmax(axis=1)
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import einfhe as _einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 from .client import Client, PlanInfo
+from .model import EncryptedModel
 from .errors import (
     BadRequest,
     ClientError,
     Conflict,
     ConnectionFailed,
+    Forbidden,
     InternalServerError,
     JobFailed,
     NotFound,
@@ -25,6 +29,6 @@ from .errors import (
 )
 
 __all__ = [
-    "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "InternalServerError", "JobFailed",
-    "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
+    "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "EncryptedModel", "Forbidden",
+    "InternalServerError", "JobFailed", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
 ]

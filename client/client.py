@@ -14,8 +14,10 @@ import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import io
 import json
+import tarfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import msgpack
@@ -73,6 +75,16 @@ class Client:
         return self.http.request("PUT", f"/operands/{name}", content=buffer.getvalue(),
                                  headers={"Content-Type": "application/octet-stream"}).json()
 
+    def register_model(self, name: str, directory, *, slots: int = 8192, insecure_test_params: bool = False) -> dict:
+        """Register quant's integer export in `directory` (operators only) as a gzipped tar; returns the model."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for filename in ("manifest.json", "model.npz"):
+                archive.add(Path(directory) / filename, arcname=filename)
+        params = {"name": name, "slots": slots, "insecure_test_params": insecure_test_params}
+        return self.http.request("POST", "/models", params=params, content=buffer.getvalue(),
+                                 headers={"Content-Type": "application/gzip"}).json()
+
     def plan(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None) -> PlanInfo:
         """Have the server plan `spec` (strings name registered operands, arrays or shapes are cipher operands)."""
         refs = [{"plain": op} if isinstance(op, str) else {"cipher": [int(n) for n in np.shape(op)]} for op in operands]
@@ -106,12 +118,27 @@ class Client:
     # -- jobs ---------------------------------------------------------------------------------------
     def submit(self, plan_id: str, keyset_id: str, blobs: list[bytes]) -> dict:
         """Submit ciphertext blobs (one per cipher operand) for a plan; returns the queued job."""
+        response = self._post_job("/jobs", {"plan_id": plan_id, "keyset_id": keyset_id}, blobs, wait=0)
+        return response.json()
+
+    def run_job(self, path: str, params: dict, blobs: list[bytes], timeout: float | None = None) -> bytes:
+        """Submit a job to `path` and return its result blob: inline when it finishes within the first wait,
+        else by polling (with a progress bar) and fetching the result."""
+        response = self._post_job(path, params, blobs, wait=self.poll_seconds)
+        if response.status_code == 200:
+            return response.content
+        job = response.json()
+        self.wait(job["id"], timeout)
+        return self.result(job["id"])
+
+    def _post_job(self, path: str, params: dict, blobs: list[bytes], wait: float) -> httpx.Response:
+        """POST ciphertext blobs: one as application/octet-stream, several as one msgpack array."""
         if len(blobs) == 1:
             content, media = blobs[0], "application/octet-stream"
         else:
             content, media = msgpack.packb(list(blobs), use_bin_type=True), "application/msgpack"
-        return self.http.request("POST", "/jobs", params={"plan_id": plan_id, "keyset_id": keyset_id},
-                                 content=content, headers={"Content-Type": media}).json()
+        return self.http.request("POST", path, params={**params, "wait": wait}, content=content,
+                                 headers={"Content-Type": media})
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict:
         """Wait for a job to finish (long polls; a progress bar once it runs long); raise JobFailed on failure."""
@@ -146,6 +173,5 @@ class Client:
         plan = self.plan(spec, *operands, slots=slots, params=params)
         ctx, keyset_id = self.context_for(plan)
         blobs = [tensor_to_bytes(ctx, encrypt(ctx, operands[op.operand], op.layout)) for op in plan.plan.cipher_inputs]
-        job = self.submit(plan.id, keyset_id, blobs)
-        self.wait(job["id"], timeout)
-        return decrypt(ctx, tensor_from_bytes(ctx, self.result(job["id"])))
+        result = self.run_job("/jobs", {"plan_id": plan.id, "keyset_id": keyset_id}, blobs, timeout)
+        return decrypt(ctx, tensor_from_bytes(ctx, result))

@@ -5,7 +5,8 @@
     ├── ServerError             the server answered with an error
     │   ├── BadRequest          400, 405, 411, 415, 422: the request was malformed or refused
     │   ├── Unauthorized        401: missing or unknown API token
-    │   ├── NotFound            403, 404: no such object for this token (other tenants' objects look missing)
+    │   ├── Forbidden           403: the token may not do this (e.g. register a model: operators only)
+    │   ├── NotFound            404: no such object for this token (other tenants' objects look missing)
     │   ├── Conflict            409: wrong state (job not finished or failed, key set not matching the plan)
     │   ├── PayloadTooLarge     413: a body over the server's cap
     │   └── InternalServerError 5xx
@@ -15,8 +16,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "BadRequest", "ClientError", "Conflict", "ConnectionFailed", "InternalServerError", "JobFailed", "NotFound",
-    "PayloadTooLarge", "ServerError", "Unauthorized", "error_for_status",
+    "BadRequest", "ClientError", "Conflict", "ConnectionFailed", "Forbidden", "InternalServerError", "JobFailed",
+    "NotFound", "PayloadTooLarge", "ServerError", "Unauthorized", "error_for_status",
 ]
 
 
@@ -46,6 +47,10 @@ class Unauthorized(ServerError):
     """The API token is missing or unknown."""
 
 
+class Forbidden(ServerError):
+    """The token is valid but may not do this."""
+
+
 class NotFound(ServerError):
     """No such object for this token."""
 
@@ -66,7 +71,7 @@ class JobFailed(ClientError):
     """A job finished with an error."""
 
 
-_BY_STATUS = {401: Unauthorized, 403: NotFound, 404: NotFound, 409: Conflict, 413: PayloadTooLarge}
+_BY_STATUS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: PayloadTooLarge}
 
 
 def error_for_status(status: int, code: str, message: str) -> ServerError:

@@ -21,6 +21,8 @@ class Http:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.retries = retries
         self.backoff = backoff
+        self.bytes_sent = 0      # request bodies, every attempt
+        self.bytes_received = 0  # response bodies
         # TCP_NODELAY: httpx writes headers and body separately, and Nagle's algorithm would then hold the body
         # back until the server's delayed ACK (~40 ms per upload on loopback).
         transport = transport or httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
@@ -39,6 +41,8 @@ class Http:
             exhausted = attempt >= self.retries
             try:
                 response = self._client.request(method, path, **kwargs)
+                self.bytes_sent += len(response.request.content)
+                self.bytes_received += len(response.content)
             except httpx.TransportError as exc:
                 # A request that never reached the server is safe to resend even when it is not idempotent.
                 if exhausted or not (idempotent or isinstance(exc, httpx.ConnectError)):

@@ -1,4 +1,5 @@
-"""einfhe's service: a FastAPI app that runs encrypted einsums on evaluation keys its tenants upload once.
+"""einfhe's service: a FastAPI app that runs encrypted einsums and model inference on evaluation keys its tenants
+upload once.
 
     from server import Settings, create_app
     app = create_app(Settings(data_dir="data", token_file="tokens.txt"))   # uvicorn.run(app, ...)

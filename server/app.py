@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
 
     app = FastAPI(
         title="einfhe", version="0.1.0", lifespan=lifespan,
-        description="Encrypted einsum as a service: the server computes on CKKS ciphertexts it cannot read. "
+        description="Encrypted einsum and model inference as a service: the server computes on CKKS ciphertexts it "
+                    "cannot read. "
                     "Ciphertexts and keys travel as binary (octet-stream or msgpack); errors are "
                     '{"error": {"code", "message"}} with stable codes.',
     )
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)
-    largest = max(settings.max_keyset_bytes, settings.max_ciphertext_bytes, settings.max_operand_bytes)
+    largest = max(settings.max_keyset_bytes, settings.max_ciphertext_bytes, settings.max_operand_bytes,
+                  settings.max_model_bytes)
     app.add_middleware(BodyGuard, limit=largest, json_limit=settings.max_json_bytes)
     app.add_middleware(RequestLog)
     return app

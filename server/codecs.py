@@ -16,7 +16,10 @@ from einfhe.serialize import unpack_blob, unpack_parts
 
 from .errors import ServiceError
 
-__all__ = ["KEY_PARTS", "SECRET_PART_NAMES", "KeySetUpload", "decode_keyset", "decode_npy", "decode_tensor_list", "inspect_tensor"]
+__all__ = [
+    "KEY_PARTS", "MSGPACK_TYPES", "SECRET_PART_NAMES", "KeySetUpload", "decode_keyset", "decode_npy",
+    "decode_tensor_list", "inspect_tensor", "unpack_msgpack",
+]
 
 KEY_PARTS = ("context", "public_key", "mult_key", "rotation_keys")
 SECRET_PART_NAMES = ("secret", "private", "sk")
@@ -24,7 +27,7 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vn
 _MAX_NDIM = 8
 
 
-def _unpack_msgpack(body: bytes, what: str):
+def unpack_msgpack(body: bytes, what: str):
     """msgpack.unpackb with strict settings, any failure answered as malformed_blob."""
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
@@ -85,7 +88,7 @@ def decode_tensor_list(body: bytes, content_type: str) -> list[bytes]:
     if media == "application/octet-stream":
         return [body]
     if media in MSGPACK_TYPES:
-        blobs = _unpack_msgpack(body, "job body")
+        blobs = unpack_msgpack(body, "job body")
         if not isinstance(blobs, list) or not all(isinstance(b, bytes) for b in blobs):
             raise ServiceError("malformed_blob", "a msgpack job body must be an array of tensor blobs (bin)")
         return blobs

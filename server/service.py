@@ -34,7 +34,7 @@ class Service:
         interrupted = self.store.fail_unfinished_jobs("interrupted", "the server restarted before the job finished")
         if interrupted:
             log.warning("marked %d job(s) interrupted by the last shutdown as failed", interrupted)
-        self.executor = executor or LocalProcessExecutor(settings.workers)
+        self.executor = executor or LocalProcessExecutor(settings.workers, settings.worker_threads)
         self.jobs = JobRunner(self.store, self.executor)
 
     def parameters(self, data: dict) -> Parameters:

@@ -19,11 +19,16 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     token_file: Path | None = None
+    # Tenants allowed to register and delete models (every tenant may use them); JSON list in the environment.
+    operators: list[str] = ["operator"]
     workers: int = Field(2, ge=1, le=256)
+    worker_threads: int = Field(1, ge=1, le=256)  # OpenMP threads per worker (OMP_NUM_THREADS wins when set)
     max_json_bytes: int = Field(1 * _MIB, ge=1)
     max_keyset_bytes: int = Field(1024 * _MIB, ge=1)
     max_ciphertext_bytes: int = Field(256 * _MIB, ge=1)
     max_operand_bytes: int = Field(64 * _MIB, ge=1)
+    max_model_bytes: int = Field(64 * _MIB, ge=1)
+    max_infer_rows: int = Field(1 << 16, ge=1)
     max_iteration_space: int = Field(1 << 26, ge=1)
     max_plan_steps: int = Field(200_000, ge=1)
     max_cts: int = Field(1024, ge=1)

@@ -1,10 +1,12 @@
 """Storage under one data directory: SQLite for metadata, a directory of blobs for keys, tensors and results.
 
-    <data_dir>/einfhe.sqlite3          keysets, operands, plans, jobs (one row each, owned by a tenant)
+    <data_dir>/einfhe.sqlite3          keysets, operands, plans, jobs (one row each, owned by a tenant), models
     <data_dir>/blobs/<kind>/<name>     key sets, plaintext operands (.npy), job inputs and results
+    <data_dir>/blobs/models/<id>/      a registered model: manifest.json, model.npz, its compiled programs
 
 Blobs are written to a temporary name and renamed, so a crash never leaves half a blob under a real name.
-Every read is scoped to a tenant: another tenant's object is indistinguishable from a missing one.
+Every read is scoped to a tenant (another tenant's object is indistinguishable from a missing one), except
+models: the operator registers them for every tenant to use.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["Store", "BLOB_KINDS"]
 
-BLOB_KINDS = ("keysets", "operands", "inputs", "results")
+BLOB_KINDS = ("keysets", "operands", "inputs", "results", "models")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keysets (
@@ -34,9 +36,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, plan_id TEXT NOT NULL, keyset_id TEXT NOT NULL,
     inputs TEXT NOT NULL, plains TEXT NOT NULL, status TEXT NOT NULL, error_code TEXT, error_message TEXT,
     created REAL NOT NULL, finished REAL, seconds REAL, result_size INTEGER);
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, summary TEXT NOT NULL, programs TEXT NOT NULL,
+    size INTEGER NOT NULL, created REAL NOT NULL);
 """
 
-_JSON_COLUMNS = {"params", "rotations", "shape", "operands", "inputs", "plains"}  # `plan` stays plan JSON text
+# `plan` stays plan JSON text
+_JSON_COLUMNS = {"params", "rotations", "shape", "operands", "inputs", "plains", "summary", "programs"}
 
 
 def _decode(row: sqlite3.Row | None) -> dict | None:
@@ -102,6 +108,19 @@ class Store:
                 f"SELECT * FROM {table} WHERE tenant = ? AND {where}", (tenant, *key.values())
             ).fetchone()
         return _decode(row)
+
+    def get_shared(self, table: str, **key) -> dict | None:
+        """The row of a table every tenant may read (models) matching `key`, or None."""
+        where = " AND ".join(f"{k} = ?" for k in key)
+        with self._lock:
+            row = self._db.execute(f"SELECT * FROM {table} WHERE {where}", tuple(key.values())).fetchone()
+        return _decode(row)
+
+    def list_shared(self, table: str) -> list[dict]:
+        """All rows of a table every tenant may read (models), oldest first."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM {table} ORDER BY created").fetchall()
+        return [_decode(r) for r in rows]
 
     def list(self, table: str, tenant: str) -> list[dict]:
         """All of the tenant's rows of `table`, oldest first."""

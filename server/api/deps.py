@@ -2,9 +2,11 @@
 
     ServiceDep      the app's Service
     TenantDep       the tenant named by ``Authorization: Bearer <token>`` (401 otherwise)
+    OperatorDep     the tenant, who must be one of the operators (403 otherwise): they register models
     KeySetDep, PlanDep, JobDep, OperandDep
                     the tenant's object named in the path (404 when missing or another tenant's)
-    KeySetBody, CiphertextBody, OperandBody
+    ModelDep        a registered model (every tenant may use the operator's models)
+    KeySetBody, CiphertextBody, OperandBody, ModelBody
                     the raw request body, refused with 413 past its cap
 """
 
@@ -20,8 +22,8 @@ from ..tokens import token_digest
 from .schemas import NAME_PATTERN
 
 __all__ = [
-    "CiphertextBody", "JobDep", "KeySetBody", "KeySetDep", "OperandBody", "OperandDep", "PlanDep", "ServiceDep",
-    "TenantDep", "get_service", "get_tenant",
+    "CiphertextBody", "JobDep", "KeySetBody", "KeySetDep", "ModelBody", "ModelDep", "OperandBody", "OperandDep",
+    "OperatorDep", "PlanDep", "ServiceDep", "TenantDep", "get_service", "get_tenant",
 ]
 
 
@@ -46,6 +48,16 @@ def get_tenant(
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_operator(tenant: TenantDep, service: ServiceDep) -> str:
+    """The tenant, when it is one of the service's operators, or 403."""
+    if tenant not in service.settings.operators:
+        raise ServiceError("forbidden", "only an operator's token may register or delete models")
+    return tenant
+
+
+OperatorDep = Annotated[str, Depends(get_operator)]
 
 
 def _owned(service: Service, table: str, tenant: str, what: str, **key) -> dict:
@@ -75,7 +87,16 @@ def get_operand(name: Annotated[str, Path(pattern=NAME_PATTERN)], tenant: Tenant
     return _owned(service, "operands", tenant, "operand", name=name)
 
 
+def get_model(model_id: Annotated[str, Path(max_length=64)], _tenant: TenantDep, service: ServiceDep) -> dict:
+    """The registered model `model_id` (any tenant may use it)."""
+    row = service.store.get_shared("models", id=model_id)
+    if row is None:
+        raise ServiceError("not_found", f"no model {model_id!r} is registered")
+    return row
+
+
 KeySetDep = Annotated[dict, Depends(get_keyset)]
+ModelDep = Annotated[dict, Depends(get_model)]
 PlanDep = Annotated[dict, Depends(get_plan)]
 JobDep = Annotated[dict, Depends(get_job)]
 OperandDep = Annotated[dict, Depends(get_operand)]
@@ -104,3 +125,4 @@ def capped_body(setting: str):
 KeySetBody = Annotated[bytes, Depends(capped_body("max_keyset_bytes"))]
 CiphertextBody = Annotated[bytes, Depends(capped_body("max_ciphertext_bytes"))]
 OperandBody = Annotated[bytes, Depends(capped_body("max_operand_bytes"))]
+ModelBody = Annotated[bytes, Depends(capped_body("max_model_bytes"))]

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 __all__ = [
-    "NAME_PATTERN", "ErrorDetail", "ErrorResponse", "JobPublic", "KeySetPublic",
+    "NAME_PATTERN", "ErrorDetail", "ErrorResponse", "JobPublic", "KeySetPublic", "ModelProgram", "ModelPublic",
     "OperandPublic", "OperandRef", "PlanCreate", "PlanPublic",
 ]
 
@@ -108,3 +108,39 @@ class JobPublic(BaseModel):
     finished: float | None = None
     seconds: float | None = None
     result_size: int | None = None
+
+
+class ModelProgram(BaseModel):
+    """One compiled encrypted program of a model: how the client encrypts its input and what it costs."""
+
+    variant: Literal["single", "batch"]
+    batch: int | None = Field(description="samples per request (zero-padded by the client), or null for one sample")
+    depth: int
+    rotations: list[int]
+    input_layout: dict
+    output_layout: dict
+    cts_in: int
+    cts_out: int
+    steps: int
+    input_scale: list[float] | None = Field(description="per-feature factor the client applies before encrypting "
+                                                        "(einfhe.ModelPlan.pack_input)")
+    output_scale: list[float] = Field(description="per-output factor the client applies after decrypting "
+                                                  "(einfhe.ModelPlan.unpack_output)")
+    plan: dict = Field(description="the plan (einfhe.Plan.from_json), which the client needs for its context")
+
+
+class ModelPublic(BaseModel):
+    """A registered model and everything a client needs before uploading: parameters, layouts, rotations."""
+
+    id: str
+    name: str
+    input_shape: list[int] | None
+    n_features: int
+    n_outputs: int
+    layers: list[str]
+    params: dict
+    fingerprint: str
+    rotations: list[int] = Field(description="every rotation any program needs: generate keys for these once")
+    programs: dict[str, ModelProgram]
+    size: int
+    created: float

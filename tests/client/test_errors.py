@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 import client
-from client import BadRequest, ClientError, ConnectionFailed, Conflict, NotFound, PayloadTooLarge, ServerError
+from client import (
+    BadRequest, ClientError, ConnectionFailed, Conflict, Forbidden, NotFound, PayloadTooLarge, ServerError,
+)
 from client.errors import error_for_status
 from client.http import Http
 from server import CODES
@@ -16,8 +18,8 @@ from server import CODES
 
 def test_exported_names():
     assert sorted(client.__all__) == sorted([
-        "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "InternalServerError", "JobFailed",
-        "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
+        "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "EncryptedModel", "Forbidden",
+        "InternalServerError", "JobFailed", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
     ])
     for name in client.__all__:
         assert hasattr(client, name), name
@@ -27,7 +29,7 @@ def test_exported_names():
 def test_every_server_code_maps_to_a_typed_error(code, status):
     error = error_for_status(status, code, "m")
     assert isinstance(error, ServerError) and error.code == code and error.status == status
-    expected = {404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status)
+    expected = {403: Forbidden, 404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status)
     if expected is not None:
         assert isinstance(error, expected)
     if status in (400, 405, 411, 415, 422):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -10,37 +9,16 @@ from fastapi import APIRouter, Header, Query, Response
 from einfhe import Parameters, Plan
 from einfhe.plan import PlainInput
 
-from ...codecs import MSGPACK_TYPES, decode_tensor_list, inspect_tensor
 from ...errors import ServiceError
-from ...executor import JobTask
 from ...service import Service
 from ..deps import CiphertextBody, JobDep, ServiceDep, TenantDep
-from ..schemas import ErrorDetail, ErrorResponse, JobPublic
+from ..openapi import BINARY_SCHEMA, TENSORS_BODY
+from ..schemas import ErrorResponse, JobPublic
+from ..submission import INLINE_RESPONSES, answer_job, job_public, queue_job
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "the cipher operands as einfhe tensor blobs (einfhe.tensor_to_bytes), in operand order: "
-                       "one blob as application/octet-stream, or a msgpack array of blobs",
-        "content": {"application/octet-stream": _BINARY, MSGPACK_TYPES[0]: _BINARY},
-    }
-}
-
-
-def job_public(row: dict, service: Service) -> JobPublic:
-    """The public state of a stored job (queued jobs a worker has picked up read as running)."""
-    status = row["status"]
-    if status == "queued" and service.jobs.is_running(row["id"]):
-        status = "running"
-    error = ErrorDetail(code=row["error_code"], message=row["error_message"] or "") if row["error_code"] else None
-    return JobPublic(id=row["id"], plan_id=row["plan_id"], keyset_id=row["keyset_id"], status=status, error=error,
-                     created=row["created"], finished=row["finished"], seconds=row["seconds"],
-                     result_size=row["result_size"])
 
 
 def _plain_paths(plan: Plan, refs: list[dict], tenant: str, service: Service) -> list[tuple[int, str]]:
@@ -60,8 +38,8 @@ def _plain_paths(plan: Plan, refs: list[dict], tenant: str, service: Service) ->
     return paths
 
 
-@router.post("", status_code=202, response_model=JobPublic, operation_id="create_job", openapi_extra=_BODY,
-             responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+@router.post("", status_code=202, response_class=Response, operation_id="create_job", openapi_extra=TENSORS_BODY,
+             responses={**INLINE_RESPONSES, 400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
                         409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}})
 def create_job(
     plan_id: Annotated[str, Query(max_length=64)],
@@ -70,41 +48,18 @@ def create_job(
     tenant: TenantDep,
     service: ServiceDep,
     content_type: Annotated[str, Header()] = "application/octet-stream",
-) -> JobPublic:
+    wait: Annotated[float, Query(ge=0, description="seconds to wait for the result, answered inline")] = 0,
+) -> Response:
     """Queue the plan's einsum on the uploaded ciphertexts with the key set's evaluation keys."""
-    store = service.store
-    plan_row = store.get("plans", tenant, id=plan_id)
-    keyset = store.get("keysets", tenant, id=keyset_id)
-    if plan_row is None or keyset is None:
-        missing = f"plan {plan_id!r}" if plan_row is None else f"key set {keyset_id!r}"
-        raise ServiceError("not_found", f"no {missing} for this token")
+    plan_row = service.store.get("plans", tenant, id=plan_id)
+    if plan_row is None:
+        raise ServiceError("not_found", f"no plan {plan_id!r} for this token")
     plan = Plan.from_json(plan_row["plan"])
-    params = Parameters.from_json(plan_row["params"])
-    if keyset["fingerprint"] != params.fingerprint().hex():
-        raise ServiceError("keyset_mismatch", "the key set was made for other parameters than the plan's")
-    missing = sorted(set(plan.rotations) - set(keyset["rotations"]))
-    if missing:
-        raise ServiceError("keyset_mismatch", f"the key set lacks rotation keys for offsets {missing}")
-    blobs = decode_tensor_list(body, content_type)
-    if len(blobs) != len(plan.cipher_inputs):
-        raise ServiceError("malformed_blob", f"the plan takes {len(plan.cipher_inputs)} cipher operand(s), got {len(blobs)}")
-    for op, blob in zip(plan.cipher_inputs, blobs):
-        tensor = inspect_tensor(blob, params, service.settings.max_cts)
-        if tensor.layout != op.layout:
-            raise ServiceError("malformed_blob", f"operand {op.operand} is encrypted in {tensor.layout}; the plan "
-                                                 f"needs {op.layout} (encrypt with plan.input_layout({op.operand}))")
     plains = _plain_paths(plan, plan_row["operands"], tenant, service)
-    job_id = uuid.uuid4().hex
-    inputs = [str(store.write_blob("inputs", f"{job_id}.{i}", blob)) for i, blob in enumerate(blobs)]
-    row = store.insert("jobs", id=job_id, tenant=tenant, plan_id=plan_id, keyset_id=keyset_id, inputs=inputs,
-                       plains=plains, status="queued", error_code=None, error_message=None, finished=None,
-                       seconds=None, result_size=None)
-    service.jobs.submit(JobTask(
-        job_id=job_id, keyset_id=keyset_id, keyset_path=str(store.blob_path("keysets", keyset_id)),
-        params=params.to_json(), plan_json=plan_row["plan"],
-        inputs=tuple(inputs), plains=tuple(plains), max_cts=service.settings.max_cts,
-    ))
-    return job_public(row, service)
+    row = queue_job(service, tenant, plan_id=plan_id, plan=plan, plan_json=plan_row["plan"],
+                    params=Parameters.from_json(plan_row["params"]), keyset_id=keyset_id, body=body,
+                    content_type=content_type, plains=plains)
+    return answer_job(service, tenant, row, wait)
 
 
 @router.get("", response_model=list[JobPublic], operation_id="list_jobs")
@@ -124,7 +79,7 @@ def get_job(job: JobDep, tenant: TenantDep, service: ServiceDep,
 
 
 @router.get("/{job_id}/result", operation_id="get_job_result", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": _BINARY},
+            responses={200: {"content": {"application/octet-stream": BINARY_SCHEMA},
                              "description": "the result tensor blob (decrypt with einfhe.tensor_from_bytes)"},
                        404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
 def get_job_result(job: JobDep, service: ServiceDep) -> Response:

@@ -1,0 +1,117 @@
+"""`EncryptedModel`: inference on a model the server holds, with inputs and outputs encrypted by this client.
+
+    model = EncryptedModel("http://127.0.0.1:8000", "digits", token=token)
+    probabilities = model.infer(x)                   # x: (features,) or (batch, features), encrypted here
+    same_model = model.infer(x, encrypted=False)      # plaintext, for comparison
+
+On first encrypted use the client reads the model's requirements (`GET /models/{id}`: parameters, input
+layouts, rotations), generates keys locally for every program of the model at once, and uploads the evaluation
+keys (never the secret key) a single time; later calls reuse them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from tqdm import tqdm
+
+from einfhe import ModelPlan, Parameters, Plan, decrypt, encrypt, tensor_from_bytes, tensor_to_bytes
+
+from .client import Client, PlanInfo
+from .errors import NotFound
+
+__all__ = ["EncryptedModel"]
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+class EncryptedModel:
+    """A registered model (by id or name) run on this client's data; keys stay in this object."""
+
+    def __init__(self, url: str, model: str, *, token: str, progress: bool = True, timeout: float | None = None,
+                 **client_options) -> None:
+        self.client = Client(url, token, progress=progress, **client_options)
+        self.model = model
+        self.progress = progress
+        self.timeout = timeout
+        self._info: dict | None = None
+        self._programs: dict[str, tuple[ModelPlan, PlanInfo]] = {}
+
+    def close(self) -> None:
+        """Close the HTTP connections (the keys go with this object)."""
+        self.client.close()
+
+    def __enter__(self) -> "EncryptedModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def info(self) -> dict:
+        """The model's requirements from the server (fetched once): parameters, layouts, rotations, programs."""
+        if self._info is None:
+            self._info = self._fetch()
+        return self._info
+
+    def _fetch(self) -> dict:
+        try:
+            return self.client.http.request("GET", f"/models/{self.model}").json()
+        except NotFound:
+            named = [m for m in self.client.http.request("GET", "/models").json() if m["name"] == self.model]
+            if not named:
+                raise
+            return named[-1]  # the latest registration under that name
+
+    def _program(self, variant: str) -> tuple[ModelPlan, PlanInfo]:
+        """The program's plan (for layouts and output scale) with keys for every program made on first use."""
+        if not self._programs:
+            params = Parameters.from_json(self.info["params"])
+            for name, program in sorted(self.info["programs"].items(), key=lambda p: -len(p[1]["rotations"])):
+                plan = Plan.from_json(json.dumps(program["plan"]))
+                input_scale = None if program["input_scale"] is None else np.asarray(program["input_scale"])
+                model_plan = ModelPlan(plan, (), program["batch"], np.asarray(program["output_scale"]), input_scale)
+                self._programs[name] = (model_plan, PlanInfo(f"{self.info['id']}.{name}", plan, params, program))
+            for _, info in self._programs.values():  # most rotations first: one key set covers every program
+                self.client.context_for(info)
+        return self._programs[variant]
+
+    def infer(self, x, *, encrypted: bool = True) -> np.ndarray:
+        """The model's outputs for one sample (features,) or a batch (batch, features), as a numpy array."""
+        x = np.asarray(x, dtype=np.float64)
+        if not encrypted:
+            response = self.client.http.request("POST", f"/models/{self.info['id']}/infer", content=_npy(x),
+                                                headers={"Content-Type": "application/octet-stream"},
+                                                idempotent=True)
+            return np.load(io.BytesIO(response.content), allow_pickle=False)
+        n_features = self.info["n_features"]
+        if x.shape[-1:] != (n_features,) or x.ndim not in (1, 2):
+            raise ValueError(f"the model takes samples of {n_features} features: (features,) or (batch, features), "
+                             f"not {x.shape}")
+        if x.ndim == 1:
+            return self._run("single", x)
+        program, _ = self._program("batch")
+        size = program.batch
+        chunks = range(0, len(x), size)
+        outputs = []
+        for start in tqdm(chunks, desc="encrypted batches", unit="batch", disable=not self.progress or len(chunks) < 2):
+            chunk = x[start:start + size]
+            padded = np.zeros((size, n_features))
+            padded[:len(chunk)] = chunk
+            outputs.append(self._run("batch", padded)[:len(chunk)])
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.info["n_outputs"]))
+
+    def _run(self, variant: str, x: np.ndarray) -> np.ndarray:
+        """Encrypt `x` in the program's layout, run the job on the server, decrypt and unpack its output."""
+        program, info = self._program(variant)
+        ctx, keyset_id = self.client.context_for(info)
+        blob = tensor_to_bytes(ctx, encrypt(ctx, program.pack_input(x), program.input_layout))
+        result = self.client.run_job(f"/models/{self.info['id']}/jobs", {"keyset_id": keyset_id, "variant": variant},
+                                     [blob], self.timeout)
+        return program.unpack_output(decrypt(ctx, tensor_from_bytes(ctx, result)))

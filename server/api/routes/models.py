@@ -1,0 +1,146 @@
+"""Models: the operator registers a quantized model's integer export; tenants run it encrypted or in plaintext."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Header, Query, Response
+
+from einfhe import Parameters
+
+from ...codecs import decode_npy
+from ...errors import ServiceError
+from ...model_archive import MODEL_MEDIA_TYPES, read_model_upload
+from ...model_program import load_model, plaintext_forward
+from ...model_registry import model_directory, program_plan, register_model
+from ...service import Service
+from ..deps import CiphertextBody, ModelBody, ModelDep, OperandBody, OperatorDep, ServiceDep, TenantDep
+from ..openapi import BINARY_SCHEMA, TENSORS_BODY
+from ..schemas import NAME_PATTERN, ErrorResponse, ModelProgram, ModelPublic
+from ..submission import INLINE_RESPONSES, answer_job, queue_job
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+_MODEL_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "quant.export_integer_model's directory (manifest.json and model.npz) as a tar (optionally "
+                       "gzipped) or zip archive, or a msgpack map {'manifest.json': ..., 'model.npz': ...}",
+        "content": {media: BINARY_SCHEMA for media in MODEL_MEDIA_TYPES},
+    }
+}
+_NPY_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "plaintext samples as .npy (numpy.save): (batch, features) or one sample (features,)",
+        "content": {"application/octet-stream": BINARY_SCHEMA},
+    }
+}
+_ERRORS = {400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+           413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+
+def model_public(row: dict, service: Service) -> ModelPublic:
+    """The public description of a registered model, with each program's plan."""
+    params = Parameters.from_json(row["summary"]["params"])
+    programs = {}
+    for variant, info in row["programs"].items():
+        plan_json = (model_directory(service, row["id"]) / f"{variant}.plan.json").read_text()
+        fields = {k: v for k, v in info.items() if k != "plains"}
+        programs[variant] = ModelProgram(**fields, plan=json.loads(plan_json))
+    rotations = sorted({r for info in row["programs"].values() for r in info["rotations"]})
+    summary = row["summary"]
+    return ModelPublic(id=row["id"], name=row["name"], input_shape=summary["input_shape"],
+                       n_features=summary["n_features"], n_outputs=summary["n_outputs"], layers=summary["layers"],
+                       params=params.to_json(), fingerprint=params.fingerprint().hex(), rotations=rotations,
+                       programs=programs, size=row["size"], created=row["created"])
+
+
+@router.post("", status_code=201, response_model=ModelPublic, operation_id="register_model",
+             openapi_extra=_MODEL_BODY, responses=_ERRORS)
+def create_model(
+    name: Annotated[str, Query(pattern=NAME_PATTERN)],
+    body: ModelBody,
+    tenant: OperatorDep,
+    service: ServiceDep,
+    content_type: Annotated[str, Header()] = "application/x-tar",
+    slots: Annotated[int, Query(ge=2, le=1 << 15, description="slots per ciphertext (ring >= 2 x slots)")] = 8192,
+    insecure_test_params: Annotated[bool, Query(description="test-only tiny ring; refused unless the server "
+                                                            "allows insecure test parameters")] = False,
+) -> ModelPublic:
+    """Register a quantized model's integer export and compile its single-sample and batched encrypted programs."""
+    if slots & (slots - 1):
+        raise ServiceError("invalid_parameters", f"slots must be a power of two, not {slots}")
+    files = read_model_upload(body, content_type, service.settings.max_model_bytes)
+    row = register_model(service, tenant, name, files, slots=slots, insecure_test_params=insecure_test_params)
+    return model_public(row, service)
+
+
+@router.get("", response_model=list[ModelPublic], operation_id="list_models")
+def list_models(_tenant: TenantDep, service: ServiceDep) -> list[ModelPublic]:
+    """Every registered model."""
+    return [model_public(r, service) for r in service.store.list_shared("models")]
+
+
+@router.get("/{model_id}", response_model=ModelPublic, operation_id="get_model", responses=_ERRORS)
+def get_model(model: ModelDep, service: ServiceDep) -> ModelPublic:
+    """A model's requirements: parameters, input layouts, rotation set, batch options (before any upload)."""
+    return model_public(model, service)
+
+
+@router.delete("/{model_id}", status_code=204, operation_id="delete_model", responses=_ERRORS)
+def delete_model(model: ModelDep, _operator: OperatorDep, service: ServiceDep) -> Response:
+    """Unregister a model and delete its files (its jobs still queued fail; finished results stay readable)."""
+    service.store.delete("models", model["tenant"], id=model["id"])
+    shutil.rmtree(model_directory(service, model["id"]), ignore_errors=True)
+    return Response(status_code=204)
+
+
+@router.post("/{model_id}/jobs", status_code=202, response_class=Response, operation_id="create_model_job",
+             openapi_extra=TENSORS_BODY, responses={**INLINE_RESPONSES, **_ERRORS, 409: {"model": ErrorResponse}})
+def create_model_job(
+    model: ModelDep,
+    keyset_id: Annotated[str, Query(max_length=64)],
+    body: CiphertextBody,
+    tenant: TenantDep,
+    service: ServiceDep,
+    variant: Annotated[Literal["single", "batch"], Query()] = "single",
+    content_type: Annotated[str, Header()] = "application/octet-stream",
+    wait: Annotated[float, Query(ge=0, description="seconds to wait for the result, answered inline")] = 0,
+) -> Response:
+    """Queue an encrypted inference: the input encrypted in the program's input layout, with the tenant's keys."""
+    plan, plan_json, plains = program_plan(service, model, variant)
+    params = Parameters.from_json(model["summary"]["params"])
+    row = queue_job(service, tenant, plan_id=f"{model['id']}.{variant}", plan=plan, plan_json=plan_json,
+                    params=params, keyset_id=keyset_id, body=body, content_type=content_type, plains=plains)
+    return answer_job(service, tenant, row, wait)
+
+
+@router.post("/{model_id}/infer", operation_id="infer_plaintext", response_class=Response, openapi_extra=_NPY_BODY,
+             responses={200: {"content": {"application/octet-stream": BINARY_SCHEMA},
+                              "description": "the outputs as .npy: (batch, outputs), or (outputs,) for one sample"},
+                        **_ERRORS})
+def infer_plaintext(model: ModelDep, body: OperandBody, _tenant: TenantDep, service: ServiceDep) -> Response:
+    """Run the model on plaintext samples (the integer format's numpy forward) and answer inline."""
+    x = decode_npy(body)
+    n_features = model["summary"]["n_features"]
+    single = x.ndim == 1
+    rows = x.reshape(1, -1) if single else x
+    if rows.ndim != 2 or rows.shape[1] != n_features:
+        raise ServiceError("invalid_request", f"send samples of {n_features} features as (batch, {n_features}) or "
+                                              f"({n_features},), not {x.shape}")
+    if rows.shape[0] > service.settings.max_infer_rows:
+        raise ServiceError("work_limit_exceeded", f"{rows.shape[0]} samples; this server's limit per request is "
+                                                  f"{service.settings.max_infer_rows}")
+    shape = model["summary"]["input_shape"]
+    rows = rows.reshape(-1, *shape) if shape else rows
+    y = plaintext_forward(load_model(str(model_directory(service, model["id"]))), rows)
+    buffer = io.BytesIO()
+    np.save(buffer, y[0] if single else y, allow_pickle=False)
+    return Response(content=buffer.getvalue(), media_type="application/octet-stream")

@@ -1,0 +1,84 @@
+"""Queue an encrypted job (an einsum plan or a model program): check the key set and the ciphertexts, store, submit;
+and answer it inline when the client asked to wait and the job finished in time (one round trip instead of three).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from einfhe import Parameters, Plan
+
+from ..codecs import decode_tensor_list, inspect_tensor
+from ..errors import ServiceError
+from ..executor import JobTask
+from ..service import Service
+from .openapi import BINARY_SCHEMA
+from .schemas import ErrorDetail, JobPublic
+
+__all__ = ["INLINE_RESPONSES", "answer_job", "job_public", "queue_job"]
+
+INLINE_RESPONSES = {
+    200: {"content": {"application/octet-stream": BINARY_SCHEMA},
+          "description": "the job finished within `wait` seconds: its result tensor blob (the job's id is in the "
+                         "X-Einfhe-Job header; the result stays readable at /jobs/{id}/result)"},
+    202: {"model": JobPublic, "description": "the job is queued or running (or failed): poll GET /jobs/{id}"},
+}
+
+
+def job_public(row: dict, service: Service) -> JobPublic:
+    """The public state of a stored job (queued jobs a worker has picked up read as running)."""
+    status = row["status"]
+    if status == "queued" and service.jobs.is_running(row["id"]):
+        status = "running"
+    error = ErrorDetail(code=row["error_code"], message=row["error_message"] or "") if row["error_code"] else None
+    return JobPublic(id=row["id"], plan_id=row["plan_id"], keyset_id=row["keyset_id"], status=status, error=error,
+                     created=row["created"], finished=row["finished"], seconds=row["seconds"],
+                     result_size=row["result_size"])
+
+
+def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_json: str, params: Parameters,
+              keyset_id: str, body: bytes, content_type: str, plains: list[tuple[int, str]]) -> dict:
+    """Check the tenant's key set and the uploaded tensors against `plan`, store the inputs, queue the job."""
+    store = service.store
+    keyset = store.get("keysets", tenant, id=keyset_id)
+    if keyset is None:
+        raise ServiceError("not_found", f"no key set {keyset_id!r} for this token")
+    if keyset["fingerprint"] != params.fingerprint().hex():
+        raise ServiceError("keyset_mismatch", "the key set was made for other parameters than the plan's")
+    missing = sorted(set(plan.rotations) - set(keyset["rotations"]))
+    if missing:
+        raise ServiceError("keyset_mismatch", f"the key set lacks rotation keys for offsets {missing}")
+    blobs = decode_tensor_list(body, content_type)
+    if len(blobs) != len(plan.cipher_inputs):
+        raise ServiceError("malformed_blob",
+                           f"the plan takes {len(plan.cipher_inputs)} cipher operand(s), got {len(blobs)}")
+    for op, blob in zip(plan.cipher_inputs, blobs):
+        tensor = inspect_tensor(blob, params, service.settings.max_cts)
+        if tensor.layout != op.layout:
+            raise ServiceError("malformed_blob", f"operand {op.operand} is encrypted in {tensor.layout}; the plan "
+                                                 f"needs {op.layout} (encrypt with plan.input_layout({op.operand}))")
+    job_id = uuid.uuid4().hex
+    inputs = [str(store.write_blob("inputs", f"{job_id}.{i}", blob)) for i, blob in enumerate(blobs)]
+    row = store.insert("jobs", id=job_id, tenant=tenant, plan_id=plan_id, keyset_id=keyset_id, inputs=inputs,
+                       plains=plains, status="queued", error_code=None, error_message=None, finished=None,
+                       seconds=None, result_size=None)
+    service.jobs.submit(JobTask(
+        job_id=job_id, keyset_id=keyset_id, keyset_path=str(store.blob_path("keysets", keyset_id)),
+        params=params.to_json(), plan_json=plan_json, inputs=tuple(inputs), plains=tuple(plains),
+        max_cts=service.settings.max_cts,
+    ))
+    return row
+
+
+def answer_job(service: Service, tenant: str, row: dict, wait: float) -> Response:
+    """The finished job's result bytes (200) if it ends within `wait` seconds, else its state as JSON (202)."""
+    if wait > 0:
+        service.jobs.wait(row["id"], min(wait, service.settings.max_wait_seconds))
+        row = service.store.get("jobs", tenant, id=row["id"])
+        if row["status"] == "succeeded":
+            data = service.store.blob_path("results", row["id"]).read_bytes()
+            return Response(content=data, media_type="application/octet-stream", headers={"X-Einfhe-Job": row["id"]})
+    return JSONResponse(job_public(row, service).model_dump(), status_code=202)

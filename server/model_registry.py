@@ -1,0 +1,93 @@
+"""Register a model: store its integer export, compile its encrypted programs, record what a client needs.
+
+    <data_dir>/blobs/models/<id>/manifest.json, model.npz      the upload, as sent
+    <data_dir>/blobs/models/<id>/<variant>.plan.json           each compiled program's plan
+    <data_dir>/blobs/models/<id>/<variant>.<position>.npy      its plaintext operands (weights, biases)
+
+The directory is built under a temporary name and renamed, so a failed registration leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from einfhe import EinfheError, Parameters, Plan
+
+from .errors import ServiceError
+from .model_program import VARIANTS, compile_variants, read_checked
+from .service import Service
+
+__all__ = ["model_directory", "program_plan", "register_model"]
+
+
+def model_directory(service: Service, model_id: str) -> Path:
+    """Where the model's files live."""
+    return service.store.blob_path("models", model_id)
+
+
+def program_plan(service: Service, row: dict, variant: str) -> tuple[Plan, str, list[tuple[int, str]]]:
+    """A stored program's plan, its JSON text, and its plain operands as (position, .npy path)."""
+    directory = model_directory(service, row["id"])
+    text = (directory / f"{variant}.plan.json").read_text()
+    plains = [(position, str(directory / name)) for position, name in row["programs"][variant]["plains"]]
+    return Plan.from_json(text), text, plains
+
+
+def _parameters(service: Service, depth: int, slots: int, insecure: bool) -> Parameters:
+    """128-bit parameters for the programs, or the test-only ring when asked for and allowed."""
+    if insecure:
+        return service.parameters(Parameters.insecure_for_tests(depth, slots).to_json())
+    try:
+        return Parameters.derive(depth, slots)
+    except EinfheError as exc:
+        raise ServiceError("work_limit_exceeded", exc.message) from exc
+
+
+def register_model(service: Service, tenant: str, name: str, files: dict[str, bytes], *, slots: int,
+                   insecure_test_params: bool = False) -> dict:
+    """Store and compile an uploaded integer model; return its stored row."""
+    model_id = uuid.uuid4().hex
+    final = model_directory(service, model_id)
+    work = final.with_name(f".{model_id}.tmp")
+    work.mkdir()
+    try:
+        for filename, data in files.items():
+            (work / filename).write_bytes(data)
+        model = read_checked(work)
+        compiled = compile_variants(work, model.input_shape, slots)
+        programs = {}
+        for variant in VARIANTS:
+            program = compiled.programs[variant]
+            steps = len(program.plan.steps)
+            if steps > service.settings.max_plan_steps:
+                raise ServiceError("work_limit_exceeded", f"the {variant} program has {steps} steps; this server's "
+                                                          f"limit is {service.settings.max_plan_steps}")
+            (work / f"{variant}.plan.json").write_text(program.plan.to_json())
+            plains = []
+            for position, array in enumerate(program.plains, start=1):
+                np.save(work / f"{variant}.{position}.npy", array, allow_pickle=False)
+                plains.append((position, f"{variant}.{position}.npy"))
+            plan = program.plan
+            programs[variant] = {
+                "variant": variant, "batch": program.batch, "depth": plan.depth, "rotations": list(plan.rotations),
+                "input_layout": program.input_layout.to_json(), "output_layout": plan.output_layout.to_json(),
+                "cts_in": plan.cts_in, "cts_out": plan.cts_out, "steps": steps,
+                "output_scale": np.asarray(program.output_scale, dtype=np.float64).tolist(),
+                "input_scale": None if program.input_scale is None else np.asarray(program.input_scale).tolist(),
+                "plains": plains,
+            }
+        params = _parameters(service, compiled.depth, slots, insecure_test_params)
+        os.replace(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = {"input_shape": model.input_shape, "n_features": compiled.n_features, "n_outputs": compiled.n_outputs,
+               "layers": [f"{layer['op']}:{layer.get('fn') or layer.get('name', '')}" for layer in model.layers],
+               "params": params.to_json()}
+    size = sum(len(data) for data in files.values())
+    return service.store.insert("models", id=model_id, tenant=tenant, name=name, summary=summary,
+                                programs=programs, size=size)
