@@ -4,9 +4,11 @@
     probabilities = model.infer(x)                   # x: (features,) or (batch, features), encrypted here
     same_model = model.infer(x, encrypted=False)      # plaintext, for comparison
 
-On first encrypted use the client reads the model's requirements (`GET /models/{id}`: parameters, input
-layouts, rotations), generates keys locally for every program of the model at once, and uploads the evaluation
-keys (never the secret key) a single time; later calls reuse them.
+On first encrypted use the client reads the model's requirements (`GET /models/{id}`: per program, parameters,
+input layout, rotations), generates keys locally for the program's parameters, and uploads the evaluation keys
+(never the secret key) a single time per parameter set; later calls reuse them. The one-sample and batched
+programs usually differ in depth, so a client that uses both holds two key sets (the batched one has no
+rotation keys and is small).
 """
 
 from __future__ import annotations
@@ -70,17 +72,20 @@ class EncryptedModel:
             return named[-1]  # the latest registration under that name
 
     def _program(self, variant: str) -> tuple[ModelPlan, PlanInfo]:
-        """The program's plan (for layouts and output scale) with keys for every program made on first use."""
-        if not self._programs:
-            params = Parameters.from_json(self.info["params"])
-            for name, program in sorted(self.info["programs"].items(), key=lambda p: -len(p[1]["rotations"])):
-                plan = Plan.from_json(json.dumps(program["plan"]))
-                input_scale = None if program["input_scale"] is None else np.asarray(program["input_scale"])
-                model_plan = ModelPlan(plan, (), program["batch"], np.asarray(program["output_scale"]), input_scale)
-                self._programs[name] = (model_plan, PlanInfo(f"{self.info['id']}.{name}", plan, params, program))
-            for _, info in self._programs.values():  # most rotations first: one key set covers every program
-                self.client.context_for(info)
+        """The program's plan (for its layouts and scales) and parameters, read from the requirements once."""
+        if variant not in self._programs:
+            program = self.info["programs"][variant]
+            plan = Plan.from_json(json.dumps(program["plan"]))
+            input_scale = None if program["input_scale"] is None else np.asarray(program["input_scale"])
+            model_plan = ModelPlan(plan, (), program["batch"], np.asarray(program["output_scale"]), input_scale)
+            params = Parameters.from_json(program["params"])
+            self._programs[variant] = (model_plan, PlanInfo(f"{self.info['id']}.{variant}", plan, params, program))
         return self._programs[variant]
+
+    def prepare(self) -> None:
+        """Generate keys for every program and upload their evaluation keys now, rather than on first use."""
+        for variant in self.info["programs"]:
+            self.client.context_for(self._program(variant)[1])
 
     def infer(self, x, *, encrypted: bool = True) -> np.ndarray:
         """The model's outputs for one sample (features,) or a batch (batch, features), as a numpy array."""

@@ -5,7 +5,7 @@ format: the server keeps only the export (not the torch module), and this forwar
 zero points and scales the operator registered, the same ones the encrypted program is compiled from
 (`einfhe.load_integer_model`), so plaintext and encrypted answers are two readings of one model.
 
-Each model is compiled twice at registration, for the same parameters (so one key set serves both):
+Each model is compiled twice at registration, each program with parameters for its own depth:
     "single"   one sample per request, features replicated in the slots (iteration-space matvecs, rotations);
     "batch"    up to `slots` samples per request, samples in slots and features across ciphertexts (no rotation);
                it costs the same for one sample as for `slots` of them, so the client fills it.
@@ -47,11 +47,6 @@ class CompiledModel:
     programs: dict[str, ModelPlan]
     n_features: int
     n_outputs: int
-
-    @property
-    def depth(self) -> int:
-        """The deepest variant's multiplicative depth (the parameters serve every variant)."""
-        return max(p.plan.depth for p in self.programs.values())
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from einfhe import EinfheError, Parameters, Plan
+from einfhe import EinfheError, ModelPlan, Parameters, Plan
 
 from .errors import ServiceError
 from .model_program import VARIANTS, compile_variants, read_checked
@@ -39,13 +39,33 @@ def program_plan(service: Service, row: dict, variant: str) -> tuple[Plan, str, 
 
 
 def _parameters(service: Service, depth: int, slots: int, insecure: bool) -> Parameters:
-    """128-bit parameters for the programs, or the test-only ring when asked for and allowed."""
+    """128-bit parameters for one program (each gets its own depth: the batched one is often shallower, so its
+    ciphertexts carry fewer towers), or the test-only ring when asked for and allowed."""
     if insecure:
         return service.parameters(Parameters.insecure_for_tests(depth, slots).to_json())
     try:
         return Parameters.derive(depth, slots)
     except EinfheError as exc:
         raise ServiceError("work_limit_exceeded", exc.message) from exc
+
+
+def _store_program(directory: Path, variant: str, program: ModelPlan, params: Parameters) -> dict:
+    """Write a program's plan and plaintext operands under `directory`; return what a client needs of it."""
+    plan = program.plan
+    (directory / f"{variant}.plan.json").write_text(plan.to_json())
+    plains = []
+    for position, array in enumerate(program.plains, start=1):
+        np.save(directory / f"{variant}.{position}.npy", array, allow_pickle=False)
+        plains.append((position, f"{variant}.{position}.npy"))
+    return {
+        "variant": variant, "params": params.to_json(), "fingerprint": params.fingerprint().hex(),
+        "batch": program.batch, "depth": plan.depth, "rotations": list(plan.rotations),
+        "input_layout": program.input_layout.to_json(), "output_layout": plan.output_layout.to_json(),
+        "cts_in": plan.cts_in, "cts_out": plan.cts_out, "steps": len(plan.steps),
+        "output_scale": np.asarray(program.output_scale, dtype=np.float64).tolist(),
+        "input_scale": None if program.input_scale is None else np.asarray(program.input_scale).tolist(),
+        "plains": plains,
+    }
 
 
 def register_model(service: Service, tenant: str, name: str, files: dict[str, bytes], *, slots: int,
@@ -67,27 +87,13 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
             if steps > service.settings.max_plan_steps:
                 raise ServiceError("work_limit_exceeded", f"the {variant} program has {steps} steps; this server's "
                                                           f"limit is {service.settings.max_plan_steps}")
-            (work / f"{variant}.plan.json").write_text(program.plan.to_json())
-            plains = []
-            for position, array in enumerate(program.plains, start=1):
-                np.save(work / f"{variant}.{position}.npy", array, allow_pickle=False)
-                plains.append((position, f"{variant}.{position}.npy"))
-            plan = program.plan
-            programs[variant] = {
-                "variant": variant, "batch": program.batch, "depth": plan.depth, "rotations": list(plan.rotations),
-                "input_layout": program.input_layout.to_json(), "output_layout": plan.output_layout.to_json(),
-                "cts_in": plan.cts_in, "cts_out": plan.cts_out, "steps": steps,
-                "output_scale": np.asarray(program.output_scale, dtype=np.float64).tolist(),
-                "input_scale": None if program.input_scale is None else np.asarray(program.input_scale).tolist(),
-                "plains": plains,
-            }
-        params = _parameters(service, compiled.depth, slots, insecure_test_params)
+            params = _parameters(service, program.plan.depth, slots, insecure_test_params)
+            programs[variant] = _store_program(work, variant, program, params)
         os.replace(work, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {"input_shape": model.input_shape, "n_features": compiled.n_features, "n_outputs": compiled.n_outputs,
-               "layers": [f"{layer['op']}:{layer.get('fn') or layer.get('name', '')}" for layer in model.layers],
-               "params": params.to_json()}
+               "layers": [f"{layer['op']}:{layer.get('fn') or layer.get('name', '')}" for layer in model.layers]}
     size = sum(len(data) for data in files.values())
     return service.store.insert("models", id=model_id, tenant=tenant, name=name, summary=summary,
                                 programs=programs, size=size)

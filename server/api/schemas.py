@@ -114,6 +114,8 @@ class ModelProgram(BaseModel):
     """One compiled encrypted program of a model: how the client encrypts its input and what it costs."""
 
     variant: Literal["single", "batch"]
+    params: dict = Field(description="the CKKS parameters of this program (einfhe.Parameters.from_json)")
+    fingerprint: str
     batch: int | None = Field(description="samples per request (zero-padded by the client), or null for one sample")
     depth: int
     rotations: list[int]
@@ -130,7 +132,8 @@ class ModelProgram(BaseModel):
 
 
 class ModelPublic(BaseModel):
-    """A registered model and everything a client needs before uploading: parameters, layouts, rotations."""
+    """A registered model and, per program, everything a client needs before uploading: parameters, layouts,
+    rotations."""
 
     id: str
     name: str
@@ -138,9 +141,7 @@ class ModelPublic(BaseModel):
     n_features: int
     n_outputs: int
     layers: list[str]
-    params: dict
-    fingerprint: str
-    rotations: list[int] = Field(description="every rotation any program needs: generate keys for these once")
-    programs: dict[str, ModelProgram]
+    programs: dict[str, ModelProgram] = Field(description="'single' (one sample) and 'batch' (up to `batch` "
+                                                          "samples): keys, layouts and scales for each")
     size: int
     created: float

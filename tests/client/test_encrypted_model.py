@@ -29,8 +29,9 @@ def served_model(tmp_path_factory):
 
 
 def _tolerance(info: dict, real: list, x: np.ndarray, variant: str) -> float:
-    plan = einfhe.Plan.from_json(json.dumps(info["programs"][variant]["plan"]))
-    return model_tolerance(einfhe.Parameters.from_json(info["params"]), real, x, plan.keyswitches)
+    program = info["programs"][variant]
+    plan = einfhe.Plan.from_json(json.dumps(program["plan"]))
+    return model_tolerance(einfhe.Parameters.from_json(program["params"]), real, x, plan.keyswitches)
 
 
 def test_requirements_are_published_before_any_upload(served_model):
@@ -39,11 +40,13 @@ def test_requirements_are_published_before_any_upload(served_model):
         assert client.http.request("GET", "/keysets").json() == []
     single, batch = info["programs"]["single"], info["programs"]["batch"]
     assert (info["n_features"], info["n_outputs"], info["layers"]) == (8, 3, ["linear:fc0", "act:square", "linear:fc2"])
-    assert info["params"]["slots"] == SLOTS and info["params"]["security"] == "INSECURE-TEST-ONLY"
-    assert single["batch"] is None and batch["batch"] == SLOTS and batch["rotations"] == []
-    assert set(info["rotations"]) == set(single["rotations"]) and single["rotations"]
+    for program in (single, batch):
+        params = einfhe.Parameters.from_json(program["params"])
+        assert (params.slots, params.depth, params.security) == (SLOTS, program["depth"], "INSECURE-TEST-ONLY")
+        assert program["fingerprint"] == params.fingerprint().hex()
+    assert single["batch"] is None and batch["batch"] == SLOTS and batch["rotations"] == [] and single["rotations"]
+    assert batch["depth"] < single["depth"]  # 4-bit layers cost the batched packing no level
     assert einfhe.Layout.from_json(batch["input_layout"]).shape == (8, SLOTS)
-    assert max(single["depth"], batch["depth"]) <= info["params"]["depth"]
 
 
 def test_encrypted_inference_matches_numpy(served_model):
@@ -73,11 +76,16 @@ def test_keys_uploaded_once_for_several_inferences(served_model):
     with Client(served_model["url"], TOKENS["bob"], progress=False) as bob:
         before = len(bob.http.request("GET", "/jobs").json())
     with EncryptedModel(served_model["url"], "tiny", token=TOKENS["bob"], progress=False) as model:
-        for x in (rng.uniform(-1, 1, 8), rng.uniform(-1, 1, (3, 8)), rng.uniform(-1, 1, 8)):
+        model.prepare()
+        assert len(model.client.http.request("GET", "/keysets").json()) == 2
+        for x in (rng.uniform(-1, 1, 8), rng.uniform(-1, 1, (3, 8)), rng.uniform(-1, 1, 8), rng.uniform(-1, 1, (2, 8))):
             model.infer(x)
         keysets = model.client.http.request("GET", "/keysets").json()
         jobs = model.client.http.request("GET", "/jobs").json()
-    assert len(keysets) == 1 and len(jobs) - before == 3
+    # one upload per parameter set (the two programs have different depths), none after
+    programs = served_model["info"]["programs"].values()
+    assert sorted(k["fingerprint"] for k in keysets) == sorted(p["fingerprint"] for p in programs)
+    assert len(jobs) - before == 4
     assert {job["plan_id"].split(".")[-1] for job in jobs[before:]} == {"single", "batch"}
 
 

@@ -106,3 +106,13 @@ async def test_only_operators_delete_models(operator_settings, quantized):
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
     assert deleted.status_code == 204 and gone.status_code == 404 and listed.json() == []
     assert not (operator_settings.data_dir / "blobs" / "models" / model["id"]).exists()
+
+
+async def test_openapi_describes_model_bodies(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://einfhe") as http:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+    register = paths["/models"]["post"]["requestBody"]["content"]
+    assert {"application/x-tar", "application/zip", "application/msgpack"} <= set(register)
+    job = paths["/models/{model_id}/jobs"]["post"]
+    assert job["responses"]["200"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+    assert "202" in job["responses"] and "application/octet-stream" in job["requestBody"]["content"]

@@ -48,17 +48,14 @@ _ERRORS = {400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"
 
 def model_public(row: dict, service: Service) -> ModelPublic:
     """The public description of a registered model, with each program's plan."""
-    params = Parameters.from_json(row["summary"]["params"])
     programs = {}
     for variant, info in row["programs"].items():
         plan_json = (model_directory(service, row["id"]) / f"{variant}.plan.json").read_text()
         fields = {k: v for k, v in info.items() if k != "plains"}
         programs[variant] = ModelProgram(**fields, plan=json.loads(plan_json))
-    rotations = sorted({r for info in row["programs"].values() for r in info["rotations"]})
     summary = row["summary"]
     return ModelPublic(id=row["id"], name=row["name"], input_shape=summary["input_shape"],
                        n_features=summary["n_features"], n_outputs=summary["n_outputs"], layers=summary["layers"],
-                       params=params.to_json(), fingerprint=params.fingerprint().hex(), rotations=rotations,
                        programs=programs, size=row["size"], created=row["created"])
 
 
@@ -88,13 +85,15 @@ def list_models(_tenant: TenantDep, service: ServiceDep) -> list[ModelPublic]:
     return [model_public(r, service) for r in service.store.list_shared("models")]
 
 
-@router.get("/{model_id}", response_model=ModelPublic, operation_id="get_model", responses=_ERRORS)
+@router.get("/{model_id}", response_model=ModelPublic, operation_id="get_model",
+            responses={404: {"model": ErrorResponse}})
 def get_model(model: ModelDep, service: ServiceDep) -> ModelPublic:
     """A model's requirements: parameters, input layouts, rotation set, batch options (before any upload)."""
     return model_public(model, service)
 
 
-@router.delete("/{model_id}", status_code=204, operation_id="delete_model", responses=_ERRORS)
+@router.delete("/{model_id}", status_code=204, operation_id="delete_model",
+               responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
 def delete_model(model: ModelDep, _operator: OperatorDep, service: ServiceDep) -> Response:
     """Unregister a model and delete its files (its jobs still queued fail; finished results stay readable)."""
     service.store.delete("models", model["tenant"], id=model["id"])
@@ -116,7 +115,7 @@ def create_model_job(
 ) -> Response:
     """Queue an encrypted inference: the input encrypted in the program's input layout, with the tenant's keys."""
     plan, plan_json, plains = program_plan(service, model, variant)
-    params = Parameters.from_json(model["summary"]["params"])
+    params = Parameters.from_json(model["programs"][variant]["params"])
     row = queue_job(service, tenant, plan_id=f"{model['id']}.{variant}", plan=plan, plan_json=plan_json,
                     params=params, keyset_id=keyset_id, body=body, content_type=content_type, plains=plains)
     return answer_job(service, tenant, row, wait)
