@@ -112,20 +112,8 @@ def _avgpool(layer: dict, shape: tuple):
     return IntLinear(matrix, np.full(matrix.shape[0], 1.0 / (kh * kw))), out_shape
 
 
-def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tuple[list, int]:
-    """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features).
-
-    Smooth activations become a quadratic fit (`activation_degree=2`, one level) or a Chebyshev interpolant of
-    a higher degree evaluated by OpenFHE (more accurate, 4 to 8 levels)."""
-    directory = Path(directory)
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-        with np.load(directory / "model.npz", allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read an integer model from {directory}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise ModelError(f"not an {FORMAT} v{VERSION} manifest", path=str(directory))
+def _layers(manifest: dict, arrays: dict, activation_degree: int) -> list:
+    """The einfhe layers of a parsed manifest (shape bookkeeping for convolutions included)."""
     layers = []
     shape = tuple(manifest.get("input_shape") or ())
     for layer in manifest.get("layers", []):
@@ -154,6 +142,29 @@ def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tup
                 "linear, conv2d and avgpool (on a known (C, H, W) input shape), flatten, act square or "
                 f"{'/'.join(ACTIVATIONS)} (as a quadratic fit on the recorded range)",
                 layer=layer.get("name"))
+    return layers
+
+
+def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tuple[list, int]:
+    """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features).
+
+    Smooth activations become a quadratic fit (`activation_degree=2`, one level) or a Chebyshev interpolant of
+    a higher degree evaluated by OpenFHE (more accurate, 4 to 8 levels)."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        with np.load(directory / "model.npz", allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read an integer model from {directory}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise ModelError(f"not an {FORMAT} v{VERSION} manifest", path=str(directory))
+    try:
+        layers = _layers(manifest, arrays, activation_degree)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"malformed integer model manifest: {type(exc).__name__}: {exc}", path=str(directory)) from exc
     if not layers or not isinstance(layers[0], (Linear, IntLinear)):
         raise ModelError("an encrypted model starts with a linear or convolution layer", path=str(directory))
     return layers, int(layers[0].weight.shape[1])

@@ -1,14 +1,20 @@
-"""Evaluation keys as one blob: what a client uploads so a server can compute (never the secret key)."""
+"""Key material as blobs: evaluation keys (what a client uploads so a server can compute, never the secret
+key) and the client's whole context with its secret key, saved to a private file and never sent anywhere."""
 
 from __future__ import annotations
 
-from .backends.openfhe import OpenFHEBackend
+import os
+from pathlib import Path
+
+import openfhe
+
+from .backends.openfhe import OpenFHEBackend, translate_errors
 from .context import Context
 from .errors import SerializationError
 from .params import Parameters
 from .serialize import pack_blob, pack_parts, unpack_blob, unpack_parts
 
-__all__ = ["evaluation_keys_to_bytes", "context_from_evaluation_keys"]
+__all__ = ["evaluation_keys_to_bytes", "context_from_evaluation_keys", "save_context", "load_context"]
 
 _PARTS = ("context", "public_key", "mult_key", "rotation_keys")
 
@@ -41,3 +47,38 @@ def context_from_evaluation_keys(data: bytes, expected: Parameters | None = None
         raise SerializationError("rotation offsets out of range for these parameters")
     backend = OpenFHEBackend.from_evaluation_keys(params, dict(zip(_PARTS, parts)), rotations)
     return Context(backend, params)
+
+
+def save_context(ctx: Context, path: str | Path) -> None:
+    """Write the client's context, secret key included, to `path` (created with owner-only permissions)."""
+    if getattr(ctx.backend, "secret_key", None) is None:
+        raise SerializationError("this context holds no secret key (an evaluation-only context cannot be saved)")
+    blobs = ctx.backend.export_evaluation_keys()
+    with translate_errors("serialize the secret key", SerializationError):
+        secret = openfhe.Serialize(ctx.backend.secret_key, openfhe.BINARY)
+    meta = {"params": ctx.params.to_json(), "rotations": list(ctx.rotations),
+            "plans": [plan.to_json() for plan in ctx.plans]}
+    blob = pack_blob("secret_context", ctx.params.fingerprint(), pack_parts(meta, [blobs[p] for p in _PARTS] + [secret]))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(blob)
+
+
+def load_context(path: str | Path) -> Context:
+    """Read a context saved by `save_context`: the same keys, able to encrypt, run and decrypt."""
+    from .plan import Plan
+
+    data = Path(path).read_bytes()
+    meta, parts = unpack_parts(unpack_blob(data, "secret_context", None), max_parts=len(_PARTS) + 1)
+    if len(parts) != len(_PARTS) + 1:
+        raise SerializationError("a saved context holds the evaluation keys and the secret key")
+    params = Parameters.from_json(meta.get("params", {}))
+    if params.fingerprint() != data[8:24]:
+        raise SerializationError("the file's fingerprint does not match the parameters inside it")
+    rotations = tuple(int(r) for r in meta.get("rotations", []))
+    backend = OpenFHEBackend.from_evaluation_keys(params, dict(zip(_PARTS, parts)), rotations)
+    with translate_errors("load the secret key", SerializationError):
+        backend.secret_key = openfhe.DeserializePrivateKeyString(parts[-1], openfhe.BINARY)
+    if backend.secret_key is None:
+        raise SerializationError("the saved secret key is not OpenFHE's binary format")
+    return Context(backend, params, tuple(Plan.from_json(text) for text in meta.get("plans", [])))

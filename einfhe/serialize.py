@@ -3,7 +3,7 @@
     offset  size  field
     0       6     magic b"EINFHE"
     6       1     format version (1)
-    7       1     kind (ciphertext, tensor, evaluation keys)
+    7       1     kind (ciphertext, tensor, evaluation keys, secret context: the client's own file)
     8       16    fingerprint of the parameter set the payload was made for
     24      8     payload length, little endian
     32      ...   payload (OpenFHE's binary serialization, or einfhe's own for tensors)
@@ -20,7 +20,7 @@ __all__ = ["KINDS", "pack_blob", "unpack_blob", "pack_parts", "unpack_parts", "F
 
 MAGIC = b"EINFHE"
 FORMAT_VERSION = 1
-KINDS = {"ciphertext": 1, "tensor": 2, "evaluation_keys": 3}
+KINDS = {"ciphertext": 1, "tensor": 2, "evaluation_keys": 3, "secret_context": 4}
 _HEADER = struct.Struct("<6sBB16sQ")
 
 

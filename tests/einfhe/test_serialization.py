@@ -91,3 +91,22 @@ def test_evaluation_keys_blob_gives_an_evaluation_only_context(fhe):
     assert np.abs(einfhe.decrypt(ctx, result) - W @ x).max() <= bound
     with pytest.raises(einfhe.SerializationError):
         einfhe.context_from_evaluation_keys(blob[:-3], expected=ctx.params)
+
+
+def test_saved_context_decrypts_what_the_original_encrypted(fhe, tmp_path):
+    import os
+    import stat
+
+    plan, ctx = fhe
+    path = tmp_path / "client.keys"
+    einfhe.save_context(ctx, path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    loaded = einfhe.load_context(path)
+    assert loaded.plans == ctx.plans and loaded.rotations == ctx.rotations
+    x = np.array([0.5, -1.0, 2.0, 0.25])
+    W = np.ones((3, 4))
+    ye = einfhe.run(loaded, plan, W, einfhe.encrypt(ctx, x, plan.input_layout(1)))
+    bound = error_bound(ctx.params, 2.0, terms=4, depth=plan.depth, keyswitches=plan.keyswitches)
+    assert np.abs(einfhe.decrypt(loaded, ye) - W @ x).max() <= bound
+    with pytest.raises(einfhe.SerializationError, match="got 'secret_context'"):
+        einfhe.context_from_evaluation_keys(path.read_bytes(), expected=ctx.params)
