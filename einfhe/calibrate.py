@@ -5,7 +5,7 @@
 
 Each op is timed on OpenFHE (128-bit parameters from `Parameters`) as the fastest of `repeats` runs (the
 machine is shared: the minimum is the least disturbed by other jobs, as `timeit` advises), at every
-level 0..depth of contexts of each depth (no rescale at the last level); ciphertext and key sizes are measured by serializing them. The OpenMP
+level 0..depth of contexts of each depth (no rescale or level drop at the last level); ciphertext and key sizes are measured by serializing them. The OpenMP
 thread count in force (OMP_NUM_THREADS) is recorded with the table: prices depend on it.
 """
 
@@ -46,7 +46,8 @@ def _measure_level(backend: OpenFHEBackend, ct, repeats: int) -> dict:
     digits = backend.precompute_rotations(ct)
     last = backend.level(ct) >= backend.max_depth
     product = None if last else backend.mul_plain(ct, vec)
-    rescale = {} if last else {"rescale": _fastest_seconds(lambda: backend.rescale(product), repeats)}
+    rescale = {} if last else {"rescale": _fastest_seconds(lambda: backend.rescale(product), repeats),
+                               "level_reduce": _fastest_seconds(lambda: backend.level_reduce(ct), repeats)}
     return rescale | {
         "encrypt": _fastest_seconds(lambda: backend.encrypt(vec), repeats),
         "decrypt": _fastest_seconds(lambda: backend.decrypt(ct), repeats),

@@ -202,7 +202,7 @@ def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimiz
         raise EinsumError(f"opt_einsum could not order this contraction: {exc}", spec=subscripts) from exc
 
     used: list[str] = []
-    for contract_inds, _, step_str, _, _ in info.contraction_list:
+    for position, (contract_inds, _, step_str, _, _) in enumerate(info.contraction_list):
         args = [values.pop(i) for i in contract_inds]
         lhs, out = step_str.split("->")
         step_terms = lhs.split(",")
@@ -214,7 +214,8 @@ def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimiz
             continue
         if len(args) > 2:
             raise PlanError("contractions are lowered pairwise", step=step_str)
-        contraction = Contraction(tuple(args), out, reduced, tuple(sizes.items()))
+        final = position == len(info.contraction_list) - 1
+        contraction = Contraction(tuple(args), out, reduced, tuple(sizes.items()), final)
         result = _lower(lw, contraction, strategy, used, cost_model)
         values.append(Packed(result.cts, _with_indices(result.layout, out, sizes)))
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from .errors import ParameterError, PlanError
 from .params import Parameters
+from .plan import value_levels
 
 __all__ = ["CostModel", "Estimate", "load_cost_model", "estimate_plan", "lowering_seconds", "explain_costs",
            "ring_for", "PRICED_OPS"]
 
 # ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there)
 PRICED_OPS = ("mul_plain", "add_plain", "mul", "add", "sub", "rotate", "hoist", "rotate_hoisted", "rescale",
-              "encrypt", "decrypt")
+              "level_reduce", "encrypt", "decrypt")
 _ALIAS = {"mask": "mul_plain"}
 
 
@@ -60,7 +61,7 @@ class CostModel:
         if op not in PRICED_OPS:
             raise PlanError(f"the cost model has no price for op {op!r}; priced ops: {', '.join(PRICED_OPS)}")
         row, ring, towers = self._lookup(self.prices, ring_dim, depth, level)
-        if op not in row:  # rescale is not measured at the last level: take the level above, per tower
+        if op not in row:  # no rescale or level drop is measured at the last level: take the level above
             row, ring, towers = self._lookup(self.prices, ring_dim, depth, level - 1)
             towers *= (depth + 1 - level) / (depth + 2 - level)
         return float(row[op]) * towers * (ring_dim * math.log2(ring_dim)) / (ring * math.log2(ring))
@@ -130,18 +131,6 @@ class Estimate:
         return float(sum(self.seconds_by_op.values()))
 
 
-def _levels(steps) -> dict[int, int]:
-    levels: dict[int, int] = {}
-    for step in steps:
-        if step.op == "load":
-            levels[step.out] = 0
-        elif step.op == "rescale":
-            levels[step.out] = levels[step.src] + 1
-        else:
-            levels[step.out] = max(levels[a] for a in step.args)
-    return levels
-
-
 def estimate_plan(plan, params: Parameters | None = None, model: CostModel | None = None) -> Estimate:
     """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes."""
     model = model or load_cost_model()
@@ -168,7 +157,7 @@ def lowering_seconds(lw, mark, model: CostModel | None = None) -> float:
     encryption of the cipher operands it asked for (replication by the client is free for the server only)."""
     model = model or load_cost_model()
     steps = lw.builder.steps
-    levels = _levels(steps)
+    levels = value_levels(steps)
     depth = max(1, max(levels.values(), default=0))
     ring = ring_for(lw.slots, depth)
     server = sum(model.price(s.op, ring, depth, levels[s.out]) for s in steps[mark[0][0]:])

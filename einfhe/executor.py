@@ -12,7 +12,7 @@ from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
 from .plan import (
-    Add, AddPlain, Bootstrap, Chebyshev, Diagonals, HoistedRotate, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
+    Add, AddPlain, Bootstrap, Chebyshev, Diagonals, HoistedRotate, LevelReduce, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
     RotatePrecompute, Sub,
 )
 
@@ -138,6 +138,8 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
             result = backend.sub(live[step.a], live[step.b])
         elif isinstance(step, Rotate):
             result = backend.rotate(live[step.src], step.offset)
+        elif isinstance(step, LevelReduce):
+            result = backend.level_reduce(live[step.src])
         elif isinstance(step, RotatePrecompute):
             result = backend.precompute_rotations(live[step.src])
         elif isinstance(step, HoistedRotate):

@@ -19,13 +19,13 @@ from .errors import PlanError
 from .layout import Layout
 
 __all__ = [
-    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale", "Bootstrap", "Chebyshev", "chebyshev_levels", "RotatePrecompute", "HoistedRotate",
+    "Load", "MulPlain", "AddPlain", "Mul", "Add", "Sub", "Rotate", "Rescale", "Bootstrap", "Chebyshev", "chebyshev_levels", "RotatePrecompute", "HoistedRotate", "LevelReduce", "value_levels",
     "PlainTensor", "PlainSlice", "Mask", "PlainExpr", "Diagonals", "CipherInput", "PlainInput", "Plan", "Step",
     "OPS", "ROTATION_OPS",
 ]
 
 OPS = ("load", "mul_plain", "mask", "mul", "add", "sub", "add_plain", "rotate", "hoist", "rotate_hoisted", "rescale",
-       "bootstrap", "chebyshev")
+       "level_reduce", "bootstrap", "chebyshev")
 ROTATION_OPS = ("rotate", "rotate_hoisted")
 
 
@@ -223,6 +223,19 @@ class Bootstrap:
 
 
 @dataclass(frozen=True)
+class LevelReduce:
+    """Drop one RNS tower without rescaling (the scale is kept): later rotations and products are cheaper."""
+
+    out: int
+    src: int
+    op = "level_reduce"
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        return (self.src,)
+
+
+@dataclass(frozen=True)
 class RotatePrecompute:
     """The key-switching digits of `src`, shared by the hoisted rotations of it (Halevi and Shoup 2018, Sec. 5)."""
 
@@ -250,9 +263,25 @@ class HoistedRotate:
         return (self.src, self.digits)
 
 
-Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap, Chebyshev, RotatePrecompute, HoistedRotate]
+Step = Union[Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap, Chebyshev, LevelReduce,
+             RotatePrecompute, HoistedRotate]
 STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, Sub, Rotate, Rescale, Bootstrap, Chebyshev,
-                                            RotatePrecompute, HoistedRotate)}
+                                            LevelReduce, RotatePrecompute, HoistedRotate)}
+
+
+def value_levels(steps) -> dict[int, int]:
+    """Multiplicative level of every value of a step list (inputs at level 0; a rescale or a level drop adds one)."""
+    levels: dict[int, int] = {}
+    for step in steps:
+        if isinstance(step, (Load, Bootstrap)):
+            levels[step.out] = 0
+        elif isinstance(step, (Rescale, LevelReduce)):
+            levels[step.out] = levels[step.src] + 1
+        elif isinstance(step, Chebyshev):
+            levels[step.out] = levels[step.src] + step.levels
+        else:
+            levels[step.out] = max(levels[a] for a in step.args)
+    return levels
 
 
 # -- operands ----------------------------------------------------------------------------------------
@@ -333,17 +362,7 @@ class Plan:
     def levels(self) -> dict[int, int]:
         """Multiplicative level of every value (inputs at level 0; a rescale adds one)."""
         if self._levels is None:
-            levels: dict[int, int] = {}
-            for step in self.steps:
-                if isinstance(step, (Load, Bootstrap)):
-                    levels[step.out] = 0
-                elif isinstance(step, Rescale):
-                    levels[step.out] = levels[step.src] + 1
-                elif isinstance(step, Chebyshev):
-                    levels[step.out] = levels[step.src] + step.levels
-                else:
-                    levels[step.out] = max(levels[a] for a in step.args)
-            object.__setattr__(self, "_levels", levels)
+            object.__setattr__(self, "_levels", value_levels(self.steps))
         return self._levels
 
     @property

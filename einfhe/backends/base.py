@@ -48,6 +48,10 @@ class Backend(ABC):
     def rotate(self, ct, offset: int):
         """Rotate the slots left by `offset` (out[t] = in[(t + offset) % slots])."""
 
+    def level_reduce(self, ct):
+        """Drop one level without changing the scale (by default: a product with ones, then a rescale)."""
+        return self.rescale(self.mul_plain(ct, np.ones(self.slots)))
+
     def precompute_rotations(self, ct):
         """Digits of `ct` that several `rotate_hoisted` calls on it share (a backend without hoisting keeps `ct`)."""
         return ct

@@ -209,14 +209,24 @@ class OpenFHEBackend(Backend):
         with translate_errors("bootstrap"):
             return self.cc.EvalBootstrap(ct)
 
-    def rescale(self, ct):
+    def _check_room(self, ct) -> None:
+        if not isinstance(ct, openfhe.Ciphertext):
+            raise BackendError(f"expected an OpenFHE ciphertext, got {type(ct).__name__}")
         if ct.GetLevel() + 1 > self.max_depth:
             raise PlanError(
                 f"the program needs more than the {self.max_depth} levels of these parameters: "
                 "derive the parameters from the plan (Context.for_plan) or raise the depth"
             )
+
+    def rescale(self, ct):
+        self._check_room(ct)
         with translate_errors("rescale"):
             return self.cc.Rescale(ct)
+
+    def level_reduce(self, ct):
+        self._check_room(ct)
+        with translate_errors("drop a level"):
+            return self.cc.LevelReduce(ct, None, 1)
 
     def level(self, ct) -> int:
         return int(ct.GetLevel())

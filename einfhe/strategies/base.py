@@ -37,12 +37,14 @@ Value = Union[PlainValue, FreeCipher, Packed]
 
 @dataclass(frozen=True)
 class Contraction:
-    """One pairwise (or unary) contraction: its operand values, output indices, summed indices and sizes."""
+    """One pairwise (or unary) contraction: its operand values, output indices, summed indices, sizes, and
+    whether it is the plan's last."""
 
     args: tuple[Value, ...]
     out: str
     reduced: str
     sizes: tuple[tuple[str, int], ...]
+    final: bool = False
 
     @property
     def size(self) -> dict[str, int]:

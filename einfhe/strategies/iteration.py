@@ -3,8 +3,9 @@ contracted indices summed by additions across ciphertexts and rotate-and-sum wit
 
 from __future__ import annotations
 
-from ..lower import Packed
 from ..layout import Layout
+from ..lower import Packed
+from ..plan import LevelReduce, value_levels
 from .base import Contraction, FreeCipher, Lowerer, PlainValue, Value
 
 __all__ = ["lower_iteration_space"]
@@ -25,6 +26,15 @@ def _operand_cts(lw: Lowerer, value: Value, joint: Layout) -> list:
     return [packed.cts[c] for c in mapping]
 
 
+def _reduce_last(lw: Lowerer, value: Packed, names: str, final: bool) -> Packed:
+    """Sum out `names`; when this product-free reduction ends a plan that has spent no level, drop a level
+    first (free: every context has at least one), so the rotations work on one RNS tower fewer."""
+    builder = lw.builder
+    if final and names and max(value_levels(builder.steps).values(), default=0) == 0:
+        value = Packed(tuple(builder.emit(LevelReduce, ct) for ct in value.cts), value.layout)
+    return builder.reduce(value, names)
+
+
 def lower_iteration_space(lw: Lowerer, c: Contraction) -> Packed:
     """Lower a contraction in its joint iteration space (EinHops' recipe, with client-side replication)."""
     builder, sizes = lw.builder, c.size
@@ -32,7 +42,7 @@ def lower_iteration_space(lw: Lowerer, c: Contraction) -> Packed:
     fixed = [a for a in args if isinstance(a, Packed)]
     if len(args) == 1 and fixed:
         present = {d.name for d in fixed[0].layout.dims}
-        return builder.reduce(fixed[0], "".join(i for i in c.reduced if i in present))
+        return _reduce_last(lw, fixed[0], "".join(i for i in c.reduced if i in present), c.final)
     base = max(fixed, key=lambda p: p.layout.block) if fixed else None
     joint = builder.joint_layout(c.out, c.reduced, sizes, base.layout if base else None)
     others = [a for a in args if a is not base]
@@ -45,4 +55,4 @@ def lower_iteration_space(lw: Lowerer, c: Contraction) -> Packed:
     to_sum = "".join(i for i in c.reduced if i in present)
     if others:
         return builder.multiply_reduce(left, _operand_cts(lw, others[0], joint), joint, to_sum)
-    return builder.reduce(Packed(tuple(left), joint), to_sum)
+    return _reduce_last(lw, Packed(tuple(left), joint), to_sum, c.final)

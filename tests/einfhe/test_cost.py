@@ -115,3 +115,16 @@ def test_an_already_encrypted_vector_is_multiplied_by_bsgs_not_relaid_out():
     assert plan.strategy == "bsgs" and rotations(plan) < rotations(relaid) // 4
     assert plan.estimated_seconds() < relaid.estimated_seconds()
     assert "rotation-key bases" in plan.explain() and "pow2:" in plan.explain()
+
+
+def test_a_final_product_free_reduction_rotates_one_level_down():
+    plan = einfhe.compile("ij->i", einfhe.cipher((64, 64)), slots=RING // 2)
+    levels = plan.levels()
+    assert plan.op_counts()["level_reduce"] == 1 and plan.depth == 1
+    assert all(levels[s.out] == 1 for s in plan.steps if s.op == "rotate")
+    model = load_cost_model()
+    assert model.price("rotate", RING, 1, 1) < model.price("rotate", RING, 1, 0)
+    x = np.random.default_rng(3).standard_normal((64, 64))
+    np.testing.assert_allclose(einfhe.simulate(plan, x), x.sum(axis=1), rtol=1e-9, atol=1e-9)
+    product = einfhe.compile("ij,j->i", np.ones((64, 64)), einfhe.cipher((64,)), slots=RING // 2)
+    assert product.op_counts()["level_reduce"] == 0

@@ -63,3 +63,14 @@ def test_bsgs_then_iteration_space_chain_on_openfhe():
     ctx = einfhe.Context.for_plan(plan, params=einfhe.Parameters.insecure_for_tests(plan.depth, 64))
     got = einfhe.decrypt(ctx, einfhe.run(ctx, plan, B, A, einfhe.encrypt(ctx, x, plan.input_layout(2))))
     assert np.abs(got - B @ A @ x).max() <= error_bound(ctx.params, 1.0, 64, plan.depth, plan.keyswitches)
+
+
+def test_level_reduce_on_openfhe_keeps_values_and_checks_depth():
+    backend = OpenFHEBackend.generate(einfhe.Parameters.insecure_for_tests(1, 8), [1])
+    ct = backend.level_reduce(backend.encrypt(np.arange(8) / 8))
+    assert backend.level(ct) == 1
+    np.testing.assert_allclose(backend.decrypt(backend.rotate(ct, 1)), np.roll(np.arange(8) / 8, -1), atol=1e-6)
+    with pytest.raises(einfhe.PlanError, match="levels of these parameters"):
+        backend.level_reduce(ct)
+    with pytest.raises(einfhe.BackendError):
+        backend.level_reduce("not a ciphertext")
