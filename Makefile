@@ -1,7 +1,7 @@
 # Two commands a new user needs: `make demo` (the main job) and `make test` (the suite).
 # Both create .venv with CPython 3.10 when it is missing and install the project into it.
 VENV_PY := .venv/bin/python
-EXTRAS := dev,quant,server
+EXTRAS := dev,quant,server,dist
 
 .PHONY: demo test venv clean
 
