@@ -28,7 +28,7 @@ import numpy as np
 import openfhe
 
 from .context import Context
-from .errors import EinfheError, EinsumError, SerializationError
+from .errors import DistributedError, EinfheError, EinsumError, SerializationError
 from .executor import execute
 from .keys import context_from_evaluation_keys
 from .params import Parameters
@@ -40,10 +40,6 @@ __all__ = ["DaskRunner", "DistributedError", "KeyMismatchError", "clear_key_cach
 
 _CACHE: OrderedDict = OrderedDict()  # keyset id -> OpenFHEBackend, in this worker process
 _LOCK = threading.Lock()
-
-
-class DistributedError(EinfheError):
-    """A distributed run lost a result: workers kept dying under a task, the cluster went away, or it timed out."""
 
 
 class KeyMismatchError(SerializationError):

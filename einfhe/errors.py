@@ -7,6 +7,7 @@
     ├── ParameterError     CKKS parameters below 128-bit security or too small for a plan
     ├── SerializationError bytes that are not an einfhe blob, or one made for other parameters
     ├── ModelError         a model file or layer einfhe cannot compile
+    ├── DistributedError   a distributed run lost a result (workers kept dying, the cluster went away, timeout)
     └── BackendError       a failure inside a backend (OpenFHE's exceptions, translated)
 
 Every error takes keyword context (the spec, the operand, the step) which the message shows, so that a
@@ -23,6 +24,7 @@ __all__ = [
     "ParameterError",
     "SerializationError",
     "ModelError",
+    "DistributedError",
     "BackendError",
 ]
 
@@ -59,6 +61,10 @@ class SerializationError(EinfheError, ValueError):
 
 class ModelError(EinfheError, ValueError):
     """A model (or its integer export) cannot be compiled."""
+
+
+class DistributedError(EinfheError):
+    """A distributed run lost a result: workers kept dying under a task, the cluster went away, or it timed out."""
 
 
 class BackendError(EinfheError, RuntimeError):

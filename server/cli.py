@@ -16,6 +16,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None, help="metadata and blobs (default $EINFHE_DATA_DIR or ./data)")
     parser.add_argument("--token-file", type=Path, default=None, help="file of 'tenant:token' lines")
     parser.add_argument("--workers", type=int, default=None, help="worker processes for jobs (default 2)")
+    parser.add_argument("--executor", choices=("local", "dask"), default=None,
+                        help="run jobs in local worker processes (default) or on Dask")
+    parser.add_argument("--scheduler", default=None,
+                        help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster of --workers)")
     return parser
 
 
@@ -29,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from .settings import Settings
 
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("token_file", args.token_file),
-                                   ("workers", args.workers)) if v is not None}
+                                   ("workers", args.workers), ("executor", args.executor),
+                                   ("scheduler", args.scheduler)) if v is not None}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(Settings(**overrides))
     config = uvicorn.Config(app, access_log=False, log_config=None)

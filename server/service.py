@@ -18,6 +18,15 @@ __all__ = ["Service"]
 log = logging.getLogger("einfhe.server")
 
 
+def _make_executor(settings: Settings) -> Executor:
+    """The executor the settings ask for (Dask only imported when chosen: it is an optional extra)."""
+    if settings.executor == "dask":
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor(settings.scheduler, workers=settings.workers, threads=settings.worker_threads)
+    return LocalProcessExecutor(settings.workers, settings.worker_threads)
+
+
 class Service:
     """Everything a request handler needs; made once per app, closed at shutdown."""
 
@@ -34,7 +43,7 @@ class Service:
         interrupted = self.store.fail_unfinished_jobs("interrupted", "the server restarted before the job finished")
         if interrupted:
             log.warning("marked %d job(s) interrupted by the last shutdown as failed", interrupted)
-        self.executor = executor or LocalProcessExecutor(settings.workers, settings.worker_threads)
+        self.executor = executor or _make_executor(settings)
         self.jobs = JobRunner(self.store, self.executor)
 
     def parameters(self, data: dict) -> Parameters:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,9 @@ class Settings(BaseSettings):
     operators: list[str] = ["operator"]
     workers: int = Field(2, ge=1, le=256)
     worker_threads: int = Field(1, ge=1, le=256)  # OpenMP threads per worker (OMP_NUM_THREADS wins when set)
+    # Where jobs run: local worker processes, or Dask (a scheduler address, or a LocalCluster of `workers`).
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
     max_json_bytes: int = Field(1 * _MIB, ge=1)
     max_keyset_bytes: int = Field(1024 * _MIB, ge=1)
     max_ciphertext_bytes: int = Field(256 * _MIB, ge=1)
