@@ -25,8 +25,8 @@ import uuid
 from collections import OrderedDict
 
 import numpy as np
-import openfhe
 
+from .backends.openfhe import release_openfhe_caches
 from .context import Context
 from .errors import DistributedError, EinfheError, EinsumError, SerializationError
 from .executor import execute
@@ -49,10 +49,7 @@ class KeyMismatchError(SerializationError):
 def clear_key_cache() -> None:
     """Drop every evaluation key and crypto context OpenFHE caches in this process, and this module's cache."""
     with _LOCK:
-        openfhe.ClearEvalMultKeys()
-        openfhe.ClearEvalSumKeys()
-        openfhe.CryptoContext.ClearEvalAutomorphismKeys()
-        openfhe.ReleaseAllContexts()
+        release_openfhe_caches()
         _CACHE.clear()
 
 

@@ -19,7 +19,7 @@ from einfhe import (
     BackendError, Context, EinsumError, LayoutError, ParameterError, Parameters, Plan, PlanError,
     SerializationError, context_from_evaluation_keys, tensor_from_bytes, tensor_to_bytes,
 )
-from einfhe.backends.openfhe import OpenFHEBackend
+from einfhe.backends.openfhe import OpenFHEBackend, release_openfhe_caches
 
 from .codecs import decode_keyset
 from .errors import ServiceError
@@ -42,10 +42,7 @@ _loaded: dict = {}  # {"keyset_id": ..., "backend": OpenFHEBackend}: the one key
 
 def clear_openfhe_state() -> None:
     """Drop every evaluation key and crypto context OpenFHE caches in this process."""
-    openfhe.ClearEvalMultKeys()
-    openfhe.ClearEvalSumKeys()
-    openfhe.CryptoContext.ClearEvalAutomorphismKeys()
-    openfhe.ReleaseAllContexts()
+    release_openfhe_caches()
     _loaded.clear()
 
 

@@ -19,7 +19,7 @@ from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters
 from ..plan import chebyshev_levels
 from .base import Backend
 
-__all__ = ["OpenFHEBackend", "translate_errors"]
+__all__ = ["OpenFHEBackend", "translate_errors", "release_openfhe_caches"]
 
 _OPENFHE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 
@@ -60,6 +60,15 @@ def _bootstrap_setup(cc, params: Parameters) -> None:
     if params.bootstrap:
         with translate_errors("set up bootstrapping"):
             cc.EvalBootstrapSetup(list(BOOTSTRAP_LEVEL_BUDGET), [0, 0], params.slots)
+
+
+def release_openfhe_caches() -> None:
+    """Drop every evaluation key and crypto context OpenFHE caches in this process (its key cache is global)."""
+    with translate_errors("clear OpenFHE's caches"):
+        openfhe.ClearEvalMultKeys()
+        openfhe.ClearEvalSumKeys()
+        openfhe.CryptoContext.ClearEvalAutomorphismKeys()
+        openfhe.ReleaseAllContexts()
 
 
 class OpenFHEBackend(Backend):
