@@ -30,12 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("spec", help="einsum spec, e.g. 'ij,j->i'")
     explain.add_argument("operands", nargs="+", type=_shape, help="c:4x6 for a cipher operand, p:6 for a plain one")
     explain.add_argument("--slots", type=int, default=8192)
-    serve = sub.add_parser("serve", help="run the encrypted computation service (needs the server extra)")
-    serve.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("serve", help="run the encrypted computation service (needs the server extra; --help for options)")
     sub.add_parser("calibrate", help="measure op prices on this machine for the cost model (--help for options)")
     sub.add_parser("bench", help="run bench/einsum_bench.py: strategies vs TenSEAL (--help for options)")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["calibrate"]:  # these two parse their own options
+    if argv[:1] == ["serve"]:  # these three parse their own options
+        return _serve(argv[1:])
+    if argv[:1] == ["calibrate"]:
         from einfhe.calibrate import main as calibrate_main
 
         return calibrate_main(argv[1:])
@@ -49,21 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         from einfhe.demo import main as demo_main
 
         return demo_main()
-    if args.command == "explain":
-        operands = [einfhe.cipher(shape) if kind == "c" else np.zeros(shape) for kind, shape in args.operands]
-        try:
-            plan = einfhe.compile(args.spec, *operands, slots=args.slots)
-        except einfhe.EinfheError as exc:
-            print(f"einfhe: {exc}", file=sys.stderr)
-            return 2
-        print(plan.explain())
-        return 0
+    operands = [einfhe.cipher(shape) if kind == "c" else np.zeros(shape) for kind, shape in args.operands]
+    try:
+        plan = einfhe.compile(args.spec, *operands, slots=args.slots)
+    except einfhe.EinfheError as exc:
+        print(f"einfhe: {exc}", file=sys.stderr)
+        return 2
+    print(plan.explain())
+    return 0
+
+
+def _serve(argv: list[str]) -> int:
+    """Run the service's own command line (server/cli.py)."""
     try:
         from server.cli import main as serve_main
     except ImportError:
         print("einfhe: the service is not installed: pip install 'einfhe[server]'", file=sys.stderr)
         return 2
-    return serve_main(args.args)
+    return serve_main(argv)
 
 
 def _bench(argv: list[str]) -> int:
