@@ -63,7 +63,45 @@ def test_notebook_runs(path, kernel_specs, monkeypatch):
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
-    client.execute()  # raises CellExecutionError when any cell raises
+    client.execute(cleanup_kc=True)  # raises CellExecutionError if a cell raises; shuts the kernel down either way
     elapsed = time.perf_counter() - start
     print(f"{path.name}: {elapsed:.1f} s")
     assert elapsed < TIMEOUT_S, f"{path.name} took {elapsed:.0f} s; notebooks must run in under {TIMEOUT_S} s"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_service_notebook_leaves_no_server_when_a_cell_fails(kernel_specs, tmp_path):
+    """Notebook 4 up to its keys, then a cell that makes one encrypted request and raises: the server (in the
+    kernel) and the worker processes it spawned are gone once the test's kernel is shut down."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith("04_"))
+    nb = nbformat.read(path, as_version=4)
+    keys = next(k for k, c in enumerate(nb.cells) if "model.prepare()" in c.source)
+    pids = tmp_path / "pids.txt"
+    nb.cells[keys + 1:] = [nbformat.v4.new_code_cell(
+        "import multiprocessing\n"
+        "model.infer(Xte[0])\n"
+        f"open({str(pids)!r}, 'w').write(' '.join(str(p) for p in [os.getpid()] + "
+        "[c.pid for c in multiprocessing.active_children()]))\n"
+        "raise RuntimeError('a failing cell')"
+    )]
+    client = nbclient.NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL,
+        km=KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs),
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="a failing cell"):
+        client.execute(cleanup_kc=True)
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) > 1, "no worker process was spawned: the check proves nothing"
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in started if _alive(p)], "the kernel or a server worker outlived the notebook"
