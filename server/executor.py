@@ -11,15 +11,20 @@ refuses ciphertexts whose key tag is not the job's key set's (see `server.worker
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-__all__ = ["Executor", "JobOutcome", "JobTask", "KeySetCheck", "LocalProcessExecutor"]
+__all__ = ["Executor", "JobOutcome", "JobTask", "KeySetCheck", "LocalProcessExecutor", "die_with_parent"]
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,15 @@ class Executor(ABC):
         """Stop accepting work and release the workers."""
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker: ask Linux to end this process when its parent dies, so a killed service leaves no workers."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(0)
+
+
 class LocalProcessExecutor(Executor):
     """A spawn-context ProcessPoolExecutor of `workers` processes; a crashed pool is replaced.
 
@@ -88,7 +102,8 @@ class LocalProcessExecutor(Executor):
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
 
     def _submit(self, fn, arg) -> Future:
         from . import worker  # the worker module imports openfhe; only its functions travel to workers

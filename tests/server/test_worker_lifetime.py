@@ -1,0 +1,40 @@
+"""A service killed with SIGKILL leaves no worker process behind (workers die with their parent)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+SCRIPT = """
+import os, sys, time
+from server.executor import LocalProcessExecutor
+executor = LocalProcessExecutor(2)
+futures = [executor._pool.submit(os.getpid) for _ in range(8)]
+print(" ".join(sorted({str(f.result()) for f in futures})), flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_the_service_is_killed():
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    try:
+        workers = [int(pid) for pid in proc.stdout.readline().split()]
+        assert workers and all(_alive(pid) for pid in workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        proc.kill()
