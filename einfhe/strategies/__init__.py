@@ -13,7 +13,7 @@ from typing import Callable
 from ..errors import PlanError
 from ..lower import Packed
 from .base import Contraction, FreeCipher, Lowerer, PlainValue, Value
-from .bsgs import lower_bsgs
+from .bsgs import lower_bsgs, lower_diagonal
 from .iteration import lower_iteration_space
 
 __all__ = [
@@ -47,3 +47,4 @@ def get_strategy(name: str) -> Strategy:
 
 register_strategy("iteration-space", lower_iteration_space)
 register_strategy("bsgs", lower_bsgs)
+register_strategy("diagonal", lower_diagonal)

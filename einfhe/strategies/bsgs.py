@@ -31,7 +31,7 @@ from ..plan import (
 )
 from .base import Contraction, Lowerer, PlainValue
 
-__all__ = ["lower_bsgs", "bsgs_shape", "baby_steps", "replicas_for"]
+__all__ = ["lower_bsgs", "lower_diagonal", "bsgs_shape", "baby_steps", "replicas_for"]
 
 
 def baby_steps(d: int) -> int:
@@ -85,6 +85,17 @@ def replicas_for(d: int, span: int) -> int:
 
 def lower_bsgs(lw: Lowerer, c: Contraction) -> Packed | None:
     """Lower `c` by the diagonal method with BSGS and hoisted baby steps; None when it does not apply."""
+    return _lower_diagonals(lw, c, baby_steps)
+
+
+def lower_diagonal(lw: Lowerer, c: Contraction) -> Packed | None:
+    """Lower `c` by the plain diagonal method (Halevi-Shoup): every diagonal's rotation of x, all hoisted, no
+    giant steps (more rotation keys than BSGS, fewer levels of rotation after the products)."""
+    return _lower_diagonals(lw, c, lambda n: n)
+
+
+def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
+    """The diagonal method with `baby_of(n)` baby steps for n diagonals per replica; None when it does not apply."""
     found = bsgs_shape(c, lw.slots)
     if found is None:
         return None
@@ -102,7 +113,7 @@ def lower_bsgs(lw: Lowerer, c: Contraction) -> Packed | None:
     stride = layout.stride(j)
     span = lw.slots // stride
     replicas = replicas_for(d, span)
-    baby = baby_steps(d // replicas)
+    baby = baby_of(d // replicas)
     giant = d // replicas // baby
     src = plain.name
     if plain.indices != i + j:

@@ -90,8 +90,8 @@ def test_diagonals_match_their_definition(shape, op):
 
 
 def test_unknown_strategy_lists_the_valid_ones():
-    with pytest.raises(einfhe.PlanError, match="valid strategies: auto, iteration-space, bsgs"):
-        einfhe.compile("ij,j->i", np.ones((4, 4)), einfhe.cipher((4,)), strategy="diagonal")
+    with pytest.raises(einfhe.PlanError, match="valid strategies: auto, iteration-space, bsgs, diagonal"):
+        einfhe.compile("ij,j->i", np.ones((4, 4)), einfhe.cipher((4,)), strategy="baby-steps")
 
 
 def test_named_strategy_that_does_not_fit_falls_back_to_iteration_space():
@@ -132,3 +132,14 @@ def test_cli_calibrate_writes_a_cost_table(tmp_path):
     out = tmp_path / "costs.json"
     assert main(["calibrate", "--rings", "14", "--depths", "1", "--repeats", "1", "--out", str(out)]) == 0
     assert load_cost_model(str(out)).price("rotate", 16384, 1, 0) > 0
+
+
+@pytest.mark.parametrize("n, slots", [(64, 8192), (16, 16)])
+def test_diagonal_method_hoists_every_rotation(n, slots):
+    rng = np.random.default_rng(n + 1)
+    plan, got, expected = _matvec(n, n, None, slots, "diagonal", rng)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    bsgs, _, _ = _matvec(n, n, None, slots, "bsgs", rng)
+    counts, replicas = plan.op_counts(), replicas_for(n, slots)
+    assert plan.strategy == "diagonal" and counts["rotate"] == replicas.bit_length() - 1  # only replica sums
+    assert counts["rotate_hoisted"] == n // replicas - 1 and len(plan.rotations) >= len(bsgs.rotations)
