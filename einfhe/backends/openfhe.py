@@ -251,4 +251,18 @@ class OpenFHEBackend(Backend):
             raise SerializationError("the bytes are not an OpenFHE ciphertext")
         if ct.GetLevel() > self.max_depth:
             raise SerializationError("ciphertext level is beyond these parameters' depth")
-        return ct
+        if ct.GetNoiseScaleDeg() != 1 or ct.GetKeyTag() != self.key_tag:
+            return ct  # foreign keys are the caller's to refuse (with its own error)
+        # A deserialized ciphertext carries its own copy of the ring parameters, and OpenFHE's arithmetic on it
+        # runs ~13x slower (an addition at N=2^14: 0.73 ms instead of 0.05). Adding it to a noiseless zero of
+        # this context (x - x, computed once) gives the same ciphertext on the context's own parameters.
+        with translate_errors("adopt a deserialized ciphertext"):
+            return self.cc.EvalAdd(self._zero(), ct)
+
+    def _zero(self):
+        """A trivial (noiseless) encryption of zero under this context, made once."""
+        if getattr(self, "_zero_ct", None) is None:
+            with translate_errors("make a zero ciphertext"):
+                fresh = self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext([0.0] * self.slots))
+                self._zero_ct = self.cc.EvalSub(fresh, fresh)
+        return self._zero_ct
