@@ -7,6 +7,7 @@ objects, so the API process never touches OpenFHE's global caches.
 from __future__ import annotations
 
 import io
+import tokenize
 from dataclasses import dataclass
 
 import msgpack
@@ -70,7 +71,7 @@ def decode_npy(body: bytes) -> np.ndarray:
     """A plaintext operand from .npy bytes: numeric, finite, at most 8 dimensions, never pickled objects."""
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError, TypeError) as exc:
+    except (ValueError, OSError, EOFError, TypeError, tokenize.TokenError) as exc:  # TokenError: a torn header
         raise ServiceError("malformed_blob", f"the operand is not a .npy array: {exc}") from exc
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise ServiceError("malformed_blob", "the operand must be a numeric (bool, int or float) .npy array")
