@@ -217,8 +217,7 @@ class _ModelLowering:
             raise ModelError(f"a residual block must keep the width ({width}), its layers give {self.width}",
                              layer=position)
         if not np.allclose(skip_pending, self.pending, rtol=1e-12, atol=0):
-            factor = np.repeat((skip_pending / self.pending)[:, None], self.batch, axis=1)
-            skip = self.builder.scale(skip, self.plain(factor))
+            skip = self.builder.scale(skip, self.channel_plain(skip_pending / self.pending))
         self.value = self.builder.add_values(self.value, skip)
 
     def spend(self, levels: int) -> None:
@@ -232,11 +231,15 @@ class _ModelLowering:
             raise ModelError(f"an operation of {levels} level(s) cannot fit between bootstraps of depth "
                              f"{self.max_depth}: raise max_depth")
         if not np.all(self.pending == 1):
-            factor = self.pending if self.batch is None else np.repeat(self.pending[:, None], self.batch, axis=1)
-            self.value = self.builder.scale(self.value, self.plain(factor))
+            self.value = self.builder.scale(self.value, self.channel_plain(self.pending))
             self.pending = np.ones_like(self.pending)
         self.value = self.builder.bootstrap(self.value)
         self.level = levels
+
+    def channel_plain(self, per_channel: np.ndarray) -> str:
+        """Register one value per channel as a plain operand (repeated over the batch in the batched packing)."""
+        values = np.asarray(per_channel, dtype=np.float64)
+        return self.plain(values if self.batch is None else np.repeat(values[:, None], self.batch, axis=1))
 
     def plain(self, array: np.ndarray) -> str:
         """Register a plain operand and return its name in the plan."""
@@ -308,10 +311,8 @@ class _ModelLowering:
 
     def bias(self, bias: np.ndarray) -> None:
         """Add a bias, divided by the deferred scale (a plaintext addition, no level)."""
-        bias = np.asarray(bias, dtype=np.float64) / self.pending
-        if self.batch is not None:
-            bias = np.repeat(bias[:, None], self.batch, axis=1)
-        self.value = self.builder.add_plain(self.value, self.plain(bias))
+        scaled = np.asarray(bias, dtype=np.float64) / self.pending
+        self.value = self.builder.add_plain(self.value, self.channel_plain(scaled))
 
     def square(self) -> None:
         """Square every ciphertext (one level); the deferred scale squares too."""
@@ -324,7 +325,7 @@ class _ModelLowering:
         p < 0), one domain per ciphertext in the batched packing; a single shared scale otherwise."""
         if self.batch is None and not np.all(self.pending == self.pending[0]):
             self.spend(1)
-            self.value = self.builder.scale(self.value, self.plain(self.pending))
+            self.value = self.builder.scale(self.value, self.channel_plain(self.pending))
             self.pending = np.ones_like(self.pending)
         self.spend(chebyshev_levels(len(layer.coeffs) - 1))
         flipped = tuple(c * (-1) ** k for k, c in enumerate(layer.coeffs))
@@ -347,10 +348,7 @@ class _ModelLowering:
             self.pending = layer.b * p
             self.bias(np.full(p.shape, layer.c))
             return
-        factor = layer.b / (layer.a * p)
-        if self.batch is not None:
-            factor = np.repeat(factor[:, None], self.batch, axis=1)
-        linear = self.builder.scale(self.value, self.plain(factor))
+        linear = self.builder.scale(self.value, self.channel_plain(layer.b / (layer.a * p)))
         self.value = self.builder.add_values(self.builder.square(self.value), linear)
         self.pending = layer.a * p**2
         self.bias(np.full(p.shape, layer.c))
