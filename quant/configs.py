@@ -29,12 +29,14 @@ class QuantConfig:
     """Base of all formats; ``version`` is bumped whenever the meaning of a field changes."""
 
     VERSION: ClassVar[int] = 1
+    group_size: int  # every format quantizes in groups along the input dimension
     version: int  # declared last by each format, so positional arguments stay the format's own
 
     def __post_init__(self) -> None:
         if self.version != self.VERSION:
             raise ConfigError(f"{type(self).__name__} version {self.version} is not supported",
                               supported=self.VERSION)
+        _check_group_size(self.group_size)
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,6 @@ class W4A16(QuantConfig):
     group_size: int = 128
     version: int = 1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_group_size(self.group_size)
-
 
 @dataclass(frozen=True)
 class W4A8(QuantConfig):
@@ -55,10 +53,6 @@ class W4A8(QuantConfig):
 
     group_size: int = 128
     version: int = 1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_group_size(self.group_size)
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,6 @@ class W4A4(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_group_size(self.group_size)
         if not isinstance(self.outliers, int) or isinstance(self.outliers, bool) or self.outliers < 0:
             raise ConfigError("outliers must be a non-negative int", outliers=self.outliers)
 
@@ -86,7 +79,6 @@ class KV4(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_group_size(self.group_size)
         if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
             raise ConfigError("targets must be a non-empty tuple of module-name suffixes", targets=self.targets)
         object.__setattr__(self, "targets", tuple(self.targets))
