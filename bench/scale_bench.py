@@ -1,6 +1,6 @@
 """Scale-out: one multi-ciphertext job on the local executor (1 worker) and on Dask (1 and 2 workers), 128-bit.
 
-    PYTHONPATH=. .venv/bin/python bench/scale_bench.py [--workload model|einsum] [--repeats 3]
+    PYTHONPATH=. .venv/bin/python bench/scale_bench.py [--workload model|einsum] [--repeats 3] [--dask-workers 1,2]
 
 Workloads, at parameters derived for 128-bit security: `model` is a batch of 4096 inferences of a 32-32
 square-activation layer (32 input and 32 output ciphertexts, one part per output); `einsum` is A @ B with A
@@ -105,16 +105,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", choices=("model", "einsum"), default="model")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--link-gbit", type=float, default=10.0, help="network for the on-paper cluster")
+    parser.add_argument("--dask-workers", default="1,2",
+                        help="comma-separated Dask worker counts to run (the first must be 1: it is the base "
+                             "of the on-paper cluster)")
     args = parser.parse_args(argv)
+    counts = [int(n) for n in args.dask_workers.split(",")]
+    if counts[0] != 1 or any(n < 1 for n in counts):
+        parser.error("--dask-workers must start with 1 and hold positive counts, e.g. 1,2,4")
     rng = np.random.default_rng(0)
     plan, ctx, x, plains, reference = _workload(args.workload, rng)
     parts = len(partition(plan))  # independent output groups: the most parts the runner can make
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         task, sizes = _task(Path(tmp), plan, ctx, x, plains)
-        for label, make in (("local, 1 worker", lambda: LocalProcessExecutor(1)),
-                            ("dask, 1 worker", lambda: DaskExecutor(workers=1)),
-                            ("dask, 2 workers", lambda: DaskExecutor(workers=2))):
+        executors = [("local, 1 worker", lambda: LocalProcessExecutor(1))]
+        executors += [(f"dask, {n} worker{'s' if n > 1 else ''}", lambda n=n: DaskExecutor(workers=n))
+                      for n in counts]
+        for label, make in executors:
             executor = make()
             try:
                 cold, warm, out_bytes, computes = _time(executor, task, ctx, reference, args.repeats)
