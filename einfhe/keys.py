@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openfhe
 
-from .backends.openfhe import OpenFHEBackend, translate_errors
+from .backends.openfhe import OpenFHEBackend, deserialize_secret_key, translate_errors
 from .context import Context
 from .errors import SerializationError
 from .params import Parameters
@@ -77,8 +77,5 @@ def load_context(path: str | Path) -> Context:
         raise SerializationError("the file's fingerprint does not match the parameters inside it")
     rotations = tuple(int(r) for r in meta.get("rotations", []))
     backend = OpenFHEBackend.from_evaluation_keys(params, dict(zip(_PARTS, parts)), rotations)
-    with translate_errors("load the secret key", SerializationError):
-        backend.secret_key = openfhe.DeserializePrivateKeyString(parts[-1], openfhe.BINARY)
-    if backend.secret_key is None:
-        raise SerializationError("the saved secret key is not OpenFHE's binary format")
+    backend.secret_key = deserialize_secret_key(parts[-1])
     return Context(backend, params, tuple(Plan.from_json(text) for text in meta.get("plans", [])))

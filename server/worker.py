@@ -8,7 +8,6 @@ its own tenant's keys; ciphertexts are also checked to carry the job's key tag.
 from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
-import openfhe
 
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from einfhe import (
     BackendError, Context, EinsumError, LayoutError, ParameterError, Parameters, Plan, PlanError,
     SerializationError, context_from_evaluation_keys, tensor_from_bytes, tensor_to_bytes,
 )
-from einfhe.backends.openfhe import OpenFHEBackend, release_openfhe_caches
+from einfhe.backends.openfhe import OpenFHEBackend, deserialize_secret_key, release_openfhe_caches
 
 from .codecs import decode_keyset
 from .errors import ServiceError
@@ -49,8 +48,8 @@ def clear_openfhe_state() -> None:
 def _is_secret_key(data: bytes) -> bool:
     """True when `data` deserializes as an OpenFHE private key."""
     try:
-        openfhe.DeserializePrivateKeyString(data, openfhe.BINARY)
-    except (RuntimeError, ValueError, TypeError, MemoryError, IndexError, OverflowError):
+        deserialize_secret_key(data)
+    except SerializationError:
         return False
     return True
 
