@@ -6,12 +6,31 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
     einfhe bench --quick
 
 Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
-encoding included in both); keys, encryption and decryption are outside the timing. The op-count lower bound
-of a case (`lower_bound`) prices, at the cheapest calibrated price of each kind, ceil(P / slots) products
-(P scalar products in the cipher contraction), ceil(log2(K / U)) rotations (an output sums K terms, the
-client uploads U ciphertexts of the cipher operand; each rotate-and-add at most doubles the terms one slot
-holds, and such a chain cannot be hoisted: priced as a plain rotation at the cheaper of levels 0 and 1) and
-one rescale per output ciphertext. Client encryption of the uploads is reported beside the server time.
+encoding included in both); keys, encryption and decryption are outside the timing. Client encryption of
+the uploads is reported beside the server time.
+
+The op-count lower bound (`lower_bound_ms`) holds for every plan of einfhe's plan IR whose plain operands
+enter only through plaintext products (`mul_plain`), whose slot-wise cipher products multiply one entry of
+each operand (no sums formed before a product: Strassen-like schemes are outside the class), and whose
+products are each followed by a rescale, run in the context einfhe derives for the plan's depth D (the class of
+plans with the chosen plan's depth). Every price is the cheapest the cost table has for that ring and depth at
+any level where the op can happen: products and rescales at levels below D, rotations at levels 0..D (a plan
+may drop levels before rotating). The bound is the sum of three parts:
+
+- products: ceil(P / slots), P the scalar products of the contraction. Plain x cipher: the output is linear
+  in the plaintext slot values (S = slots per product), the map from them to the matrix the plan computes is
+  linear for a fixed plan, so a generic dense W (P free entries) needs S >= P. Cipher x cipher: every slot
+  product yields one entry-by-entry product, and all P are needed.
+- rotations: an output slot sums K terms of one cipher operand, uploaded in U ciphertexts (the fewest of any
+  cipher operand that every output needs K entries of). Follow a term from an input slot to the output slot:
+  its offset is the sum of the rotations on its path, so the terms one slot can hold number at most U times
+  the number of distinct sets of rotations a path can take. A path takes a plain rotation or not (x2), and at
+  most one of the h rotations hoisted from one precomputation (they share their source: none is another's
+  ancestor): x(h + 1). So log2(K / U) <= sum over hoist groups of log2(h + 1) + plain rotations, and the
+  rotations cost at least log2(K / U) times the cheapest price per doubling: min(rotate, min over h >= 1 of
+  (hoist + h * rotate_hoisted) / log2(h + 1)). Hoisted and plain rotations are thus priced consistently
+  with the plan's estimate.
+- rescales: one per output ciphertext when there are products.
 A second table compares, for each chosen plan, its own rotation-key set with the power-of-two basis
 (`compile(rotation_basis="pow2")`): keys, key bytes (from the measured key sizes), rotations and estimate.
 """
@@ -76,16 +95,30 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _cheapest(model, op: str, ring: int, depth: int, below_depth: bool) -> float:
+    """The cheapest calibrated price of `op` in a context of `depth` over levels < depth (or <= depth)."""
+    return min(model.price(op, ring, depth, level) for level in range(depth if below_depth else depth + 1))
+
+
+def price_per_doubling(model, ring: int, depth: int, slots: int) -> float:
+    """The cheapest cost of one doubling of the terms a slot holds: a plain rotation, or a hoist group of h
+    rotations (which multiplies them by h + 1 at most) per log2(h + 1)."""
+    hoist = _cheapest(model, "hoist", ring, depth, False)
+    hoisted = _cheapest(model, "rotate_hoisted", ring, depth, False)
+    h = np.arange(1, slots)
+    return min(_cheapest(model, "rotate", ring, depth, False), float(((hoist + h * hoisted) / np.log2(h + 1)).min()))
+
+
 def lower_bound_ms(case: Case, plan: einfhe.Plan, ring: int) -> float:
     """The op-count lower bound of `case` (module docstring), in ms at the cheapest calibrated prices."""
-    model, slots = load_cost_model(), plan.slots
-    uploads = max(1, plan.cts_in // max(1, sum(case.cipher)))
-    rotations = math.ceil(math.log2(max(1.0, case.terms / uploads)))
+    model, slots, depth = load_cost_model(), plan.slots, max(1, plan.depth)
+    uploads = min(op.layout.num_cts for op in plan.cipher_inputs) if plan.cipher_inputs else 1
+    doublings = math.log2(max(1.0, case.terms / uploads))
     mult = "mul" if sum(case.cipher) > 1 and case.products else "mul_plain"
-    cheapest = min(model.price("rotate", ring, 1, level) for level in (0, 1))  # rotate-and-sum: not hoistable
     products = math.ceil(case.products / slots)
-    seconds = products * model.price(mult, ring, 1, 0) + rotations * cheapest
-    seconds += plan.cts_out * model.price("rescale", ring, 1, 0) if products else 0.0
+    seconds = products * _cheapest(model, mult, ring, depth, True)
+    seconds += doublings * price_per_doubling(model, ring, depth, slots)
+    seconds += plan.cts_out * _cheapest(model, "rescale", ring, depth, True) if products else 0.0
     return 1e3 * seconds
 
 

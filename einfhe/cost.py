@@ -20,7 +20,7 @@ from .params import Parameters
 from .plan import value_levels
 
 __all__ = ["CostModel", "Estimate", "load_cost_model", "estimate_plan", "lowering_seconds", "explain_costs",
-           "ring_for", "PRICED_OPS"]
+           "ring_for", "step_seconds", "PRICED_OPS"]
 
 # ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there)
 PRICED_OPS = ("mul_plain", "add_plain", "mul", "add", "sub", "rotate", "hoist", "rotate_hoisted", "rescale",
@@ -103,6 +103,13 @@ def load_cost_model(path: str | None = None) -> CostModel:
     return CostModel.from_json(json.loads(text))
 
 
+def step_seconds(model: CostModel, step, ring_dim: int, depth: int, levels: dict) -> float:
+    """Seconds of one plan step at the level it works on: a rescale or level drop at its input's level (as
+    calibrated: it drops that level's tower), every other op at its output's level."""
+    level = levels[step.src] if step.op in ("rescale", "level_reduce") else levels[step.out]
+    return model.price(step.op, ring_dim, depth, level)
+
+
 def ring_for(slots: int, depth: int) -> int:
     """The ring dimension a plan of `depth` levels on `slots` slots gets at 128-bit security (2*slots if none)."""
     try:
@@ -141,7 +148,7 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
     unpriced = sorted({s.op for s in plan.steps} - set(PRICED_OPS) - set(_ALIAS) - {"load"})
     for step in plan.steps:
         if step.op not in unpriced:
-            by_op[step.op] = by_op.get(step.op, 0.0) + model.price(step.op, ring, depth, levels[step.out])
+            by_op[step.op] = by_op.get(step.op, 0.0) + step_seconds(model, step, ring, depth, levels)
     cts = plan.cts_in
     return Estimate(
         ring_dim=ring, depth=depth, seconds_by_op=by_op,
@@ -160,7 +167,7 @@ def lowering_seconds(lw, mark, model: CostModel | None = None) -> float:
     levels = value_levels(steps)
     depth = max(1, max(levels.values(), default=0))
     ring = ring_for(lw.slots, depth)
-    server = sum(model.price(s.op, ring, depth, levels[s.out]) for s in steps[mark[0][0]:])
+    server = sum(step_seconds(model, s, ring, depth, levels) for s in steps[mark[0][0]:])
     uploads = sum(layout.num_cts for layout in lw.new_uploads(mark))
     return server + uploads * model.price("encrypt", ring, depth, 0)
 

@@ -60,23 +60,17 @@ def evaluate_plain_program(plan: Plan, plains: dict[int, np.ndarray]) -> dict[st
 
 def diagonals(matrix: np.ndarray, op: Diagonals) -> np.ndarray:
     """The baby-step giant-step plaintexts of `matrix` described by `op`, one row per (giant, baby) pair
-    (Halevi and Shoup 2014, Sec. 4.1, with `op.replicas` giant groups side by side in the slots)."""
+    (Halevi and Shoup 2014, Sec. 4.1, extended to `op.replicas` slots per output row: see `Diagonals`)."""
     rows, cols = matrix.shape
-    d, baby = op.d, op.baby
+    d, baby, m = op.d, op.baby, op.replicas
     if rows > d or cols > d:
         raise PlanError(f"a {rows}x{cols} matrix does not fit {d} diagonals of length {d}")
     padded = np.zeros((d, d))
     padded[:rows, :cols] = matrix
     k = np.arange(op.giant * baby)[:, None]
-    u = np.arange(op.span)[None, :]
-    shifted = u - (k // baby) * baby
-    if op.replicas == 1:
-        t, valid = shifted % d, np.ones(shifted.shape, dtype=bool)
-    else:
-        window = d + op.giant * baby
-        t = shifted % window
-        valid = (shifted >= 0) & (shifted // window < op.replicas) & (t < d)
-    return np.where(valid, padded[t % d, (u + k % baby) % d], 0.0)
+    s = np.arange(op.span)[None, :]
+    t = ((s - m * (k // baby) * baby) % op.span) // m
+    return padded[t, (s + m * (k % baby)) % d]
 
 
 def _mask_vector(mask: Mask) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from .cost import CostModel, load_cost_model, ring_for
+from .cost import CostModel, load_cost_model, ring_for, step_seconds
 from .errors import PlanError
 from .plan import Diagonals, Load, Plan, PlainSlice, PlainTensor
 
@@ -102,7 +102,7 @@ def _step_prices(plan: Plan, model: CostModel) -> list[float]:
     """The cost model's seconds for every step of `plan`, at the step's level."""
     depth = max(1, plan.depth)
     ring, levels = ring_for(plan.slots, depth), plan.levels()
-    return [model.price(step.op, ring, depth, levels[step.out]) for step in plan.steps]
+    return [step_seconds(model, step, ring, depth, levels) for step in plan.steps]
 
 
 def _plain_program(plan: Plan, steps: list) -> tuple:

@@ -57,11 +57,12 @@ class PlainExpr:
 
 @dataclass(frozen=True)
 class Diagonals:
-    """Plain value `out`: the pre-rotated generalized diagonals of the matrix `src` (zero-padded to d x d)
-    for baby-step giant-step, stacked `replicas` times along `span` slots (see `einfhe.strategies.bsgs`).
+    """Plain value `out`: the pre-rotated extended diagonals of the matrix `src` (zero-padded to d x d) for
+    baby-step giant-step with `replicas` = m slots per output row, over `span` = d*m slots (see
+    `einfhe.strategies.bsgs`).
 
-    Row g*baby + b holds, at slot u = c*(d + giant*baby) + g*baby + t (0 <= t < d, c < replicas),
-    W[t, (u + b) % d]; with one replica, W[(u - g*baby) % d, (u + b) % d] at every slot u.
+    Row g*baby + b holds, at slot s < span, W[t, (s + m*b) mod d] with t = ((s - m*g*baby) mod span) // m:
+    with one replica, W[(s - g*baby) mod d, (s + b) mod d].
     """
 
     out: str

@@ -58,8 +58,8 @@ def _plain_op_from_dict(data: dict) -> PlainOp:
     kind = data.get("type", "PlainExpr")
     if kind == "Diagonals":
         d, baby, giant, replicas, span = (int(data[k]) for k in _DIAGONAL_FIELDS)
-        if min(d, baby, giant, replicas, span) < 1 or baby * giant * replicas != d or span % d:
-            raise PlanError("malformed Diagonals: need baby * giant * replicas == d and d dividing span",
+        if min(d, baby, giant, replicas, span) < 1 or baby * giant * replicas != d or span != d * replicas:
+            raise PlanError("malformed Diagonals: need baby * giant * replicas == d and span == d * replicas",
                             d=d, baby=baby, giant=giant, replicas=replicas, span=span)
         return Diagonals(str(data["out"]), str(data["src"]), d, baby, giant, replicas, span)
     if kind != "PlainExpr":

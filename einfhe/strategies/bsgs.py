@@ -8,13 +8,19 @@ d slots, y = sum_k diag_k(W) * rot(x, k). Writing k = g*n1 + b,
     y = sum_g rot( sum_b rot(diag_{g*n1+b}, -g*n1) * rot(x, b), g*n1 ),
 
 so the n1 - 1 baby-step rotations of x share one key-switch precomputation (hoisting) and only the giant
-steps rotate on their own, each after its group is rescaled (a rotation of a rescaled ciphertext is cheaper). When d is much smaller than the slot count, the giant groups are also spread over
-r replicas of the block, placed (d + K) slots apart (K = n1 * giant steps per replica) so that the sum over
-replicas, a rotate-and-sum of log2(r) steps by multiples of d + K, lines each replica's group up with the
-right diagonals: d / r plaintext products instead of d, and the result is valid in the first block (the
-other blocks hold junk). The diagonal plaintexts are computed by the server in numpy (`Diagonals`); those
-that the padding makes zero are skipped. A batch of vectors sits inside each slot block (x packed as
-[j | batch]), so every rotation is a multiple of the batch block and the diagonals are replicated across it.
+steps rotate on their own, each after its group is rescaled (a rotation of a rescaled ciphertext is cheaper).
+
+When d is smaller than the slot block (span slots, x repeating in it span / d times), m = min(d, span / d)
+copies share the work (the "hybrid" extended diagonals of GAZELLE, Juvekar et al., USENIX Security 2018,
+Sec. 5.2, with BSGS on top): output row t is spread over the m slots t*m + c (c < m), and the shifts are
+multiples of m, r = m*k for k < d / m. The slot t*m + c shifted by m*k holds x[(t*m + c + m*k) mod d], and as
+c and k run over their ranges c + m*k covers 0..d-1 once, so the extended diagonal that multiplies it,
+W[t, (t*m + c + m*k) mod d], gives every term of row t exactly once: d / m plaintext products (P / slots for
+a square matrix filling the slots) and a final rotate-and-sum of log2(m) steps over the m slots of a row
+(the result sits at slot t*m, the other m - 1 slots hold junk). The diagonal plaintexts are computed by the
+server in numpy (`Diagonals`); those that the padding makes zero are skipped. A batch of vectors sits inside
+each slot block (x packed as [j | batch]), so every rotation is a multiple of the batch block and the
+diagonals are replicated across it.
 """
 
 from __future__ import annotations
@@ -76,11 +82,8 @@ def _input_layout(cipher_indices: str, j: str, batch: str, d: int, sizes: dict, 
 
 
 def replicas_for(d: int, span: int) -> int:
-    """Largest power of two r with r * (d + d / r) <= span: giant groups side by side (1 when d == span)."""
-    r = 1
-    while 2 * r <= d and 2 * r * d + d <= span:
-        r *= 2
-    return r
+    """Copies m of each output row: min(d, span / d), the most the span's slots hold (1 when d == span)."""
+    return max(1, min(d, span // d))
 
 
 def lower_bsgs(lw: Lowerer, c: Contraction) -> Packed | None:
@@ -115,11 +118,12 @@ def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
     replicas = replicas_for(d, span)
     baby = baby_of(d // replicas)
     giant = d // replicas // baby
+    shift = replicas * stride  # a baby step, in slots
     src = plain.name
     if plain.indices != i + j:
         src = f"{plain.name}_{i}{j}"
         lw.program.append(PlainExpr(src, f"{plain.indices}->{i}{j}", (plain.name,)))
-    op = Diagonals(f"diag{len(lw.program)}_{src}", src, d, baby, giant, replicas, span if replicas > 1 else d)
+    op = Diagonals(f"diag{len(lw.program)}_{src}", src, d, baby, giant, replicas, d * replicas)
     lw.program.append(op)
     reps = tuple(Dim(builder.fresh_dim_name(), dim.size, "rep") for dim in layout.dims[1:])
     diag_layout = Layout((Dim(i, op.span, "axis", op.span),) + reps, lw.slots, i, (op.span,))
@@ -131,21 +135,21 @@ def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
     rotated = {0: x}
     if needed:
         digits = builder.emit(RotatePrecompute, x)
-        rotated.update({b: builder.emit(HoistedRotate, x, digits, b * stride) for b in needed})
+        rotated.update({b: builder.emit(HoistedRotate, x, digits, b * shift) for b in needed})
     parts = []
     for g, bs in sorted(groups.items()):
         inner = builder.emit(Rescale, builder.sum_values([
             builder.emit(MulPlain, rotated[b], PlainSlice(op.out, diag_layout, g * baby + b)) for b in bs
         ]))
-        parts.append(builder.emit(Rotate, inner, g * baby * stride) if g else inner)
+        parts.append(builder.emit(Rotate, inner, g * baby * shift) if g else inner)
     out = builder.sum_values(parts)
-    window = (d + giant * baby) * stride
     step = 1
     while step < replicas:
-        out = builder.emit(Add, out, builder.emit(Rotate, out, step * window))
+        out = builder.emit(Add, out, builder.emit(Rotate, out, step * stride))
         step *= 2
-    out_dims = (Dim(i, d, "axis", sizes[i]),) + layout.dims[1:]
+    out_dims = (Dim(i, d, "axis", sizes[i]),)
     if replicas > 1:
-        out_dims = (Dim(builder.fresh_dim_name(), span // d, "junk"),) + out_dims
+        out_dims += (Dim(builder.fresh_dim_name(), replicas, "junk"),)
+    out_dims += layout.dims[1:]
     out_indices = i + "".join(b for b in batch if sizes[b] > 1)
     return Packed((out,), Layout(out_dims, lw.slots, out_indices, tuple(sizes[x] for x in out_indices)))

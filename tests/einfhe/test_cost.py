@@ -53,8 +53,9 @@ def test_estimate_is_the_sum_of_step_prices():
     plan = _matvec(64, strategy="iteration-space")
     est = estimate_plan(plan, model=model)
     levels = plan.levels()
-    expected = sum(model.price(s.op, RING, 1, levels[s.out]) for s in plan.steps)
+    expected = sum(model.price(s.op, RING, 1, levels[s.src if s.op == "rescale" else s.out]) for s in plan.steps)
     assert est.seconds == pytest.approx(expected)
+    assert est.seconds_by_op["rescale"] == pytest.approx(model.price("rescale", RING, 1, 0))  # on its level-0 input
     assert est.upload_bytes == plan.cts_in * 1000 and est.key_bytes == 50 + 100 * len(plan.rotations)
 
 

@@ -40,15 +40,16 @@ def test_every_strategy_matches_numpy(m, n, batch, slots, strategy, transpose, s
     assert einfhe.Plan.from_json(plan.to_json()) == plan
 
 
-@pytest.mark.parametrize("n, slots, replicas", [(64, 8192, 64), (256, 8192, 16), (1024, 8192, 4), (8, 8, 1)])
-def test_bsgs_shares_giant_groups_across_replicas(n, slots, replicas):
+@pytest.mark.parametrize("n, slots, replicas", [(64, 8192, 64), (256, 8192, 32), (1024, 8192, 8), (1024, 16384, 16),
+                                                (8, 8, 1), (16, 128, 8)])
+def test_bsgs_fills_the_slots_with_extended_diagonals(n, slots, replicas):
     rng = np.random.default_rng(n)
     plan, got, expected = _matvec(n, n, None, slots, "bsgs", rng)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
     assert replicas_for(n, slots) == replicas
     assert plan.strategy == "bsgs" and plan.cts_in == 1
     counts = plan.op_counts()
-    assert counts["mul_plain"] == n // replicas  # one product per diagonal a replica holds
+    assert counts["mul_plain"] == n // replicas == -(-n * n // slots)  # ceil(P / slots): every slot does work
     assert counts["hoist"] == (1 if counts["rotate_hoisted"] else 0)
 
 
@@ -61,28 +62,24 @@ def test_bsgs_rotation_set_is_exactly_the_offsets_used():
 
 
 def _diagonals_by_loop(W, op):
-    """The definition of `Diagonals`, one slot at a time."""
-    d, baby, out = op.d, op.baby, np.zeros((op.giant * op.baby, op.span))
+    """The definition of `Diagonals`, one slot at a time: row g*baby + b multiplies x shifted by m*(g*baby + b)
+    at output slot u = s - m*g*baby, which belongs to row u // m and holds x[(u + m*(g*baby + b)) mod d]."""
+    d, baby, m, out = op.d, op.baby, op.replicas, np.zeros((op.giant * op.baby, op.span))
     padded = np.zeros((d, d))
     padded[: W.shape[0], : W.shape[1]] = W
     for k in range(op.giant * baby):
         g, b = divmod(k, baby)
-        for u in range(op.span):
-            if op.replicas == 1:
-                out[k, u] = padded[(u - g * baby) % d, (u + b) % d]
-                continue
-            window = d + op.giant * baby
-            for c in range(op.replicas):
-                t = u - c * window - g * baby
-                if 0 <= t < d:
-                    out[k, u] = padded[t, (u + b) % d]
+        for s in range(op.span):
+            u = (s - m * g * baby) % op.span
+            out[k, s] = padded[u // m, (u + m * k) % d]
     return out
 
 
 @pytest.mark.parametrize("shape, op", [
     ((8, 8), Diagonals("o", "w", 8, 4, 2, 1, 8)),
-    ((5, 8), Diagonals("o", "w", 8, 2, 2, 2, 32)),
-    ((8, 3), Diagonals("o", "w", 8, 1, 2, 4, 64)),
+    ((5, 8), Diagonals("o", "w", 8, 2, 2, 2, 16)),
+    ((8, 3), Diagonals("o", "w", 8, 1, 2, 4, 32)),
+    ((8, 8), Diagonals("o", "w", 8, 1, 1, 8, 64)),
 ])
 def test_diagonals_match_their_definition(shape, op):
     W = np.random.default_rng(1).standard_normal(shape)
