@@ -7,7 +7,10 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
 
 Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
 encoding included in both); keys, encryption and decryption are outside the timing. Client encryption of
-the uploads is reported beside the server time.
+the uploads is reported beside the server time. einfhe runs with its default workers
+(`einfhe.parallel.default_workers`: under OMP_NUM_THREADS=1, 2 threads for a plan whose critical path is at
+most half its estimate); where that is 2 the one-thread time is printed beside it. TenSEAL gets
+`n_threads` = OMP_NUM_THREADS.
 
 The op-count lower bound (`lower_bound_ms`) holds for every plan of einfhe's plan IR whose plain operands
 enter only through plaintext products (`mul_plain`), whose slot-wise cipher products multiply one entry of
@@ -51,6 +54,7 @@ import numpy as np
 import einfhe
 from einfhe.cost import load_cost_model
 from einfhe.keybasis import basis_tradeoff
+from einfhe.parallel import default_workers
 
 try:  # TenSEAL is in the `bench` extra
     import tenseal as ts
@@ -131,13 +135,14 @@ def run_einfhe(case: Case, arrays, slots: int, strategy: str, repeats: int) -> d
     inputs = [einfhe.encrypt(ctx, a, plan.input_layout(i)) if c else a
               for i, (a, c) in enumerate(zip(arrays, case.cipher))]
     encrypt_ms = 1e3 * (time.perf_counter() - start)
-    out = []
-    ms = _median_ms(lambda: out.append(einfhe.run(ctx, plan, *inputs)), repeats)
+    out, workers = [], default_workers(plan)
+    ms = _median_ms(lambda: out.append(einfhe.run(ctx, plan, *inputs, workers=workers)), repeats)
+    serial_ms = _median_ms(lambda: einfhe.run(ctx, plan, *inputs, workers=1), repeats) if workers > 1 else ms
     got = einfhe.decrypt(ctx, out[-1])
     keys = ctx.backend.export_evaluation_keys()
     counts = plan.op_counts()
     return {
-        "strategy": plan.strategy, "ms": ms, "encrypt_ms": encrypt_ms, "est_ms": 1e3 * plan.estimated_seconds(ctx.params),
+        "strategy": plan.strategy, "ms": ms, "workers": workers, "serial_ms": serial_ms, "encrypt_ms": encrypt_ms, "est_ms": 1e3 * plan.estimated_seconds(ctx.params),
         "rotations": counts["rotate"] + counts["rotate_hoisted"], "hoisted": counts["rotate_hoisted"],
         "pt_mults": counts["mul_plain"] + counts["mask"], "ct_mults": counts["mul"], "depth": plan.depth,
         "keys": len(plan.rotations), "key_bytes": len(keys["rotation_keys"]) + len(keys["mult_key"]),
@@ -207,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}, python {platform.python_version()}")
     print(f"# command: {' '.join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))}")
-    print("| case | N | einfhe plan | ms | est ms | lower bound ms | est / bound | rotations (hoisted) | pt-mults | "
+    print("| case | N | einfhe plan | ms | workers (1-worker ms) | est ms | lower bound ms | est / bound | rotations (hoisted) | pt-mults | "
           "ct-mults | depth | keys | key bytes | upload (encrypt ms) | max error | iteration-space ms "
           "(upload, encrypt ms) | x | TenSEAL ms | x |")
-    print("|" + "---|" * 19)
+    print("|" + "---|" * 20)
     rng = np.random.default_rng(0)
     for log_n in rings:
         slots = (1 << log_n) // 2
@@ -223,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             bound = f"{best['est_ms'] / best['lb_ms']:.2f}" if best["lb_ms"] > 0 else "-"
             ten_ms = f"{ten['ms']:.1f}" if ten else "n/a"
             print(f"| {case.name} | 2^{int(math.log2(best['ring']))} | {best['strategy']} | {best['ms']:.1f} | "
+                  f"{best['workers']}{' (' + format(best['serial_ms'], '.1f') + ')' if best['workers'] > 1 else ''} | "
                   f"{best['est_ms']:.1f} | {best['lb_ms']:.1f} | {bound} | {best['rotations']} ({best['hoisted']}) | "
                   f"{best['pt_mults']} | {best['ct_mults']} | {best['depth']} | {best['keys']} | "
                   f"{_fmt_bytes(best['key_bytes'])} | {_fmt_bytes(best['upload_bytes'])} ({best['encrypt_ms']:.0f}) | "

@@ -30,8 +30,9 @@ def decrypt(ctx, tensor: EncryptedTensor) -> np.ndarray:
     return tensor.layout.unpack(np.stack([ctx.backend.decrypt(ct) for ct in tensor.cts]))
 
 
-def run(ctx, plan: Plan, *operands, stats: RunStats | None = None) -> EncryptedTensor:
-    """Run `plan` on its operands (EncryptedTensors in the plan's layouts for cipher operands, arrays for plain)."""
+def run(ctx, plan: Plan, *operands, stats: RunStats | None = None, workers: int | None = None) -> EncryptedTensor:
+    """Run `plan` on its operands (EncryptedTensors in the plan's layouts for cipher operands, arrays for plain),
+    independent steps on `workers` threads (None: EINFHE_WORKERS or 1; see `einfhe.parallel`)."""
     ctx.check_plan(plan)
     if len(operands) != len(plan.operands):
         raise EinsumError(f"the plan takes {len(plan.operands)} operands, got {len(operands)}", spec=plan.spec)
@@ -51,7 +52,7 @@ def run(ctx, plan: Plan, *operands, stats: RunStats | None = None) -> EncryptedT
             if isinstance(value, EncryptedTensor):
                 raise EinsumError(f"operand {op.operand} is plain in this plan", spec=plan.spec)
             plains[op.operand] = np.asarray(value, dtype=np.float64)
-    outputs = execute(plan, ctx.backend, ciphers, plains, stats)
+    outputs = execute(plan, ctx.backend, ciphers, plains, stats, workers)
     return EncryptedTensor(tuple(outputs), plan.output_layout)
 
 
@@ -81,7 +82,7 @@ def einsum(subscripts: str, *operands, ctx=None, stats: RunStats | None = None) 
     return run(ctx, plan, *operands, stats=stats)
 
 
-def simulate(plan: Plan, *operands, stats: RunStats | None = None) -> np.ndarray:
+def simulate(plan: Plan, *operands, stats: RunStats | None = None, workers: int | None = None) -> np.ndarray:
     """Run `plan` on the exact slot simulator with numpy arrays for every operand; return the result array."""
     from .backends.simulator import SimulatorBackend
 
@@ -94,5 +95,5 @@ def simulate(plan: Plan, *operands, stats: RunStats | None = None) -> np.ndarray
             ciphers[op.operand] = [backend.encrypt(row) for row in op.layout.pack(np.asarray(value, dtype=np.float64))]
         else:
             plains[op.operand] = value
-    outputs = execute(plan, backend, ciphers, plains, stats)
+    outputs = execute(plan, backend, ciphers, plains, stats, workers)
     return plan.output_layout.unpack(np.stack([backend.decrypt(ct) for ct in outputs]))

@@ -20,7 +20,7 @@ from .params import Parameters
 from .plan import value_levels
 
 __all__ = ["CostModel", "Estimate", "load_cost_model", "estimate_plan", "lowering_seconds", "explain_costs",
-           "ring_for", "step_seconds", "PRICED_OPS"]
+           "ring_for", "step_seconds", "critical_path", "PRICED_OPS"]
 
 # ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there)
 PRICED_OPS = ("mul_plain", "add_plain", "mul", "add", "sub", "rotate", "hoist", "rotate_hoisted", "rescale",
@@ -157,6 +157,20 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
         keys=len(plan.rotations), key_bytes=model.key_bytes(ring, depth, len(plan.rotations)),
         unpriced=tuple(unpriced),
     )
+
+
+def critical_path(plan, model: CostModel | None = None) -> tuple[float, float]:
+    """(estimated seconds of all steps, of the longest dependency chain): with unlimited workers a run takes at
+    least the second; their ratio is the parallelism the plan offers."""
+    model = model or load_cost_model()
+    depth = max(1, plan.depth)
+    ring, levels = ring_for(plan.slots, depth), plan.levels()
+    total, finish = 0.0, {}
+    for step in plan.steps:
+        seconds = step_seconds(model, step, ring, depth, levels) if step.op in PRICED_OPS else 0.0
+        total += seconds
+        finish[step.out] = seconds + max((finish[a] for a in step.args), default=0.0)
+    return total, max(finish.values(), default=0.0)
 
 
 def lowering_seconds(lw, mark, model: CostModel | None = None) -> float:

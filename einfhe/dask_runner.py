@@ -90,7 +90,8 @@ def _run_part(keyset_id: str, keys: bytes, params: dict | None, cache_size: int,
         if ct.GetKeyTag() != backend.key_tag:
             raise KeyMismatchError(f"operand {operand} was encrypted under another key set than the job's")
         ciphers[operand][index] = ct
-    return [backend.serialize_ciphertext(ct) for ct in execute(plan, backend, ciphers, plains)]
+    # one thread: the parts already run side by side on the cluster's workers
+    return [backend.serialize_ciphertext(ct) for ct in execute(plan, backend, ciphers, plains, workers=1)]
 
 
 def _settle(futures: list, deadline: float) -> None:

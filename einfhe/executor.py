@@ -11,6 +11,7 @@ import numpy as np
 from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
+from .parallel import default_workers, run_steps_parallel
 from .plan import (
     Add, AddPlain, Bootstrap, Chebyshev, Diagonals, HoistedRotate, LevelReduce, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
     RotatePrecompute, Sub,
@@ -80,9 +81,43 @@ def _mask_vector(mask: Mask) -> np.ndarray:
     return vector
 
 
+def _apply(backend: Backend, ciphers: dict[int, list], step, args: tuple):
+    """One step on the backend: `args` is (the step's input values in `step.args` order, its plaintext)."""
+    values, plain = args
+    if isinstance(step, Load):
+        return ciphers[step.operand][step.ct]
+    if isinstance(step, MulPlain):
+        return backend.mul_plain(values[0], plain)
+    if isinstance(step, AddPlain):
+        return backend.add_plain(values[0], plain)
+    if isinstance(step, Mul):
+        return backend.mul(*values)
+    if isinstance(step, Add):
+        return backend.add(*values)
+    if isinstance(step, Sub):
+        return backend.sub(*values)
+    if isinstance(step, Rotate):
+        return backend.rotate(values[0], step.offset)
+    if isinstance(step, LevelReduce):
+        return backend.level_reduce(values[0])
+    if isinstance(step, RotatePrecompute):
+        return backend.precompute_rotations(values[0])
+    if isinstance(step, HoistedRotate):
+        return backend.rotate_hoisted(values[0], values[1], step.offset)
+    if isinstance(step, Rescale):
+        return backend.rescale(values[0])
+    if isinstance(step, Bootstrap):
+        return backend.bootstrap(values[0])
+    if isinstance(step, Chebyshev):
+        return backend.chebyshev(values[0], step.coeffs, step.lo, step.hi)
+    raise PlanError(f"unknown step {step!r}")  # pragma: no cover - Plan.from_json admits only the types above
+
+
 def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict[int, np.ndarray],
-            stats: RunStats | None = None) -> list:
-    """Run `plan` with cipher operands (lists of backend ciphertexts) and plain operands (numpy arrays)."""
+            stats: RunStats | None = None, workers: int | None = None) -> list:
+    """Run `plan` with cipher operands (lists of backend ciphertexts) and plain operands (numpy arrays), its
+    independent steps on `workers` threads (None: `einfhe.parallel.default_workers`; 1: one step at a time,
+    in plan order). With several workers `stats.seconds` sums each op's own time, so it can exceed the wall."""
     if backend.slots != plan.slots:
         raise PlanError(f"the plan uses {plan.slots} slots but the backend has {backend.slots}", spec=plan.spec)
     for op in plan.cipher_inputs:
@@ -92,17 +127,17 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
                 f"cipher operand {op.operand} has {got} ciphertext(s), the plan expects {op.layout.num_cts}",
                 spec=plan.spec,
             )
+    workers = default_workers(plan) if workers is None else int(workers)
+    if workers < 1:
+        raise PlanError(f"workers must be at least 1, got {workers}")
     stats = stats if stats is not None else RunStats()
     plain_values = evaluate_plain_program(plan, plains)
     packed_cache: dict[tuple[str, Layout], np.ndarray] = {}
-    last_use: dict[int, int] = {}
-    for position, step in enumerate(plan.steps):
-        for arg in step.args:
-            last_use[arg] = position
-    for out in plan.outputs:
-        last_use[out] = len(plan.steps)
 
-    def plaintext(ref) -> np.ndarray:
+    def plaintext(step) -> np.ndarray | None:
+        ref = getattr(step, "plain", None)
+        if ref is None:
+            return None
         if isinstance(ref, Mask):
             return _mask_vector(ref)
         if isinstance(ref, PlainSlice):
@@ -115,37 +150,22 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
             packed_cache[key] = ref.layout.pack(plain_values[ref.name])
         return packed_cache[key][ref.ct]
 
+    def apply(step, args):
+        return _apply(backend, ciphers, step, args)
+
+    if workers > 1:
+        live = run_steps_parallel(plan.steps, apply, plaintext, workers, set(plan.outputs), stats)
+        return [live[v] for v in plan.outputs]
+    last_use: dict[int, int] = {}
+    for position, step in enumerate(plan.steps):
+        for arg in step.args:
+            last_use[arg] = position
+    for out in plan.outputs:
+        last_use[out] = len(plan.steps)
     live: dict[int, object] = {}
     for position, step in enumerate(plan.steps):
         start = time.perf_counter()
-        if isinstance(step, Load):
-            result = ciphers[step.operand][step.ct]
-        elif isinstance(step, MulPlain):
-            result = backend.mul_plain(live[step.src], plaintext(step.plain))
-        elif isinstance(step, AddPlain):
-            result = backend.add_plain(live[step.src], plaintext(step.plain))
-        elif isinstance(step, Mul):
-            result = backend.mul(live[step.a], live[step.b])
-        elif isinstance(step, Add):
-            result = backend.add(live[step.a], live[step.b])
-        elif isinstance(step, Sub):
-            result = backend.sub(live[step.a], live[step.b])
-        elif isinstance(step, Rotate):
-            result = backend.rotate(live[step.src], step.offset)
-        elif isinstance(step, LevelReduce):
-            result = backend.level_reduce(live[step.src])
-        elif isinstance(step, RotatePrecompute):
-            result = backend.precompute_rotations(live[step.src])
-        elif isinstance(step, HoistedRotate):
-            result = backend.rotate_hoisted(live[step.src], live[step.digits], step.offset)
-        elif isinstance(step, Rescale):
-            result = backend.rescale(live[step.src])
-        elif isinstance(step, Bootstrap):
-            result = backend.bootstrap(live[step.src])
-        elif isinstance(step, Chebyshev):
-            result = backend.chebyshev(live[step.src], step.coeffs, step.lo, step.hi)
-        else:  # pragma: no cover - Plan.from_json admits only the types above
-            raise PlanError(f"unknown step {step!r}")
+        result = apply(step, (tuple(live[a] for a in step.args), plaintext(step)))
         stats.seconds[step.op] += time.perf_counter() - start
         stats.counts[step.op] += 1
         live[step.out] = result

@@ -93,10 +93,12 @@ class LocalProcessExecutor(Executor):
     Each worker runs OpenFHE with `threads` OpenMP threads (OMP_NUM_THREADS, inherited by the spawned processes,
     unless the environment already sets it): the workers already use the cores in parallel, and OpenMP threads
     on top of them oversubscribe the machine (a batched model inference measured 54 s instead of 7 s under load).
+    For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.parallel`).
     """
 
     def __init__(self, workers: int = 2, threads: int = 1) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        os.environ.setdefault("EINFHE_WORKERS", "1")
         self.workers = workers
         self._lock = threading.Lock()
         self._pool = self._new_pool()
