@@ -6,9 +6,17 @@ Workloads: `einsum` is ij,j->i with a registered 64x128 plaintext W; `model` is 
 square-activation MLP quantized to 4-bit weights by quant (random weights: this measures time, not accuracy),
 registered from its integer export. In-process: encrypt, einfhe.run, decrypt with one Context. REST: the client
 (Client.einsum or EncryptedModel.infer) against a local uvicorn server with 2 worker processes: encrypt,
-upload, run in a worker, answer inline, decrypt. Keys are generated and uploaded once before timing; both
-sides are timed per call (median). The overhead ratio is REST / in-process. Both sides run OpenMP with one
-thread (the service's workers do by default; more threads on top of parallel workers oversubscribe the cores).
+upload, run in a worker, answer inline, decrypt. Keys are generated and uploaded once before timing; the two
+sides take turns call by call (so a change of load on the shared machine hits both) and are timed per call
+(median). The overhead ratio is REST / in-process. Both sides run OpenMP with one thread (the service's workers
+do by default; more threads on top of parallel workers oversubscribe the cores), and einfhe.run with one
+thread (EINFHE_WORKERS=1, as in the service's workers).
+
+Where the extra time goes: the client's serialization of the input and deserialization of the result (timed
+here on the same ciphertexts), the worker's time beyond the computation (its jobs' recorded seconds minus the
+in-process run: reading and deserializing the input, loading the plain operands, serializing the result), and
+the rest: HTTP, the API process and the hand-off to the worker and back. For scale, an upload of the same input
+that the API answers at once (a job for an unknown plan: 404 after reading the body) is timed too.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe loads: the same setting as the service's workers
+os.environ.setdefault("EINFHE_WORKERS", "1")  # and their one thread per run: the same computation on both sides
 
 import einfhe  # noqa: E402  -- loads openfhe before any other extension module
 
@@ -28,19 +37,16 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from client import Client, EncryptedModel  # noqa: E402
+from client import Client, EncryptedModel, NotFound  # noqa: E402
 from server import LocalServer, Settings  # noqa: E402
 
 OPERATOR, TOKEN = "operator-token-0123456789", "bench-token-0123456789"
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _export_mlp(directory: Path) -> Path:
@@ -56,6 +62,16 @@ def _export_mlp(directory: Path) -> Path:
     return quant.export_integer_model(net, directory, example_input=torch.rand(16, 64))
 
 
+def _refused_upload(http, blob: bytes) -> None:
+    """POST the input as a job for a plan that does not exist: the API reads the body, then answers 404."""
+    try:
+        http.request("POST", "/jobs", params={"plan_id": "none", "keyset_id": "none"}, content=blob,
+                     headers={"Content-Type": "application/octet-stream"})
+    except NotFound:
+        return
+    raise RuntimeError("the server accepted a job for a plan that does not exist")
+
+
 class EinsumWorkload:
     """ij,j->i with a registered plaintext W (the einsum service)."""
 
@@ -66,10 +82,17 @@ class EinsumWorkload:
         self.expected = self.W @ self.x
         print(f"einsum ij,j->i W{self.W.shape}  {self.ctx.params}  rotations={len(self.plan.rotations)}")
 
-    def in_process(self) -> np.ndarray:
-        """Encrypt, run and decrypt in this process."""
-        xe = einfhe.encrypt(self.ctx, self.x, self.plan.input_layout(1))
-        return einfhe.decrypt(self.ctx, einfhe.run(self.ctx, self.plan, self.W, xe))
+    def encrypt(self):
+        """The input, encrypted in the plan's layout."""
+        return einfhe.encrypt(self.ctx, self.x, self.plan.input_layout(1))
+
+    def run(self, xe):
+        """The plan on the encrypted input."""
+        return einfhe.run(self.ctx, self.plan, self.W, xe)
+
+    def decrypt(self, result) -> np.ndarray:
+        """The decrypted result."""
+        return einfhe.decrypt(self.ctx, result)
 
     def connect(self, url: str):
         """Register W as the tenant and return a callable running the einsum over REST."""
@@ -87,14 +110,20 @@ class ModelWorkload:
         self.model = einfhe.compile_model(layers, n_features)
         self.ctx = einfhe.Context.for_plan(self.model.plan)
         self.x = rng.uniform(0, 1, n_features)
-        self.expected = self.in_process()
+        self.expected = self.decrypt(self.run(self.encrypt()))
         print(f"model 64-32-10 W4A16, one sample  {self.ctx.params}  rotations={len(self.model.plan.rotations)}")
 
-    def in_process(self) -> np.ndarray:
-        """Encrypt, run and decrypt in this process."""
-        model, ctx = self.model, self.ctx
-        xe = einfhe.encrypt(ctx, model.pack_input(self.x), model.input_layout)
-        return model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
+    def encrypt(self):
+        """The input, packed and encrypted in the program's layout."""
+        return einfhe.encrypt(self.ctx, self.model.pack_input(self.x), self.model.input_layout)
+
+    def run(self, xe):
+        """The program on the encrypted input."""
+        return einfhe.run(self.ctx, self.model.plan, *self.model.operands(xe))
+
+    def decrypt(self, result) -> np.ndarray:
+        """The decrypted, unpacked output."""
+        return self.model.unpack_output(einfhe.decrypt(self.ctx, result))
 
     def connect(self, url: str):
         """Register the model (once, as the operator) and return a callable running one inference over REST."""
@@ -118,8 +147,20 @@ def main() -> None:
         tmp = Path(tmp)
         work = (EinsumWorkload if args.workload == "einsum" else ModelWorkload)(rng, tmp)
         tolerance = 1e-3 * max(1.0, float(np.abs(work.expected).max()))
-        local = _median_seconds(lambda: np.testing.assert_allclose(work.in_process(), work.expected, atol=tolerance),
-                                args.repeats)
+        sizes = {}
+
+        def in_process() -> dict[str, float]:
+            """One in-process call, timed by phase, and the client's (de)serialization of its ciphertexts."""
+            times = {"encrypt": _seconds(lambda: sizes.update(xe=work.encrypt()))}
+            times["run"] = _seconds(lambda: sizes.update(result=work.run(sizes["xe"])))
+            times["decrypt"] = _seconds(lambda: sizes.update(y=work.decrypt(sizes["result"])))
+            np.testing.assert_allclose(sizes["y"], work.expected, atol=tolerance)
+            times["total"] = times["encrypt"] + times["run"] + times["decrypt"]
+            times["serialize"] = _seconds(lambda: sizes.update(blob=einfhe.tensor_to_bytes(work.ctx, sizes["xe"])))
+            sizes["answer"] = einfhe.tensor_to_bytes(work.ctx, sizes["result"])
+            times["deserialize"] = _seconds(lambda: einfhe.tensor_from_bytes(work.ctx, sizes["answer"]))
+            return times
+
         tokens = tmp / "tokens.txt"
         tokens.write_text(f"operator:{OPERATOR}\nbench:{TOKEN}\n")
         with LocalServer(Settings(data_dir=tmp / "data", token_file=tokens, workers=2)) as url:
@@ -130,8 +171,15 @@ def main() -> None:
                 first = time.perf_counter() - start
                 http = session.http if isinstance(session, Client) else session.client.http
                 keyset = http.request("GET", "/keysets").json()[0]
-                remote = _median_seconds(lambda: np.testing.assert_allclose(call(), work.expected, atol=tolerance),
-                                         args.repeats)
+                turns = []
+                for _ in range(args.repeats):  # the two sides take turns
+                    turn = in_process()
+                    turn["rest"] = _seconds(lambda: np.testing.assert_allclose(call(), work.expected, atol=tolerance))
+                    turn["upload"] = _seconds(lambda: _refused_upload(http, sizes["blob"]))
+                    turns.append(turn)
+                ms = {name: 1e3 * statistics.median(turn[name] for turn in turns) for name in turns[0]}
+                jobs = sorted(http.request("GET", "/jobs").json(), key=lambda job: job["created"])[-args.repeats:]
+                ms["worker"] = 1e3 * statistics.median(job["seconds"] for job in jobs)
 
             def one_client(seed: int) -> bool:
                 v = work.x + np.random.default_rng(seed).uniform(-1e-3, 1e-3, work.x.shape)
@@ -144,9 +192,19 @@ def main() -> None:
                 results = list(pool.map(one_client, range(args.clients)))
             concurrent = time.perf_counter() - start
 
-    print(f"in-process encrypt+run+decrypt   median {local * 1e3:8.1f} ms  ({args.repeats} runs)")
-    print(f"REST round trip (keys cached)    median {remote * 1e3:8.1f} ms  ({args.repeats} runs)")
+    local, remote = ms["total"], ms["rest"]
+    client_side, beyond_run = ms["serialize"] + ms["deserialize"], ms["worker"] - ms["run"]
+    print(f"in-process encrypt+run+decrypt   median {local:8.1f} ms  ({args.repeats} runs: encrypt {ms['encrypt']:.1f}, "
+          f"run {ms['run']:.1f}, decrypt {ms['decrypt']:.1f} ms)")
+    print(f"REST round trip (keys cached)    median {remote:8.1f} ms  ({args.repeats} runs, taking turns with the above)")
     print(f"REST overhead ratio              {remote / local:8.2f}x  ({(remote / local - 1) * 100:+.0f}%)")
+    print(f"  the extra {remote - local:.1f} ms: client serializes the input {ms['serialize']:.1f} + deserializes "
+          f"the result {ms['deserialize']:.1f} ms ({len(sizes['blob']) / 2**10:.0f} KiB up, "
+          f"{len(sizes['answer']) / 2**10:.0f} KiB down);")
+    print(f"  the worker beyond the run {beyond_run:.1f} ms (its jobs' median {ms['worker']:.1f} ms: reads and "
+          f"deserializes the input, loads the plain operands, serializes the result);")
+    print(f"  HTTP, the API process and the hand-offs to the worker and back {remote - local - client_side - beyond_run:.1f}"
+          f" ms (for scale: the same upload answered at once takes {ms['upload']:.1f} ms)")
     print(f"first REST call (requirements + keygen + key upload {keyset['size'] / 2**20:.1f} MiB): {first:.2f} s")
     print(f"{args.clients} concurrent clients (own keys each): {sum(results)}/{len(results)} correct "
           f"in {concurrent:.1f} s")
