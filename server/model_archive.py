@@ -105,7 +105,7 @@ def read_model_upload(body: bytes, content_type: str, limit: int) -> dict[str, b
         else:
             raise ServiceError("unsupported_media_type", f"upload a model as {_TAR_TYPES[0]}, {_ZIP_TYPES[0]} or "
                                                          f"{MSGPACK_TYPES[0]}, not {media!r}")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
         raise ServiceError("malformed_model", f"the upload is not a readable {media} archive: {exc}") from exc
     missing = [name for name in MODEL_FILES if name not in files]
     if missing:
@@ -120,7 +120,7 @@ def _check_npz(data: bytes, limit: int) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:  # unsupported zip version
         raise ServiceError("malformed_model", f"model.npz is not an npz archive: {exc}") from exc
     unpacked = sum(m.file_size for m in members)
     if unpacked > limit:
