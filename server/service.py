@@ -9,6 +9,7 @@ from einfhe import ParameterError, Parameters
 from .errors import ServiceError
 from .executor import Executor, LocalProcessExecutor
 from .jobs import JobRunner
+from .recovery import recover
 from .settings import Settings
 from .store import Store
 from .tokens import load_tokens
@@ -40,9 +41,7 @@ class Service:
             log.warning("EINFHE_ALLOW_INSECURE_TEST_PARAMS is set: INSECURE test-only CKKS parameters are accepted. "
                         "Never run a real service like this.")
         self.store = Store(settings.data_dir)
-        interrupted = self.store.fail_unfinished_jobs("interrupted", "the server restarted before the job finished")
-        if interrupted:
-            log.warning("marked %d job(s) interrupted by the last shutdown as failed", interrupted)
+        recover(self.store)
         self.executor = executor or _make_executor(settings)
         self.jobs = JobRunner(self.store, self.executor)
 

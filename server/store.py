@@ -4,7 +4,8 @@
     <data_dir>/blobs/<kind>/<name>     key sets, plaintext operands (.npy), job inputs and results
     <data_dir>/blobs/models/<id>/      a registered model: manifest.json, model.npz, its compiled programs
 
-Blobs are written to a temporary name and renamed, so a crash never leaves half a blob under a real name.
+Blobs are written to a temporary name and renamed, so a crash never leaves half a blob under a real name, and a
+row is inserted only after its blob; what a crash leaves behind is settled at startup (`server.recovery`).
 Every read is scoped to a tenant (another tenant's object is indistinguishable from a missing one), except
 models: the operator registers them for every tenant to use.
 """
@@ -74,11 +75,15 @@ class Store:
             self._db.close()
 
     # -- blobs ----------------------------------------------------------------------------------------
-    def blob_path(self, kind: str, name: str) -> Path:
-        """Where blob `name` of `kind` lives (names are server-made ids or digests, never client text)."""
+    def blob_dir(self, kind: str) -> Path:
+        """The directory holding the blobs of `kind`."""
         if kind not in BLOB_KINDS:
             raise ValueError(f"unknown blob kind {kind!r}")
-        return self.data_dir / "blobs" / kind / name
+        return self.data_dir / "blobs" / kind
+
+    def blob_path(self, kind: str, name: str) -> Path:
+        """Where blob `name` of `kind` lives (names are server-made ids or digests, never client text)."""
+        return self.blob_dir(kind) / name
 
     def write_blob(self, kind: str, name: str, data: bytes) -> Path:
         """Write a blob atomically and return its path."""
@@ -146,13 +151,13 @@ class Store:
                 (status, error_code, error_message, seconds, result_size, time.time(), job_id),
             )
 
-    def fail_unfinished_jobs(self, code: str, message: str) -> int:
-        """Mark every job still queued or running as failed (after a restart); return how many."""
+    def unfinished_jobs(self) -> list[str]:
+        """Ids of the jobs still queued or running (after a restart: the ones the last process left behind)."""
         with self._lock:
-            cur = self._db.execute(
-                "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, finished = ? "
-                "WHERE status IN ('queued', 'running')",
-                (code, message, time.time()),
-            )
-        return cur.rowcount
+            rows = self._db.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running')").fetchall()
+        return [row["id"] for row in rows]
 
+    def names(self, table: str, column: str) -> set[str]:
+        """Every value of `column` in `table`, across tenants (to find blobs no row refers to)."""
+        with self._lock:
+            return {row[0] for row in self._db.execute(f"SELECT {column} FROM {table}").fetchall()}

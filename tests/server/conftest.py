@@ -37,6 +37,25 @@ def app(settings):
     app.state.service.close()
 
 
+@pytest.fixture
+def mlp_export(tmp_path):
+    """A 6-4-2 square-activation MLP quantized to W4A16 by quant and exported as integers (manifest.json,
+    model.npz under `dir`), a batch of inputs `X` and the quantized model's own torch output on it."""
+    import torch  # imported here, not at collection: quant's Triton tests set TRITON_INTERPRET first
+    from torch import nn
+
+    import quant
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 4), quant.Square(), nn.Linear(4, 2))
+    X = torch.rand(9, 6)
+    quant.quantize_(net, quant.W4A16(group_size=32))
+    quant.export_integer_model(net, tmp_path / "export", example_input=X)
+    with torch.no_grad():
+        expected = net(X).double().numpy()
+    return {"dir": tmp_path / "export", "X": X.double().numpy(), "expected": expected}
+
+
 @pytest.fixture(scope="session")
 def matvec():
     """A 4x8 matvec plan at 32 slots with an insecure test context (shared: keygen once per session)."""

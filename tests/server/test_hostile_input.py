@@ -88,18 +88,9 @@ def zip_of(files: dict[str, bytes]) -> bytes:
 
 
 @pytest.fixture
-def model_files(tmp_path):
+def model_files(mlp_export):
     """quant's integer export of a 6-4-2 square-activation MLP: manifest.json and model.npz bytes."""
-    import torch  # imported here, not at collection: quant's Triton tests set TRITON_INTERPRET first
-    from torch import nn
-
-    import quant
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 4), quant.Square(), nn.Linear(4, 2))
-    quant.quantize_(net, quant.W4A16(group_size=32))
-    quant.export_integer_model(net, tmp_path / "export", example_input=torch.rand(3, 6))
-    return {name: (tmp_path / "export" / name).read_bytes() for name in ("manifest.json", "model.npz")}
+    return {name: (mlp_export["dir"] / name).read_bytes() for name in ("manifest.json", "model.npz")}
 
 
 async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, matvec, model_files):

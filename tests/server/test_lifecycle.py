@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import Future
-from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import TOKENS, auth
+from server_helpers import TOKENS, auth, free_port, start_server
 
 import server
 import server.api
@@ -62,35 +56,19 @@ def test_job_interrupted_by_restart_is_failed_not_lost(settings):
     restarted.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_cli_serves_and_logs_one_line_per_request(tmp_path, token_file):
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    command = [sys.executable, "-m", "server.cli", "--port", str(port), "--data-dir", str(tmp_path / "d"),
-               "--token-file", str(token_file), "--workers", "1"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = free_port()
+    process = start_server(port, tmp_path / "d", token_file, "--workers", "1")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/keysets", headers=auth("alice"), timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("einfhe serve did not start")
-                time.sleep(0.1)
+        response = httpx.get(f"http://127.0.0.1:{port}/keysets", headers=auth("alice"), timeout=1)
         assert response.status_code == 200 and response.json() == []
         assert httpx.get(f"http://127.0.0.1:{port}/jobs/x", headers=auth("bob")).status_code == 404
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
     access = [line for line in output.splitlines() if "einfhe.server.access" in line]
-    assert len(access) == 2, output
+    assert len(access) == 3, output  # start_server's probe without a token, then the two requests above
+    assert "GET /keysets 401" in access.pop(0)
     assert "GET /keysets 200" in access[0] and "tenant=alice" in access[0] and "ms" in access[0]
     assert "GET /jobs/x 404" in access[1] and "tenant=bob" in access[1]
 

@@ -24,24 +24,12 @@ async def call(app, method: str, path: str, tenant: str, **kwargs) -> httpx.Resp
 
 
 @pytest.fixture
-def quantized(tmp_path):
-    """A 6-4-2 square-activation MLP quantized to W4A16 by quant, its export tarred, and a batch of inputs."""
-    import torch  # imported here, not at collection: quant's Triton tests set TRITON_INTERPRET first
-    from torch import nn
-
-    import quant
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 4), quant.Square(), nn.Linear(4, 2))
-    X = torch.rand(9, 6)
-    quant.quantize_(net, quant.W4A16(group_size=32))
-    quant.export_integer_model(net, tmp_path / "export", example_input=X)
+def quantized(mlp_export):
+    """The quantized MLP's export tarred, a batch of inputs and its expected outputs."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(tmp_path / "export", arcname="export")
-    with torch.no_grad():
-        expected = net(X).double().numpy()
-    return {"tar": buffer.getvalue(), "X": X.double().numpy(), "expected": expected}
+        archive.add(mlp_export["dir"], arcname="export")
+    return {"tar": buffer.getvalue(), "X": mlp_export["X"], "expected": mlp_export["expected"]}
 
 
 @pytest.fixture
