@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 __all__ = ["main"]
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .errors import ServiceError
     from .local import listening_socket
     from .settings import Settings
 
@@ -36,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
                                    ("workers", args.workers), ("executor", args.executor),
                                    ("scheduler", args.scheduler)) if v is not None}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(Settings(**overrides))
+    try:
+        app = create_app(Settings(**overrides))
+    except ServiceError as exc:  # storage unusable at start: one line, no traceback
+        print(f"einfhe serve: error: {exc.message}", file=sys.stderr)
+        return 1
     config = uvicorn.Config(app, access_log=False, log_config=None)
     uvicorn.Server(config).run(sockets=[listening_socket(args.host, args.port)])
     return 0

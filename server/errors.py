@@ -32,11 +32,13 @@ CODES: dict[str, int] = {
     "unsupported_media_type": 415,
     "work_limit_exceeded": 422,
     "internal_error": 500,
+    "storage_unavailable": 503,
+    "storage_full": 507,
 }
 
 JOB_CODES: tuple[str, ...] = (
     "interrupted", "worker_crashed", "malformed_blob", "key_mismatch", "plan_error", "backend_error",
-    "invalid_einsum", "internal_error",
+    "invalid_einsum", "storage_full", "storage_unavailable", "internal_error",
 )
 
 

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 
+from .errors import ServiceError
 from .executor import Executor, JobOutcome, JobTask
 from .store import Store
 
@@ -35,6 +36,19 @@ class JobRunner:
 
     def _finish(self, job_id: str, future: Future) -> None:
         try:
+            self._record(job_id, future)
+        except ServiceError as exc:  # the database cannot be written: the next start fails the job 'interrupted'
+            log.error("job %s: its outcome could not be recorded: %s", job_id, exc.message)
+        finally:
+            with self._lock:
+                self._futures.pop(job_id, None)
+                event = self._done.pop(job_id, None)
+            if event is not None:
+                event.set()
+
+    def _record(self, job_id: str, future: Future) -> None:
+        """Store the finished future's outcome: the result blob and row, or the job's error code."""
+        try:
             outcome: JobOutcome = future.result()
         except CancelledError:
             self.store.finish_job(job_id, "failed", error_code="interrupted", error_message="the server stopped")
@@ -46,16 +60,21 @@ class JobRunner:
             self.store.finish_job(job_id, "failed", error_code="internal_error", error_message="the job raised")
         else:
             if outcome.ok:
-                self.store.write_blob("results", job_id, outcome.result)
-                self.store.finish_job(job_id, "succeeded", seconds=outcome.seconds, result_size=len(outcome.result))
+                self._store_result(job_id, outcome)
             else:
                 self.store.finish_job(job_id, "failed", error_code=outcome.code, error_message=outcome.message,
                                       seconds=outcome.seconds)
-        with self._lock:
-            self._futures.pop(job_id, None)
-            event = self._done.pop(job_id, None)
-        if event is not None:
-            event.set()
+
+    def _store_result(self, job_id: str, outcome: JobOutcome) -> None:
+        """Write the result blob, then the row; a full disk fails the job with the storage error's code."""
+        try:
+            self.store.write_blob("results", job_id, outcome.result)
+        except ServiceError as exc:
+            log.error("job %s: %s", job_id, exc.message)
+            self.store.finish_job(job_id, "failed", error_code=exc.code, error_message=exc.message,
+                                  seconds=outcome.seconds)
+            return
+        self.store.finish_job(job_id, "succeeded", seconds=outcome.seconds, result_size=len(outcome.result))
 
     def is_running(self, job_id: str) -> bool:
         """True while a worker is executing the job."""

@@ -21,6 +21,7 @@ from einfhe import EinfheError, ModelPlan, Parameters, Plan
 from .errors import ServiceError
 from .model_program import VARIANTS, compile_variants, read_checked
 from .service import Service
+from .store import storage_error
 
 __all__ = ["model_directory", "program_plan", "register_model"]
 
@@ -90,6 +91,8 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
             params = _parameters(service, program.plan.depth, slots, insecure_test_params)
             programs[variant] = _store_program(work, variant, program, params)
         os.replace(work, final)
+    except OSError as exc:  # a full or read-only disk under the model's files
+        raise storage_error(exc, "store the model's files") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {"input_shape": model.input_shape, "n_features": compiled.n_features, "n_outputs": compiled.n_outputs,

@@ -33,6 +33,8 @@ class Service:
 
     def __init__(self, settings: Settings, executor: Executor | None = None) -> None:
         self.settings = settings
+        self.store = Store(settings.data_dir)  # first: an unusable data directory is the one error at start
+        recover(self.store)
         self.tenants = load_tokens(settings.token_file)
         if not self.tenants:
             log.warning("no API tokens configured (token file %s): every request will be refused",
@@ -40,8 +42,6 @@ class Service:
         if settings.allow_insecure_test_params:
             log.warning("EINFHE_ALLOW_INSECURE_TEST_PARAMS is set: INSECURE test-only CKKS parameters are accepted. "
                         "Never run a real service like this.")
-        self.store = Store(settings.data_dir)
-        recover(self.store)
         self.executor = executor or _make_executor(settings)
         self.jobs = JobRunner(self.store, self.executor)
 

@@ -12,6 +12,8 @@ models: the operator registers them for every tenant to use.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -19,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["Store", "BLOB_KINDS"]
+from .errors import ServiceError
+
+__all__ = ["Store", "BLOB_KINDS", "storage_error"]
 
 BLOB_KINDS = ("keysets", "operands", "inputs", "results", "models")
 
@@ -42,6 +46,29 @@ CREATE TABLE IF NOT EXISTS models (
     size INTEGER NOT NULL, created REAL NOT NULL);
 """
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_PROBE_BYTES = 1 << 16
+
+
+def storage_error(exc: OSError | sqlite3.Error, doing: str) -> ServiceError:
+    """The service error for a failed write: `storage_full` (507) when the disk or quota is full, else
+    `storage_unavailable` (503: read-only, permissions, I/O errors)."""
+    full = getattr(exc, "errno", None) in _FULL or "full" in str(exc).lower()
+    reason = os.strerror(exc.errno) if getattr(exc, "errno", None) else str(exc)
+    if full:
+        return ServiceError("storage_full", f"the server's storage is full: could not {doing} ({reason})")
+    return ServiceError("storage_unavailable", f"the server's storage refused to {doing} ({reason})")
+
+
+@contextlib.contextmanager
+def _storage(doing: str):
+    """Turn filesystem and SQLite failures while `doing` into a storage ServiceError."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise storage_error(exc, doing) from exc
+
+
 # `plan` stays plan JSON text
 _JSON_COLUMNS = {"params", "rotations", "shape", "operands", "inputs", "plains", "summary", "programs"}
 
@@ -58,16 +85,25 @@ class Store:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        for kind in BLOB_KINDS:
-            (self.data_dir / "blobs" / kind).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.data_dir / "einfhe.sqlite3", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL with synchronous=NORMAL: a commit survives a process crash or restart without an fsync each
-        # (an fsync per commit cost ~20 ms per request here); only an OS crash may lose the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        with _storage(f"use the data directory {self.data_dir}"):
+            for kind in BLOB_KINDS:
+                (self.data_dir / "blobs" / kind).mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.data_dir / "einfhe.sqlite3", check_same_thread=False,
+                                       isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL: a commit survives a process crash or restart without an fsync each
+            # (an fsync per commit cost ~20 ms per request here); only an OS crash may lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        self._probe()
+
+    def _probe(self) -> None:
+        """Write, sync and remove a small blob, so that a full or read-only disk is found at start."""
+        probe = f".probe-{os.getpid()}"
+        path = self.write_blob("inputs", probe, bytes(_PROBE_BYTES), sync=True)
+        path.unlink()
 
     def close(self) -> None:
         """Close the database."""
@@ -85,12 +121,27 @@ class Store:
         """Where blob `name` of `kind` lives (names are server-made ids or digests, never client text)."""
         return self.blob_dir(kind) / name
 
-    def write_blob(self, kind: str, name: str, data: bytes) -> Path:
-        """Write a blob atomically and return its path."""
+    def write_blob(self, kind: str, name: str, data: bytes, *, sync: bool = False) -> Path:
+        """Write a blob atomically (a temporary file renamed) and return its path; a failed write leaves nothing
+        behind and raises `storage_full` or `storage_unavailable`. `sync` flushes it to the disk first."""
         path = self.blob_path(kind, name)
         tmp = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            with _storage(f"write a {kind} blob of {len(data)} bytes"):
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    view, written = memoryview(data), 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                    if sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+        except ServiceError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         return path
 
     # -- rows -----------------------------------------------------------------------------------------
@@ -101,7 +152,7 @@ class Store:
         columns = ", ".join(encoded)
         marks = ", ".join("?" for _ in encoded)
         verb = "INSERT OR REPLACE" if table == "operands" else "INSERT"
-        with self._lock:
+        with self._lock, _storage(f"record a row of {table}"):
             self._db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", tuple(encoded.values()))
         return dict(row)
 
@@ -144,7 +195,7 @@ class Store:
                    error_message: str | None = None, seconds: float | None = None,
                    result_size: int | None = None) -> None:
         """Record a job's final state."""
-        with self._lock:
+        with self._lock, _storage("record a job's state"):
             self._db.execute(
                 "UPDATE jobs SET status = ?, error_code = ?, error_message = ?, seconds = ?, result_size = ?, "
                 "finished = ? WHERE id = ?",

@@ -45,12 +45,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, data_dir: Path, token_file: Path, *args: str, env: dict | None = None,
-                 output=subprocess.PIPE, timeout: float = 30) -> subprocess.Popen:
-    """`python -m server.cli` (what `einfhe serve` runs) as a subprocess, returned once it answers requests."""
+def serve_command(port: int, data_dir: Path, token_file: Path, *args: str, env: dict | None = None):
+    """The command line and environment of `python -m server.cli` (what `einfhe serve` runs) for this tree."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
     command = [sys.executable, "-m", "server.cli", "--port", str(port), "--data-dir", str(data_dir),
                "--token-file", str(token_file), *args]
+    return command, env
+
+
+def start_server(port: int, data_dir: Path, token_file: Path, *args: str, env: dict | None = None,
+                 output=subprocess.PIPE, timeout: float = 30) -> subprocess.Popen:
+    """`python -m server.cli` as a subprocess, returned once it answers requests."""
+    command, env = serve_command(port, data_dir, token_file, *args, env=env)
     process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout
     while True:
