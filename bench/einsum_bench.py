@@ -8,8 +8,8 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
 Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
 encoding included in both); keys, encryption and decryption are outside the timing. Client encryption of
 the uploads is reported beside the server time. einfhe runs with its default workers
-(`einfhe.parallel.default_workers`: under OMP_NUM_THREADS=1, 2 threads for a plan whose critical path is at
-most half its estimate); where that is 2 the one-thread time is printed beside it. TenSEAL gets
+(`einfhe.parallel.default_workers`: under OMP_NUM_THREADS=1 and with a core idle, 2 threads for a plan whose
+critical path is at most half its estimate); where that is 2 the one-thread time is printed beside it. TenSEAL gets
 `n_threads` = OMP_NUM_THREADS.
 
 The op-count lower bound (`lower_bound_ms`) holds for every plan of einfhe's plan IR whose plain operands

@@ -82,8 +82,9 @@ def run_steps_parallel(steps, apply, prepare, workers: int, keep, stats) -> dict
 
 def default_workers(plan) -> int:
     """Threads a run of `plan` uses unless told: EINFHE_WORKERS when set; else 2 when OpenFHE's OpenMP is off
-    (OMP_NUM_THREADS=1), there are 2 cores or more, and the plan's critical path is at most half its estimated
-    time (measured in BENCHMARKS: plans with little independent work gain nothing from threads); else 1."""
+    (OMP_NUM_THREADS=1), a core is idle (1-minute load average at most cores - 0.5) and the plan's critical path
+    is at most half its estimated time; else 1. Measured (notes/bench-packing.md): 2 threads ran wide plans
+    1.4-1.8x faster at load ~1 on 2 cores, and 0.86-1.36x at load 3.7-5.5; narrow plans gained nothing."""
     value = os.environ.get("EINFHE_WORKERS", "").strip()
     if value:
         try:
@@ -93,9 +94,10 @@ def default_workers(plan) -> int:
         if workers < 1:
             raise PlanError(f"EINFHE_WORKERS must be a positive integer, got {value!r}")
         return workers
-    if os.environ.get("OMP_NUM_THREADS", "").strip() != "1" or len(os.sched_getaffinity(0)) < 2:
+    cores = len(os.sched_getaffinity(0))
+    if os.environ.get("OMP_NUM_THREADS", "").strip() != "1" or cores < 2 or os.getloadavg()[0] > cores - 0.5:
         return 1
     from .cost import critical_path
 
     total, critical = critical_path(plan)
-    return 2 if critical <= total / 2 else 1
+    return 2 if 0 < critical <= total / 2 else 1

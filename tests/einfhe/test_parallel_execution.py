@@ -70,8 +70,13 @@ def test_default_workers_follow_openmp_cores_and_the_plans_parallelism(monkeypat
     assert critical == pytest.approx(total)  # one product, then a rotate-and-sum chain
     monkeypatch.delenv("EINFHE_WORKERS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr("os.getloadavg", lambda: (1.2, 1.0, 1.0))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert (default_workers(wide), default_workers(chain)) == (2, 1)
+    empty = einfhe.compile("ij->ji", einfhe.cipher((4, 4)), slots=64)  # nothing to run
+    assert (default_workers(wide), default_workers(chain), default_workers(empty)) == (2, 1, 1)
+    monkeypatch.setattr("os.getloadavg", lambda: (3.7, 3.0, 2.0))  # other jobs hold the cores
+    assert default_workers(wide) == 1
+    monkeypatch.setattr("os.getloadavg", lambda: (1.2, 1.0, 1.0))
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
     assert default_workers(wide) == 1
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
