@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from .api import ROUTERS
+from .api.openapi import document_errors
 from .errors import CODES, ServiceError, error_body
 from .executor import Executor
 from .middleware import BodyGuard, RequestLog
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)
+    document_errors(app)
     largest = max(settings.max_keyset_bytes, settings.max_ciphertext_bytes, settings.max_operand_bytes,
                   settings.max_model_bytes)
     app.add_middleware(BodyGuard, limit=largest, json_limit=settings.max_json_bytes)

@@ -56,6 +56,12 @@ def mlp_export(tmp_path):
     return {"dir": tmp_path / "export", "X": X.double().numpy(), "expected": expected}
 
 
+@pytest.fixture
+def model_files(mlp_export):
+    """quant's integer export of a 6-4-2 square-activation MLP: manifest.json and model.npz bytes."""
+    return {name: (mlp_export["dir"] / name).read_bytes() for name in ("manifest.json", "model.npz")}
+
+
 @pytest.fixture(scope="session")
 def matvec():
     """A 4x8 matvec plan at 32 slots with an insecure test context (shared: keygen once per session)."""

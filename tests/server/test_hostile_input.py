@@ -87,12 +87,6 @@ def zip_of(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def model_files(mlp_export):
-    """quant's integer export of a 6-4-2 square-activation MLP: manifest.json and model.npz bytes."""
-    return {name: (mlp_export["dir"] / name).read_bytes() for name in ("manifest.json", "model.npz")}
-
-
 async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, matvec, model_files):
     app = create_app(settings.model_copy(update={"operators": ["alice"]}))
     rng = random.Random(SEED)
