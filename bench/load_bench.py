@@ -1,0 +1,144 @@
+"""Load: concurrent tenants' clients against `einfhe serve` for a bounded time, every answer decrypted and checked.
+
+    PYTHONPATH=. .venv/bin/python bench/load_bench.py [--clients 16] [--seconds 30] [--workers 2]
+
+Each client is its own tenant with its own keys at ring 2^14 (128-bit parameters the server derives) and its own
+registered 64x128 W; it sends ij,j->i with a fresh x back to back (client.load.run_load): the timed window opens
+once every client has uploaded its keys. Printed: requests sent, answered correctly, wrong, lost (sent but not
+answered correctly or not among the server's succeeded jobs), throughput, latency p50/p95/max per request
+(encrypt, upload, run in a worker, inline answer, decrypt), the median time a job spent in a worker, and memory: the peak resident set (the kernel's
+VmHWM) of the API process and of each worker process, and the peak of their sum sampled every 50 ms. The
+server runs as a subprocess (what `einfhe serve` runs: uvicorn with the same app), so its memory is its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe loads: the clients' keygen and encryption too
+
+import einfhe  # noqa: E402,F401  -- loads openfhe before any other extension module
+
+import argparse  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+from client.load import run_load  # noqa: E402
+
+_MIB = 1 << 20
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident set in bytes (VmHWM in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+class _MemorySampler:
+    """Samples the summed RSS of a process and its descendants in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for process in (self.process, *self.process.children(recursive=True)):
+                try:
+                    total += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "_MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _serve(data: Path, tokens: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    """Start `python -m server.cli` on a free port; return the process and its URL once it answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "server.cli", "--port", str(port), "--data-dir", str(data),
+               "--token-file", str(tokens), "--workers", str(workers)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{url}/keysets", timeout=1)
+            return process, url
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("einfhe serve did not start")
+            time.sleep(0.1)
+
+
+def main() -> None:
+    """Run the load and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=2, help="the server's worker processes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tokens = [f"load-token-{i:02d}-0123456789" for i in range(args.clients)]
+        (tmp / "tokens.txt").write_text("".join(f"tenant{i:02d}:{t}\n" for i, t in enumerate(tokens)))
+        server, url = _serve(tmp / "data", tmp / "tokens.txt", args.workers)
+        try:
+            with _MemorySampler(server.pid) as sampler:
+                report = run_load(url, tokens, seconds=args.seconds)
+            peaks = {"API process": _peak_rss(server.pid)}
+            workers = [p for p in psutil.Process(server.pid).children(recursive=True)
+                       if "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's helper
+            for i, worker in enumerate(workers):
+                peaks[f"worker {i + 1}"] = _peak_rss(worker.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+    first = sorted(c.first_call for c in report.clients)
+    print(f"{args.clients} clients (one tenant and key set each), ij,j->i W 64x128 at ring 2^14, 128-bit; "
+          f"server: {args.workers} worker processes; window {report.seconds:.1f} s")
+    print(f"first call per client (plan, keygen, key upload, einsum): median {first[len(first) // 2]:.1f} s, "
+          f"max {first[-1]:.1f} s")
+    print(f"requests sent {report.sent}, answered correctly {report.correct}, wrong {report.wrong}, "
+          f"lost {report.lost}, errors {sum(len(c.errors) for c in report.clients)}")
+    print(f"throughput {sum(len(c.latencies) for c in report.clients) / report.seconds:.1f} requests/s")
+    in_worker = np.concatenate([c.server_seconds for c in report.clients])
+    print(f"time in a worker per job (reading keys when the worker held another tenant's, the ciphertext, "
+          f"computing): median {np.median(in_worker) * 1e3:.0f} ms")
+    print(f"latency per request: p50 {report.latency(0.5) * 1e3:.0f} ms, p95 {report.latency(0.95) * 1e3:.0f} ms, "
+          f"max {report.latency(1.0) * 1e3:.0f} ms")
+    print("peak memory (VmHWM): " + ", ".join(f"{name} {rss / _MIB:.0f} MiB" for name, rss in peaks.items())
+          + f"; sum sampled every 50 ms: peak {sampler.peak / _MIB:.0f} MiB")
+    for load in report.clients:
+        for error in load.errors[:3]:
+            print(f"  error: {error}")
+
+
+if __name__ == "__main__":
+    main()
