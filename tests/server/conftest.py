@@ -37,8 +37,8 @@ def app(settings):
     app.state.service.close()
 
 
-@pytest.fixture
-def mlp_export(tmp_path):
+@pytest.fixture(scope="module")
+def mlp_export(tmp_path_factory):
     """A 6-4-2 square-activation MLP quantized to W4A16 by quant and exported as integers (manifest.json,
     model.npz under `dir`), a batch of inputs `X` and the quantized model's own torch output on it."""
     import torch  # imported here, not at collection: quant's Triton tests set TRITON_INTERPRET first
@@ -50,13 +50,14 @@ def mlp_export(tmp_path):
     net = nn.Sequential(nn.Linear(6, 4), quant.Square(), nn.Linear(4, 2))
     X = torch.rand(9, 6)
     quant.quantize_(net, quant.W4A16(group_size=32))
-    quant.export_integer_model(net, tmp_path / "export", example_input=X)
+    directory = tmp_path_factory.mktemp("mlp") / "export"
+    quant.export_integer_model(net, directory, example_input=X)
     with torch.no_grad():
         expected = net(X).double().numpy()
-    return {"dir": tmp_path / "export", "X": X.double().numpy(), "expected": expected}
+    return {"dir": directory, "X": X.double().numpy(), "expected": expected}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def model_files(mlp_export):
     """quant's integer export of a 6-4-2 square-activation MLP: manifest.json and model.npz bytes."""
     return {name: (mlp_export["dir"] / name).read_bytes() for name in ("manifest.json", "model.npz")}

@@ -1,4 +1,5 @@
-"""Helpers for service tests: test tenants, auth headers, .npy and evaluation-key bodies, `einfhe serve` processes."""
+"""Helpers for service tests: test tenants, auth headers, .npy and evaluation-key bodies, `einfhe serve` processes,
+a tenant's objects created in one call."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import msgpack
 import numpy as np
 
+import einfhe
 from einfhe.serialize import pack_blob, pack_parts
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab"}
@@ -69,3 +72,40 @@ def start_server(port: int, data_dir: Path, token_file: Path, *args: str, env: d
                 output_text = process.communicate()[0] if output is subprocess.PIPE else ""
                 raise RuntimeError(f"einfhe serve did not start: {output_text}")
             time.sleep(0.1)
+
+
+def finished_job(http, response) -> str:
+    """The id of the job a POST answered (200 inline, or 202 then polled until it ends); it must succeed."""
+    if response.status_code == 200:
+        return response.headers["X-Einfhe-Job"]
+    assert response.status_code == 202, response.text
+    job = response.json()
+    while job["status"] in ("queued", "running"):
+        job = http.get(f"/jobs/{job['id']}", params={"wait": 5}).json()
+    assert job["status"] == "succeeded", job
+    return job["id"]
+
+
+def seed_objects(http, matvec: dict, ctx=None, model_files: dict | None = None) -> dict[str, str]:
+    """Create a tenant's operand W, a matvec plan over it, the evaluation keys of `ctx` (default: matvec's) and a
+    finished job through `http` (a synchronous client carrying the tenant's token), and a model from
+    `model_files` when given (the tenant must be an operator). Returns their ids by parameter name."""
+    ctx = ctx or matvec["ctx"]
+    assert http.put("/operands/W", content=npy(matvec["W"])).status_code == 200
+    plan = http.post("/plans", json={"spec": "ij,j->i", "operands": [{"plain": "W"}, {"cipher": [8]}],
+                                     "slots": SLOTS, "params": matvec["params"].to_json()})
+    assert plan.status_code == 201, plan.text
+    keyset = http.post("/keysets", content=keyset_body(ctx), headers={"Content-Type": "application/octet-stream"})
+    assert keyset.status_code == 201, keyset.text
+    ids = {"name": "W", "plan_id": plan.json()["id"], "keyset_id": keyset.json()["id"]}
+    tensor = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, matvec["x"], matvec["plan"].input_layout(1)))
+    job = http.post("/jobs", content=tensor, headers={"Content-Type": "application/octet-stream"},
+                    params={"plan_id": ids["plan_id"], "keyset_id": ids["keyset_id"], "wait": 30})
+    ids["job_id"] = finished_job(http, job)
+    if model_files is not None:
+        model = http.post("/models", content=msgpack.packb(model_files, use_bin_type=True),
+                          headers={"Content-Type": "application/msgpack"},
+                          params={"name": "mlp", "slots": SLOTS, "insecure_test_params": True})
+        assert model.status_code == 201, model.text
+        ids["model_id"] = model.json()["id"]
+    return ids

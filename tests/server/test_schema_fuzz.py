@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
-import msgpack
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
@@ -24,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
     status_code_conformance,
 )
-from server_helpers import SLOTS, auth, keyset_body, npy
+from server_helpers import auth, seed_objects
 from starlette.testclient import TestClient
 
 from server import create_app
@@ -41,27 +40,6 @@ schemathesis.serializer.alias([m for m in MODEL_MEDIA_TYPES if m != "application
                               "application/octet-stream")
 
 
-def _seed(app, matvec, model_files) -> dict[str, str]:
-    """Create alice's operand, plan, key set, finished job and a model; return their ids by parameter name."""
-    ctx = matvec["ctx"]
-    http = TestClient(app, base_url="http://einfhe", headers=auth("alice"))
-    assert http.put("/operands/W", content=npy(matvec["W"])).status_code == 200
-    plan = http.post("/plans", json={"spec": "ij,j->i", "operands": [{"plain": "W"}, {"cipher": [8]}],
-                                     "slots": SLOTS, "params": matvec["params"].to_json()}).json()
-    keyset = http.post("/keysets", content=keyset_body(ctx), headers={"Content-Type": "application/octet-stream"})
-    assert keyset.status_code == 201, keyset.text
-    tensor = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, matvec["x"], matvec["plan"].input_layout(1)))
-    job = http.post("/jobs", content=tensor, headers={"Content-Type": "application/octet-stream"},
-                    params={"plan_id": plan["id"], "keyset_id": keyset.json()["id"], "wait": 30})
-    assert job.status_code == 200, job.text
-    model = http.post("/models", content=msgpack.packb(model_files, use_bin_type=True),
-                      headers={"Content-Type": "application/msgpack"},
-                      params={"name": "mlp", "slots": SLOTS, "insecure_test_params": True})
-    assert model.status_code == 201, model.text
-    return {"name": "W", "plan_id": plan["id"], "keyset_id": keyset.json()["id"],
-            "job_id": job.headers["X-Einfhe-Job"], "model_id": model.json()["id"]}
-
-
 def _aim(case, ids: dict[str, str]) -> None:
     """Point the case's id parameters (path and query) at the seeded objects."""
     for container in (case.path_parameters, case.query):
@@ -74,7 +52,8 @@ def test_schema_fuzzing_finds_no_server_error(settings, matvec, model_files):
     counts: dict[str, dict[str, int]] = {}
     statuses: dict[int, int] = {}
     try:
-        ids = _seed(app, matvec, model_files)
+        ids = seed_objects(TestClient(app, base_url="http://einfhe", headers=auth("alice")), matvec,
+                           model_files=model_files)
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = sorted((result.ok() for result in schema.get_all_operations()),
                             key=lambda op: op.method.upper() == "DELETE")
