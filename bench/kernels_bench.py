@@ -10,8 +10,9 @@ timing is a CUDA-graph replay (triton.testing.do_bench_cudagraph, median), so la
 L2 cache do not flatter small shapes. ``kernel_us`` is the path QuantLinear takes: the fused kernel
 for M <= 64, and above that "dequantize the int4 weight (Triton), then a GEMM" -- cuBLAS fp16 for
 W4A16/W4A4, the Triton int8 GEMM with fused scales for W4A8 (``fused_us`` shows the fused kernel there
-too). Times include the split-K zero-fill and cast and the per-call dequantization;
-W4A8/W4A4 times exclude per-token activation quantization, as the _int_mm baseline does.
+too). Times include the per-call dequantization and, for W4A8/W4A4, the split-K zero-fill and cast (W4A16
+splits K inside its one launch); W4A8/W4A4 times exclude per-token activation quantization, as the
+_int_mm baseline does.
 
     python bench/kernels_bench.py                 # full grid on the GPU
     python bench/kernels_bench.py --quick         # 2 shapes x 3 batch sizes
@@ -41,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--interpret", action="store_true", help="CPU, TRITON_INTERPRET=1, tiny shapes (a smoke test)")
     p.add_argument("--bandwidth", type=float, default=3.35e12, help="HBM bytes/s for the floor (H100 SXM: 3.35e12)")
     p.add_argument("--formats", default="w4a16,w4a8,w4a4")
+    p.add_argument("--batches", help="comma-separated batch sizes M (default: the full grid, or --quick's)")
     p.add_argument("--group-size", type=int, default=128)
     p.add_argument("--outliers", type=int, default=32, help="W4A4 outlier channels kept in int8")
     p.add_argument("--tune", action="store_true", help="also try the block configs of candidate_blocks(); report the best")
@@ -209,6 +211,8 @@ def main() -> None:
         shapes, batches = [(4096, 4096), (8192, 8192)], [1, 16, 1024]
     else:
         shapes, batches = SHAPES, BATCHES
+    if ARGS.batches:
+        batches = [int(b) for b in ARGS.batches.split(",")]
     formats = ARGS.formats.split(",")
     if device == "cuda":
         MEASURED_BW.append(copy_bandwidth())

@@ -40,16 +40,17 @@ def _sm_count(device: torch.device) -> int:
 def pick_blocks(m: int, n: int, n_tiles: int, device: torch.device, *, integer: bool = False) -> Blocks:
     """Pick tiles for an ``[m, K] x [K, n]`` product with ``n_tiles`` 256-deep K tiles.
 
-    Small M (<= 64) is a weight-streaming problem: narrow N tiles, and split-K until every multiprocessor
-    has a program (fp16, M <= 16) or two in flight. Larger M is compute-bound: big tiles and no split (a
-    split there measured 1.8x slower at M = 1024 on an H100). The choices are the winners of
-    ``bench/kernels_bench.py --quick --tune`` on an H100 (notes/quant.md); ``integer`` selects the
-    int8-MMA kernels' tiles, which differ from the fp16 kernel's.
+    Small M (<= 64) is a weight-streaming problem: narrow N tiles, and split-K so that enough programs
+    stream weights at once. Larger M is compute-bound: big tiles and no split (a split there measured 1.8x
+    slower at M = 1024 on an H100). The choices are the winners of H100 sweeps (``bench/kernels_bench.py
+    --quick --tune``; for the fp16 kernel at M <= 16, BENCHMARKS.md): the fp16 kernel's single-launch split-K
+    wants at least four programs per multiprocessor, at least two slices and at least four tiles per slice;
+    ``integer`` selects the int8-MMA kernels' tiles, which differ from the fp16 kernel's.
     """
     if m <= 16 and integer:
         bm, bn, warps, stages = 16, 64, 4, 4
     elif m <= 16:
-        bm, bn, warps, stages = 16, 32, 2, 4
+        bm, bn, warps, stages = 16, 32, 2, 3
     elif m <= 64:
         bm, bn, warps, stages = 64, 64, 4, 4
     elif m <= 256:
@@ -59,9 +60,11 @@ def pick_blocks(m: int, n: int, n_tiles: int, device: torch.device, *, integer: 
     else:
         bm, bn, warps, stages = 128, 256, 8, 2
     programs, sms = -(-m // bm) * -(-n // bn), _sm_count(device)
-    if m <= 16 and not integer:  # narrow 2-warp programs won the H100 sweep; split only to fill every SM
-        split = -(-sms // programs) if programs < sms else 1
-    else:
-        split = -(-2 * sms // programs) if m <= 64 and programs < 2 * sms else 1
+    if m <= 16 and not integer:  # narrow 2-warp programs; a power-of-two split up to 4 programs per SM
+        split = 2
+        while programs * split < 4 * sms:
+            split *= 2
+        return Blocks(bm, bn, max(1, min(split, n_tiles // 4)), warps, stages)
+    split = -(-2 * sms // programs) if m <= 64 and programs < 2 * sms else 1
     split = max(1, min(n_tiles, split))
     return Blocks(bm, bn, split, warps, stages)

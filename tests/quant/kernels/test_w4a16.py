@@ -9,12 +9,14 @@ from quant.quantizers import quantize_w4a16_weight
 pytestmark = pytest.mark.triton
 
 # Shapes cover: M, N and K not multiples of the tiles (masks), K spanning several 256-tiles and groups
-# of 32..512, split-K 1 and 3 (atomic partial sums), and GEMV-like M = 1.
+# of 32..512, split-K 1..3 (partial sums added by the last slice), GEMV-like M = 1, and both kernel paths
+# (tiles of <= 16 rows: MMA on raw 1024 + q values; taller tiles: fp16 dequantization).
 CASES = [
     (1, 300, 40, 32, Blocks(16, 32, 1, 4, 2)),
     (5, 520, 33, 64, Blocks(16, 32, 3, 4, 2)),
     (37, 256, 64, 128, Blocks(32, 64, 1, 4, 2)),
     (17, 1024, 16, 512, Blocks(16, 16, 2, 4, 2)),
+    (40, 768, 48, 128, Blocks(32, 32, 3, 2, 2)),
 ]
 
 
@@ -26,8 +28,22 @@ def test_kernel_matches_reference(m, k, n, gs, blocks, rng):
     y = triton_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs, blocks)
     ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs)
     assert y.dtype == torch.float16 and y.shape == (m, n)
-    # The kernel dequantizes in fp16 ((q - z) exact, times an fp16 scale: one rounding, 2^-11 relative)
-    # and accumulates in fp32, then rounds the output to fp16 (2^-11 relative). The reference is fp32.
+    # The tall-tile path dequantizes in fp16 ((q - z) exact, times an fp16 scale: one rounding, 2^-11
+    # relative; the raw path has no such rounding) and accumulates in fp32, then rounds the output to fp16
+    # (2^-11 relative). The reference is fp32.
     # So each output is off by at most ~2^-11 of sum_k |x_k w_k| plus 2^-11 of |y|.
     bound = (x.float().abs() @ reference_w4a16(torch.eye(k), t["qweight"], t["scales"], t["zeros"], gs).abs())
     assert torch.all((y.float() - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3)
+
+
+def test_split_k_reuses_its_workspace(rng):
+    # the last K slice of a tile resets the tile's counter: a second call (new data, another shape sharing the
+    # cached workspace) must again sum exactly its own partials
+    for m, k, n, split in [(3, 768, 40, 3), (3, 768, 40, 3), (2, 1024, 72, 4), (3, 768, 40, 2)]:
+        w = torch.randn(n, k, generator=rng)
+        x = torch.randn(m, k, generator=rng).half()
+        t = quantize_w4a16_weight(w, 64)
+        y = triton_w4a16(x, t["qweight"], t["scales"], t["zeros"], 64, Blocks(16, 32, split, 2, 2))
+        ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], 64)
+        bound = (x.float().abs() @ reference_w4a16(torch.eye(k), t["qweight"], t["scales"], t["zeros"], 64).abs())
+        assert torch.all((y.float() - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3)
