@@ -24,7 +24,7 @@ import numpy as np
 from einfhe import Parameters
 from einfhe.precision import error_bound
 
-from .client import Client
+from .client import Client, PlanInfo
 
 __all__ = ["ClientLoad", "LoadReport", "run_load"]
 
@@ -96,12 +96,12 @@ class _Window:
         return self.deadline
 
 
-def _call(client: Client, plan, W: np.ndarray, x: np.ndarray, load: ClientLoad) -> float:
-    """One einsum, its answer checked; returns its seconds."""
+def _call(einsum, plan: PlanInfo, W: np.ndarray, x: np.ndarray, load: ClientLoad) -> float:
+    """One `einsum(x)`, its answer checked against W @ x within the plan's error bound; returns its seconds."""
     load.sent += 1
     start = time.perf_counter()
     try:
-        y = client.einsum(SPEC, "W", x, slots=plan.plan.slots, params=plan.params)
+        y = einsum(x)
     except Exception as exc:  # counted as lost, and reported
         load.errors.append(f"{type(exc).__name__}: {exc}")
         return time.perf_counter() - start
@@ -122,14 +122,18 @@ def _one_client(url: str, token: str, seed: int, window: _Window, shape: tuple[i
     rng = np.random.default_rng(seed)
     W = rng.standard_normal(shape)
     with Client(url, token, progress=False) as client:
+
+        def einsum(x: np.ndarray) -> np.ndarray:
+            return client.einsum(SPEC, "W", x, slots=slots, params=params)
+
         try:
             client.register_operand("W", W)
             plan = client.plan(SPEC, "W", np.empty(shape[1]), slots=slots, params=params)
-            load.first_call = _call(client, plan, W, rng.standard_normal(shape[1]), load)
+            load.first_call = _call(einsum, plan, W, rng.standard_normal(shape[1]), load)
         finally:
             deadline = window.enter()
         while time.monotonic() < deadline:
-            load.latencies.append(_call(client, plan, W, rng.standard_normal(shape[1]), load))
+            load.latencies.append(_call(einsum, plan, W, rng.standard_normal(shape[1]), load))
         jobs = client.http.request("GET", "/jobs").json()
     load.server_jobs = len(jobs)
     load.server_seconds = [job["seconds"] for job in jobs if job["status"] == "succeeded"]
