@@ -15,6 +15,7 @@ from .compile import Cipher, cipher, compile_einsum
 from .context import Context
 from .errors import (
     BackendError,
+    CorruptBlobError,
     DistributedError,
     EinfheError,
     EinsumError,
@@ -37,7 +38,7 @@ from .tensor import EncryptedTensor, tensor_from_bytes, tensor_to_bytes
 compile = compile_einsum  # noqa: A001  -- einfhe.compile(spec, *operands) reads like numpy
 
 __all__ = [
-    "BackendError", "Cipher", "DistributedError", "Context", "Dim", "EinfheError", "EinsumError", "EinsumSpec", "EncryptedTensor",
+    "BackendError", "Cipher", "CorruptBlobError", "DistributedError", "Context", "Dim", "EinfheError", "EinsumError", "EinsumSpec", "EncryptedTensor",
     "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "load_integer_model", "load_context", "save_context", "ChebyshevActivation", "ModelPlan", "Quadratic", "Residual", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
     "SerializationError", "cipher", "compile", "compile_einsum", "context_from_evaluation_keys", "decrypt", "einsum", "encrypt", "evaluation_keys_to_bytes",
     "natural_layout", "parse_einsum", "run", "simulate", "tensor_from_bytes", "tensor_to_bytes",

@@ -6,6 +6,7 @@
     ├── PlanError          a plan that cannot run: too deep, too large, missing rotation keys
     ├── ParameterError     CKKS parameters below 128-bit security or too small for a plan
     ├── SerializationError bytes that are not an einfhe blob, or one made for other parameters
+    │   └── CorruptBlobError   an einfhe blob whose checksum does not match: damaged after it was written
     ├── ModelError         a model file or layer einfhe cannot compile
     ├── DistributedError   a distributed run lost a result (workers kept dying, the cluster went away, timeout)
     └── BackendError       a failure inside a backend (OpenFHE's exceptions, translated)
@@ -23,6 +24,7 @@ __all__ = [
     "PlanError",
     "ParameterError",
     "SerializationError",
+    "CorruptBlobError",
     "ModelError",
     "DistributedError",
     "BackendError",
@@ -57,6 +59,10 @@ class ParameterError(EinfheError, ValueError):
 
 class SerializationError(EinfheError, ValueError):
     """Bytes are not a valid einfhe blob for these parameters."""
+
+
+class CorruptBlobError(SerializationError):
+    """An einfhe blob's checksum does not match its bytes (damaged in storage or transit)."""
 
 
 class ModelError(EinfheError, ValueError):

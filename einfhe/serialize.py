@@ -2,45 +2,65 @@
 
     offset  size  field
     0       6     magic b"EINFHE"
-    6       1     format version (1)
+    6       1     format version (2; version 1 had no checksum and is refused)
     7       1     kind (ciphertext, tensor, evaluation keys, secret context: the client's own file)
     8       16    fingerprint of the parameter set the payload was made for
     24      8     payload length, little endian
-    32      ...   payload (OpenFHE's binary serialization, or einfhe's own for tensors)
+    32      4     CRC-32 of bytes 0..31 and the payload, little endian
+    36      ...   payload (OpenFHE's binary serialization, or einfhe's own for tensors)
+
+The CRC-32 catches damage in storage and transit (every burst of up to 32 flipped bits, anything else but for one
+chance in 2^32) before OpenFHE parses the bytes: a damaged key or ciphertext could otherwise pass as valid key
+material or abort the process inside OpenFHE. It is not a MAC: whoever writes a blob can recompute it, so it
+protects against accidents, not against a sender who forges blobs (the receiver must still survive those).
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import zlib
 
-from .errors import SerializationError
+from .errors import CorruptBlobError, SerializationError
 
-__all__ = ["KINDS", "pack_blob", "unpack_blob", "pack_parts", "unpack_parts", "FORMAT_VERSION"]
+__all__ = ["KINDS", "pack_blob", "unpack_blob", "pack_parts", "unpack_parts", "FORMAT_VERSION", "HEADER_SIZE"]
 
 MAGIC = b"EINFHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KINDS = {"ciphertext": 1, "tensor": 2, "evaluation_keys": 3, "secret_context": 4}
-_HEADER = struct.Struct("<6sBB16sQ")
+_FIELDS = struct.Struct("<6sBB16sQ")
+_CHECKSUM = struct.Struct("<I")
+HEADER_SIZE = _FIELDS.size + _CHECKSUM.size
+
+
+def _checksum(fields: bytes, payload) -> int:
+    return zlib.crc32(payload, zlib.crc32(fields))
 
 
 def pack_blob(kind: str, fingerprint: bytes, payload: bytes) -> bytes:
-    """Wrap `payload` in the einfhe header."""
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, KINDS[kind], fingerprint, len(payload)) + payload
+    """Wrap `payload` in the einfhe header (with its CRC-32)."""
+    fields = _FIELDS.pack(MAGIC, FORMAT_VERSION, KINDS[kind], fingerprint, len(payload))
+    return fields + _CHECKSUM.pack(_checksum(fields, payload)) + payload
 
 
 def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None) -> bytes:
-    """Check the header (magic, version, kind, fingerprint, length) and return the payload."""
+    """Check the header (magic, version, kind, fingerprint, length, checksum) and return the payload.
+
+    A checksum mismatch raises CorruptBlobError (a SerializationError): the bytes were damaged after they were
+    written."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SerializationError("expected bytes", got=type(data).__name__)
     data = bytes(data)
-    if len(data) < _HEADER.size:
+    if len(data) < _FIELDS.size:
         raise SerializationError(f"{len(data)} bytes is too short for an einfhe blob", expected=kind)
-    magic, version, got_kind, got_fp, length = _HEADER.unpack_from(data)
+    magic, version, got_kind, got_fp, length = _FIELDS.unpack_from(data)
     if magic != MAGIC:
         raise SerializationError("not an einfhe blob (bad magic)", expected=kind)
     if version != FORMAT_VERSION:
-        raise SerializationError(f"blob format version {version}, this einfhe reads {FORMAT_VERSION}")
+        raise SerializationError(f"blob format version {version}, this einfhe reads {FORMAT_VERSION}: make the blob "
+                                 "again with this version (version 1 blobs carry no checksum)", expected=kind)
+    if len(data) < HEADER_SIZE:
+        raise SerializationError(f"{len(data)} bytes is too short for an einfhe blob", expected=kind)
     names = {v: k for k, v in KINDS.items()}
     if got_kind != KINDS[kind]:
         raise SerializationError(f"expected a {kind} blob, got {names.get(got_kind, got_kind)!r}")
@@ -49,12 +69,17 @@ def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None) -> bytes:
             "the blob was made for other CKKS parameters (fingerprint mismatch): use the context that made it",
             expected=kind,
         )
-    if length != len(data) - _HEADER.size:
+    if length != len(data) - HEADER_SIZE:
         raise SerializationError(
-            f"payload length {len(data) - _HEADER.size} does not match the header's {length} (truncated?)",
+            f"payload length {len(data) - HEADER_SIZE} does not match the header's {length} (truncated?)",
             expected=kind,
         )
-    return data[_HEADER.size:]
+    payload = memoryview(data)[HEADER_SIZE:]
+    (stored,) = _CHECKSUM.unpack_from(data, _FIELDS.size)
+    if _checksum(data[:_FIELDS.size], payload) != stored:
+        raise CorruptBlobError("the blob's checksum does not match its bytes: it was damaged in storage or in "
+                               "transit; fetch or make it again", expected=kind)
+    return data[HEADER_SIZE:]
 
 
 def pack_parts(meta: dict, parts: list[bytes]) -> bytes:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import msgpack
 import numpy as np
-from einfhe import EinfheError, EncryptedTensor, Parameters, SerializationError, tensor_from_bytes
+from einfhe import CorruptBlobError, EinfheError, EncryptedTensor, Parameters, SerializationError, tensor_from_bytes
 from einfhe.serialize import unpack_blob, unpack_parts
 
 from .errors import ServiceError
@@ -57,6 +57,8 @@ def decode_keyset(body: bytes) -> KeySetUpload:
         if not isinstance(params, dict) or not isinstance(rotations, list) or not all(
                 isinstance(r, int) and not isinstance(r, bool) for r in rotations):
             raise SerializationError("the key set's parameters or rotations are malformed")
+    except CorruptBlobError as exc:
+        raise ServiceError("corrupt_blob", f"the evaluation-key blob is damaged: {exc}") from exc
     except EinfheError as exc:
         raise ServiceError("malformed_blob", f"not an einfhe evaluation-key blob: {exc}") from exc
     for name in names:
@@ -117,5 +119,7 @@ def inspect_tensor(data: bytes, params: Parameters, max_cts: int) -> EncryptedTe
     """Check a tensor blob's header, fingerprint, layout and ciphertext count; its cts stay bytes."""
     try:
         return tensor_from_bytes(_BlobContext(params), data, max_cts=max_cts)
+    except CorruptBlobError as exc:
+        raise ServiceError("corrupt_blob", f"the tensor blob is damaged: {exc}") from exc
     except EinfheError as exc:
         raise ServiceError("malformed_blob", f"not a tensor blob for this plan's parameters: {exc}") from exc

@@ -13,6 +13,7 @@ __all__ = ["CODES", "JOB_CODES", "ServiceError", "error_body"]
 CODES: dict[str, int] = {
     "invalid_request": 400,
     "malformed_blob": 400,
+    "corrupt_blob": 400,
     "secret_key_refused": 400,
     "unknown_key_part": 400,
     "insecure_parameters": 400,
@@ -37,7 +38,7 @@ CODES: dict[str, int] = {
 }
 
 JOB_CODES: tuple[str, ...] = (
-    "interrupted", "worker_crashed", "malformed_blob", "key_mismatch", "plan_error", "backend_error",
+    "interrupted", "worker_crashed", "malformed_blob", "corrupt_blob", "key_mismatch", "plan_error", "backend_error",
     "invalid_einsum", "storage_full", "storage_unavailable", "internal_error",
 )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from einfhe import (
-    BackendError, Context, EinsumError, LayoutError, ParameterError, Parameters, Plan, PlanError,
+    BackendError, Context, CorruptBlobError, EinsumError, LayoutError, ParameterError, Parameters, Plan, PlanError,
     SerializationError, context_from_evaluation_keys, tensor_from_bytes, tensor_to_bytes,
 )
 from einfhe.backends.openfhe import OpenFHEBackend, deserialize_secret_key, release_openfhe_caches
@@ -27,6 +27,7 @@ from .executor import JobOutcome, JobTask, KeySetCheck
 __all__ = ["check_keyset", "clear_openfhe_state", "run_job"]
 
 _ERROR_CODES = (
+    (CorruptBlobError, "corrupt_blob"),  # a stored blob damaged on disk since it was checked
     (SerializationError, "malformed_blob"),
     (EinsumError, "invalid_einsum"),
     (LayoutError, "invalid_einsum"),

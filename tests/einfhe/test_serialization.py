@@ -1,11 +1,11 @@
-"""Blob headers are checked before a backend sees bytes; plans and layouts round-trip through JSON."""
+"""Blob headers and checksums are checked before a backend sees bytes; plans and layouts round-trip through JSON."""
 
 import numpy as np
 import pytest
 
 import einfhe
 from einfhe.precision import error_bound
-from einfhe.serialize import pack_blob, unpack_blob
+from einfhe.serialize import FORMAT_VERSION, HEADER_SIZE, pack_blob, unpack_blob
 
 SLOTS = 16
 
@@ -53,6 +53,27 @@ def test_garbage_payload_behind_a_valid_header_is_a_serialization_error(fhe):
     blob = pack_blob("tensor", ctx.params.fingerprint(), payload)
     with pytest.raises(einfhe.SerializationError):
         einfhe.tensor_from_bytes(ctx, blob)
+
+
+def test_every_single_bit_flip_is_refused_and_payload_damage_is_corrupt_blob(fhe):
+    """The CRC-32 covers the header's fields and the payload: no one-bit change of a blob loads."""
+    plan, ctx = fhe
+    blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, np.ones(4), plan.input_layout(1)))
+    rng = np.random.default_rng(0)
+    positions = list(range(HEADER_SIZE)) + sorted(rng.choice(np.arange(HEADER_SIZE, len(blob)), 200, replace=False))
+    for position in positions:
+        damaged = bytearray(blob)
+        damaged[position] ^= 1 << int(rng.integers(8))
+        error = einfhe.CorruptBlobError if position >= 32 else einfhe.SerializationError  # the crc and payload
+        with pytest.raises(error):
+            einfhe.tensor_from_bytes(ctx, bytes(damaged))
+
+
+def test_a_blob_of_the_previous_format_is_refused_with_what_to_do():
+    old = b"EINFHE" + bytes([1, 2]) + bytes(16) + (4).to_bytes(8, "little") + b"data"  # version 1: no checksum
+    assert FORMAT_VERSION == 2
+    with pytest.raises(einfhe.SerializationError, match="version 1 blobs carry no checksum"):
+        unpack_blob(old, "tensor", None)
 
 
 def test_blob_kind_and_fingerprint_checks():

@@ -3,9 +3,10 @@
 Bit flips, truncations, extensions, random bytes, wrong content types, a valid header over a garbage payload and
 another endpoint's blob kind go to key sets, operands, plans, jobs, models, model jobs and plaintext inference,
 in-process over httpx.ASGITransport with a fixed seed. Every refusal is a 4xx with a JSON error code and nothing
-answers 5xx; a mutation that keeps a blob's envelope intact may be accepted (201/202: ciphertexts and keys carry no
-MAC, the worker then fails the job or refuses the keys), and every job so queued must end, succeeded or failed with
-a job error code. Afterwards a correct encrypted einsum still runs and decrypts right.
+answers 5xx. Key and tensor blobs carry a CRC-32 (einfhe.serialize), so no damaged key set or ciphertext is accepted
+and none reaches OpenFHE: no worker crashes. A sender who forges blobs can recompute the checksum; such forged
+key sets and ciphertexts are sent too (50), and may be accepted (201/202): every job queued, forged or not, must end,
+succeeded or failed with a job error code. Afterwards a correct encrypted einsum still runs and decrypts right.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import pytest
 from server_helpers import SLOTS, auth, keyset_body, npy
 
-from einfhe.serialize import pack_blob, pack_parts
+from einfhe.serialize import HEADER_SIZE, pack_blob, pack_parts
 from server import create_app
 from server.errors import CODES, JOB_CODES
 
@@ -69,6 +70,15 @@ def mutations(rng: random.Random, good: bytes, others: list[bytes], n: int):
         yield bytes(data)
 
 
+def forged(rng: random.Random, good: bytes, kind: str, n: int):
+    """`n` copies of `good` with one to eight bits of the payload flipped and the checksum recomputed."""
+    for _ in range(n):
+        payload = bytearray(good[HEADER_SIZE:])
+        for _ in range(rng.randint(1, 8)):
+            payload[rng.randrange(len(payload))] ^= 1 << rng.randrange(8)
+        yield pack_blob(kind, good[8:24], bytes(payload))
+
+
 def tar_of(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -95,6 +105,7 @@ async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, ma
     statuses: dict[str, dict[int, int]] = {}
     outcomes: dict[str, int] = {}
     queued_jobs: list[str] = []
+    damaged_accepted = {"keysets": 0, "jobs": 0}  # accepted bodies that are no valid blob
     sent = 0
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://einfhe",
@@ -143,9 +154,11 @@ async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, ma
             others = [keys, tensor, operand, model_tar, model_zip, model_msgpack, garbage_payload,
                       json.dumps(plan_body).encode(), msgpack.packb([tensor, tensor]), b"", b"\x00"]
 
-            # key sets: 150 (a blob whose envelope survives goes to a worker, which may refuse or accept it)
+            valid = set(others)
+            # key sets: 150 (a blob whose envelope and checksum survive goes to a worker, which checks the keys)
             for blob in mutations(rng, keys, others, 150):
                 response = await send("POST", "/keysets", blob, rng.choice(CONTENT_TYPES[:2]), accept=(201,))
+                damaged_accepted["keysets"] += response.status_code == 201 and blob not in valid
             # plaintext operands: 200
             for i, blob in enumerate(mutations(rng, operand, others, 200)):
                 await send("PUT", f"/operands/fuzz{i % 7}", blob, rng.choice(CONTENT_TYPES), accept=(200,))
@@ -157,14 +170,15 @@ async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, ma
             # ciphertexts for an einsum job: 250, single tensors and msgpack lists
             job_query = {"plan_id": plan["id"], "keyset_id": keyset_id}
             for i, blob in enumerate(mutations(rng, tensor, others, 250)):
-                media = "application/octet-stream"
+                media, body = "application/octet-stream", blob
                 if i % 5 == 4:
-                    blob, media = msgpack.packb([blob]), "application/msgpack"
+                    body, media = msgpack.packb([blob]), "application/msgpack"
                 elif i % 11 == 10:
                     media = rng.choice(CONTENT_TYPES[2:])
-                response = await send("POST", "/jobs", blob, media, accept=(202,), params=job_query)
+                response = await send("POST", "/jobs", body, media, accept=(202,), params=job_query)
                 if response.status_code == 202:
                     queued_jobs.append(response.json()["id"])
+                    damaged_accepted["jobs"] += blob not in valid
             # models: 50 each of tar / zip / msgpack uploads mutated (each refused before any compile, or registered)
             for good, media in ((model_tar, "application/x-tar"), (model_zip, "application/zip"),
                                 (model_msgpack, "application/msgpack")):
@@ -182,18 +196,32 @@ async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, ma
             model_op = model_plan.cipher_inputs[0]
             model_input = einfhe.tensor_to_bytes(model_ctx, einfhe.encrypt(model_ctx, np.zeros(model_op.layout.shape),
                                                                           model_op.layout))
+            valid.add(model_input)
             for blob in mutations(rng, model_input, others + [tensor], 100):
                 response = await send("POST", f"/models/{model['id']}/jobs", blob, "application/octet-stream",
                                       accept=(202,), params={"keyset_id": model_keyset_id})
                 if response.status_code == 202:
                     queued_jobs.append(response.json()["id"])
+                    damaged_accepted["jobs"] += blob not in valid
             # plaintext inference: 100
             for blob in mutations(rng, sample, others, 100):
                 await send("POST", f"/models/{model['id']}/infer", blob, rng.choice(CONTENT_TYPES[:3]), accept=(200,))
 
             assert sent >= 1000, sent
-            # every job a mutated ciphertext got queued ends, with a job error code when it fails
-            for job_id in queued_jobs:
+            # forged: damaged, then resealed with a correct checksum (25 key sets, 25 ciphertexts)
+            forged_jobs, forged_keysets = [], {}
+            for blob in forged(rng, keys, "evaluation_keys", 25):
+                response = await send("POST", "/keysets", blob, "application/octet-stream", accept=(201,))
+                code = response.status_code if response.status_code == 201 else response.json()["error"]["code"]
+                forged_keysets[code] = forged_keysets.get(code, 0) + 1
+            for blob in forged(rng, tensor, "tensor", 25):
+                response = await send("POST", "/jobs", blob, "application/octet-stream", accept=(202,),
+                                      params=job_query)
+                if response.status_code == 202:
+                    forged_jobs.append(response.json()["id"])
+
+            async def ending(job_id: str) -> str:
+                """The job's final status, or its error code when it failed."""
                 for _ in range(300):
                     job = (await http.get(f"/jobs/{job_id}", params={"wait": 0.5})).json()
                     if job["status"] in ("succeeded", "failed"):
@@ -202,8 +230,16 @@ async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, ma
                     raise AssertionError(f"job {job_id} never finished: {job}")
                 if job["status"] == "failed":
                     assert job["error"]["code"] in JOB_CODES, job
-                key = job["error"]["code"] if job["status"] == "failed" else job["status"]
+                return job["error"]["code"] if job["status"] == "failed" else job["status"]
+
+            # every job queued ends, with a job error code when it fails
+            for job_id in queued_jobs:
+                key = await ending(job_id)
                 outcomes[key] = outcomes.get(key, 0) + 1
+            forged_outcomes: dict[str, int] = {}
+            for job_id in forged_jobs:
+                key = await ending(job_id)
+                forged_outcomes[key] = forged_outcomes.get(key, 0) + 1
 
             # and the service still computes correctly
             response = await http.post("/jobs", content=tensor, params={**job_query, "wait": 30},
@@ -214,9 +250,14 @@ async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, ma
     finally:
         app.state.service.close()
     elapsed = time.monotonic() - started
-    print(f"\nhostile input: {sent} requests in {elapsed:.1f} s; {len(queued_jobs)} mutated jobs queued, ending {outcomes}")
+    print(f"\nhostile input: {sent} requests in {elapsed:.1f} s; {len(queued_jobs)} mutated jobs queued, ending {outcomes}; "
+          f"damaged blobs accepted: {damaged_accepted}")
+    print(f"  forged (checksum recomputed): key sets {forged_keysets}; {len(forged_jobs)} jobs queued, ending "
+          f"{forged_outcomes}")
     for route, counts in statuses.items():
         print(f"  {route}: {dict(sorted(counts.items()))}")
+    assert damaged_accepted == {"keysets": 0, "jobs": 0}, damaged_accepted
+    assert "worker_crashed" not in outcomes, outcomes
     assert elapsed < 40, elapsed
 
 

@@ -1,5 +1,6 @@
 """Storage faults (issue 8): an unusable data directory or a full disk at start is one clear line and a non-zero
-exit; a disk that fills during a request answers 507 `storage_full` and leaves no partial blob.
+exit; a disk that fills during a request answers 507 `storage_full` and leaves no partial blob; a blob damaged in an
+upload or on disk is refused as `corrupt_blob` before OpenFHE reads it.
 
 A read-only directory made with chmod does not stop root (tests may run as root in CI), so "unwritable" here is a
 data directory below a regular file, which refuses every user; a full disk is ENOSPC raised by the OS calls the
@@ -107,5 +108,39 @@ async def test_a_disk_filling_mid_request_answers_507_and_leaves_no_partial_blob
             assert (job["status"], job["error"]["code"]) == ("failed", "storage_full"), job
             assert list((blobs / "results").iterdir()) == []
             assert (await http.get(f"/jobs/{job['id']}/result")).json()["error"]["code"] == "job_failed"
+    finally:
+        app.state.service.close()
+
+
+def _flip(blob: bytes, position: int) -> bytes:
+    damaged = bytearray(blob)
+    damaged[position] ^= 0x10
+    return bytes(damaged)
+
+
+async def test_damaged_uploads_and_blobs_damaged_on_disk_are_corrupt_blob(settings, matvec):
+    """One flipped bit in key material or a ciphertext is refused before OpenFHE parses it (einfhe's CRC-32): at
+    upload (400 corrupt_blob), and when a stored key set was damaged on disk (the job fails corrupt_blob)."""
+    ctx = matvec["ctx"]
+    keys = keyset_body(ctx)
+    tensor = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, matvec["x"], matvec["plan"].input_layout(1)))
+    app = create_app(settings)
+    octet = {"Content-Type": "application/octet-stream"}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://einfhe",
+                                     headers=auth("alice")) as http:
+            response = await http.post("/keysets", content=_flip(keys, len(keys) // 2), headers=octet)
+            assert (response.status_code, response.json()["error"]["code"]) == (400, "corrupt_blob"), response.text
+            keyset = (await http.post("/keysets", content=keys, headers=octet)).json()
+            assert (await http.put("/operands/W", content=npy(matvec["W"]))).status_code == 200
+            plan = (await http.post("/plans", json={"spec": "ij,j->i", "operands": [{"plain": "W"}, {"cipher": [8]}],
+                                                    "slots": 32, "params": matvec["params"].to_json()})).json()
+            query = {"plan_id": plan["id"], "keyset_id": keyset["id"], "wait": 30}
+            response = await http.post("/jobs", content=_flip(tensor, len(tensor) - 100), params=query, headers=octet)
+            assert (response.status_code, response.json()["error"]["code"]) == (400, "corrupt_blob"), response.text
+            stored = app.state.service.store.blob_path("keysets", keyset["id"])
+            stored.write_bytes(_flip(stored.read_bytes(), stored.stat().st_size // 3))  # the disk damages it
+            job = (await http.post("/jobs", content=tensor, params=query, headers=octet)).json()
+            assert (job["status"], job["error"]["code"]) == ("failed", "corrupt_blob"), job
     finally:
         app.state.service.close()
