@@ -6,6 +6,11 @@
 
 Keys are generated on the client and never leave it; only evaluation keys are uploaded, once per parameter set
 (again only when a later plan needs rotations the uploaded set lacks).
+
+`Client(..., noise_flooding=True)` is for results that leave the client: decryption adds OpenFHE's flooding noise
+(einfhe.flooding; docs/noise-flooding.md) so that the decrypted values reveal nothing about the secret key. Each
+plan then gets 59-bit parameters (`Parameters.for_noise_flooding`) and, on first use, a noise-measuring run under
+throwaway keys before its own flooding key set; later calls reuse that key set and its estimate.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from einfhe import (
-    Context, Parameters, Plan, decrypt, encrypt, evaluation_keys_to_bytes, tensor_from_bytes, tensor_to_bytes,
+    Context, Layout, NoiseFlooding, Parameters, Plan, decrypt, encrypt, evaluation_keys_to_bytes, measure_noise,
+    tensor_from_bytes, tensor_to_bytes,
 )
 
 from .errors import JobFailed
@@ -34,6 +40,8 @@ from .http import Http
 __all__ = ["Client", "PlanInfo"]
 
 _FINAL = ("succeeded", "failed")
+# bits added to the measured noise: later inputs may carry up to twice the noise of the one that was measured
+NOISE_MARGIN_BITS = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,12 +58,15 @@ class Client:
     """A tenant's connection to an einfhe server (its keys stay in this object)."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 120.0, retries: int = 3, progress: bool = True,
-                 poll_seconds: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+                 poll_seconds: float = 10.0, noise_flooding: bool = False,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.http = Http(url, token, timeout=timeout + poll_seconds, retries=retries, transport=transport)
         self.progress = progress
         self.poll_seconds = poll_seconds
+        self.noise_flooding = noise_flooding
         self._plans: dict[str, PlanInfo] = {}
         self._contexts: dict[str, tuple[Context, str, tuple[Plan, ...]]] = {}  # fingerprint -> ctx, keyset, plans
+        self._flooded: dict[str, tuple[Context, str]] = {}  # plan id -> flooding ctx, its key set
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -75,18 +86,29 @@ class Client:
         return self.http.request("PUT", f"/operands/{name}", content=buffer.getvalue(),
                                  headers={"Content-Type": "application/octet-stream"}).json()
 
-    def register_model(self, name: str, directory, *, slots: int = 8192, insecure_test_params: bool = False) -> dict:
-        """Register quant's integer export in `directory` (operators only) as a gzipped tar; returns the model."""
+    def register_model(self, name: str, directory, *, slots: int = 8192, insecure_test_params: bool = False,
+                       noise_flooding: bool = False) -> dict:
+        """Register quant's integer export in `directory` (operators only) as a gzipped tar; returns the model.
+        `noise_flooding` compiles it on the parameters flooding clients need (Parameters.for_noise_flooding)."""
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
             for filename in ("manifest.json", "model.npz"):
                 archive.add(Path(directory) / filename, arcname=filename)
-        params = {"name": name, "slots": slots, "insecure_test_params": insecure_test_params}
+        params = {"name": name, "slots": slots, "insecure_test_params": insecure_test_params,
+                  "noise_flooding": noise_flooding}
         return self.http.request("POST", "/models", params=params, content=buffer.getvalue(),
                                  headers={"Content-Type": "application/gzip"}).json()
 
     def plan(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None) -> PlanInfo:
-        """Have the server plan `spec` (strings name registered operands, arrays or shapes are cipher operands)."""
+        """Have the server plan `spec` (strings name registered operands, arrays or shapes are cipher operands);
+        with noise flooding and no `params`, on flooding parameters for the plan's depth."""
+        if self.noise_flooding and params is None:
+            depth = self._plan(spec, operands, slots, None).plan.depth
+            params = Parameters.for_noise_flooding(depth, slots)
+        return self._plan(spec, operands, slots, params)
+
+    def _plan(self, spec: str, operands, slots: int, params: Parameters | None) -> PlanInfo:
+        """POST /plans once per distinct request."""
         refs = [{"plain": op} if isinstance(op, str) else {"cipher": [int(n) for n in np.shape(op)]} for op in operands]
         body = {"spec": spec, "operands": refs, "slots": slots,
                 "params": params.to_json() if params is not None else None}
@@ -167,11 +189,34 @@ class Client:
         """The encrypted result blob of a finished job."""
         return self.http.request("GET", f"/jobs/{job_id}/result").content
 
+    def compute(self, plan: PlanInfo, path: str, query: dict, inputs: list[tuple[np.ndarray, Layout]],
+                timeout: float | None = None) -> np.ndarray:
+        """Encrypt `inputs` (array, layout) for the plan, run the job at `path` with the plan's key set, decrypt.
+
+        With noise flooding, the plan's first call runs the job twice: under a noise-measuring context, then under
+        a flooding one made from that measurement (plus NOISE_MARGIN_BITS), which later calls reuse."""
+        if not self.noise_flooding:
+            ctx, keyset_id = self.context_for(plan)
+        elif plan.id in self._flooded:
+            ctx, keyset_id = self._flooded[plan.id]
+        else:
+            probe = Context.for_plan(plan.plan, params=plan.params, flooding=NoiseFlooding())
+            noise = measure_noise(probe, self._job(probe, self.upload_keys(probe), path, query, inputs, timeout))
+            ctx = Context.for_plan(plan.plan, params=plan.params,
+                                   flooding=NoiseFlooding(estimate=noise + NOISE_MARGIN_BITS))
+            keyset_id = self.upload_keys(ctx)
+            self._flooded[plan.id] = (ctx, keyset_id)
+        return decrypt(ctx, self._job(ctx, keyset_id, path, query, inputs, timeout))
+
+    def _job(self, ctx: Context, keyset_id: str, path: str, query: dict, inputs, timeout: float | None):
+        """Encrypt the inputs under `ctx`, run the job, and load its encrypted result."""
+        blobs = [tensor_to_bytes(ctx, encrypt(ctx, values, layout)) for values, layout in inputs]
+        result = self.run_job(path, {**query, "keyset_id": keyset_id}, blobs, timeout)
+        return tensor_from_bytes(ctx, result)
+
     def einsum(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None,
                timeout: float | None = None) -> np.ndarray:
         """numpy.einsum on the server: arrays are encrypted here, strings name registered plaintext operands."""
         plan = self.plan(spec, *operands, slots=slots, params=params)
-        ctx, keyset_id = self.context_for(plan)
-        blobs = [tensor_to_bytes(ctx, encrypt(ctx, operands[op.operand], op.layout)) for op in plan.plan.cipher_inputs]
-        result = self.run_job("/jobs", {"plan_id": plan.id, "keyset_id": keyset_id}, blobs, timeout)
-        return decrypt(ctx, tensor_from_bytes(ctx, result))
+        inputs = [(operands[op.operand], op.layout) for op in plan.plan.cipher_inputs]
+        return self.compute(plan, "/jobs", {"plan_id": plan.id}, inputs, timeout)

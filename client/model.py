@@ -8,7 +8,8 @@ On first encrypted use the client reads the model's requirements (`GET /models/{
 input layout, rotations), generates keys locally for the program's parameters, and uploads the evaluation keys
 (never the secret key) a single time per parameter set; later calls reuse them. The one-sample and batched
 programs usually differ in depth, so a client that uses both holds two key sets (the batched one has no
-rotation keys and is small).
+rotation keys and is small). `EncryptedModel(..., noise_flooding=True)` floods the decryptions (see client.client);
+the model must then be registered with `noise_flooding=True` (its programs on flooding parameters).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import numpy as np
 from tqdm import tqdm
 
-from einfhe import ModelPlan, Parameters, Plan, decrypt, encrypt, tensor_from_bytes, tensor_to_bytes
+from einfhe import ModelPlan, Parameters, Plan
 
 from .client import Client, PlanInfo
 from .errors import NotFound
@@ -83,7 +84,10 @@ class EncryptedModel:
         return self._programs[variant]
 
     def prepare(self) -> None:
-        """Generate keys for every program and upload their evaluation keys now, rather than on first use."""
+        """Generate keys for every program and upload their evaluation keys now, rather than on first use (with
+        noise flooding, keys come with the first inference of each program: its noise is measured on it)."""
+        if self.client.noise_flooding:
+            return
         for variant in self.info["programs"]:
             self.client.context_for(self._program(variant)[1])
 
@@ -115,8 +119,6 @@ class EncryptedModel:
     def _run(self, variant: str, x: np.ndarray) -> np.ndarray:
         """Encrypt `x` in the program's layout, run the job on the server, decrypt and unpack its output."""
         program, info = self._program(variant)
-        ctx, keyset_id = self.client.context_for(info)
-        blob = tensor_to_bytes(ctx, encrypt(ctx, program.pack_input(x), program.input_layout))
-        result = self.client.run_job(f"/models/{self.info['id']}/jobs", {"keyset_id": keyset_id, "variant": variant},
-                                     [blob], self.timeout)
-        return program.unpack_output(decrypt(ctx, tensor_from_bytes(ctx, result)))
+        outputs = self.client.compute(info, f"/models/{self.info['id']}/jobs", {"variant": variant},
+                                      [(program.pack_input(x), program.input_layout)], self.timeout)
+        return program.unpack_output(outputs)

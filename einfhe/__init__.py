@@ -26,6 +26,7 @@ from .errors import (
     SerializationError,
 )
 from .executor import RunStats
+from .flooding import NoiseFlooding, measure_noise
 from .keys import context_from_evaluation_keys, evaluation_keys_to_bytes, load_context, save_context
 from .layout import Dim, Layout, natural_layout
 from .intmodel import load_integer_model
@@ -39,7 +40,7 @@ compile = compile_einsum  # noqa: A001  -- einfhe.compile(spec, *operands) reads
 
 __all__ = [
     "BackendError", "Cipher", "CorruptBlobError", "DistributedError", "Context", "Dim", "EinfheError", "EinsumError", "EinsumSpec", "EncryptedTensor",
-    "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "load_integer_model", "load_context", "save_context", "ChebyshevActivation", "ModelPlan", "Quadratic", "Residual", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
+    "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "NoiseFlooding", "load_integer_model", "load_context", "save_context", "ChebyshevActivation", "ModelPlan", "Quadratic", "Residual", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
     "SerializationError", "cipher", "compile", "compile_einsum", "context_from_evaluation_keys", "decrypt", "einsum", "encrypt", "evaluation_keys_to_bytes",
-    "natural_layout", "parse_einsum", "run", "simulate", "tensor_from_bytes", "tensor_to_bytes",
+    "measure_noise", "natural_layout", "parse_einsum", "run", "simulate", "tensor_from_bytes", "tensor_to_bytes",
 ]

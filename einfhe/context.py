@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .backends import BACKENDS, get_backend_class
 from .errors import EinfheError, PlanError
+from .flooding import NoiseFlooding
 from .params import Parameters
 from .plan import Plan
 
@@ -19,8 +20,10 @@ class Context:
         self.plans = tuple(plans)
 
     @classmethod
-    def for_plan(cls, *plans: Plan, backend: str = "openfhe", params: Parameters | None = None) -> "Context":
-        """Derive 128-bit parameters from the plans (or check `params`) and generate exactly their keys."""
+    def for_plan(cls, *plans: Plan, backend: str = "openfhe", params: Parameters | None = None,
+                 flooding: NoiseFlooding | None = None) -> "Context":
+        """Derive 128-bit parameters from the plans (or check `params`) and generate exactly their keys;
+        `flooding` makes an OpenFHE context's decryption noise-flooded (einfhe.flooding)."""
         if not plans:
             raise PlanError("Context.for_plan needs at least one plan")
         slots = {p.slots for p in plans}
@@ -43,9 +46,11 @@ class Context:
             )
         rotations = sorted({r for p in plans for r in p.rotations})
         if backend == "simulator":
+            if flooding is not None:
+                raise EinfheError("noise flooding is an OpenFHE decryption mode: the simulator has no noise to flood")
             engine = get_backend_class("simulator")(slots, params.depth)
         elif backend == "openfhe":
-            engine = get_backend_class("openfhe").generate(params, rotations)
+            engine = get_backend_class("openfhe").generate(params, rotations, flooding)
         else:
             raise EinfheError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
         engine.rotations = tuple(rotations)

@@ -4,6 +4,7 @@ key) and the client's whole context with its secret key, saved to a private file
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import openfhe
@@ -11,6 +12,7 @@ import openfhe
 from .backends.openfhe import OpenFHEBackend, deserialize_secret_key, translate_errors
 from .context import Context
 from .errors import SerializationError
+from .flooding import NoiseFlooding
 from .params import Parameters
 from .serialize import pack_blob, pack_parts, unpack_blob, unpack_parts
 
@@ -56,8 +58,9 @@ def save_context(ctx: Context, path: str | Path) -> None:
     blobs = ctx.backend.export_evaluation_keys()
     with translate_errors("serialize the secret key", SerializationError):
         secret = openfhe.Serialize(ctx.backend.secret_key, openfhe.BINARY)
+    flooding = getattr(ctx.backend, "flooding", None)
     meta = {"params": ctx.params.to_json(), "rotations": list(ctx.rotations),
-            "plans": [plan.to_json() for plan in ctx.plans]}
+            "plans": [plan.to_json() for plan in ctx.plans], "flooding": asdict(flooding) if flooding else None}
     blob = pack_blob("secret_context", ctx.params.fingerprint(), pack_parts(meta, [blobs[p] for p in _PARTS] + [secret]))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -78,4 +81,6 @@ def load_context(path: str | Path) -> Context:
     rotations = tuple(int(r) for r in meta.get("rotations", []))
     backend = OpenFHEBackend.from_evaluation_keys(params, dict(zip(_PARTS, parts)), rotations)
     backend.secret_key = deserialize_secret_key(parts[-1])
+    if meta.get("flooding"):  # OpenFHE's context floods by itself; the backend needs to know (measuring or not)
+        backend.flooding = NoiseFlooding(**meta["flooding"])
     return Context(backend, params, tuple(Plan.from_json(text) for text in meta.get("plans", [])))

@@ -69,6 +69,15 @@ class Parameters:
         )
 
     @classmethod
+    def for_noise_flooding(cls, depth: int, slots: int, *, secure: bool = True) -> "Parameters":
+        """Parameters for a noise-flooded context (einfhe.flooding): 59-bit scaling and a 60-bit first modulus, as
+        OpenFHE sets them for flooding, and one level more than `depth` so that results keep 59 bits above the
+        scale (with the first modulus alone only |values| < 1 would decrypt). The ring is the smallest 128-bit
+        one for that modulus; `secure=False` gives the tiny test ring instead."""
+        make = cls.derive if secure else cls.insecure_for_tests
+        return make(depth + 1, slots, scale_bits=59, first_mod_bits=60)
+
+    @classmethod
     def insecure_for_tests(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
                            bootstrap: bool = False) -> "Parameters":
         """A tiny ring with NO security, for fast tests only; the server refuses it."""

@@ -39,13 +39,16 @@ def program_plan(service: Service, row: dict, variant: str) -> tuple[Plan, str, 
     return Plan.from_json(text), text, plains
 
 
-def _parameters(service: Service, depth: int, slots: int, insecure: bool) -> Parameters:
+def _parameters(service: Service, depth: int, slots: int, insecure: bool, flooding: bool) -> Parameters:
     """128-bit parameters for one program (each gets its own depth: the batched one is often shallower, so its
-    ciphertexts carry fewer towers), or the test-only ring when asked for and allowed."""
+    ciphertexts carry fewer towers), or the test-only ring when asked for and allowed; `flooding`: the 59-bit
+    parameters noise-flooded decryption needs (einfhe.flooding)."""
     if insecure:
-        return service.parameters(Parameters.insecure_for_tests(depth, slots).to_json())
+        made = Parameters.for_noise_flooding(depth, slots, secure=False) if flooding else \
+            Parameters.insecure_for_tests(depth, slots)
+        return service.parameters(made.to_json())
     try:
-        return Parameters.derive(depth, slots)
+        return Parameters.for_noise_flooding(depth, slots) if flooding else Parameters.derive(depth, slots)
     except EinfheError as exc:
         raise ServiceError("work_limit_exceeded", exc.message) from exc
 
@@ -70,7 +73,7 @@ def _store_program(directory: Path, variant: str, program: ModelPlan, params: Pa
 
 
 def register_model(service: Service, tenant: str, name: str, files: dict[str, bytes], *, slots: int,
-                   insecure_test_params: bool = False) -> dict:
+                   insecure_test_params: bool = False, noise_flooding: bool = False) -> dict:
     """Store and compile an uploaded integer model; return its stored row."""
     model_id = uuid.uuid4().hex
     final = model_directory(service, model_id)
@@ -88,7 +91,7 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
             if steps > service.settings.max_plan_steps:
                 raise ServiceError("work_limit_exceeded", f"the {variant} program has {steps} steps; this server's "
                                                           f"limit is {service.settings.max_plan_steps}")
-            params = _parameters(service, program.plan.depth, slots, insecure_test_params)
+            params = _parameters(service, program.plan.depth, slots, insecure_test_params, noise_flooding)
             programs[variant] = _store_program(work, variant, program, params)
         os.replace(work, final)
     except OSError as exc:  # a full or read-only disk under the model's files

@@ -15,7 +15,8 @@ import numpy as np
 
 import openfhe  # import first: some FHE wheels ship their own libgomp
 
-from ..errors import BackendError, PlanError, SerializationError
+from ..errors import BackendError, ParameterError, PlanError, SerializationError
+from ..flooding import FLOODING_FIRST_MOD_BITS, FLOODING_SCALE_BITS, NoiseFlooding
 from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters
 from ..plan import chebyshev_levels
 from .base import Backend
@@ -38,7 +39,25 @@ def translate_errors(action: str, error: type = BackendError):
         raise error(f"OpenFHE failed to {action}: {text}") from exc
 
 
-def _crypto_context(params: Parameters):
+def _set_flooding(cp, params: Parameters, flooding: NoiseFlooding) -> None:
+    """Ask OpenFHE for noise-flooded decryption (or, with no estimate yet, for the noise-measuring run)."""
+    if (params.scale_bits, params.first_mod_bits) != (FLOODING_SCALE_BITS, FLOODING_FIRST_MOD_BITS) or params.bootstrap:
+        raise ParameterError(
+            f"noise flooding runs on {FLOODING_SCALE_BITS}-bit scaling and {FLOODING_FIRST_MOD_BITS}-bit first moduli "
+            "(OpenFHE sets them), without bootstrapping: use Parameters.for_noise_flooding(depth, slots)",
+            scale_bits=params.scale_bits, first_mod_bits=params.first_mod_bits,
+        )
+    cp.SetDecryptionNoiseMode(openfhe.NOISE_FLOODING_DECRYPT)
+    cp.SetStatisticalSecurity(flooding.statistical_security)
+    cp.SetNumAdversarialQueries(flooding.queries)
+    if flooding.measuring:
+        cp.SetExecutionMode(openfhe.EXEC_NOISE_ESTIMATION)
+    else:
+        cp.SetExecutionMode(openfhe.EXEC_EVALUATION)
+        cp.SetNoiseEstimate(flooding.estimate)
+
+
+def _crypto_context(params: Parameters, flooding: NoiseFlooding | None = None):
     cp = openfhe.CCParamsCKKSRNS()
     cp.SetMultiplicativeDepth(params.total_depth)
     cp.SetScalingModSize(params.scale_bits)
@@ -49,6 +68,8 @@ def _crypto_context(params: Parameters):
     cp.SetSecurityLevel(
         openfhe.SecurityLevel.HEStd_128_classic if params.secure else openfhe.SecurityLevel.HEStd_NotSet
     )
+    if flooding is not None:
+        _set_flooding(cp, params, flooding)
     with translate_errors("create a crypto context for these parameters"):
         cc = openfhe.GenCryptoContext(cp)
         for feature in (openfhe.PKESchemeFeature.PKE, openfhe.PKESchemeFeature.KEYSWITCH,
@@ -112,8 +133,10 @@ class OpenFHEBackend(Backend):
 
     name = "openfhe"
 
-    def __init__(self, params: Parameters, cc, public_key, secret_key, rotations: tuple[int, ...]) -> None:
+    def __init__(self, params: Parameters, cc, public_key, secret_key, rotations: tuple[int, ...],
+                 flooding: NoiseFlooding | None = None) -> None:
         self.params = params
+        self.flooding = flooding
         self.slots = params.slots
         self.max_depth = params.total_depth
         self.cc = cc
@@ -123,9 +146,10 @@ class OpenFHEBackend(Backend):
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
-    def generate(cls, params: Parameters, rotations) -> "OpenFHEBackend":
-        """A fresh key pair, the relinearization key and rotation keys for exactly `rotations`."""
-        cc = _crypto_context(params)
+    def generate(cls, params: Parameters, rotations, flooding: NoiseFlooding | None = None) -> "OpenFHEBackend":
+        """A fresh key pair, the relinearization key and rotation keys for exactly `rotations`; `flooding`
+        makes decryption noise-flooded (or, without an estimate, noise-measuring: see einfhe.flooding)."""
+        cc = _crypto_context(params, flooding)
         rotations = tuple(sorted({int(r) % params.slots for r in rotations} - {0}))
         with translate_errors("generate keys"):
             keys = cc.KeyGen()
@@ -135,7 +159,7 @@ class OpenFHEBackend(Backend):
                 cc.EvalBootstrapKeyGen(keys.secretKey, params.slots)
             if rotations:
                 cc.EvalRotateKeyGen(keys.secretKey, list(rotations))
-        return cls(params, cc, keys.publicKey, keys.secretKey, rotations)
+        return cls(params, cc, keys.publicKey, keys.secretKey, rotations, flooding)
 
     @property
     def key_tag(self) -> str:
@@ -192,10 +216,21 @@ class OpenFHEBackend(Backend):
     def decrypt(self, ct) -> np.ndarray:
         if self.secret_key is None:
             raise BackendError("this backend holds no secret key and cannot decrypt")
+        if self.flooding is not None and self.flooding.measuring:
+            raise BackendError("a noise-estimation context measures noise and returns no values: use "
+                               "einfhe.measure_noise, then decrypt under NoiseFlooding(estimate=...) and fresh keys")
         with translate_errors("decrypt"):
             plain = self.cc.Decrypt(self.secret_key, ct)
             plain.SetLength(self.slots)
             return np.array(plain.GetRealPackedValue(), dtype=np.float64)
+
+    def measure_noise(self, ct) -> float:
+        """log2 of the ciphertext's noise, decrypted under a noise-estimation context (OpenFHE's GetLogError)."""
+        if self.secret_key is None or self.flooding is None or not self.flooding.measuring:
+            raise BackendError("only a noise-estimation context with its secret key measures noise "
+                               "(Context.for_plan(..., flooding=NoiseFlooding()))")
+        with translate_errors("measure the decryption noise"):
+            return float(self.cc.Decrypt(self.secret_key, ct).GetLogError())
 
     def mul_plain(self, ct, values):
         with translate_errors("multiply by a plaintext"):

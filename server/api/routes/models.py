@@ -70,12 +70,16 @@ def create_model(
     slots: Annotated[int, Query(ge=2, le=1 << 15, description="slots per ciphertext (ring >= 2 x slots)")] = 8192,
     insecure_test_params: Annotated[bool, Query(description="test-only tiny ring; refused unless the server "
                                                             "allows insecure test parameters")] = False,
+    noise_flooding: Annotated[bool, Query(description="compile on 59-bit parameters with one spare level "
+                                                      "(Parameters.for_noise_flooding), for clients whose decryptions "
+                                                      "are noise-flooded because their results are shared")] = False,
 ) -> ModelPublic:
     """Register a quantized model's integer export and compile its single-sample and batched encrypted programs."""
     if slots & (slots - 1):
         raise ServiceError("invalid_parameters", f"slots must be a power of two, not {slots}")
     files = read_model_upload(body, content_type, service.settings.max_model_bytes)
-    row = register_model(service, tenant, name, files, slots=slots, insecure_test_params=insecure_test_params)
+    row = register_model(service, tenant, name, files, slots=slots, insecure_test_params=insecure_test_params,
+                         noise_flooding=noise_flooding)
     return model_public(row, service)
 
 
