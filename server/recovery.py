@@ -1,7 +1,7 @@
 """Startup recovery after a crash: settle every job the last process left unfinished and remove torn writes.
 
-A blob is written to a temporary name and renamed, and its row is inserted after it, so a crash (SIGKILL, power
-loss of the process) can leave three kinds of debris and nothing worse:
+A blob is written to a temporary name and renamed, and its row is inserted after it, so a crash of the process
+(SIGKILL, the OOM killer) can leave three kinds of debris and nothing worse:
 
 - a temporary file or directory (``.<name>...tmp``) of a write that never finished: removed;
 - a blob whose row was never inserted (a key set that was being checked, a model being registered, job inputs):

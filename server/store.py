@@ -53,8 +53,10 @@ _PROBE_BYTES = 1 << 16
 def storage_error(exc: OSError | sqlite3.Error, doing: str) -> ServiceError:
     """The service error for a failed write: `storage_full` (507) when the disk or quota is full, else
     `storage_unavailable` (503: read-only, permissions, I/O errors)."""
-    full = getattr(exc, "errno", None) in _FULL or "full" in str(exc).lower()
-    reason = os.strerror(exc.errno) if getattr(exc, "errno", None) else str(exc)
+    if isinstance(exc, OSError):
+        full, reason = exc.errno in _FULL, os.strerror(exc.errno) if exc.errno else str(exc)
+    else:  # SQLite says "database or disk is full"
+        full, reason = "full" in str(exc).lower(), str(exc)
     if full:
         return ServiceError("storage_full", f"the server's storage is full: could not {doing} ({reason})")
     return ServiceError("storage_unavailable", f"the server's storage refused to {doing} ({reason})")
