@@ -11,12 +11,10 @@ refuses ciphertexts whose key tag is not the job's key set's (see `server.worker
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 
 __all__ = ["Executor", "JobOutcome", "JobTask", "KeySetCheck", "LocalProcessExecutor", "die_with_parent"]
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PARENT_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -79,12 +77,20 @@ class Executor(ABC):
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """In a worker: ask Linux to end this process when its parent dies, so a killed service leaves no workers."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
+    """In a worker: end this process once the service that started it is gone, so a killed service leaves no workers.
+
+    A daemon thread polls the parent's pid (a dead parent's children are re-parented). Linux's PR_SET_PDEATHSIG is
+    not used: it fires when the *thread* that spawned the worker ends, and the pool spawns workers from whichever
+    request thread submits first (anyio's threads exit after 10 idle seconds), which killed healthy workers
+    mid-service (their jobs failed as worker_crashed).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_PARENT_POLL_SECONDS)
         os._exit(0)
+
+    threading.Thread(target=watch, name="einfhe-parent-watch", daemon=True).start()
 
 
 class LocalProcessExecutor(Executor):

@@ -1,10 +1,14 @@
-"""A service killed with SIGKILL leaves no worker process behind (workers die with their parent)."""
+"""A service killed with SIGKILL leaves no worker process behind (workers die with their parent), and a worker
+lives as long as its parent process, not as long as the thread that happened to spawn it."""
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+
+from server.executor import LocalProcessExecutor
 
 SCRIPT = """
 import os, sys, time
@@ -38,3 +42,18 @@ def test_workers_exit_when_the_service_is_killed():
         assert not any(_alive(pid) for pid in workers)
     finally:
         proc.kill()
+
+
+def test_workers_outlive_the_thread_that_spawned_them():
+    """The pool spawns workers from the thread that submits (a request thread); that thread ending must not end
+    them (with PR_SET_PDEATHSIG it did: the next job failed as worker_crashed)."""
+    executor = LocalProcessExecutor(1)
+    try:
+        pids = []
+        thread = threading.Thread(target=lambda: pids.append(executor._pool.submit(os.getpid).result(timeout=60)))
+        thread.start()
+        thread.join()
+        time.sleep(0.5)
+        assert pids and executor._pool.submit(os.getpid).result(timeout=60) == pids[0]
+    finally:
+        executor.shutdown()
