@@ -76,10 +76,15 @@ def test_sigkill_mid_job_loses_nothing_acknowledged(tmp_path, token_file, mlp_ex
             layout = plan.plan.cipher_inputs[0].layout
             finished = client.submit(plan.id, keyset_id, [einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, xs[1], layout))])
             client.wait(finished["id"])
-            jobs = [client.submit(plan.id, keyset_id, [einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, layout))])["id"]
-                    for x in xs[2:]]
+            # encrypted first, so that submitting outpaces the worker and a queue builds up even on a loaded machine
+            payloads = [einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, layout)) for x in xs[2:]]
+            jobs = [client.submit(plan.id, keyset_id, [payload])["id"] for payload in payloads]
             deadline = time.monotonic() + 30
-            while not any(client.http.request("GET", f"/jobs/{j}").json()["status"] == "running" for j in jobs):
+            while True:
+                statuses = [client.http.request("GET", f"/jobs/{j}").json()["status"] for j in jobs]
+                if "running" in statuses:
+                    break
+                assert "queued" in statuses, f"every job finished before one was seen running: {statuses}"
                 assert time.monotonic() < deadline, "no job was seen running"
             workers = _descendants(process.pid)
             process.send_signal(signal.SIGKILL)  # mid-job: no shutdown hook, no lifespan, nothing flushed
