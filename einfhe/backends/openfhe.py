@@ -25,7 +25,8 @@ __all__ = ["OpenFHEBackend", "translate_errors", "release_openfhe_caches", "dese
 
 _OPENFHE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 # OpenFHE's switch "precompute CRT tables after deserialization" is process-wide: every deserialization of an object
-# that may bring a new crypto context (keys, contexts) holds this lock, and so does the one place that turns it off.
+# that may bring a new crypto context (keys, contexts) holds this lock, and so do the one place that turns it off
+# and the release of OpenFHE's caches (a context released while the switch is off would come back without tables).
 _CRT_SWITCH = threading.RLock()
 
 
@@ -89,7 +90,7 @@ def _bootstrap_setup(cc, params: Parameters) -> None:
 
 def release_openfhe_caches() -> None:
     """Drop every evaluation key and crypto context OpenFHE caches in this process (its key cache is global)."""
-    with translate_errors("clear OpenFHE's caches"):
+    with _CRT_SWITCH, translate_errors("clear OpenFHE's caches"):
         openfhe.ClearEvalMultKeys()
         openfhe.ClearEvalSumKeys()
         openfhe.CryptoContext.ClearEvalAutomorphismKeys()
@@ -321,10 +322,10 @@ class OpenFHEBackend(Backend):
         # tag); while this context is in OpenFHE's cache, loading will resolve to it (or to an equal cached one),
         # so the CRT tables need not be rebuilt. Anything else loads the slow way, tables and all.
         known = self._ciphertext_prefix()
-        cached = known and data.startswith(known) and any(cc is self.cc for cc in openfhe.GetAllContexts())
-        loading = _context_already_loaded() if cached else _loading_contexts()
-        with loading, translate_errors("deserialize a ciphertext", SerializationError):
-            ct = openfhe.DeserializeCiphertextString(data, openfhe.BINARY)
+        with _loading_contexts(), translate_errors("deserialize a ciphertext", SerializationError):
+            cached = known and data.startswith(known) and any(cc is self.cc for cc in openfhe.GetAllContexts())
+            with _context_already_loaded() if cached else contextlib.nullcontext():
+                ct = openfhe.DeserializeCiphertextString(data, openfhe.BINARY)
         if ct is None:
             raise SerializationError("the bytes are not an OpenFHE ciphertext")
         if ct.GetLevel() > self.max_depth:
