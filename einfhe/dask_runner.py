@@ -231,6 +231,9 @@ class DaskRunner:
         except (TimeoutError, distributed.TimeoutError) as exc:
             self.client.cancel(futures)
             raise DistributedError(f"the run did not finish within {self.timeout:.0f} s", spec=plan.spec) from exc
+        except OSError:  # a worker died while the inputs were sent to it (CommClosedError): the round is lost
+            self.client.cancel(futures)
+            return list(pending)
         finally:
             for future in [*futures, *scattered]:
                 future.release()

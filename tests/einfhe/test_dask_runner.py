@@ -105,6 +105,25 @@ def test_a_run_past_its_timeout_raises_distributed_error(client, matmul):
         _run(DaskRunner(client, timeout=1e-6), matmul)
 
 
+def test_a_connection_closed_while_sending_inputs_loses_the_round_not_the_run(client, matmul, monkeypatch):
+    """A worker that dies while its inputs are scattered closes the connection (CommClosedError): the runner
+    sends the inputs again in its next round and the result is complete and right."""
+    from distributed.comm.core import CommClosedError
+
+    scatter, calls = client.scatter, []
+
+    def scatter_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise CommClosedError("in <TCP (closed)>: Stream is closed")
+        return scatter(*args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", scatter_failing_once)
+    got = _run(DaskRunner(client, retries=1), matmul, "alice-comm")
+    assert len(calls) > 1
+    np.testing.assert_allclose(got, matmul["A"] @ matmul["B"], atol=ATOL)
+
+
 @pytest.mark.filterwarnings("ignore:coroutine 'FutureState.wait' was never awaited:RuntimeWarning")
 def test_a_worker_killed_mid_job_and_the_job_still_finishes(client, matmul):
     """SIGKILL one worker process while it runs a part: the nanny restarts it and the scheduler re-runs
