@@ -7,7 +7,8 @@ registered 64x128 W; it sends ij,j->i with a fresh x back to back (client.load.r
 once every client has uploaded its keys. Printed: requests sent, answered correctly, wrong, lost (sent but not
 answered correctly or not among the server's succeeded jobs), throughput, latency p50/p95/max per request
 (encrypt, upload, run in a worker, inline answer, decrypt), the median time a job spent in a worker, and memory: the peak resident set (the kernel's
-VmHWM) of the API process and of each worker process, and the peak of their sum sampled every 50 ms. The
+VmHWM) of the API process and of each worker process, and the peak of their sum sampled every 50 ms, over the
+whole run (key uploads included) and in the timed window. The
 server runs as a subprocess (what `einfhe serve` runs: uvicorn with the same app), so its memory is its own.
 """
 
@@ -46,12 +47,12 @@ def _peak_rss(pid: int) -> int:
 
 
 class _MemorySampler:
-    """Samples the summed RSS of a process and its descendants in a thread; keeps the peak."""
+    """Samples the summed RSS of a process and its descendants in a thread: (monotonic time, bytes) pairs."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.process = psutil.Process(pid)
         self.interval = interval
-        self.peak = 0
+        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,8 +64,12 @@ class _MemorySampler:
                     total += process.memory_info().rss
                 except psutil.NoSuchProcess:
                     pass
-            self.peak = max(self.peak, total)
+            self.samples.append((time.monotonic(), total))
             self._stop.wait(self.interval)
+
+    def peak(self, since: float = 0.0) -> int:
+        """The largest sample taken at or after `since` (monotonic seconds)."""
+        return max((total for when, total in self.samples if when >= since), default=0)
 
     def __enter__(self) -> "_MemorySampler":
         self._thread.start()
@@ -111,6 +116,7 @@ def main() -> None:
         try:
             with _MemorySampler(server.pid) as sampler:
                 report = run_load(url, tokens, seconds=args.seconds)
+                window_start = time.monotonic() - report.seconds
             peaks = {"API process": _peak_rss(server.pid)}
             workers = [p for p in psutil.Process(server.pid).children(recursive=True)
                        if "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's helper
@@ -134,7 +140,8 @@ def main() -> None:
     print(f"latency per request: p50 {report.latency(0.5) * 1e3:.0f} ms, p95 {report.latency(0.95) * 1e3:.0f} ms, "
           f"max {report.latency(1.0) * 1e3:.0f} ms")
     print("peak memory (VmHWM): " + ", ".join(f"{name} {rss / _MIB:.0f} MiB" for name, rss in peaks.items())
-          + f"; sum sampled every 50 ms: peak {sampler.peak / _MIB:.0f} MiB")
+          + f"; their sum sampled every 50 ms: peak {sampler.peak() / _MIB:.0f} MiB, in the timed window "
+            f"{sampler.peak(window_start) / _MIB:.0f} MiB")
     for load in report.clients:
         for error in load.errors[:3]:
             print(f"  error: {error}")
