@@ -6,10 +6,10 @@ Each client is its own tenant with its own keys at ring 2^14 (128-bit parameters
 registered 64x128 W; it sends ij,j->i with a fresh x back to back (client.load.run_load): the timed window opens
 once every client has uploaded its keys. Printed: requests sent, answered correctly, wrong, lost (sent but not
 answered correctly or not among the server's succeeded jobs), throughput, latency p50/p95/max per request
-(encrypt, upload, run in a worker, inline answer, decrypt), the median time a job spent in a worker, and memory: the peak resident set (the kernel's
-VmHWM) of the API process and of each worker process, and the peak of their sum sampled every 50 ms, over the
-whole run (key uploads included) and in the timed window. The
-server runs as a subprocess (what `einfhe serve` runs: uvicorn with the same app), so its memory is its own.
+(encrypt, upload, run in a worker, inline answer, decrypt), the median time a job spent in a worker, and memory:
+the peak resident set (the kernel's VmHWM) of the API process and of each worker process, and the peak of their
+sum sampled every 50 ms, over the whole run (key uploads included) and in the timed window. The server runs as a
+subprocess (what `einfhe serve` runs: uvicorn with the same app), so its memory is its own.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ def world(tmp_path_factory, matvec, model_files):
 
 @pytest.mark.parametrize("method, path, query, body, status", CASES, ids=[f"{c[0]} {c[1]} {c[2]}" for c in CASES])
 def test_other_tenant_cannot_reach_alices_objects(world, method, path, query, body, status):
-    response = world["bob_http"].request(method, _fill(path, world), params={k: _fill(v, world) for k, v in query.items()},
+    response = world["bob_http"].request(method, _fill(path, world),
+                                         params={k: _fill(v, world) for k, v in query.items()},
                                          content=world["bodies"][body] if body else None,
                                          headers=OCTET if body else {})
     assert response.status_code == status, response.text

@@ -5,15 +5,14 @@ ASGI app, from a fixed Hypothesis seed (derandomized). The service holds real ob
 a key set, a finished job, a model), and a positive case names them instead of its generated ids half the time,
 so requests reach past the 404s. Tokens vary: the owner (also the operator), another tenant, none, a wrong one.
 Each answer must pass schemathesis's checks: no 5xx, a documented status code and content type, a body and
-headers that match the declared schemas, and schema-violating requests refused with a 4xx. Deleting operations run last, so they do not remove the objects the
-others aim at.
+headers that match the declared schemas, and schema-violating requests refused with a 4xx. Deleting operations
+run last, so they do not remove the objects the others aim at.
 """
 
 from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -82,7 +81,8 @@ def test_schema_fuzzing_finds_no_server_error(settings, matvec, model_files):
         schemathesis.python.asgi.shutdown_lifespans()  # ends the app's lifespan, which schemathesis started
         app.state.service.close()  # idempotent: also closes it when the schema never loaded
     total = sum(sum(by_mode.values()) for by_mode in counts.values())
-    print(f"\nschema fuzzing: {total} requests over {len(counts)} operations, statuses {dict(sorted(statuses.items()))}")
+    print(f"\nschema fuzzing: {total} requests over {len(counts)} operations, "
+          f"statuses {dict(sorted(statuses.items()))}")
     for label, by_mode in counts.items():
         print(f"  {label}: {by_mode}")
     assert len(counts) == len(operations) >= 20

@@ -24,7 +24,6 @@ import httpx
 import msgpack
 import numpy as np
 import openfhe
-import pytest
 from server_helpers import SLOTS, TOKENS, auth, keyset_body
 
 from client import Client
@@ -123,7 +122,8 @@ def test_no_secret_key_in_logs_files_or_responses(settings, matvec, mlp_export, 
         saved = (tmp_path / "client-context.bin").read_bytes()
         ids = {"plan": plan.id, "keyset": keyset_id, "model": model["id"]}
         for method, path, query, body, media in _secret_uploads(ctx, secret, saved):
-            response = raw.request(method, path.format(**ids), params={k: str(v).format(**ids) for k, v in query.items()},
+            response = raw.request(method, path.format(**ids),
+                                   params={k: str(v).format(**ids) for k, v in query.items()},
                                    content=body, headers={"Content-Type": media})
             assert 400 <= response.status_code < 500, (method, path, media, response.text)
             assert response.json()["error"]["code"], response.text
