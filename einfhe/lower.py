@@ -9,7 +9,8 @@ is tiled over several, a contracted index that crosses ciphertexts being summed 
 
 An operand whose layout is fixed (a previous step's result, or a tensor the user already encrypted) keeps
 it: the joint layout is that layout with the other operand's indices placed outside it (free, since a
-layout smaller than the slot count repeats itself, and tiles are reused). When both are fixed, one is
+layout smaller than the slot count repeats itself, and tiles are reused), except that a new output index
+that fits in a replicated dimension of it takes that dimension's place (no ciphertext added). When both are fixed, one is
 moved by a masked-rotation relayout (one level, one rotation per distinct slot offset).
 """
 
@@ -106,17 +107,36 @@ class PlanBuilder:
 
     # -- joint layouts ------------------------------------------------------------------------------
     def joint_layout(self, kept: str, reduced: str, sizes: dict[str, int], base: Layout | None) -> Layout:
-        """The joint iteration-space layout: contracted indices outermost, then kept ones, then `base`."""
+        """The joint iteration-space layout: contracted indices outermost, then kept ones, then `base`.
+
+        A kept index new to `base` takes the place of part of a replicated dimension of `base` inside a
+        ciphertext where it fits (the copies are equal, so any of them may stand for any index): no ciphertext
+        or product is added for it."""
         present = set(base.indices) if base is not None else set()
-        outer = [i for i in reduced if i not in present] + [i for i in kept if i not in present]
-        dims = tuple(Dim(i, next_pow2(sizes[i]), "axis", sizes[i]) for i in outer if sizes[i] > 1)
-        if base is not None:
-            dims += base.dims
+        new_kept = [i for i in kept if i not in present and sizes[i] > 1]
+        base_dims, placed = self._into_replicas(base, new_kept, sizes) if base is not None else ((), set())
+        outer = [i for i in reduced if i not in present] + [i for i in new_kept if i not in placed]
+        dims = tuple(Dim(i, next_pow2(sizes[i]), "axis", sizes[i]) for i in outer if sizes[i] > 1) + base_dims
         indices = "".join(i for i in kept + reduced if sizes[i] > 1 or i in present)
         shape = tuple(sizes[i] for i in indices)
         joint = Layout(dims=dims, slots=self.slots, indices=indices, shape=shape)
         self._check_size(joint)
         return joint
+
+    def _into_replicas(self, base: Layout, indices: list[str], sizes: dict[str, int]) -> tuple[tuple[Dim, ...], set]:
+        """`base`'s dimensions with each of `indices` that fits carved out of a replicated dimension lying inside
+        one ciphertext (the index outermost, the rest of the copies below it); and the indices placed."""
+        dims, placed = list(base.dims), set()
+        for index in indices:
+            size = next_pow2(sizes[index])
+            for pos, dim in enumerate(dims):
+                stride = int(np.prod([d.size for d in dims[pos + 1:]], dtype=np.int64))
+                if dim.kind == "rep" and size <= dim.size and stride * dim.size <= self.slots:
+                    rest = [Dim(self.fresh_dim_name(), dim.size // size, "rep")] if dim.size > size else []
+                    dims[pos:pos + 1] = [Dim(index, size, "axis", sizes[index])] + rest
+                    placed.add(index)
+                    break
+        return tuple(dims), placed
 
     def restrict(self, joint: Layout, indices: str, shape: tuple[int, ...]) -> Layout:
         """Layout of an operand with `indices`/`shape` packed to line up with `joint`.
