@@ -10,8 +10,8 @@ is tiled over several, a contracted index that crosses ciphertexts being summed 
 An operand whose layout is fixed (a previous step's result, or a tensor the user already encrypted) keeps
 it: the joint layout is that layout with the other operand's indices placed outside it (free, since a
 layout smaller than the slot count repeats itself, and tiles are reused), except that a new output index
-that fits in a replicated dimension of it takes that dimension's place (no ciphertext added). When both are fixed, one is
-moved by a masked-rotation relayout (one level, one rotation per distinct slot offset).
+that fits in a replicated dimension of it takes that dimension's place (no ciphertext added). When both are
+fixed, one is moved by a masked-rotation relayout (one level, one rotation per distinct slot offset).
 """
 
 from __future__ import annotations
