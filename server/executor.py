@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -100,6 +100,11 @@ class LocalProcessExecutor(Executor):
     unless the environment already sets it): the workers already use the cores in parallel, and OpenMP threads
     on top of them oversubscribe the machine (a batched model inference measured 54 s instead of 7 s under load).
     For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.parallel`).
+
+    A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) breaks the
+    whole pool, and every job in flight in it. Those jobs run again, each alone in a fresh process (at most
+    `workers` at once): a job that kills its process on its own fails with BrokenProcessPool (`worker_crashed`);
+    the others, another tenant's among them, finish as if nothing had happened.
     """
 
     def __init__(self, workers: int = 2, threads: int = 1) -> None:
@@ -107,30 +112,55 @@ class LocalProcessExecutor(Executor):
         os.environ.setdefault("EINFHE_WORKERS", "1")
         self.workers = workers
         self._lock = threading.Lock()
+        self._alone = threading.BoundedSemaphore(workers)
+        self._closed = False
         self._pool = self._new_pool()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+    def _new_pool(self, workers: int | None = None) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers or self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=die_with_parent, initargs=(os.getpid(),))
 
-    def _submit(self, fn, arg) -> Future:
+    def _submit(self, fn: str, arg) -> Future:
         from . import worker  # the worker module imports openfhe; only its functions travel to workers
 
+        return self.submit_call(getattr(worker, fn), arg)
+
+    def submit_call(self, fn, arg) -> Future:
+        """Run the module-level function `fn(arg)` in the pool (again alone in a fresh process if the pool breaks)."""
+        outer = _RetriedFuture()
         with self._lock:
             pool = self._pool
             try:
-                future = pool.submit(getattr(worker, fn), arg)
+                inner = pool.submit(fn, arg)
             except BrokenProcessPool:
                 self._pool = pool = self._new_pool()
-                future = pool.submit(getattr(worker, fn), arg)
-        future.add_done_callback(lambda f: self._replace_if_broken(pool, f))
-        return future
+                inner = pool.submit(fn, arg)
+        outer.attempt = inner
+        inner.add_done_callback(lambda f: self._settle(pool, outer, fn, arg, f))
+        return outer
 
-    def _replace_if_broken(self, pool: ProcessPoolExecutor, future: Future) -> None:
-        if isinstance(future.exception(), BrokenProcessPool):
+    def _settle(self, pool: ProcessPoolExecutor, outer: Future, fn, arg, inner: Future) -> None:
+        """Pass the pool's outcome on or, when the pool broke under this job, run the job again alone."""
+        if not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool):
             with self._lock:
-                if self._pool is pool:
+                if self._pool is pool and not self._closed:
                     self._pool = self._new_pool()
+                closed = self._closed
+            if not closed:
+                threading.Thread(target=self._run_alone, args=(outer, fn, arg), daemon=True,
+                                 name="einfhe-job-alone").start()
+                return
+        _copy_outcome(inner, outer)
+
+    def _run_alone(self, outer: Future, fn, arg) -> None:
+        """Run `fn(arg)` in a process of its own; its outcome, a crash included, is final."""
+        with self._alone:
+            pool = self._new_pool(1)
+            try:
+                outer.attempt = pool.submit(fn, arg)
+                _copy_outcome(outer.attempt, outer, wait=True)
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, task: JobTask) -> Future:
         """Run the job in a worker process."""
@@ -143,4 +173,26 @@ class LocalProcessExecutor(Executor):
     def shutdown(self) -> None:
         """Shut the pool down, cancelling queued work."""
         with self._lock:
+            self._closed = True
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _RetriedFuture(Future):
+    """A job's future over its attempts (in the pool, then alone after a crash): running while its attempt runs."""
+
+    attempt: Future | None = None
+
+    def running(self) -> bool:
+        """True while the job's current attempt runs in a worker process."""
+        attempt = self.attempt
+        return (attempt is not None and attempt.running()) or super().running()
+
+
+def _copy_outcome(source: Future, target: Future, wait: bool = False) -> None:
+    """Give `target` the result, exception or cancellation of the finished (or, with `wait`, awaited) `source`."""
+    try:
+        target.set_result(source.result() if wait else source.result(timeout=0))
+    except CancelledError:
+        target.cancel()
+    except BaseException as exc:  # noqa: BLE001 -- the job's own exception, passed on as it is
+        target.set_exception(exc)

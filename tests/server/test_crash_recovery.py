@@ -12,6 +12,7 @@ import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from einfhe.precision import error_bound
 from client import Client, EncryptedModel, JobFailed
 from server import create_app
 
-SLOTS = 4096  # jobs of ~50 ms each: a queue of them is still running when the server is killed
+SLOTS = 4096  # jobs of ~20-50 ms each, submitted faster than that: a queue is still running when the server is killed
 N = 64
 MODEL_SLOTS = 32
 SERVER_ENV = {"EINFHE_ALLOW_INSECURE_TEST_PARAMS": "1", "EINFHE_OPERATORS": '["alice"]', "OMP_NUM_THREADS": "1"}
@@ -76,9 +77,10 @@ def test_sigkill_mid_job_loses_nothing_acknowledged(tmp_path, token_file, mlp_ex
             layout = plan.plan.cipher_inputs[0].layout
             finished = client.submit(plan.id, keyset_id, [einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, xs[1], layout))])
             client.wait(finished["id"])
-            # encrypted first, so that submitting outpaces the worker and a queue builds up even on a loaded machine
+            # encrypted first and submitted 8 at a time, so that a queue builds up in front of the one worker
             payloads = [einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, layout)) for x in xs[2:]]
-            jobs = [client.submit(plan.id, keyset_id, [payload])["id"] for payload in payloads]
+            with ThreadPoolExecutor(8) as pool:
+                jobs = list(pool.map(lambda payload: client.submit(plan.id, keyset_id, [payload])["id"], payloads))
             deadline = time.monotonic() + 30
             while True:
                 statuses = [client.http.request("GET", f"/jobs/{j}").json()["status"] for j in jobs]
