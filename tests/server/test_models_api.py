@@ -72,9 +72,11 @@ async def test_plaintext_inference_checks_the_input(operator_settings, quantized
         wrong = await call(app, "POST", f"/models/{model['id']}/infer", "bob", content=npy(np.zeros((2, 5))))
         many = await call(app, "POST", f"/models/{model['id']}/infer", "bob", content=npy(np.zeros((5, 6))))
         missing = await call(app, "POST", "/models/nope/infer", "bob", content=npy(np.zeros(6)))
+        huge = await call(app, "POST", f"/models/{model['id']}/infer", "bob", content=npy(np.full((1, 6), 1e300)))
     finally:
         app.state.service.close()
     assert (wrong.status_code, wrong.json()["error"]["code"]) == (400, "invalid_request")
+    assert (huge.status_code, huge.json()["error"]["code"]) == (400, "invalid_request")  # float32 overflow
     assert (many.status_code, many.json()["error"]["code"]) == (422, "work_limit_exceeded")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
 

@@ -143,7 +143,11 @@ def infer_plaintext(model: ModelDep, body: OperandBody, _tenant: TenantDep, serv
                                                   f"{service.settings.max_infer_rows}")
     shape = model["summary"]["input_shape"]
     rows = rows.reshape(-1, *shape) if shape else rows
-    y = plaintext_forward(load_model(str(model_directory(service, model["id"]))), rows)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is answered below, not warned about
+        y = plaintext_forward(load_model(str(model_directory(service, model["id"]))), rows)
+    if not np.isfinite(y).all():
+        raise ServiceError("invalid_request", "the samples overflow the model's float32 arithmetic (outputs would "
+                                              "be infinite or NaN): send values of a sane magnitude")
     buffer = io.BytesIO()
     np.save(buffer, y[0] if single else y, allow_pickle=False)
     return Response(content=buffer.getvalue(), media_type="application/octet-stream")
