@@ -19,6 +19,7 @@ import numpy as np
 from einfhe import EinfheError, ModelPlan, Parameters, Plan
 
 from .errors import ServiceError
+from .file_cache import FileCache
 from .model_program import VARIANTS, compile_variants, read_checked
 from .service import Service
 from .store import storage_error
@@ -31,12 +32,21 @@ def model_directory(service: Service, model_id: str) -> Path:
     return service.store.blob_path("models", model_id)
 
 
+def _read_plan(path: Path) -> tuple[Plan, str]:
+    """A stored plan and its JSON text."""
+    text = path.read_text()
+    return Plan.from_json(text), text
+
+
+_plans: FileCache[tuple[Plan, str]] = FileCache(_read_plan)  # a model's plans, read once per model and variant
+
+
 def program_plan(service: Service, row: dict, variant: str) -> tuple[Plan, str, list[tuple[int, str]]]:
     """A stored program's plan, its JSON text, and its plain operands as (position, .npy path)."""
     directory = model_directory(service, row["id"])
-    text = (directory / f"{variant}.plan.json").read_text()
+    plan, text = _plans.get(directory / f"{variant}.plan.json")
     plains = [(position, str(directory / name)) for position, name in row["programs"][variant]["plains"]]
-    return Plan.from_json(text), text, plains
+    return plan, text, plains
 
 
 def _parameters(service: Service, depth: int, slots: int, insecure: bool, flooding: bool) -> Parameters:

@@ -2,13 +2,15 @@
 
 A worker holds at most one key set at a time. Loading another one first clears every OpenFHE cache
 (evaluation keys and crypto contexts), and any failure clears them too, so a job only ever evaluates with
-its own tenant's keys; ciphertexts are also checked to carry the job's key tag.
+its own tenant's keys; ciphertexts are also checked to carry the job's key tag. Parsed plans and plain operands
+stay in small per-process caches (server/file_cache.py: by text, or by file path and identity); they hold no keys.
 """
 
 from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
+import functools
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from einfhe.backends.openfhe import OpenFHEBackend, deserialize_secret_key, rele
 from .codecs import decode_keyset
 from .errors import ServiceError
 from .executor import JobOutcome, JobTask, KeySetCheck
+from .file_cache import FileCache, load_npy
 
 __all__ = ["check_keyset", "clear_openfhe_state", "run_job"]
 
@@ -38,6 +41,7 @@ _ERROR_CODES = (
     (ServiceError, "malformed_blob"),
 )
 _loaded: dict = {}  # {"keyset_id": ..., "backend": OpenFHEBackend}: the one key set this process holds
+_plains: FileCache[np.ndarray] = FileCache(load_npy)  # plain operands (weights), read once per file
 
 
 def clear_openfhe_state() -> None:
@@ -100,12 +104,18 @@ def _backend_for(task: JobTask) -> OpenFHEBackend:
     return _loaded["backend"]
 
 
+@functools.lru_cache(maxsize=32)
+def _plan(plan_json: str) -> Plan:
+    """The plan a job's JSON describes, parsed once per distinct text (plans are never changed once parsed)."""
+    return Plan.from_json(plan_json)
+
+
 def run_job(task: JobTask) -> JobOutcome:
     """Run one encrypted einsum job and return the result tensor's bytes (or an error code)."""
     start = time.perf_counter()
     try:
         backend = _backend_for(task)
-        plan = Plan.from_json(task.plan_json)
+        plan = _plan(task.plan_json)
         ctx = Context(backend, backend.params, (plan,))
         operands: list = [None] * len(plan.operands)
         for op, path in zip(plan.cipher_inputs, task.inputs):
@@ -116,7 +126,7 @@ def run_job(task: JobTask) -> JobOutcome:
                                   message=f"operand {op.operand} was encrypted under another key set than the job's")
             operands[op.operand] = tensor
         for position, path in task.plains:
-            operands[position] = np.load(path, allow_pickle=False)
+            operands[position] = _plains.get(path)
         result = tensor_to_bytes(ctx, einfhe.run(ctx, plan, *operands))
     except Exception as exc:  # noqa: BLE001 -- mapped to a code by _failure, unknown kinds re-raised
         return _failure(exc, start)
