@@ -8,6 +8,10 @@
     ModelDep        a registered model (every tenant may use the operator's models)
     KeySetBody, CiphertextBody, OperandBody, ModelBody
                     the raw request body, refused with 413 past its cap
+
+The service, tenant and operator checks never block (an attribute, a SHA-256 and a dict lookup), so they are async:
+FastAPI runs them on the event loop instead of one threadpool hop each (~0.1 ms per hop per request here). The row
+lookups read SQLite and stay sync.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ __all__ = [
 ]
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     """The Service the app was made with."""
     return request.app.state.service
 
@@ -35,7 +39,7 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def get_tenant(
+async def get_tenant(
     request: Request, service: ServiceDep, authorization: Annotated[str | None, Header()] = None
 ) -> str:
     """The tenant owning the bearer token, or 401."""
@@ -50,7 +54,7 @@ def get_tenant(
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def get_operator(tenant: TenantDep, service: ServiceDep) -> str:
+async def get_operator(tenant: TenantDep, service: ServiceDep) -> str:
     """The tenant, when it is one of the service's operators, or 403."""
     if tenant not in service.settings.operators:
         raise ServiceError("forbidden", "only an operator's token may register or delete models")
