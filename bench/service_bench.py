@@ -1,10 +1,11 @@
 """REST round trip vs in-process for the same encrypted work at ring 2^14 (128-bit), and concurrent clients.
 
-    PYTHONPATH=. .venv/bin/python bench/service_bench.py [--workload einsum|model] [--repeats 10] [--clients 16]
+    PYTHONPATH=. .venv/bin/python bench/service_bench.py [--workload einsum|model|batch] [--repeats 10] [--clients 16]
 
 Workloads: `einsum` is ij,j->i with a registered 64x128 plaintext W; `model` is one sample through a 64-32-10
 square-activation MLP quantized to 4-bit weights by quant (random weights: this measures time, not accuracy),
-registered from its integer export. In-process: encrypt, einfhe.run, decrypt with one Context. REST: the client
+registered from its integer export; `batch` is 512 samples through the same model's batched program (one
+request: the samples in the slots, 64 ciphertexts up, 10 down). In-process: encrypt, einfhe.run, decrypt with one Context. REST: the client
 (Client.einsum or EncryptedModel.infer) against a local uvicorn server with 2 worker processes: encrypt,
 upload, run in a worker, answer inline, decrypt. Keys are generated and uploaded once before timing; the two
 sides take turns call by call (so a change of load on the shared machine hits both) and are timed per call
@@ -135,17 +136,46 @@ class ModelWorkload:
         return model, lambda x=None: model.infer(self.x if x is None else x)
 
 
+class BatchWorkload(ModelWorkload):
+    """512 samples in one request through the model's batched program (EncryptedModel.infer on a 2-D input)."""
+
+    samples = 512
+
+    def __init__(self, rng: np.random.Generator, tmp: Path) -> None:
+        self.export = _export_mlp(tmp / "mlp")
+        layers, n_features = einfhe.load_integer_model(self.export)
+        self.model = einfhe.compile_model(layers, n_features, batch=8192, slots=8192)  # as the service compiles it
+        self.ctx = einfhe.Context.for_plan(self.model.plan)
+        self.x = rng.uniform(0, 1, (self.samples, n_features))
+        self.expected = self.decrypt(self.run(self.encrypt()))
+        print(f"model 64-32-10 W4A16, batch of {self.samples}  {self.ctx.params}  "
+              f"cts in/out={self.model.plan.cts_in}/{self.model.plan.cts_out}")
+
+    def encrypt(self):
+        """The samples, zero-padded to the program's batch (as the client does), packed and encrypted."""
+        padded = np.zeros((self.model.batch, self.x.shape[1]))
+        padded[:self.samples] = self.x
+        return einfhe.encrypt(self.ctx, self.model.pack_input(padded), self.model.input_layout)
+
+    def decrypt(self, result) -> np.ndarray:
+        """The decrypted outputs of the batch's samples."""
+        return self.model.unpack_output(einfhe.decrypt(self.ctx, result))[:self.samples]
+
+
+WORKLOADS = {"einsum": EinsumWorkload, "model": ModelWorkload, "batch": BatchWorkload}
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=("einsum", "model"), default="einsum")
+    parser.add_argument("--workload", choices=tuple(WORKLOADS), default="einsum")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        work = (EinsumWorkload if args.workload == "einsum" else ModelWorkload)(rng, tmp)
+        work = WORKLOADS[args.workload](rng, tmp)
         tolerance = 1e-3 * max(1.0, float(np.abs(work.expected).max()))
         sizes = {}
 
