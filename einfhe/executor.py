@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -11,7 +10,7 @@ import numpy as np
 from .backends.base import Backend
 from .errors import EinsumError, PlanError
 from .layout import Layout
-from .parallel import default_workers, run_steps_parallel
+from .parallel import default_workers, run_steps
 from .plan import (
     Add, AddPlain, Bootstrap, Chebyshev, Diagonals, HoistedRotate, LevelReduce, Load, Mask, Mul, MulPlain, PlainSlice, Plan, Rescale, Rotate,
     RotatePrecompute, Sub,
@@ -153,23 +152,5 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
     def apply(step, args):
         return _apply(backend, ciphers, step, args)
 
-    if workers > 1:
-        live = run_steps_parallel(plan.steps, apply, plaintext, workers, set(plan.outputs), stats)
-        return [live[v] for v in plan.outputs]
-    last_use: dict[int, int] = {}
-    for position, step in enumerate(plan.steps):
-        for arg in step.args:
-            last_use[arg] = position
-    for out in plan.outputs:
-        last_use[out] = len(plan.steps)
-    live: dict[int, object] = {}
-    for position, step in enumerate(plan.steps):
-        start = time.perf_counter()
-        result = apply(step, (tuple(live[a] for a in step.args), plaintext(step)))
-        stats.seconds[step.op] += time.perf_counter() - start
-        stats.counts[step.op] += 1
-        live[step.out] = result
-        for arg in step.args:
-            if last_use.get(arg) == position:
-                live.pop(arg, None)
+    live = run_steps(plan.steps, apply, plaintext, workers, set(plan.outputs), stats)
     return [live[v] for v in plan.outputs]

@@ -1,6 +1,7 @@
-"""Run a plan's independent steps on a small thread pool.
+"""Run a plan's steps, its independent ones on a small thread pool.
 
-A plan is straight-line SSA code, so a step can start as soon as its inputs exist. openfhe-python releases the
+A plan is straight-line SSA code, so a step can start as soon as its inputs exist (with one worker every step
+runs on the calling thread, in plan order). openfhe-python releases the
 GIL inside its C++ operations (rotations, products, rescales, key-switch precomputation; plaintext encoding
 mostly), so `workers` Python threads work on that many independent ciphertexts at once. Cheap steps (loads,
 additions, subtractions: tens of microseconds) run on the dispatching thread, where handing them to a worker
@@ -10,6 +11,7 @@ once oversubscribe the cores.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import time
@@ -17,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .errors import PlanError
 
-__all__ = ["run_steps_parallel", "default_workers", "INLINE_OPS"]
+__all__ = ["run_steps", "default_workers", "INLINE_OPS"]
 
 INLINE_OPS = frozenset({"load", "add", "sub"})
 
@@ -28,10 +30,11 @@ def _timed(apply, step, args):
     return result, time.perf_counter() - start
 
 
-def run_steps_parallel(steps, apply, prepare, workers: int, keep, stats) -> dict:
+def run_steps(steps, apply, prepare, workers: int, keep, stats) -> dict:
     """Run `steps` (plan order) with `workers` threads; `prepare(step)` (on this thread) returns the extra
     argument `apply(step, (values, extra))` needs; values used by no later step and not in `keep` are dropped.
-    Return the values of `keep`."""
+    Return the values of `keep`. With one worker, every step runs here: the ready step of the lowest position
+    first is then exactly plan order."""
     consumers: dict[int, list[int]] = {}
     waiting = []
     for position, step in enumerate(steps):
@@ -59,14 +62,16 @@ def run_steps_parallel(steps, apply, prepare, workers: int, keep, stats) -> dict
             if uses[arg] == 0 and arg not in keep:
                 live.pop(arg, None)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="einfhe-step") as pool:
+    pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="einfhe-step") if workers > 1
+            else contextlib.nullcontext())
+    with pool:
         try:
             while ready or running:
                 while ready:
                     position = heapq.heappop(ready)
                     step = steps[position]
                     args = (tuple(live[a] for a in step.args), prepare(step))
-                    if step.op in INLINE_OPS:
+                    if workers == 1 or step.op in INLINE_OPS:
                         finish(position, *_timed(apply, step, args))
                     else:
                         running[pool.submit(_timed, apply, step, args)] = position
@@ -83,7 +88,7 @@ def run_steps_parallel(steps, apply, prepare, workers: int, keep, stats) -> dict
 def default_workers(plan) -> int:
     """Threads a run of `plan` uses unless told: EINFHE_WORKERS when set; else 2 when OpenFHE's OpenMP is off
     (OMP_NUM_THREADS=1), a core is idle (1-minute load average at most cores - 0.5) and the plan's critical path
-    is at most half its estimated time; else 1. Measured (notes/bench-packing.md): 2 threads ran wide plans
+    is at most half its estimated time; else 1. Measured (BENCHMARKS.md, einsum strategies): 2 threads ran wide plans
     1.4-1.8x faster at load ~1 on 2 cores, and 0.86-1.36x at load 3.7-5.5; narrow plans gained nothing."""
     value = os.environ.get("EINFHE_WORKERS", "").strip()
     if value:
