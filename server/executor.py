@@ -158,7 +158,7 @@ class LocalProcessExecutor(Executor):
             pool = self._new_pool(1)
             try:
                 outer.attempt = pool.submit(fn, arg)
-                _copy_outcome(outer.attempt, outer, wait=True)
+                _copy_outcome(outer.attempt, outer)
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)
 
@@ -188,10 +188,10 @@ class _RetriedFuture(Future):
         return (attempt is not None and attempt.running()) or super().running()
 
 
-def _copy_outcome(source: Future, target: Future, wait: bool = False) -> None:
-    """Give `target` the result, exception or cancellation of the finished (or, with `wait`, awaited) `source`."""
+def _copy_outcome(source: Future, target: Future) -> None:
+    """Give `target` the result, exception or cancellation of `source` (waiting for it if it has not finished)."""
     try:
-        target.set_result(source.result() if wait else source.result(timeout=0))
+        target.set_result(source.result())
     except CancelledError:
         target.cancel()
     except BaseException as exc:  # noqa: BLE001 -- the job's own exception, passed on as it is
