@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
+from quant.kernels._tiles import output_tile, x_plane
 from quant.kernels._splitk import splitk_store, splitk_workspace
 from quant.kernels.dequant import triton_dequant_w4a16
 from quant.packing import unpack_int4
@@ -56,24 +57,16 @@ def _group_row(ptr, t, i: tl.constexpr, N, offs_n, mask_n, GROUP: tl.constexpr, 
 @triton.jit
 def _plane_dot(acc, x_ptr, offs_m, mask_m, stride_xm, k0, K, w, EVEN_K: tl.constexpr):
     """Add ``x[:, k0:k0+32] @ w`` (one nibble plane) to the accumulator."""
-    offs_k = k0 + tl.arange(0, 32)
-    mask = mask_m[:, None] if EVEN_K else mask_m[:, None] & (offs_k[None, :] < K)
-    xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask, other=0.0)
-    return acc + tl.dot(xb, w)
+    return acc + tl.dot(x_plane(x_ptr, offs_m, mask_m, stride_xm, k0, K, EVEN_K), w)
 
 
 @triton.jit
 def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, n_tiles, tiles_per_split,
                   stride_xm, GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr,
                   RAW: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_m, offs_n, mask_m, mask_n = output_tile(M, N, BM, BN)
     offs_r = tl.arange(0, 32)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
     ones = tl.full((32, BN), 1.0, dtype=tl.float16)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     # RAW, per nibble-pair half (planes 0-3 "lo", 4-7 "hi"): sum x (1024 + q) and sum x of the current group
@@ -135,8 +128,8 @@ def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, 
                 acc = _plane_dot(acc, x_ptr, offs_m, mask_m, stride_xm, k0, K, (q - z) * s, EVEN_K)
     offs_y = offs_m[:, None] * N + offs_n[None, :]
     mask_y = mask_m[:, None] & mask_n[None, :]
-    splitk_store(acc, y_ptr, ws_ptr, cnt_ptr, offs_y, mask_y, pid_m * tl.num_programs(1) + pid_n, pid_k, M * N,
-                 SPLIT)
+    tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    splitk_store(acc, y_ptr, ws_ptr, cnt_ptr, offs_y, mask_y, tile, pid_k, M * N, SPLIT)
 
 
 def triton_w4a16(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,

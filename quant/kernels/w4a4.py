@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
+from quant.kernels._tiles import output_tile, x_plane
 from quant.kernels.dequant import triton_dequant_w4a4
 from quant.packing import unpack_int4
 
@@ -35,14 +36,9 @@ def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, 
                  M, N, K, NO, n_tiles, stride_xm, stride_xom,
                  GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  SPLIT_K: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_m, offs_n, mask_m, mask_n = output_tile(M, N, BM, BN)
     offs_r = tl.arange(0, 32)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     part = tl.zeros((BM, BN), dtype=tl.int32)
     # the int32 partial is scaled into the float32 accumulator once per group (or per 256-row tile)
@@ -52,9 +48,7 @@ def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, 
         for i in tl.static_range(8):
             k0 = t * 256 + i * 32
             w = (((words >> (4 * i)) & 15) - 8).to(tl.int8)
-            offs_k = k0 + offs_r
-            xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                         mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
+            xb = x_plane(x_ptr, offs_m, mask_m, stride_xm, k0, K, False)
             part += tl.dot(xb, w, out_dtype=tl.int32)
             if ((i + 1) * 32) % span == 0:
                 s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
@@ -65,8 +59,7 @@ def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, 
     opart = tl.zeros((BM, BN), dtype=tl.int32)
     for k0 in range(pid_k * 32, NO, 32 * SPLIT_K):
         offs_k = k0 + offs_r
-        xo = tl.load(xo_ptr + offs_m[:, None] * stride_xom + offs_k[None, :],
-                     mask=mask_m[:, None] & (offs_k[None, :] < NO), other=0)
+        xo = x_plane(xo_ptr, offs_m, mask_m, stride_xom, k0, NO, False)
         wo = tl.load(ow_ptr + offs_k[:, None] * N + offs_n[None, :], mask=(offs_k[:, None] < NO) & mask_n[None, :],
                      other=0)
         opart += tl.dot(xo, wo, out_dtype=tl.int32)

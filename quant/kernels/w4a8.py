@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
+from quant.kernels._tiles import output_tile, x_plane
 from quant.kernels.dequant import triton_dequant_w4a8
 from quant.kernels.int8_gemm import int8_gemm_scaled
 from quant.packing import unpack_int4
@@ -40,14 +41,9 @@ def reference_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor
 def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, n_tiles, stride_xm,
                  GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  SPLIT_K: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_m, offs_n, mask_m, mask_n = output_tile(M, N, BM, BN)
     offs_r = tl.arange(0, 32)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
     acc = tl.zeros((BM, BN), dtype=tl.int32)
     # each word is loaded once; its nibble plane i is the K sub-block 32 i .. 32 i + 31 of the tile
     for t in range(pid_k, n_tiles, SPLIT_K):
@@ -57,9 +53,7 @@ def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, 
             s = tl.load(gs_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
             z = tl.load(gz_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
             w = ((((words >> (4 * i)) & 15) - z[None, :]) * s[None, :]).to(tl.int8)
-            offs_k = k0 + offs_r
-            xb = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                         mask=mask_m[:, None] & (offs_k[None, :] < K), other=0)
+            xb = x_plane(x_ptr, offs_m, mask_m, stride_xm, k0, K, False)
             acc += tl.dot(xb, w, out_dtype=tl.int32)
     xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)
     ws = tl.load(ws_ptr + offs_n, mask=mask_n, other=0.0)
