@@ -19,6 +19,17 @@ from server import LocalServer
 ATOL = 1e-6
 
 
+def _matvec_job(client: Client, seed: int):
+    """Register a random 4x8 W as "W", plan ij,j->i for a random x, make and upload keys:
+    (W, x, plan, context, key set id, x encrypted as a tensor blob)."""
+    rng = np.random.default_rng(seed)
+    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
+    client.register_operand("W", W)
+    plan = client.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
+    ctx, keyset_id = client.context_for(plan)
+    return W, x, plan, ctx, keyset_id, einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.plan.input_layout(1)))
+
+
 def test_encrypted_einsum_matches_numpy(live_server):
     rng = np.random.default_rng(1)
     W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
@@ -67,13 +78,8 @@ def test_concurrent_clients(live_server):
 
 
 def test_finished_result_survives_restart(settings):
-    rng = np.random.default_rng(5)
-    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
     with LocalServer(settings) as url, Client(url, TOKENS["alice"], progress=False) as client:
-        client.register_operand("W", W)
-        plan = client.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
-        ctx, keyset_id = client.context_for(plan)
-        blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.plan.input_layout(1)))
+        W, x, plan, ctx, keyset_id, blob = _matvec_job(client, 5)
         job = client.submit(plan.id, keyset_id, [blob])
         client.wait(job["id"])
     with LocalServer(settings) as url, Client(url, TOKENS["alice"], progress=False) as client:
@@ -86,13 +92,8 @@ def test_finished_result_survives_restart(settings):
 
 
 def test_other_tenant_refused(live_server):
-    rng = np.random.default_rng(6)
-    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
     with Client(live_server, TOKENS["alice"], progress=False) as alice:
-        alice.register_operand("W", W)
-        plan = alice.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
-        ctx, keyset_id = alice.context_for(plan)
-        blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.plan.input_layout(1)))
+        W, x, plan, ctx, keyset_id, blob = _matvec_job(alice, 6)
         job = alice.submit(plan.id, keyset_id, [blob])
         alice.wait(job["id"])
     with Client(live_server, TOKENS["bob"], progress=False) as bob:
@@ -109,12 +110,8 @@ def test_other_tenant_refused(live_server):
 
 def test_job_failure_is_typed(live_server):
     """A ciphertext under bob's keys submitted with alice's key set fails the job with key_mismatch."""
-    rng = np.random.default_rng(7)
-    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
     with Client(live_server, TOKENS["alice"], progress=False) as client:
-        client.register_operand("W", W)
-        plan = client.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
-        _, keyset_id = client.context_for(plan)
+        W, x, plan, _, keyset_id, _ = _matvec_job(client, 7)
         foreign = einfhe.Context.for_plan(plan.plan, params=plan.params)
         blob = einfhe.tensor_to_bytes(foreign, einfhe.encrypt(foreign, x, plan.plan.input_layout(1)))
         job = client.submit(plan.id, keyset_id, [blob])
@@ -128,13 +125,8 @@ def test_job_failure_is_typed(live_server):
 
 def test_wait_shows_progress_for_long_jobs(live_server, monkeypatch):
     """wait() long-polls and returns once the job is done even when the first poll sees it unfinished."""
-    rng = np.random.default_rng(8)
-    W, x = rng.standard_normal((4, 8)), rng.standard_normal(8)
     with Client(live_server, TOKENS["alice"], progress=True, poll_seconds=0.05) as client:
-        client.register_operand("W", W)
-        plan = client.plan("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS)
-        ctx, keyset_id = client.context_for(plan)
-        blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.plan.input_layout(1)))
+        W, x, plan, ctx, keyset_id, blob = _matvec_job(client, 8)
         real = client.http.request
         polls = []
 
