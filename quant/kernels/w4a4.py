@@ -80,7 +80,7 @@ def triton_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xosca
     """Compute W4A4's product (int4 values held in int8 ``xq``, int8 outliers ``xoq``); return ``[M, N]``.
 
     Small M runs the fused kernel; large M (without ``blocks``) dequantizes both operands to fp16 and
-    calls cuBLAS, which on Hopper beats int8 MMA fed by register-widened int4 (notes/quant.md).
+    calls cuBLAS, which on Hopper beats int8 MMA fed by register-widened int4 (BENCHMARKS.md, Triton W4Ax kernels).
     """
     xq, xoq = xq.contiguous(), xoq.contiguous()
     m, k = xq.shape
