@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 __all__ = ["Executor", "JobOutcome", "JobTask", "KeySetCheck", "LocalProcessExecutor", "die_with_parent"]
 
 _PARENT_POLL_SECONDS = 0.25
+_CLOSE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class JobTask:
     keyset_path: str
     params: dict
     plan_json: str
-    inputs: tuple[str, ...]                 # tensor blobs, one per cipher operand, in operand order
+    inputs: tuple[bytes, ...]               # tensor blobs, one per cipher operand, in operand order (checked by the API)
     plains: tuple[tuple[int, str], ...]     # (operand position, .npy path) for plain operands
     max_cts: int
 
@@ -79,10 +81,10 @@ class Executor(ABC):
 def die_with_parent(parent_pid: int) -> None:
     """In a worker: end this process once the service that started it is gone, so a killed service leaves no workers.
 
-    A daemon thread polls the parent's pid (a dead parent's children are re-parented). Linux's PR_SET_PDEATHSIG is
-    not used: it fires when the *thread* that spawned the worker ends, and the pool spawns workers from whichever
-    request thread submits first (anyio's threads exit after 10 idle seconds), which killed healthy workers
-    mid-service (their jobs failed as worker_crashed).
+    A daemon thread polls the parent's pid (a dead parent's children are re-parented), so a worker in the middle of
+    a long job ends too, not only an idle one that finds its pipe closed. Linux's PR_SET_PDEATHSIG is not used: it
+    fires when the *thread* that spawned the worker ends, not the process, which once killed healthy workers
+    mid-service (spawned from request threads that anyio retires after 10 idle seconds).
     """
 
     def watch() -> None:
@@ -94,105 +96,118 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 class LocalProcessExecutor(Executor):
-    """A spawn-context ProcessPoolExecutor of `workers` processes; a crashed pool is replaced.
+    """`workers` worker processes (spawned), each driven by one thread of this executor over a pipe of its own.
+
+    A job runs on one of the executor's threads, which hands it to that thread's worker process and reads the
+    outcome back from the same pipe: no manager or feeder thread in between (ProcessPoolExecutor's ~0.5 ms of
+    hand-offs per job), and a worker serves one job at a time.
 
     Each worker runs OpenFHE with `threads` OpenMP threads (OMP_NUM_THREADS, inherited by the spawned processes,
     unless the environment already sets it): the workers already use the cores in parallel, and OpenMP threads
     on top of them oversubscribe the machine (a batched model inference measured 54 s instead of 7 s under load).
     For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.parallel`).
 
-    A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) breaks the
-    whole pool, and every job in flight in it. Those jobs run again, each alone in a fresh process (at most
-    `workers` at once): a job that kills its process on its own fails with BrokenProcessPool (`worker_crashed`);
-    the others, another tenant's among them, finish as if nothing had happened.
+    A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) takes only
+    its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), the next job on that thread
+    gets a fresh process, and every other job, another tenant's among them, runs on as if nothing had happened.
     """
 
     def __init__(self, workers: int = 2, threads: int = 1) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         os.environ.setdefault("EINFHE_WORKERS", "1")
         self.workers = workers
+        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="einfhe-job")
+        self._local = threading.local()  # each executor thread's worker process
         self._lock = threading.Lock()
-        self._alone = threading.BoundedSemaphore(workers)
-        self._closed = False
-        self._pool = self._new_pool()
+        self._processes: set[_WorkerProcess] = set()
 
-    def _new_pool(self, workers: int | None = None) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers or self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=die_with_parent, initargs=(os.getpid(),))
+    def submit_call(self, fn, *args) -> Future:
+        """Run the module-level function `fn(*args)` in a worker process; a crash of that process raises
+        BrokenProcessPool from the future."""
+        return self._threads.submit(self._call, fn, args)
 
-    def _submit(self, fn: str, arg) -> Future:
-        from . import worker  # the worker module imports openfhe; only its functions travel to workers
-
-        return self.submit_call(getattr(worker, fn), arg)
-
-    def submit_call(self, fn, arg) -> Future:
-        """Run the module-level function `fn(arg)` in the pool (again alone in a fresh process if the pool breaks)."""
-        outer = _RetriedFuture()
-        with self._lock:
-            pool = self._pool
-            try:
-                inner = pool.submit(fn, arg)
-            except BrokenProcessPool:
-                self._pool = pool = self._new_pool()
-                inner = pool.submit(fn, arg)
-        outer.attempt = inner
-        inner.add_done_callback(lambda f: self._settle(pool, outer, fn, arg, f))
-        return outer
-
-    def _settle(self, pool: ProcessPoolExecutor, outer: Future, fn, arg, inner: Future) -> None:
-        """Pass the pool's outcome on or, when the pool broke under this job, run the job again alone."""
-        if not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool):
+    def _call(self, fn, args):
+        """On an executor thread: run the call in this thread's worker process (started on first use)."""
+        process = getattr(self._local, "process", None)
+        if process is None:
+            process = self._local.process = _WorkerProcess()
             with self._lock:
-                if self._pool is pool and not self._closed:
-                    self._pool = self._new_pool()
-                closed = self._closed
-            if not closed:
-                threading.Thread(target=self._run_alone, args=(outer, fn, arg), daemon=True,
-                                 name="einfhe-job-alone").start()
-                return
-        _copy_outcome(inner, outer)
-
-    def _run_alone(self, outer: Future, fn, arg) -> None:
-        """Run `fn(arg)` in a process of its own; its outcome, a crash included, is final."""
-        with self._alone:
-            pool = self._new_pool(1)
-            try:
-                outer.attempt = pool.submit(fn, arg)
-                _copy_outcome(outer.attempt, outer)
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
+                self._processes.add(process)
+        try:
+            return process.call(fn, args)
+        except BrokenProcessPool:
+            self._local.process = None
+            with self._lock:
+                self._processes.discard(process)
+            process.close()
+            raise
 
     def submit(self, task: JobTask) -> Future:
         """Run the job in a worker process."""
-        return self._submit("run_job", task)
+        from . import worker  # the worker module imports openfhe; only its functions travel to workers
+
+        return self.submit_call(worker.run_job, task)
 
     def check_keyset(self, check: KeySetCheck) -> Future:
         """Check the key set in a worker process (the API process never loads keys)."""
-        return self._submit("check_keyset", check)
+        from . import worker
+
+        return self.submit_call(worker.check_keyset, check)
 
     def shutdown(self) -> None:
-        """Shut the pool down, cancelling queued work."""
+        """Cancel queued work, let running jobs finish, then stop the worker processes."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
         with self._lock:
-            self._closed = True
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            processes, self._processes = self._processes, set()
+        for process in processes:
+            process.close()
 
 
-class _RetriedFuture(Future):
-    """A job's future over its attempts (in the pool, then alone after a crash): running while its attempt runs."""
+class _WorkerProcess:
+    """One spawned worker process and the parent's end of its pipe."""
 
-    attempt: Future | None = None
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve_calls, args=(child, os.getpid()), daemon=True,
+                                        name="einfhe-worker")
+        self._process.start()
+        child.close()
 
-    def running(self) -> bool:
-        """True while the job's current attempt runs in a worker process."""
-        attempt = self.attempt
-        return (attempt is not None and attempt.running()) or super().running()
+    def call(self, fn, args):
+        """Send `fn(*args)` to the process and return its result (or raise its exception)."""
+        try:
+            self._conn.send((fn, args))
+            ok, value = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise BrokenProcessPool("the worker process running this job died") from exc
+        if ok:
+            return value
+        raise value
+
+    def close(self) -> None:
+        """Ask the process to end (its pipe closes), and kill it if it does not within a few seconds."""
+        self._conn.close()
+        self._process.join(timeout=_CLOSE_SECONDS)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
-def _copy_outcome(source: Future, target: Future) -> None:
-    """Give `target` the result, exception or cancellation of `source` (waiting for it if it has not finished)."""
-    try:
-        target.set_result(source.result())
-    except CancelledError:
-        target.cancel()
-    except BaseException as exc:  # noqa: BLE001 -- the job's own exception, passed on as it is
-        target.set_exception(exc)
+def _serve_calls(conn, parent_pid: int) -> None:
+    """A worker process's loop: run each call received on `conn` and send back (True, result) or (False, error),
+    until the pipe closes or the parent is gone."""
+    die_with_parent(parent_pid)
+    while True:
+        try:
+            fn, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 -- the call's own exception, raised again in the parent
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # an unpicklable result or error
+            conn.send((False, RuntimeError(f"the worker could not send back {type(reply[1]).__name__}: {exc}")))

@@ -1,6 +1,5 @@
-"""A job that kills its worker process fails alone: the jobs that shared the broken pool with it run again, each
-in a process of its own, and finish; the executor keeps serving (issue 8: one tenant's crafted ciphertext must not
-fail another tenant's job)."""
+"""A job that kills its worker process fails alone: the jobs beside it and after it finish, and the executor keeps
+serving with a fresh process (issue 8: one tenant's crafted ciphertext must not fail another tenant's job)."""
 
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ def test_a_crashing_job_fails_alone_and_the_jobs_beside_it_finish():
         assert [f.result(timeout=240) for f in before + after] == [1, 4, 9, 16, 25, 36]
         with pytest.raises(BrokenProcessPool):
             crashing.result(timeout=240)
-        assert executor.submit_call(square_or_die, 7).result(timeout=240) == 49  # a fresh pool serves on
+        assert executor.submit_call(square_or_die, 7).result(timeout=240) == 49  # a fresh process serves on
     finally:
         executor.shutdown()
 

@@ -14,7 +14,7 @@ SCRIPT = """
 import os, sys, time
 from server.executor import LocalProcessExecutor
 executor = LocalProcessExecutor(2)
-futures = [executor._pool.submit(os.getpid) for _ in range(8)]
+futures = [executor.submit_call(os.getpid) for _ in range(8)]
 print(" ".join(sorted({str(f.result()) for f in futures})), flush=True)
 time.sleep(60)
 """
@@ -45,15 +45,15 @@ def test_workers_exit_when_the_service_is_killed():
 
 
 def test_workers_outlive_the_thread_that_spawned_them():
-    """The pool spawns workers from the thread that submits (a request thread); that thread ending must not end
-    them (with PR_SET_PDEATHSIG it did: the next job failed as worker_crashed)."""
+    """A job submitted from a short-lived thread (a request thread) must not tie its worker's life to that thread
+    (with PR_SET_PDEATHSIG it did: the next job failed as worker_crashed)."""
     executor = LocalProcessExecutor(1)
     try:
         pids = []
-        thread = threading.Thread(target=lambda: pids.append(executor._pool.submit(os.getpid).result(timeout=60)))
+        thread = threading.Thread(target=lambda: pids.append(executor.submit_call(os.getpid).result(timeout=60)))
         thread.start()
         thread.join()
         time.sleep(0.5)
-        assert pids and executor._pool.submit(os.getpid).result(timeout=60) == pids[0]
+        assert pids and executor.submit_call(os.getpid).result(timeout=60) == pids[0]
     finally:
         executor.shutdown()
