@@ -43,11 +43,12 @@ def pack_blob(kind: str, fingerprint: bytes, payload: bytes) -> bytes:
     return fields + _CHECKSUM.pack(_checksum(fields, payload)) + payload
 
 
-def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None) -> bytes:
+def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None, *, checksum: bool = True) -> bytes:
     """Check the header (magic, version, kind, fingerprint, length, checksum) and return the payload.
 
     A checksum mismatch raises CorruptBlobError (a SerializationError): the bytes were damaged after they were
-    written."""
+    written. `checksum=False` skips the CRC-32 (the header is still checked), for bytes whose checksum the caller
+    has already verified and that have stayed in memory since."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SerializationError("expected bytes", got=type(data).__name__)
     data = bytes(data)
@@ -76,7 +77,7 @@ def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None) -> bytes:
         )
     payload = memoryview(data)[HEADER_SIZE:]
     (stored,) = _CHECKSUM.unpack_from(data, _FIELDS.size)
-    if _checksum(data[:_FIELDS.size], payload) != stored:
+    if checksum and _checksum(data[:_FIELDS.size], payload) != stored:
         raise CorruptBlobError("the blob's checksum does not match its bytes: it was damaged in storage or in "
                                "transit; fetch or make it again", expected=kind)
     return data[HEADER_SIZE:]

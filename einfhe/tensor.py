@@ -34,9 +34,11 @@ def tensor_to_bytes(ctx, tensor: EncryptedTensor) -> bytes:
     return pack_blob("tensor", ctx.params.fingerprint(), payload)
 
 
-def tensor_from_bytes(ctx, data: bytes, max_cts: int = 4096) -> EncryptedTensor:
-    """Load an encrypted tensor, checking header, fingerprint and ciphertext count before the backend sees it."""
-    meta, parts = unpack_parts(unpack_blob(data, "tensor", ctx.params.fingerprint()), max_parts=max_cts)
+def tensor_from_bytes(ctx, data: bytes, max_cts: int = 4096, *, checksum: bool = True) -> EncryptedTensor:
+    """Load an encrypted tensor, checking header, fingerprint and ciphertext count before the backend sees it
+    (`checksum=False`: bytes whose CRC-32 the caller has already checked in memory; see unpack_blob)."""
+    payload = unpack_blob(data, "tensor", ctx.params.fingerprint(), checksum=checksum)
+    meta, parts = unpack_parts(payload, max_parts=max_cts)
     layout = Layout.from_json(meta.get("layout", {}))
     if layout.slots != ctx.slots or len(parts) != layout.num_cts:
         raise SerializationError(

@@ -76,7 +76,7 @@ class DaskExecutor(Executor):
         try:
             plan = Plan.from_json(task.plan_json)
             keys = Path(task.keyset_path).read_bytes()
-            inputs = {op.operand: Path(path).read_bytes() for op, path in zip(plan.cipher_inputs, task.inputs)}
+            inputs = dict(zip((op.operand for op in plan.cipher_inputs), task.inputs))
             plains = {position: np.load(path, allow_pickle=False) for position, path in task.plains}
             result = self.runner.run(plan, task.keyset_id, keys, inputs, plains, params=task.params,
                                      max_cts=task.max_cts)

@@ -34,6 +34,7 @@ CODES: dict[str, int] = {
     "work_limit_exceeded": 422,
     "internal_error": 500,
     "storage_unavailable": 503,
+    "server_busy": 503,
     "storage_full": 507,
 }
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 
@@ -17,37 +19,65 @@ log = logging.getLogger("einfhe.server")
 
 
 class JobRunner:
-    """Tracks the jobs this process started; their final state goes to the store (and so survives restarts)."""
+    """Tracks the jobs this process started; their final state goes to the store (and so survives restarts).
 
-    def __init__(self, store: Store, executor: Executor) -> None:
+    Queued and running jobs hold their input tensors in memory, at most `max_input_bytes` of them in all: past
+    that, a new job is refused with `server_busy` (503) until earlier ones finish (one job alone is always admitted;
+    its size is capped by the request body limit).
+    """
+
+    def __init__(self, store: Store, executor: Executor, max_input_bytes: int = 2 << 30) -> None:
         self.store = store
         self.executor = executor
+        self.max_input_bytes = max_input_bytes
         self._lock = threading.Lock()
         self._futures: dict[str, Future] = {}
-        self._done: dict[str, threading.Event] = {}
+        self._done: dict[str, Future] = {}
+        self._input_bytes: dict[str, int] = {}
 
-    def submit(self, task: JobTask) -> None:
-        """Hand a queued job to the executor."""
+    def submit(self, task: JobTask, record: Callable[[], object]) -> Future:
+        """Admit the job (its inputs must fit in the memory left), `record()` it (its row), then hand it to the
+        executor; the returned future resolves, once the outcome is recorded, to the result's bytes (None when the
+        job failed)."""
+        size = sum(len(blob) for blob in task.inputs)
         with self._lock:
-            self._done[task.job_id] = threading.Event()
+            held = sum(self._input_bytes.values())
+            if self._input_bytes and held + size > self.max_input_bytes:
+                raise ServiceError("server_busy", f"the server holds {held} bytes of queued job inputs (limit "
+                                                  f"{self.max_input_bytes}): submit again when earlier jobs finish")
+            self._input_bytes[task.job_id] = size
+        try:
+            record()
+        except BaseException:
+            with self._lock:
+                self._input_bytes.pop(task.job_id, None)
+            raise
+        done: Future = Future()
+        with self._lock:
+            self._done[task.job_id] = done
             future = self.executor.submit(task)
             self._futures[task.job_id] = future
         future.add_done_callback(lambda f: self._finish(task.job_id, f))
+        return done
 
     def _finish(self, job_id: str, future: Future) -> None:
+        with self._lock:
+            self._input_bytes.pop(job_id, None)
+        result = None
         try:
-            self._record(job_id, future)
+            result = self._record(job_id, future)
         except ServiceError as exc:  # the database cannot be written: the next start fails the job 'interrupted'
             log.error("job %s: its outcome could not be recorded: %s", job_id, exc.message)
         finally:
             with self._lock:
                 self._futures.pop(job_id, None)
-                event = self._done.pop(job_id, None)
-            if event is not None:
-                event.set()
+                done = self._done.pop(job_id, None)
+            if done is not None:
+                done.set_result(result)
 
-    def _record(self, job_id: str, future: Future) -> None:
-        """Store the finished future's outcome: the result blob and row, or the job's error code."""
+    def _record(self, job_id: str, future: Future) -> bytes | None:
+        """Store the finished future's outcome (the result blob and row, or the job's error code); return the
+        result's bytes when the job succeeded."""
         try:
             outcome: JobOutcome = future.result()
         except CancelledError:
@@ -60,12 +90,12 @@ class JobRunner:
             self.store.finish_job(job_id, "failed", error_code="internal_error", error_message="the job raised")
         else:
             if outcome.ok:
-                self._store_result(job_id, outcome)
-            else:
-                self.store.finish_job(job_id, "failed", error_code=outcome.code, error_message=outcome.message,
-                                      seconds=outcome.seconds)
+                return self._store_result(job_id, outcome)
+            self.store.finish_job(job_id, "failed", error_code=outcome.code, error_message=outcome.message,
+                                  seconds=outcome.seconds)
+        return None
 
-    def _store_result(self, job_id: str, outcome: JobOutcome) -> None:
+    def _store_result(self, job_id: str, outcome: JobOutcome) -> bytes | None:
         """Write the result blob, then the row; a full disk fails the job with the storage error's code."""
         try:
             self.store.write_blob("results", job_id, outcome.result)
@@ -73,8 +103,9 @@ class JobRunner:
             log.error("job %s: %s", job_id, exc.message)
             self.store.finish_job(job_id, "failed", error_code=exc.code, error_message=exc.message,
                                   seconds=outcome.seconds)
-            return
+            return None
         self.store.finish_job(job_id, "succeeded", seconds=outcome.seconds, result_size=len(outcome.result))
+        return outcome.result
 
     def is_running(self, job_id: str) -> bool:
         """True while a worker is executing the job."""
@@ -82,9 +113,18 @@ class JobRunner:
             future = self._futures.get(job_id)
         return future is not None and future.running()
 
-    def wait(self, job_id: str, timeout: float) -> None:
-        """Block up to `timeout` seconds for the job to finish (returns at once if it is not in flight)."""
+    async def wait(self, job_id: str, timeout: float) -> None:
+        """Wait on the event loop up to `timeout` seconds for the job to finish (at once if it is not in flight)."""
         with self._lock:
-            event = self._done.get(job_id)
-        if event is not None and timeout > 0:
-            event.wait(timeout)
+            done = self._done.get(job_id)
+        if done is not None and timeout > 0:
+            await self.result(done, timeout)
+
+    @staticmethod
+    async def result(done: Future, timeout: float) -> bytes | None:
+        """Await a submitted job's `done` future on the event loop (no thread waits) for up to `timeout` seconds:
+        the result's bytes if the job succeeded by then, else None."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), timeout)
+        except asyncio.TimeoutError:
+            return None

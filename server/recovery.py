@@ -4,8 +4,9 @@ A blob is written to a temporary name and renamed, and its row is inserted after
 (SIGKILL, the OOM killer) can leave three kinds of debris and nothing worse:
 
 - a temporary file or directory (``.<name>...tmp``) of a write that never finished: removed;
-- a blob whose row was never inserted (a key set that was being checked, a model being registered, job inputs):
-  removed, since no id was ever answered for it;
+- a blob whose row was never inserted (a key set that was being checked, a model being registered): removed,
+  since no id was ever answered for it; so is every file under blobs/inputs (earlier versions kept job inputs there
+  and never removed them; jobs now carry their inputs in memory);
 - a job still `queued` or `running`: if its result blob was written before the crash and reads back whole
   (einfhe's header: kind, length and checksum), the job is recorded as succeeded; otherwise it is failed with
   the code `interrupted` and any partial result is removed. A job is never left running and never lost.
@@ -26,9 +27,9 @@ __all__ = ["Recovery", "recover"]
 
 log = logging.getLogger("einfhe.server")
 
-# blob kind -> (table, column) whose values name that kind's blobs
+# blob kind -> (table, column) whose values name that kind's blobs (None: no row owns any, all are debris)
 _OWNERS = {"keysets": ("keysets", "id"), "models": ("models", "id"), "results": ("jobs", "id"),
-           "inputs": ("jobs", "id"), "operands": ("operands", "digest")}
+           "inputs": None, "operands": ("operands", "digest")}
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Recovery:
 
 
 def _owner_name(kind: str, name: str) -> str:
-    """The row value a blob's file name refers to (inputs are `<job id>.<i>`, operands `<digest>.npy`)."""
-    return name.split(".", 1)[0] if kind in ("inputs", "operands") else name
+    """The row value a blob's file name refers to (operands are `<digest>.npy`)."""
+    return name.split(".", 1)[0] if kind == "operands" else name
 
 
 def _intact_result(store: Store, job_id: str) -> int | None:
@@ -77,8 +78,8 @@ def recover(store: Store) -> Recovery:
                              error_message="the server stopped before the job finished; submit it again")
             interrupted += 1
     removed = 0
-    for kind, (table, column) in _OWNERS.items():
-        owners = store.names(table, column)
+    for kind, owner in _OWNERS.items():
+        owners = store.names(*owner) if owner else set()
         for path in store.blob_dir(kind).iterdir():
             torn = path.name.startswith(".") and path.name.endswith(".tmp")
             if torn or _owner_name(kind, path.name) not in owners:

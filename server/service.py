@@ -43,7 +43,7 @@ class Service:
             log.warning("EINFHE_ALLOW_INSECURE_TEST_PARAMS is set: INSECURE test-only CKKS parameters are accepted. "
                         "Never run a real service like this.")
         self.executor = executor or _make_executor(settings)
-        self.jobs = JobRunner(self.store, self.executor)
+        self.jobs = JobRunner(self.store, self.executor, settings.max_queued_input_bytes)
 
     def parameters(self, data: dict) -> Parameters:
         """Validate a parameter set from a request, refusing insecure ones unless the test-only setting allows."""

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_iteration_space: int = Field(1 << 26, ge=1)
     max_plan_steps: int = Field(200_000, ge=1)
     max_cts: int = Field(1024, ge=1)
+    # Queued and running jobs keep their input tensors in memory: past this many bytes, new jobs answer 503.
+    max_queued_input_bytes: int = Field(2048 * _MIB, ge=1)
     max_wait_seconds: float = Field(30.0, ge=0)
     # Test-only: accept parameter sets marked INSECURE-TEST-ONLY (tiny rings). Never set this in production.
     allow_insecure_test_params: bool = False

@@ -1,7 +1,7 @@
 """Storage under one data directory: SQLite for metadata, a directory of blobs for keys, tensors and results.
 
     <data_dir>/einfhe.sqlite3          keysets, operands, plans, jobs (one row each, owned by a tenant), models
-    <data_dir>/blobs/<kind>/<name>     key sets, plaintext operands (.npy), job inputs and results
+    <data_dir>/blobs/<kind>/<name>     key sets, plaintext operands (.npy), job results
     <data_dir>/blobs/models/<id>/      a registered model: manifest.json, model.npz, its compiled programs
 
 Blobs are written to a temporary name and renamed, so a crash never leaves half a blob under a real name, and a
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS operands (
 CREATE TABLE IF NOT EXISTS plans (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, spec TEXT NOT NULL, operands TEXT NOT NULL, plan TEXT NOT NULL,
     params TEXT NOT NULL, created REAL NOT NULL);
+-- jobs.inputs: the byte size of each uploaded tensor (the tensors go to the worker in memory, never to disk)
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, plan_id TEXT NOT NULL, keyset_id TEXT NOT NULL,
     inputs TEXT NOT NULL, plains TEXT NOT NULL, status TEXT NOT NULL, error_code TEXT, error_message TEXT,

@@ -5,8 +5,10 @@ and answer it inline when the client asked to wait and the job finished in time 
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import Future
 
 from fastapi import Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from einfhe import Parameters, Plan
@@ -16,7 +18,7 @@ from ..errors import ServiceError
 from ..executor import JobTask
 from ..service import Service
 from .openapi import BINARY_SCHEMA
-from .schemas import ErrorDetail, JobPublic
+from .schemas import ErrorDetail, ErrorResponse, JobPublic
 
 __all__ = ["INLINE_RESPONSES", "answer_job", "job_public", "queue_job"]
 
@@ -25,6 +27,8 @@ INLINE_RESPONSES = {
           "description": "the job finished within `wait` seconds: its result tensor blob (the job's id is in the "
                          "X-Einfhe-Job header; the result stays readable at /jobs/{id}/result)"},
     202: {"model": JobPublic, "description": "the job is queued or running (or failed): poll GET /jobs/{id}"},
+    503: {"model": ErrorResponse, "description": "server_busy: queued jobs hold as many input bytes as the server "
+                                                 "allows (Settings.max_queued_input_bytes); submit again later"},
 }
 
 
@@ -40,8 +44,10 @@ def job_public(row: dict, service: Service) -> JobPublic:
 
 
 def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_json: str, params: Parameters,
-              keyset_id: str, body: bytes, content_type: str, plains: list[tuple[int, str]]) -> dict:
-    """Check the tenant's key set and the uploaded tensors against `plan`, store the inputs, queue the job."""
+              keyset_id: str, body: bytes, content_type: str, plains: list[tuple[int, str]]) -> tuple[dict, Future]:
+    """Check the tenant's key set and the uploaded tensors against `plan`, record the job and queue it with its
+    inputs (they travel to the worker in memory: a job interrupted by a restart fails, so they are never read
+    back); return its row and the future of its result (JobRunner.submit)."""
     store = service.store
     keyset = store.get("keysets", tenant, id=keyset_id)
     if keyset is None:
@@ -61,24 +67,25 @@ def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_j
             raise ServiceError("malformed_blob", f"operand {op.operand} is encrypted in {tensor.layout}; the plan "
                                                  f"needs {op.layout} (encrypt with plan.input_layout({op.operand}))")
     job_id = uuid.uuid4().hex
-    inputs = [str(store.write_blob("inputs", f"{job_id}.{i}", blob)) for i, blob in enumerate(blobs)]
-    row = store.insert("jobs", id=job_id, tenant=tenant, plan_id=plan_id, keyset_id=keyset_id, inputs=inputs,
-                       plains=plains, status="queued", error_code=None, error_message=None, finished=None,
-                       seconds=None, result_size=None)
-    service.jobs.submit(JobTask(
-        job_id=job_id, keyset_id=keyset_id, keyset_path=str(store.blob_path("keysets", keyset_id)),
-        params=params.to_json(), plan_json=plan_json, inputs=tuple(inputs), plains=tuple(plains),
-        max_cts=service.settings.max_cts,
-    ))
-    return row
+    row = dict(id=job_id, tenant=tenant, plan_id=plan_id, keyset_id=keyset_id, inputs=[len(blob) for blob in blobs],
+               plains=plains, status="queued", error_code=None, error_message=None, finished=None, seconds=None,
+               result_size=None)
+    task = JobTask(job_id=job_id, keyset_id=keyset_id, keyset_path=str(store.blob_path("keysets", keyset_id)),
+                   params=params.to_json(), plan_json=plan_json, inputs=tuple(blobs), plains=tuple(plains),
+                   max_cts=service.settings.max_cts)
+    done = service.jobs.submit(task, lambda: row.update(store.insert("jobs", **row)))
+    return row, done
 
 
-def answer_job(service: Service, tenant: str, row: dict, wait: float) -> Response:
-    """The finished job's result bytes (200) if it ends within `wait` seconds, else its state as JSON (202)."""
+async def answer_job(service: Service, tenant: str, row: dict, done: Future, wait: float) -> Response:
+    """The finished job's result bytes (200) if it ends within `wait` seconds, else its state as JSON (202).
+
+    The wait is on the event loop (no thread is held), and a result comes straight from the job's outcome: it is
+    already stored by then (JobRunner records it before `done` resolves), so nothing is read back.
+    """
     if wait > 0:
-        service.jobs.wait(row["id"], min(wait, service.settings.max_wait_seconds))
-        row = service.store.get("jobs", tenant, id=row["id"])
-        if row["status"] == "succeeded":
-            data = service.store.blob_path("results", row["id"]).read_bytes()
-            return Response(content=data, media_type="application/octet-stream", headers={"X-Einfhe-Job": row["id"]})
+        result = await service.jobs.result(done, min(wait, service.settings.max_wait_seconds))
+        if result is not None:
+            return Response(content=result, media_type="application/octet-stream", headers={"X-Einfhe-Job": row["id"]})
+    row = await run_in_threadpool(service.store.get, "jobs", tenant, id=row["id"])
     return JSONResponse(job_public(row, service).model_dump(), status_code=202)

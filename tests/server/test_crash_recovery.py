@@ -132,8 +132,9 @@ def test_sigkill_mid_job_loses_nothing_acknowledged(tmp_path, token_file, mlp_ex
 
 
 def test_a_result_written_before_its_row_is_recovered_and_torn_writes_removed(settings):
-    """A crash between a job's result blob and its row, a half-written temporary file, and a key set written
-    but never acknowledged (its check was running): the next start finishes the job and removes the rest."""
+    """A crash between a job's result blob and its row, a half-written temporary file, a key set written but never
+    acknowledged (its check was running), and a job input an earlier version left on disk: the next start finishes
+    the job and removes the rest."""
     service = create_app(settings).state.service
     store = service.store
     job = dict(tenant="alice", plan_id="p", keyset_id="k", inputs=[], plains=[], status="running", error_code=None,
@@ -145,6 +146,8 @@ def test_a_result_written_before_its_row_is_recovered_and_torn_writes_removed(se
     store.blob_path("results", "torn").write_bytes(result[:-1])  # not through write_blob: a torn file
     temporary = store.blob_path("inputs", ".x.0.123.456.tmp")
     temporary.write_bytes(b"half")
+    old_input = store.blob_path("inputs", "written.0")  # earlier versions kept every job's input here, forever
+    old_input.write_bytes(b"input")
     unacknowledged = store.write_blob("keysets", "never-acknowledged", b"keys")
     service.close()  # the process dies here: the jobs' rows still say running
 
@@ -155,6 +158,6 @@ def test_a_result_written_before_its_row_is_recovered_and_torn_writes_removed(se
         assert restarted.store.blob_path("results", "written").read_bytes() == result
         assert (torn["status"], torn["error_code"]) == ("failed", "interrupted")
         assert not restarted.store.blob_path("results", "torn").exists()
-        assert not temporary.exists() and not unacknowledged.exists()
+        assert not temporary.exists() and not unacknowledged.exists() and not old_input.exists()
     finally:
         restarted.close()

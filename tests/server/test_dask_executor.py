@@ -29,18 +29,18 @@ def executors():
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    """A @ B with A encrypted across 32 ciphertexts, written to disk as the service stores a job."""
+    """A @ B with A encrypted across 32 ciphertexts, its keys and B on disk as the service stores them."""
     root = tmp_path_factory.mktemp("dask-job")
     rng = np.random.default_rng(7)
     A, B = rng.standard_normal((8, 8)), rng.standard_normal((8, 12))
     plan = einfhe.compile("ij,jk->ik", einfhe.cipher(A.shape), B, slots=SLOTS)
     ctx = einfhe.Context.for_plan(plan, params=einfhe.Parameters.insecure_for_tests(plan.depth, SLOTS))
     (root / "keys.bin").write_bytes(einfhe.evaluation_keys_to_bytes(ctx))
-    (root / "x.bin").write_bytes(einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, A, plan.input_layout(0))))
+    x = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, A, plan.input_layout(0)))
     (root / "b.npy").write_bytes(npy(B))
     task = JobTask("job-1", "keyset-1", str(root / "keys.bin"), ctx.params.to_json(), plan.to_json(),
-                   (str(root / "x.bin"),), ((1, str(root / "b.npy")),), 1024)
-    return {"A": A, "B": B, "plan": plan, "ctx": ctx, "task": task, "root": root}
+                   (x,), ((1, str(root / "b.npy")),), 1024)
+    return {"A": A, "B": B, "plan": plan, "ctx": ctx, "task": task}
 
 
 def _decrypt(job, outcome):
@@ -70,19 +70,16 @@ def test_keyset_check_matches_the_local_executor(executors, job):
 def test_foreign_ciphertexts_fail_with_key_mismatch(executors, job):
     dask, _ = executors
     other = einfhe.Context.for_plan(job["plan"], params=job["ctx"].params)
-    path = job["root"] / "foreign.bin"
-    path.write_bytes(einfhe.tensor_to_bytes(other, einfhe.encrypt(other, job["A"], job["plan"].input_layout(0))))
+    foreign = einfhe.tensor_to_bytes(other, einfhe.encrypt(other, job["A"], job["plan"].input_layout(0)))
     task = JobTask("job-2", "keyset-1", job["task"].keyset_path, job["task"].params, job["task"].plan_json,
-                   (str(path),), job["task"].plains, 1024)
+                   (foreign,), job["task"].plains, 1024)
     outcome = dask.submit(task).result(WAIT)
     assert not outcome.ok and outcome.code == "key_mismatch"
 
 
 def test_a_malformed_tensor_fails_with_its_job_code(executors, job):
     dask, _ = executors
-    path = job["root"] / "garbage.bin"
-    path.write_bytes(b"not a tensor")
     task = JobTask("job-3", "keyset-1", job["task"].keyset_path, job["task"].params, job["task"].plan_json,
-                   (str(path),), job["task"].plains, 1024)
+                   (b"not a tensor",), job["task"].plains, 1024)
     outcome = dask.submit(task).result(WAIT)
     assert not outcome.ok and outcome.code == "malformed_blob"

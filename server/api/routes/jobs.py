@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from einfhe import Parameters, Plan
 from einfhe.plan import PlainInput
@@ -38,10 +39,22 @@ def _plain_paths(plan: Plan, refs: list[dict], tenant: str, service: Service) ->
     return paths
 
 
+def _queue_einsum_job(service: Service, tenant: str, plan_id: str, keyset_id: str, body: bytes, content_type: str):
+    """Look the plan and its operands up and queue the job (the blocking half of create_job, in one thread)."""
+    plan_row = service.store.get("plans", tenant, id=plan_id)
+    if plan_row is None:
+        raise ServiceError("not_found", f"no plan {plan_id!r} for this token")
+    plan = Plan.from_json(plan_row["plan"])
+    plains = _plain_paths(plan, plan_row["operands"], tenant, service)
+    return queue_job(service, tenant, plan_id=plan_id, plan=plan, plan_json=plan_row["plan"],
+                     params=Parameters.from_json(plan_row["params"]), keyset_id=keyset_id, body=body,
+                     content_type=content_type, plains=plains)
+
+
 @router.post("", status_code=202, response_class=Response, operation_id="create_job", openapi_extra=TENSORS_BODY,
              responses={**INLINE_RESPONSES, 400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
                         409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}})
-def create_job(
+async def create_job(
     plan_id: Annotated[str, Query(max_length=64)],
     keyset_id: Annotated[str, Query(max_length=64)],
     body: CiphertextBody,
@@ -51,15 +64,8 @@ def create_job(
     wait: Annotated[float, Query(ge=0, description="seconds to wait for the result, answered inline")] = 0,
 ) -> Response:
     """Queue the plan's einsum on the uploaded ciphertexts with the key set's evaluation keys."""
-    plan_row = service.store.get("plans", tenant, id=plan_id)
-    if plan_row is None:
-        raise ServiceError("not_found", f"no plan {plan_id!r} for this token")
-    plan = Plan.from_json(plan_row["plan"])
-    plains = _plain_paths(plan, plan_row["operands"], tenant, service)
-    row = queue_job(service, tenant, plan_id=plan_id, plan=plan, plan_json=plan_row["plan"],
-                    params=Parameters.from_json(plan_row["params"]), keyset_id=keyset_id, body=body,
-                    content_type=content_type, plains=plains)
-    return answer_job(service, tenant, row, wait)
+    row, done = await run_in_threadpool(_queue_einsum_job, service, tenant, plan_id, keyset_id, body, content_type)
+    return await answer_job(service, tenant, row, done, wait)
 
 
 @router.get("", response_model=list[JobPublic], operation_id="list_jobs")
@@ -69,12 +75,13 @@ def list_jobs(tenant: TenantDep, service: ServiceDep) -> list[JobPublic]:
 
 
 @router.get("/{job_id}", response_model=JobPublic, operation_id="get_job", responses={404: {"model": ErrorResponse}})
-def get_job(job: JobDep, tenant: TenantDep, service: ServiceDep,
-            wait: Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")] = 0) -> JobPublic:
-    """A job's state, optionally waiting (long poll, capped by the server) until it finishes."""
+async def get_job(job: JobDep, tenant: TenantDep, service: ServiceDep,
+                  wait: Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")] = 0
+                  ) -> JobPublic:
+    """A job's state, optionally waiting (long poll, capped by the server, holding no thread) until it finishes."""
     if job["status"] == "queued" and wait > 0:
-        service.jobs.wait(job["id"], min(wait, service.settings.max_wait_seconds))
-        job = service.store.get("jobs", tenant, id=job["id"])
+        await service.jobs.wait(job["id"], min(wait, service.settings.max_wait_seconds))
+        job = await run_in_threadpool(service.store.get, "jobs", tenant, id=job["id"])
     return job_public(job, service)
 
 

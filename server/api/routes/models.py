@@ -8,7 +8,8 @@ import shutil
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from einfhe import Parameters
 
@@ -18,7 +19,7 @@ from ...model_archive import MODEL_MEDIA_TYPES, read_model_upload
 from ...model_program import load_model, plaintext_forward
 from ...model_registry import model_directory, program_plan, register_model
 from ...service import Service
-from ..deps import CiphertextBody, ModelBody, ModelDep, OperandBody, OperatorDep, ServiceDep, TenantDep
+from ..deps import CiphertextBody, ModelBody, ModelDep, OperandBody, OperatorDep, ServiceDep, TenantDep, get_model as registered_model
 from ..openapi import BINARY_SCHEMA, TENSORS_BODY
 from ..schemas import NAME_PATTERN, ErrorResponse, ModelProgram, ModelPublic
 from ..submission import INLINE_RESPONSES, answer_job, queue_job
@@ -105,10 +106,20 @@ def delete_model(model: ModelDep, _operator: OperatorDep, service: ServiceDep) -
     return Response(status_code=204)
 
 
+def _queue_model_job(service: Service, tenant: str, model_id: str, variant: str, keyset_id: str, body: bytes,
+                     content_type: str):
+    """Look the model up and queue the job on its program (the blocking half of create_model_job, in one thread)."""
+    model = registered_model(model_id, tenant, service)
+    plan, plan_json, plains = program_plan(service, model, variant)
+    params = Parameters.from_json(model["programs"][variant]["params"])
+    return queue_job(service, tenant, plan_id=f"{model['id']}.{variant}", plan=plan, plan_json=plan_json,
+                     params=params, keyset_id=keyset_id, body=body, content_type=content_type, plains=plains)
+
+
 @router.post("/{model_id}/jobs", status_code=202, response_class=Response, operation_id="create_model_job",
              openapi_extra=TENSORS_BODY, responses={**INLINE_RESPONSES, **_ERRORS, 409: {"model": ErrorResponse}})
-def create_model_job(
-    model: ModelDep,
+async def create_model_job(
+    model_id: Annotated[str, Path(max_length=64)],
     keyset_id: Annotated[str, Query(max_length=64)],
     body: CiphertextBody,
     tenant: TenantDep,
@@ -118,11 +129,9 @@ def create_model_job(
     wait: Annotated[float, Query(ge=0, description="seconds to wait for the result, answered inline")] = 0,
 ) -> Response:
     """Queue an encrypted inference: the input encrypted in the program's input layout, with the tenant's keys."""
-    plan, plan_json, plains = program_plan(service, model, variant)
-    params = Parameters.from_json(model["programs"][variant]["params"])
-    row = queue_job(service, tenant, plan_id=f"{model['id']}.{variant}", plan=plan, plan_json=plan_json,
-                    params=params, keyset_id=keyset_id, body=body, content_type=content_type, plains=plains)
-    return answer_job(service, tenant, row, wait)
+    row, done = await run_in_threadpool(_queue_model_job, service, tenant, model_id, variant, keyset_id, body,
+                                        content_type)
+    return await answer_job(service, tenant, row, done, wait)
 
 
 @router.post("/{model_id}/infer", operation_id="infer_plaintext", response_class=Response, openapi_extra=_NPY_BODY,

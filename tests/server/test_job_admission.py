@@ -1,0 +1,87 @@
+"""Queued jobs hold their input tensors in memory (they go to the worker through a pipe, never to disk), so the
+service caps the bytes they hold: past the cap a new job is refused with server_busy (503) and leaves no row."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+import pytest
+
+from server.errors import CODES, ServiceError
+from server.executor import Executor, JobOutcome, JobTask
+from server.jobs import JobRunner
+from server.store import Store
+
+
+class HeldExecutor(Executor):
+    """Keeps every submitted job's future unfinished until the test finishes it."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, Future] = {}
+
+    def submit(self, task: JobTask) -> Future:
+        self.futures[task.job_id] = Future()
+        return self.futures[task.job_id]
+
+    def check_keyset(self, check) -> Future:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _task(job_id: str, size: int) -> JobTask:
+    return JobTask(job_id, "k", "keys", {}, "{}", (bytes(size),), (), 1)
+
+
+def _row(store: Store, job_id: str):
+    return lambda: store.insert("jobs", id=job_id, tenant="alice", plan_id="p", keyset_id="k", inputs=[],
+                                plains=[], status="queued", error_code=None, error_message=None, finished=None,
+                                seconds=None, result_size=None)
+
+
+def test_inputs_past_the_cap_are_refused_until_earlier_jobs_finish(tmp_path):
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor, max_input_bytes=1000)
+    try:
+        first = runner.submit(_task("a", 600), _row(store, "a"))
+        with pytest.raises(ServiceError) as refused:
+            runner.submit(_task("b", 600), _row(store, "b"))
+        assert refused.value.code == "server_busy" and CODES["server_busy"] == 503
+        assert store.get("jobs", "alice", id="b") is None  # a refused job leaves no row behind
+        runner.submit(_task("c", 400), _row(store, "c"))  # what still fits is admitted
+        executor.futures["a"].set_result(JobOutcome(True, 0.1, result=b"result"))
+        assert first.result(timeout=5) == b"result" and store.get("jobs", "alice", id="a")["status"] == "succeeded"
+        runner.submit(_task("b", 600), _row(store, "b"))  # a's bytes are released
+        assert store.get("jobs", "alice", id="b")["status"] == "queued"
+    finally:
+        store.close()
+
+
+def test_one_job_larger_than_the_cap_runs_when_it_is_alone(tmp_path):
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor, max_input_bytes=100)
+    try:
+        runner.submit(_task("big", 500), _row(store, "big"))
+        with pytest.raises(ServiceError):
+            runner.submit(_task("small", 1), _row(store, "small"))
+        executor.futures["big"].set_result(JobOutcome(False, 0.1, code="backend_error", message="failed"))
+        runner.submit(_task("small", 1), _row(store, "small"))
+    finally:
+        store.close()
+
+
+def test_a_row_that_cannot_be_recorded_releases_its_bytes(tmp_path):
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor, max_input_bytes=1000)
+
+    def failing_record():
+        raise ServiceError("storage_unavailable", "the database is read-only")
+
+    try:
+        with pytest.raises(ServiceError):
+            runner.submit(_task("a", 600), failing_record)
+        assert executor.futures == {}  # never handed to the executor
+        runner.submit(_task("b", 900), _row(store, "b"))
+    finally:
+        store.close()
