@@ -21,18 +21,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe loads: the clien
 import einfhe  # noqa: E402,F401  -- loads openfhe before any other extension module
 
 import argparse  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.serving import einfhe_serve  # noqa: E402
 from client.load import run_load  # noqa: E402
 
 _MIB = 1 << 20
@@ -80,27 +77,6 @@ class _MemorySampler:
         self._thread.join()
 
 
-def _serve(data: Path, tokens: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    """Start `python -m server.cli` on a free port; return the process and its URL once it answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "server.cli", "--port", str(port), "--data-dir", str(data),
-               "--token-file", str(tokens), "--workers", str(workers)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/keysets", timeout=1)
-            return process, url
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("einfhe serve did not start")
-            time.sleep(0.1)
-
-
 def main() -> None:
     """Run the load and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -112,8 +88,7 @@ def main() -> None:
         tmp = Path(tmp)
         tokens = [f"load-token-{i:02d}-0123456789" for i in range(args.clients)]
         (tmp / "tokens.txt").write_text("".join(f"tenant{i:02d}:{t}\n" for i, t in enumerate(tokens)))
-        server, url = _serve(tmp / "data", tmp / "tokens.txt", args.workers)
-        try:
+        with einfhe_serve(tmp / "data", tmp / "tokens.txt", args.workers) as (server, url):
             with _MemorySampler(server.pid) as sampler:
                 report = run_load(url, tokens, seconds=args.seconds)
                 window_start = time.monotonic() - report.seconds
@@ -122,9 +97,6 @@ def main() -> None:
                        if "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's helper
             for i, worker in enumerate(workers):
                 peaks[f"worker {i + 1}"] = _peak_rss(worker.pid)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
 
     first = sorted(c.first_call for c in report.clients)
     print(f"{args.clients} clients (one tenant and key set each), ij,j->i W 64x128 at ring 2^14, 128-bit; "

@@ -6,8 +6,8 @@ Workloads: `einsum` is ij,j->i with a registered 64x128 plaintext W; `model` is 
 square-activation MLP quantized to 4-bit weights by quant (random weights: this measures time, not accuracy),
 registered from its integer export; `batch` is 512 samples through the same model's batched program (one
 request: the samples in the slots, 64 ciphertexts up, 10 down). In-process: encrypt, einfhe.run, decrypt with one Context. REST: the client
-(Client.einsum or EncryptedModel.infer) against a local uvicorn server with 2 worker processes: encrypt,
-upload, run in a worker, answer inline, decrypt. Keys are generated and uploaded once before timing; the two
+(Client.einsum or EncryptedModel.infer) against `einfhe serve` (uvicorn, 2 worker processes) in a process of its
+own on loopback, as it is deployed: encrypt, upload, run in a worker, answer inline, decrypt. Keys are generated and uploaded once before timing; the two
 sides take turns call by call (so a change of load on the shared machine hits both) and are timed per call
 (median). The overhead ratio is REST / in-process. Both sides run OpenMP with one thread (the service's workers
 do by default; more threads on top of parallel workers oversubscribe the cores), and einfhe.run with one
@@ -38,8 +38,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench.serving import einfhe_serve  # noqa: E402
 from client import Client, EncryptedModel, NotFound  # noqa: E402
-from server import LocalServer, Settings  # noqa: E402
 
 OPERATOR, TOKEN = "operator-token-0123456789", "bench-token-0123456789"
 
@@ -193,7 +193,7 @@ def main() -> None:
 
         tokens = tmp / "tokens.txt"
         tokens.write_text(f"operator:{OPERATOR}\nbench:{TOKEN}\n")
-        with LocalServer(Settings(data_dir=tmp / "data", token_file=tokens, workers=2)) as url:
+        with einfhe_serve(tmp / "data", tokens, workers=2) as (_, url):
             session, call = work.connect(url)
             with session:
                 start = time.perf_counter()
