@@ -40,6 +40,7 @@ from .http import Http
 __all__ = ["Client", "PlanInfo"]
 
 _FINAL = ("succeeded", "failed")
+_MIN_POLL_SECONDS = 0.1
 # bits added to the measured noise: later inputs may carry up to twice the noise of the one that was measured
 NOISE_MARGIN_BITS = 1.0
 
@@ -176,7 +177,10 @@ class Client:
                     bar = tqdm(desc=f"job {job_id[:8]}", unit="poll", disable=not self.progress, leave=False)
                 bar.set_postfix(status=job["status"], elapsed=f"{elapsed:.0f}s")
                 bar.update(1)
+                asked = time.monotonic()
                 job = self.http.request("GET", f"/jobs/{job_id}", params={"wait": self.poll_seconds}).json()
+                if job["status"] not in _FINAL and time.monotonic() - asked < _MIN_POLL_SECONDS:
+                    time.sleep(_MIN_POLL_SECONDS)  # a server that answers long polls at once is not hammered
         finally:
             if bar is not None:
                 bar.close()

@@ -68,6 +68,13 @@ class JobRunner:
             result = self._record(job_id, future)
         except ServiceError as exc:  # the database cannot be written: the next start fails the job 'interrupted'
             log.error("job %s: its outcome could not be recorded: %s", job_id, exc.message)
+        except Exception:  # noqa: BLE001 -- a bug while recording: the job fails, it never stays queued for good
+            log.exception("job %s: recording its outcome raised", job_id)
+            try:
+                self.store.finish_job(job_id, "failed", error_code="internal_error",
+                                      error_message="the server failed while recording the job's outcome")
+            except ServiceError as exc:
+                log.error("job %s: its failure could not be recorded: %s", job_id, exc.message)
         finally:
             with self._lock:
                 self._futures.pop(job_id, None)

@@ -82,3 +82,18 @@ def test_non_json_error_gets_an_http_code():
     with pytest.raises(BadRequest) as info:
         http.request("GET", "/x")
     assert info.value.code == "http_400"
+
+
+def test_waiting_on_a_server_that_answers_long_polls_at_once_does_not_hammer_it():
+    """A job stuck `queued` on a server that ignores `wait`: the client polls at most ~10 times a second and
+    gives up at its timeout."""
+    polls = []
+
+    def handler(request):
+        polls.append(request.url.params.get("wait"))
+        return httpx.Response(200, json={"id": "j", "status": "queued"})
+
+    stuck = client.Client("http://einfhe", "t" * 20, progress=False, transport=httpx.MockTransport(handler))
+    with pytest.raises(TimeoutError):
+        stuck.wait("j", timeout=0.5)
+    assert 2 <= len(polls) <= 8, len(polls)

@@ -85,3 +85,23 @@ def test_a_row_that_cannot_be_recorded_releases_its_bytes(tmp_path):
         runner.submit(_task("b", 900), _row(store, "b"))
     finally:
         store.close()
+
+
+def test_a_failure_while_recording_an_outcome_fails_the_job_instead_of_leaving_it_queued(tmp_path, monkeypatch):
+    """A job whose outcome cannot be recorded for an unexpected reason must not stay `queued` for good (a client
+    long-polling it would be answered at once, forever)."""
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor)
+    try:
+        done = runner.submit(_task("a", 10), _row(store, "a"))
+
+        def broken_write(*args, **kwargs):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(store, "write_blob", broken_write)
+        executor.futures["a"].set_result(JobOutcome(True, 0.1, result=b"result"))
+        assert done.result(timeout=5) is None
+        row = store.get("jobs", "alice", id="a")
+        assert (row["status"], row["error_code"]) == ("failed", "internal_error")
+    finally:
+        store.close()
