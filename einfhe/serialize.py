@@ -33,18 +33,20 @@ _CHECKSUM = struct.Struct("<I")
 HEADER_SIZE = _FIELDS.size + _CHECKSUM.size
 
 
-def _checksum(fields: bytes, payload) -> int:
-    return zlib.crc32(payload, zlib.crc32(fields))
+def pack_blob(kind: str, fingerprint: bytes, payload: bytes | list[bytes]) -> bytes:
+    """Wrap `payload` (bytes, or the pieces `pack_parts` returns) in the einfhe header (with its CRC-32), copying
+    the payload once."""
+    pieces = [payload] if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    fields = _FIELDS.pack(MAGIC, FORMAT_VERSION, KINDS[kind], fingerprint, sum(len(p) for p in pieces))
+    checksum = zlib.crc32(fields)
+    for piece in pieces:
+        checksum = zlib.crc32(piece, checksum)
+    return b"".join([fields, _CHECKSUM.pack(checksum), *pieces])
 
 
-def pack_blob(kind: str, fingerprint: bytes, payload: bytes) -> bytes:
-    """Wrap `payload` in the einfhe header (with its CRC-32)."""
-    fields = _FIELDS.pack(MAGIC, FORMAT_VERSION, KINDS[kind], fingerprint, len(payload))
-    return fields + _CHECKSUM.pack(_checksum(fields, payload)) + payload
-
-
-def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None, *, checksum: bool = True) -> bytes:
-    """Check the header (magic, version, kind, fingerprint, length, checksum) and return the payload.
+def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None, *, checksum: bool = True) -> memoryview:
+    """Check the header (magic, version, kind, fingerprint, length, checksum) and return the payload (a view of
+    `data`, not a copy).
 
     A checksum mismatch raises CorruptBlobError (a SerializationError): the bytes were damaged after they were
     written. `checksum=False` skips the CRC-32 (the header is still checked), for bytes whose checksum the caller
@@ -77,35 +79,35 @@ def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None, *, checksum: 
         )
     payload = memoryview(data)[HEADER_SIZE:]
     (stored,) = _CHECKSUM.unpack_from(data, _FIELDS.size)
-    if checksum and _checksum(data[:_FIELDS.size], payload) != stored:
+    if checksum and zlib.crc32(payload, zlib.crc32(data[:_FIELDS.size])) != stored:
         raise CorruptBlobError("the blob's checksum does not match its bytes: it was damaged in storage or in "
                                "transit; fetch or make it again", expected=kind)
-    return data[HEADER_SIZE:]
+    return payload
 
 
-def pack_parts(meta: dict, parts: list[bytes]) -> bytes:
-    """Concatenate a JSON header and length-prefixed parts."""
+def pack_parts(meta: dict, parts: list[bytes]) -> list[bytes]:
+    """A JSON header and length-prefixed parts, as the pieces of a payload (`pack_blob` joins them)."""
     head = json.dumps(meta).encode()
     out = [struct.pack("<II", len(head), len(parts)), head]
     for part in parts:
         out += [struct.pack("<Q", len(part)), part]
-    return b"".join(out)
+    return out
 
 
-def unpack_parts(data: bytes, max_parts: int = 1 << 16) -> tuple[dict, list[bytes]]:
-    """Inverse of `pack_parts`, with bounds checks on every length."""
+def unpack_parts(data: bytes | memoryview, max_parts: int = 1 << 16) -> tuple[dict, list[bytes]]:
+    """Inverse of `pack_parts` (over the payload `unpack_blob` returns), with bounds checks on every length."""
     try:
         head_len, count = struct.unpack_from("<II", data, 0)
         if count > max_parts or 8 + head_len > len(data):
             raise SerializationError("malformed multi-part payload (sizes out of range)")
-        meta = json.loads(data[8:8 + head_len])
+        meta = json.loads(bytes(data[8:8 + head_len]))
         offset, parts = 8 + head_len, []
         for _ in range(count):
             (size,) = struct.unpack_from("<Q", data, offset)
             offset += 8
             if offset + size > len(data):
                 raise SerializationError("malformed multi-part payload (truncated part)")
-            parts.append(data[offset:offset + size])
+            parts.append(bytes(data[offset:offset + size]))
             offset += size
         if offset != len(data):
             raise SerializationError("malformed multi-part payload (trailing bytes)")
