@@ -76,7 +76,7 @@ def _refused_upload(http, blob: bytes) -> None:
 class EinsumWorkload:
     """ij,j->i with a registered plaintext W (the einsum service)."""
 
-    def __init__(self, rng: np.random.Generator, tmp: Path) -> None:
+    def __init__(self, rng: np.random.Generator, tmp: Path, export: Path | None = None) -> None:
         self.W, self.x = rng.standard_normal((64, 128)), rng.standard_normal(128)
         self.plan = einfhe.compile("ij,j->i", self.W, einfhe.cipher(self.x.shape))
         self.ctx = einfhe.Context.for_plan(self.plan)
@@ -105,8 +105,8 @@ class EinsumWorkload:
 class ModelWorkload:
     """One sample through a quantized MLP registered by the operator (EncryptedModel.infer)."""
 
-    def __init__(self, rng: np.random.Generator, tmp: Path) -> None:
-        self.export = _export_mlp(tmp / "mlp")
+    def __init__(self, rng: np.random.Generator, tmp: Path, export: Path | None = None) -> None:
+        self.export = export or _export_mlp(tmp / "mlp")
         layers, n_features = einfhe.load_integer_model(self.export)
         self.model = einfhe.compile_model(layers, n_features)
         self.ctx = einfhe.Context.for_plan(self.model.plan)
@@ -141,8 +141,8 @@ class BatchWorkload(ModelWorkload):
 
     samples = 512
 
-    def __init__(self, rng: np.random.Generator, tmp: Path) -> None:
-        self.export = _export_mlp(tmp / "mlp")
+    def __init__(self, rng: np.random.Generator, tmp: Path, export: Path | None = None) -> None:
+        self.export = export or _export_mlp(tmp / "mlp")
         layers, n_features = einfhe.load_integer_model(self.export)
         self.model = einfhe.compile_model(layers, n_features, batch=8192, slots=8192)  # as the service compiles it
         self.ctx = einfhe.Context.for_plan(self.model.plan)
@@ -171,11 +171,14 @@ def main() -> None:
     parser.add_argument("--workload", choices=tuple(WORKLOADS), default="einsum")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--model-export", type=Path, default=None,
+                        help="a quant.export_integer_model directory to serve instead of the random MLP made here with "
+                             "torch (for a machine without torch: make it elsewhere with _export_mlp)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        work = WORKLOADS[args.workload](rng, tmp)
+        work = WORKLOADS[args.workload](rng, tmp, args.model_export)
         tolerance = 1e-3 * max(1.0, float(np.abs(work.expected).max()))
         sizes = {}
 
