@@ -231,7 +231,7 @@ def main() -> None:
     print(f"in-process encrypt+run+decrypt   median {local:8.1f} ms  ({args.repeats} runs: encrypt {ms['encrypt']:.1f}, "
           f"run {ms['run']:.1f}, decrypt {ms['decrypt']:.1f} ms)")
     print(f"REST round trip (keys cached)    median {remote:8.1f} ms  ({args.repeats} runs, taking turns with the above)")
-    print(f"REST overhead ratio              {remote / local:8.2f}x  ({(remote / local - 1) * 100:+.0f}%)")
+    print(f"REST overhead ratio              {remote / local:8.3f}x  ({(remote / local - 1) * 100:+.1f}%)")
     print(f"  the extra {remote - local:.1f} ms: client serializes the input {ms['serialize']:.1f} + deserializes "
           f"the result {ms['deserialize']:.1f} ms ({len(sizes['blob']) / 2**10:.0f} KiB up, "
           f"{len(sizes['answer']) / 2**10:.0f} KiB down);")

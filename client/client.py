@@ -145,9 +145,9 @@ class Client:
         return response.json()
 
     def run_job(self, path: str, params: dict, blobs: list[bytes], timeout: float | None = None) -> bytes:
-        """Submit a job to `path` and return its result blob: inline when it finishes within the first wait,
-        else by polling (with a progress bar) and fetching the result."""
-        response = self._post_job(path, params, blobs, wait=self.poll_seconds)
+        """Submit a job to `path` and return its result blob: inline when it finishes within the first wait (the
+        server then does not keep it), else by polling (with a progress bar) and fetching the result."""
+        response = self._post_job(path, {**params, "keep": "false"}, blobs, wait=self.poll_seconds)
         if response.status_code == 200:
             return response.content
         job = response.json()

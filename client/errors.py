@@ -6,7 +6,8 @@
     │   ├── BadRequest          400, 405, 411, 415, 422: the request was malformed or refused
     │   ├── Unauthorized        401: missing or unknown API token
     │   ├── Forbidden           403: the token may not do this (e.g. register a model: operators only)
-    │   ├── NotFound            404: no such object for this token (other tenants' objects look missing)
+    │   ├── NotFound            404: no such object for this token (other tenants' objects look missing);
+    │   │                       410: a result answered inline that the server, as asked, did not keep
     │   ├── Conflict            409: wrong state (job not finished or failed, key set not matching the plan)
     │   ├── PayloadTooLarge     413: a body over the server's cap
     │   └── InternalServerError 5xx
@@ -71,7 +72,7 @@ class JobFailed(ClientError):
     """A job finished with an error."""
 
 
-_BY_STATUS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: PayloadTooLarge}
+_BY_STATUS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: NotFound, 413: PayloadTooLarge}
 
 
 def error_for_status(status: int, code: str, message: str) -> ServerError:

@@ -28,6 +28,7 @@ CODES: dict[str, int] = {
     "keyset_mismatch": 409,
     "job_not_finished": 409,
     "job_failed": 409,
+    "result_not_kept": 410,
     "length_required": 411,
     "payload_too_large": 413,
     "unsupported_media_type": 415,

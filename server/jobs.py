@@ -24,6 +24,10 @@ class JobRunner:
     Queued and running jobs hold their input tensors in memory, at most `max_input_bytes` of them in all: past
     that, a new job is refused with `server_busy` (503) until earlier ones finish (one job alone is always admitted;
     its size is capped by the request body limit).
+
+    A job submitted with `keep=False` whose result is handed to a request waiting for it inline is not written to
+    storage (its row still records the success and the size); if no request is waiting when it finishes (the
+    wait ran out, or nobody asked), the result is stored as usual, so it can still be fetched.
     """
 
     def __init__(self, store: Store, executor: Executor, max_input_bytes: int = 2 << 30) -> None:
@@ -34,11 +38,12 @@ class JobRunner:
         self._futures: dict[str, Future] = {}
         self._done: dict[str, Future] = {}
         self._input_bytes: dict[str, int] = {}
+        self._ephemeral: dict[str, str] = {}  # keep=False jobs: "queued", "waiting" (a request awaits it), "claimed"
 
-    def submit(self, task: JobTask, record: Callable[[], object]) -> Future:
+    def submit(self, task: JobTask, record: Callable[[], object], *, keep: bool = True) -> Future:
         """Admit the job (its inputs must fit in the memory left), `record()` it (its row), then hand it to the
         executor; the returned future resolves, once the outcome is recorded, to the result's bytes (None when the
-        job failed)."""
+        job failed). `keep=False`: a result answered inline is not stored (see the class docstring)."""
         size = sum(len(blob) for blob in task.inputs)
         with self._lock:
             held = sum(self._input_bytes.values())
@@ -54,6 +59,8 @@ class JobRunner:
             raise
         done: Future = Future()
         with self._lock:
+            if not keep:
+                self._ephemeral[task.job_id] = "queued"
             self._done[task.job_id] = done
             future = self.executor.submit(task)
             self._futures[task.job_id] = future
@@ -78,6 +85,7 @@ class JobRunner:
         finally:
             with self._lock:
                 self._futures.pop(job_id, None)
+                self._ephemeral.pop(job_id, None)
                 done = self._done.pop(job_id, None)
             if done is not None:
                 done.set_result(result)
@@ -97,6 +105,13 @@ class JobRunner:
             self.store.finish_job(job_id, "failed", error_code="internal_error", error_message="the job raised")
         else:
             if outcome.ok:
+                with self._lock:
+                    handed_over = self._ephemeral.get(job_id) == "waiting"
+                    if handed_over:
+                        self._ephemeral[job_id] = "claimed"
+                if handed_over:  # the waiting request answers it; as its client asked, it is not kept
+                    self.store.finish_job(job_id, "succeeded", seconds=outcome.seconds, result_size=len(outcome.result))
+                    return outcome.result
                 return self._store_result(job_id, outcome)
             self.store.finish_job(job_id, "failed", error_code=outcome.code, error_message=outcome.message,
                                   seconds=outcome.seconds)
@@ -125,13 +140,31 @@ class JobRunner:
         with self._lock:
             done = self._done.get(job_id)
         if done is not None and timeout > 0:
-            await self.result(done, timeout)
+            await _wait(done, timeout)
 
-    @staticmethod
-    async def result(done: Future, timeout: float) -> bytes | None:
+    async def inline_result(self, job_id: str, done: Future, timeout: float) -> bytes | None:
         """Await a submitted job's `done` future on the event loop (no thread waits) for up to `timeout` seconds:
-        the result's bytes if the job succeeded by then, else None."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), timeout)
-        except asyncio.TimeoutError:
-            return None
+        the result's bytes if the job succeeded by then, else None. A keep=False result handed over here is the
+        caller's to answer: it is not stored."""
+        with self._lock:
+            if self._ephemeral.get(job_id) == "queued":
+                self._ephemeral[job_id] = "waiting"
+        if await _wait(done, timeout):
+            return done.result()
+        with self._lock:
+            claimed = self._ephemeral.get(job_id) == "claimed"
+            if self._ephemeral.get(job_id) == "waiting":
+                self._ephemeral[job_id] = "queued"  # nobody is waiting any more: the result will be stored
+        if claimed:  # it finished as the wait ran out and was handed to this request: it must answer it
+            await asyncio.wrap_future(done)
+            return done.result()
+        return None
+
+
+async def _wait(done: Future, timeout: float) -> bool:
+    """Wait on the event loop up to `timeout` seconds for a concurrent future; True when it is done."""
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), timeout)
+    except asyncio.TimeoutError:
+        pass
+    return done.done()

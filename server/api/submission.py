@@ -44,10 +44,12 @@ def job_public(row: dict, service: Service) -> JobPublic:
 
 
 def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_json: str, params: Parameters,
-              keyset_id: str, body: bytes, content_type: str, plains: list[tuple[int, str]]) -> tuple[dict, Future]:
+              keyset_id: str, body: bytes, content_type: str, plains: list[tuple[int, str]],
+              keep: bool = True) -> tuple[dict, Future]:
     """Check the tenant's key set and the uploaded tensors against `plan`, record the job and queue it with its
     inputs (they travel to the worker in memory: a job interrupted by a restart fails, so they are never read
-    back); return its row and the future of its result (JobRunner.submit)."""
+    back); return its row and the future of its result (JobRunner.submit; `keep=False`: a result answered inline
+    is not stored)."""
     store = service.store
     keyset = store.get("keysets", tenant, id=keyset_id)
     if keyset is None:
@@ -73,7 +75,7 @@ def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_j
     task = JobTask(job_id=job_id, keyset_id=keyset_id, keyset_path=str(store.blob_path("keysets", keyset_id)),
                    params=params.to_json(), plan_json=plan_json, inputs=tuple(blobs), plains=tuple(plains),
                    max_cts=service.settings.max_cts)
-    done = service.jobs.submit(task, lambda: row.update(store.insert("jobs", **row)))
+    done = service.jobs.submit(task, lambda: row.update(store.insert("jobs", **row)), keep=keep)
     return row, done
 
 
@@ -81,10 +83,11 @@ async def answer_job(service: Service, tenant: str, row: dict, done: Future, wai
     """The finished job's result bytes (200) if it ends within `wait` seconds, else its state as JSON (202).
 
     The wait is on the event loop (no thread is held), and a result comes straight from the job's outcome: it is
-    already stored by then (JobRunner records it before `done` resolves), so nothing is read back.
+    already recorded by then (JobRunner records it before `done` resolves; stored unless the job was submitted
+    with keep=false), so nothing is read back.
     """
     if wait > 0:
-        result = await service.jobs.result(done, min(wait, service.settings.max_wait_seconds))
+        result = await service.jobs.inline_result(row["id"], done, min(wait, service.settings.max_wait_seconds))
         if result is not None:
             return Response(content=result, media_type="application/octet-stream", headers={"X-Einfhe-Job": row["id"]})
     row = await run_in_threadpool(service.store.get, "jobs", tenant, id=row["id"])

@@ -76,6 +76,40 @@ async def test_job_flow(app, matvec):
     np.testing.assert_allclose(y, matvec["W"] @ matvec["x"], atol=1e-6)  # tenant isolation: test_isolation.py
 
 
+async def test_a_result_answered_inline_with_keep_false_is_not_kept(app, matvec):
+    """keep=false: the inline answer is the only copy (the row keeps the outcome); without an inline answer the
+    result is stored as usual; keep=true (the default) stores an inline answer too."""
+    ctx, plan_info = matvec["ctx"], await make_plan(app, matvec)
+    keyset_id = await upload_keys(app, ctx)
+    data = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, matvec["x"], matvec["plan"].input_layout(1)))
+    params = {"plan_id": plan_info["id"], "keyset_id": keyset_id, "wait": 30, "keep": "false"}
+    octets = {"Content-Type": "application/octet-stream"}
+    results = app.state.service.store.blob_dir("results")
+
+    def decrypted(blob: bytes) -> np.ndarray:
+        return einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, blob))
+
+    inline = await call(app, "POST", "/jobs", params=params, content=data, headers=octets)
+    assert inline.status_code == 200, inline.text
+    np.testing.assert_allclose(decrypted(inline.content), matvec["W"] @ matvec["x"], atol=1e-6)
+    job_id = inline.headers["X-Einfhe-Job"]
+    job = (await call(app, "GET", f"/jobs/{job_id}")).json()
+    assert (job["status"], job["result_size"]) == ("succeeded", len(inline.content))
+    assert not (results / job_id).exists()
+    assert_error(await call(app, "GET", f"/jobs/{job_id}/result"), 410, "result_not_kept")
+
+    kept = await call(app, "POST", "/jobs", params={**params, "keep": "true"}, content=data, headers=octets)
+    assert kept.status_code == 200, kept.text
+    assert (await call(app, "GET", f"/jobs/{kept.headers['X-Einfhe-Job']}/result")).content == kept.content
+
+    queued = await call(app, "POST", "/jobs", params={**params, "wait": 0}, content=data, headers=octets)
+    assert queued.status_code == 202, queued.text
+    job = await wait_job(app, queued.json()["id"])
+    stored = await call(app, "GET", f"/jobs/{job['id']}/result")
+    assert stored.status_code == 200, stored.text
+    np.testing.assert_allclose(decrypted(stored.content), matvec["W"] @ matvec["x"], atol=1e-6)
+
+
 async def test_secret_key_upload_refused(app, matvec):
     ctx = matvec["ctx"]
     secret = openfhe.Serialize(ctx.backend.secret_key, openfhe.BINARY)

@@ -3,6 +3,7 @@ service caps the bytes they hold: past the cap a new job is refused with server_
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Future
 
 import pytest
@@ -103,5 +104,28 @@ def test_a_failure_while_recording_an_outcome_fails_the_job_instead_of_leaving_i
         assert done.result(timeout=5) is None
         row = store.get("jobs", "alice", id="a")
         assert (row["status"], row["error_code"]) == ("failed", "internal_error")
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_a_keep_false_result_is_stored_unless_a_request_takes_it_inline(tmp_path):
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor)
+    results = store.blob_dir("results")
+    try:
+        late = runner.submit(_task("late", 10), _row(store, "late"), keep=False)
+        assert await runner.inline_result("late", late, 0.05) is None  # the wait runs out first
+        executor.futures["late"].set_result(JobOutcome(True, 0.1, result=b"late result"))
+        assert (results / "late").read_bytes() == b"late result"  # nobody took it inline: kept
+
+        taken = runner.submit(_task("taken", 10), _row(store, "taken"), keep=False)
+        waiting = asyncio.ensure_future(runner.inline_result("taken", taken, 30))
+        await asyncio.sleep(0.05)
+        executor.futures["taken"].set_result(JobOutcome(True, 0.1, result=b"taken result"))
+        assert await waiting == b"taken result"
+        assert not (results / "taken").exists()
+        row = store.get("jobs", "alice", id="taken")
+        assert (row["status"], row["result_size"]) == ("succeeded", len(b"taken result"))
     finally:
         store.close()

@@ -39,7 +39,8 @@ def _plain_paths(plan: Plan, refs: list[dict], tenant: str, service: Service) ->
     return paths
 
 
-def _queue_einsum_job(service: Service, tenant: str, plan_id: str, keyset_id: str, body: bytes, content_type: str):
+def _queue_einsum_job(service: Service, tenant: str, plan_id: str, keyset_id: str, body: bytes, content_type: str,
+                      keep: bool):
     """Look the plan and its operands up and queue the job (the blocking half of create_job, in one thread)."""
     plan_row = service.store.get("plans", tenant, id=plan_id)
     if plan_row is None:
@@ -48,7 +49,7 @@ def _queue_einsum_job(service: Service, tenant: str, plan_id: str, keyset_id: st
     plains = _plain_paths(plan, plan_row["operands"], tenant, service)
     return queue_job(service, tenant, plan_id=plan_id, plan=plan, plan_json=plan_row["plan"],
                      params=Parameters.from_json(plan_row["params"]), keyset_id=keyset_id, body=body,
-                     content_type=content_type, plains=plains)
+                     content_type=content_type, plains=plains, keep=keep)
 
 
 @router.post("", status_code=202, response_class=Response, operation_id="create_job", openapi_extra=TENSORS_BODY,
@@ -62,9 +63,13 @@ async def create_job(
     service: ServiceDep,
     content_type: Annotated[str, Header()] = "application/octet-stream",
     wait: Annotated[float, Query(ge=0, description="seconds to wait for the result, answered inline")] = 0,
+    keep: Annotated[bool, Query(description="false: a result answered inline is not stored on the server (GET "
+                                            "/jobs/{id}/result then answers 410 result_not_kept); one the wait "
+                                            "did not cover is stored as usual")] = True,
 ) -> Response:
     """Queue the plan's einsum on the uploaded ciphertexts with the key set's evaluation keys."""
-    row, done = await run_in_threadpool(_queue_einsum_job, service, tenant, plan_id, keyset_id, body, content_type)
+    row, done = await run_in_threadpool(_queue_einsum_job, service, tenant, plan_id, keyset_id, body, content_type,
+                                        keep)
     return await answer_job(service, tenant, row, done, wait)
 
 
@@ -88,12 +93,16 @@ async def get_job(job: JobDep, tenant: TenantDep, service: ServiceDep,
 @router.get("/{job_id}/result", operation_id="get_job_result", response_class=Response,
             responses={200: {"content": {"application/octet-stream": BINARY_SCHEMA},
                              "description": "the result tensor blob (decrypt with einfhe.tensor_from_bytes)"},
-                       404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+                       404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 410: {"model": ErrorResponse}})
 def get_job_result(job: JobDep, service: ServiceDep) -> Response:
     """The encrypted result of a finished job."""
     if job["status"] == "failed":
         raise ServiceError("job_failed", f"the job failed ({job['error_code']}): {job['error_message']}")
     if job["status"] != "succeeded":
         raise ServiceError("job_not_finished", "the job has not finished: poll GET /jobs/{id}?wait=...")
-    data = service.store.blob_path("results", job["id"]).read_bytes()
+    try:
+        data = service.store.blob_path("results", job["id"]).read_bytes()
+    except FileNotFoundError:
+        raise ServiceError("result_not_kept", "the result was answered inline when the job was submitted and, as "
+                                              "asked (keep=false), not kept on the server") from None
     return Response(content=data, media_type="application/octet-stream")

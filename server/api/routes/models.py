@@ -107,13 +107,14 @@ def delete_model(model: ModelDep, _operator: OperatorDep, service: ServiceDep) -
 
 
 def _queue_model_job(service: Service, tenant: str, model_id: str, variant: str, keyset_id: str, body: bytes,
-                     content_type: str):
+                     content_type: str, keep: bool):
     """Look the model up and queue the job on its program (the blocking half of create_model_job, in one thread)."""
     model = registered_model(model_id, tenant, service)
     plan, plan_json, plains = program_plan(service, model, variant)
     params = Parameters.from_json(model["programs"][variant]["params"])
     return queue_job(service, tenant, plan_id=f"{model['id']}.{variant}", plan=plan, plan_json=plan_json,
-                     params=params, keyset_id=keyset_id, body=body, content_type=content_type, plains=plains)
+                     params=params, keyset_id=keyset_id, body=body, content_type=content_type, plains=plains,
+                     keep=keep)
 
 
 @router.post("/{model_id}/jobs", status_code=202, response_class=Response, operation_id="create_model_job",
@@ -127,10 +128,13 @@ async def create_model_job(
     variant: Annotated[Literal["single", "batch"], Query()] = "single",
     content_type: Annotated[str, Header()] = "application/octet-stream",
     wait: Annotated[float, Query(ge=0, description="seconds to wait for the result, answered inline")] = 0,
+    keep: Annotated[bool, Query(description="false: a result answered inline is not stored on the server (GET "
+                                            "/jobs/{id}/result then answers 410 result_not_kept); one the wait "
+                                            "did not cover is stored as usual")] = True,
 ) -> Response:
     """Queue an encrypted inference: the input encrypted in the program's input layout, with the tenant's keys."""
     row, done = await run_in_threadpool(_queue_model_job, service, tenant, model_id, variant, keyset_id, body,
-                                        content_type)
+                                        content_type, keep)
     return await answer_job(service, tenant, row, done, wait)
 
 
