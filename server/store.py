@@ -72,6 +72,8 @@ def _storage(doing: str):
         raise storage_error(exc, doing) from exc
 
 
+# tables every tenant may read (models): their rows never change once inserted, only inserted or deleted
+_SHARED_TABLES = {"models"}
 # `plan` stays plan JSON text
 _JSON_COLUMNS = {"params", "rotations", "shape", "operands", "inputs", "plains", "summary", "programs"}
 
@@ -89,6 +91,7 @@ class Store:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self._lock = threading.Lock()
+        self._shared: dict[tuple, dict] = {}  # decoded rows of the shared tables, by lookup
         with _storage(f"use the data directory {self.data_dir}"):
             for kind in BLOB_KINDS:
                 (self.data_dir / "blobs" / kind).mkdir(parents=True, exist_ok=True)
@@ -157,6 +160,8 @@ class Store:
         verb = "INSERT OR REPLACE" if table == "operands" else "INSERT"
         with self._lock, _storage(f"record a row of {table}"):
             self._db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", tuple(encoded.values()))
+            if table in _SHARED_TABLES:
+                self._shared.clear()
         return dict(row)
 
     def get(self, table: str, tenant: str, **key) -> dict | None:
@@ -169,11 +174,17 @@ class Store:
         return _decode(row)
 
     def get_shared(self, table: str, **key) -> dict | None:
-        """The row of a table every tenant may read (models) matching `key`, or None."""
+        """The row of a table every tenant may read (models) matching `key`, or None. Found rows are kept decoded
+        (they never change; an insert or delete in the table forgets them): treat the dict as read-only."""
         where = " AND ".join(f"{k} = ?" for k in key)
+        lookup = (table, *sorted(key.items()))
         with self._lock:
-            row = self._db.execute(f"SELECT * FROM {table} WHERE {where}", tuple(key.values())).fetchone()
-        return _decode(row)
+            if lookup not in self._shared:
+                row = _decode(self._db.execute(f"SELECT * FROM {table} WHERE {where}", tuple(key.values())).fetchone())
+                if row is None:
+                    return None
+                self._shared[lookup] = row
+            return self._shared[lookup]
 
     def list_shared(self, table: str) -> list[dict]:
         """All rows of a table every tenant may read (models), oldest first."""
@@ -192,6 +203,8 @@ class Store:
         where = " AND ".join(f"{k} = ?" for k in key)
         with self._lock:
             cur = self._db.execute(f"DELETE FROM {table} WHERE tenant = ? AND {where}", (tenant, *key.values()))
+            if table in _SHARED_TABLES:
+                self._shared.clear()
         return cur.rowcount > 0
 
     def finish_job(self, job_id: str, status: str, *, error_code: str | None = None,
