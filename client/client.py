@@ -216,7 +216,7 @@ class Client:
         """Encrypt the inputs under `ctx`, run the job, and load its encrypted result."""
         blobs = [tensor_to_bytes(ctx, encrypt(ctx, values, layout)) for values, layout in inputs]
         result = self.run_job(path, {**query, "keyset_id": keyset_id}, blobs, timeout)
-        return tensor_from_bytes(ctx, result)
+        return tensor_from_bytes(ctx, result, for_arithmetic=False)  # only decrypted
 
     def einsum(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None,
                timeout: float | None = None) -> np.ndarray:

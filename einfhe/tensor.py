@@ -34,9 +34,12 @@ def tensor_to_bytes(ctx, tensor: EncryptedTensor) -> bytes:
     return pack_blob("tensor", ctx.params.fingerprint(), payload)
 
 
-def tensor_from_bytes(ctx, data: bytes, max_cts: int = 4096, *, checksum: bool = True) -> EncryptedTensor:
+def tensor_from_bytes(ctx, data: bytes, max_cts: int = 4096, *, checksum: bool = True,
+                      for_arithmetic: bool = True) -> EncryptedTensor:
     """Load an encrypted tensor, checking header, fingerprint and ciphertext count before the backend sees it
-    (`checksum=False`: bytes whose CRC-32 the caller has already checked in memory; see unpack_blob)."""
+    (`checksum=False`: bytes whose CRC-32 the caller has already checked in memory, see unpack_blob;
+    `for_arithmetic=False`: a tensor that will only be decrypted, which skips moving each ciphertext onto the
+    context's own ring parameters, an addition per ciphertext that only later arithmetic repays)."""
     payload = unpack_blob(data, "tensor", ctx.params.fingerprint(), checksum=checksum)
     meta, parts = unpack_parts(payload, max_parts=max_cts)
     layout = Layout.from_json(meta.get("layout", {}))
@@ -44,4 +47,5 @@ def tensor_from_bytes(ctx, data: bytes, max_cts: int = 4096, *, checksum: bool =
         raise SerializationError(
             f"tensor blob holds {len(parts)} ciphertext(s) of a {layout.slots}-slot layout needing {layout.num_cts}"
         )
-    return EncryptedTensor(tuple(ctx.backend.deserialize_ciphertext(p) for p in parts), layout)
+    cts = tuple(ctx.backend.deserialize_ciphertext(p, for_arithmetic=for_arithmetic) for p in parts)
+    return EncryptedTensor(cts, layout)

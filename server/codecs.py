@@ -110,7 +110,7 @@ class _BlobContext:
         self.backend = self
 
     @staticmethod
-    def deserialize_ciphertext(data: bytes) -> bytes:
+    def deserialize_ciphertext(data: bytes, *, for_arithmetic: bool = True) -> bytes:
         """Keep the ciphertext as bytes (the worker deserializes it)."""
         return data
 

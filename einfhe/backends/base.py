@@ -81,5 +81,5 @@ class Backend(ABC):
         """The ciphertext as bytes (without einfhe's header)."""
 
     @abstractmethod
-    def deserialize_ciphertext(self, data: bytes):
-        """A ciphertext from `serialize_ciphertext`'s bytes."""
+    def deserialize_ciphertext(self, data: bytes, *, for_arithmetic: bool = True):
+        """A ciphertext from `serialize_ciphertext`'s bytes (`for_arithmetic=False`: it will only be decrypted)."""

@@ -108,7 +108,7 @@ class SimulatorBackend(Backend):
         np.save(buffer, ct.values, allow_pickle=False)
         return int(ct.level).to_bytes(2, "little") + buffer.getvalue()
 
-    def deserialize_ciphertext(self, data: bytes) -> SimCiphertext:
+    def deserialize_ciphertext(self, data: bytes, *, for_arithmetic: bool = True) -> SimCiphertext:
         try:
             values = np.load(io.BytesIO(data[2:]), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:

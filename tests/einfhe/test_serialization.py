@@ -17,11 +17,12 @@ def fhe():
     return plan, ctx
 
 
-def test_tensor_round_trip(fhe):
+@pytest.mark.parametrize("for_arithmetic", [True, False])
+def test_tensor_round_trip(fhe, for_arithmetic):
     plan, ctx = fhe
     x = np.array([0.5, -1.0, 2.0, 0.25])
     blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, x, plan.input_layout(1)))
-    back = einfhe.tensor_from_bytes(ctx, blob)
+    back = einfhe.tensor_from_bytes(ctx, blob, for_arithmetic=for_arithmetic)
     assert back.layout == plan.input_layout(1)
     assert np.abs(einfhe.decrypt(ctx, back) - x).max() <= error_bound(ctx.params, np.abs(x).max())
 
