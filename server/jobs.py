@@ -84,11 +84,13 @@ class JobRunner:
                 log.error("job %s: its failure could not be recorded: %s", job_id, exc.message)
         finally:
             with self._lock:
+                done = self._done.get(job_id)
+            if done is not None:  # resolved before the job's state goes: a request whose wait just ran out sees one
+                done.set_result(result)
+            with self._lock:
                 self._futures.pop(job_id, None)
                 self._ephemeral.pop(job_id, None)
-                done = self._done.pop(job_id, None)
-            if done is not None:
-                done.set_result(result)
+                self._done.pop(job_id, None)
 
     def _record(self, job_id: str, future: Future) -> bytes | None:
         """Store the finished future's outcome (the result blob and row, or the job's error code); return the
@@ -152,10 +154,10 @@ class JobRunner:
         if await _wait(done, timeout):
             return done.result()
         with self._lock:
-            claimed = self._ephemeral.get(job_id) == "claimed"
-            if self._ephemeral.get(job_id) == "waiting":
+            state = self._ephemeral.get(job_id)
+            if state == "waiting":
                 self._ephemeral[job_id] = "queued"  # nobody is waiting any more: the result will be stored
-        if claimed:  # it finished as the wait ran out and was handed to this request: it must answer it
+        if state == "claimed" or done.done():  # it finished as the wait ran out: this request must answer it
             await asyncio.wrap_future(done)
             return done.result()
         return None

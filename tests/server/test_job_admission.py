@@ -4,6 +4,7 @@ service caps the bytes they hold: past the cap a new job is refused with server_
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import Future
 
 import pytest
@@ -128,4 +129,37 @@ async def test_a_keep_false_result_is_stored_unless_a_request_takes_it_inline(tm
         row = store.get("jobs", "alice", id="taken")
         assert (row["status"], row["result_size"]) == ("succeeded", len(b"taken result"))
     finally:
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_a_result_claimed_as_the_inline_wait_runs_out_is_still_answered(tmp_path, monkeypatch):
+    """The job finishes and is handed to the waiting request at the moment its wait runs out: the request must
+    answer it (it is not stored, so nobody else could)."""
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor)
+    recording, release = threading.Event(), threading.Event()
+    finish_job = store.finish_job
+
+    def slow_finish(*args, **kwargs):  # holds the job between its hand-over and its future's resolution
+        recording.set()
+        release.wait(10)
+        finish_job(*args, **kwargs)
+
+    try:
+        done = runner.submit(_task("j", 10), _row(store, "j"), keep=False)
+        monkeypatch.setattr(store, "finish_job", slow_finish)
+        waiting = asyncio.ensure_future(runner.inline_result("j", done, 0.3))
+        await asyncio.sleep(0.05)
+        finisher = threading.Thread(
+            target=lambda: executor.futures["j"].set_result(JobOutcome(True, 0.1, result=b"the result")))
+        finisher.start()
+        assert await asyncio.get_running_loop().run_in_executor(None, recording.wait, 10)
+        await asyncio.sleep(0.4)  # the wait has run out while the job was being recorded
+        release.set()
+        assert await waiting == b"the result"
+        finisher.join(10)
+        assert not (store.blob_dir("results") / "j").exists()
+    finally:
+        release.set()
         store.close()
