@@ -53,7 +53,7 @@ def unpack_blob(data: bytes, kind: str, fingerprint: bytes | None, *, checksum: 
     has already verified and that have stayed in memory since."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SerializationError("expected bytes", got=type(data).__name__)
-    data = bytes(data)
+    data = memoryview(data).cast("B")  # a view of bytes-like input, never a copy
     if len(data) < _FIELDS.size:
         raise SerializationError(f"{len(data)} bytes is too short for an einfhe blob", expected=kind)
     magic, version, got_kind, got_fp, length = _FIELDS.unpack_from(data)

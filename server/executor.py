@@ -39,7 +39,8 @@ class JobTask:
     keyset_path: str
     params: dict
     plan_json: str
-    inputs: tuple[bytes, ...]               # tensor blobs, one per cipher operand, in operand order (checked by the API)
+    inputs: tuple[bytes, ...]               # tensor blobs, one per cipher operand, in operand order (checked by the API;
+                                            # in a worker, views of its shared buffer, valid during the call)
     plains: tuple[tuple[int, str], ...]     # (operand position, .npy path) for plain operands
     max_cts: int
 
@@ -268,8 +269,8 @@ def _serve_calls(conn, parent_pid: int) -> None:
             fn, args, spans = conn.recv()
         except (EOFError, OSError):
             return
-        if spans:  # the JobTask arguments' inputs wait in the shared buffer
-            args = tuple(replace(arg, inputs=tuple(bytes(arena[o:o + n]) for o, n in spans[i])) if i in spans else arg
+        if spans:  # the JobTask arguments' inputs wait in the shared buffer: views of it, valid during the call
+            args = tuple(replace(arg, inputs=tuple(arena[o:o + n] for o, n in spans[i])) if i in spans else arg
                          for i, arg in enumerate(args))
         try:
             reply = (True, fn(*args))
