@@ -132,6 +132,16 @@ class Client:
         self._contexts[fingerprint] = (ctx, keyset_id, plans)
         return ctx, keyset_id
 
+    def delete_keys(self, keyset_id: str) -> None:
+        """Delete an uploaded key set from the server (refused while one of its jobs runs); a later call that
+        needs keys for those parameters makes and uploads new ones."""
+        self.http.request("DELETE", f"/keysets/{keyset_id}")
+        self._contexts = {fp: entry for fp, entry in self._contexts.items() if entry[1] != keyset_id}
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job and its stored result from the server."""
+        self.http.request("DELETE", f"/jobs/{job_id}")
+
     def upload_keys(self, ctx: Context) -> str:
         """Upload the context's evaluation keys (never its secret key) and return the key set's id."""
         response = self.http.request("POST", "/keysets", content=evaluation_keys_to_bytes(ctx), idempotent=True,

@@ -28,6 +28,7 @@ CODES: dict[str, int] = {
     "keyset_mismatch": 409,
     "job_not_finished": 409,
     "job_failed": 409,
+    "keyset_in_use": 409,
     "result_not_kept": 410,
     "length_required": 411,
     "payload_too_large": 413,
@@ -40,7 +41,8 @@ CODES: dict[str, int] = {
 }
 
 JOB_CODES: tuple[str, ...] = (
-    "interrupted", "worker_crashed", "malformed_blob", "corrupt_blob", "key_mismatch", "plan_error", "backend_error",
+    "interrupted", "worker_crashed", "malformed_blob", "corrupt_blob", "key_mismatch", "keyset_deleted", "plan_error",
+    "backend_error",
     "invalid_einsum", "storage_full", "storage_unavailable", "internal_error",
 )
 

@@ -39,6 +39,7 @@ class JobRunner:
         self._done: dict[str, Future] = {}
         self._input_bytes: dict[str, int] = {}
         self._ephemeral: dict[str, str] = {}  # keep=False jobs: "queued", "waiting" (a request awaits it), "claimed"
+        self._keysets: dict[str, str] = {}  # the key set of each job in flight
 
     def submit(self, task: JobTask, record: Callable[[], object], *, keep: bool = True) -> Future:
         """Admit the job (its inputs must fit in the memory left), `record()` it (its row), then hand it to the
@@ -61,6 +62,7 @@ class JobRunner:
         with self._lock:
             if not keep:
                 self._ephemeral[task.job_id] = "queued"
+            self._keysets[task.job_id] = task.keyset_id
             self._done[task.job_id] = done
             future = self.executor.submit(task)
             self._futures[task.job_id] = future
@@ -90,6 +92,7 @@ class JobRunner:
             with self._lock:
                 self._futures.pop(job_id, None)
                 self._ephemeral.pop(job_id, None)
+                self._keysets.pop(job_id, None)
                 self._done.pop(job_id, None)
 
     def _record(self, job_id: str, future: Future) -> bytes | None:
@@ -130,6 +133,16 @@ class JobRunner:
             return None
         self.store.finish_job(job_id, "succeeded", seconds=outcome.seconds, result_size=len(outcome.result))
         return outcome.result
+
+    def in_flight(self, job_id: str) -> bool:
+        """True while the job is queued or running in this process."""
+        with self._lock:
+            return job_id in self._done
+
+    def keyset_in_use(self, keyset_id: str) -> bool:
+        """True while a job in flight runs with the key set."""
+        with self._lock:
+            return keyset_id in self._keysets.values()
 
     def is_running(self, job_id: str) -> bool:
         """True while a worker is executing the job."""

@@ -29,7 +29,12 @@ from .file_cache import FileCache, load_npy
 
 __all__ = ["check_keyset", "clear_openfhe_state", "run_job"]
 
+class KeySetDeleted(Exception):
+    """The key set a job names was deleted while the job waited."""
+
+
 _ERROR_CODES = (
+    (KeySetDeleted, "keyset_deleted"),
     (CorruptBlobError, "corrupt_blob"),  # a stored blob damaged on disk since it was checked
     (SerializationError, "malformed_blob"),
     (EinsumError, "invalid_einsum"),
@@ -98,7 +103,10 @@ def _backend_for(task: JobTask) -> OpenFHEBackend:
     """The worker's backend for the task's key set, loading it (after clearing OpenFHE) if another is held."""
     if _loaded.get("keyset_id") != task.keyset_id:
         clear_openfhe_state()
-        data = Path(task.keyset_path).read_bytes()
+        try:
+            data = Path(task.keyset_path).read_bytes()
+        except FileNotFoundError as exc:
+            raise KeySetDeleted("the job's key set was deleted before the job ran") from exc
         backend = context_from_evaluation_keys(data, expected=Parameters.from_json(task.params)).backend
         _loaded.update(keyset_id=task.keyset_id, backend=backend)
     return _loaded["backend"]

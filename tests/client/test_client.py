@@ -77,6 +77,26 @@ def test_concurrent_clients(live_server):
         np.testing.assert_allclose(y, W @ x, atol=ATOL)
 
 
+def test_deleted_keys_and_jobs_are_gone_and_new_keys_come_when_needed(live_server):
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((4, 8))
+    with Client(live_server, TOKENS["alice"], progress=False) as client:
+        client.register_operand("W", W)
+        x = rng.standard_normal(8)
+        np.testing.assert_allclose(client.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS), W @ x, atol=ATOL)
+        (keyset,) = client.http.request("GET", "/keysets").json()
+        (job,) = client.http.request("GET", "/jobs").json()
+        client.delete_job(job["id"])
+        client.delete_keys(keyset["id"])
+        assert client.http.request("GET", "/jobs").json() == []
+        assert client.http.request("GET", "/keysets").json() == []
+        with pytest.raises(NotFound):
+            client.delete_job(job["id"])
+        np.testing.assert_allclose(client.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS), W @ x, atol=ATOL)
+        (fresh,) = client.http.request("GET", "/keysets").json()
+        assert fresh["id"] != keyset["id"]
+
+
 def test_finished_result_survives_restart(settings):
     with LocalServer(settings) as url, Client(url, TOKENS["alice"], progress=False) as client:
         W, x, plan, ctx, keyset_id, blob = _matvec_job(client, 5)

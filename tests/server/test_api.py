@@ -110,6 +110,40 @@ async def test_a_result_answered_inline_with_keep_false_is_not_kept(app, matvec)
     np.testing.assert_allclose(decrypted(stored.content), matvec["W"] @ matvec["x"], atol=1e-6)
 
 
+async def test_deleting_a_finished_job_and_a_key_set(app, matvec):
+    """DELETE removes a finished job with its stored result, and a key set with its keys; a job whose key set was
+    deleted while it waited fails with keyset_deleted."""
+    ctx, plan_info = matvec["ctx"], await make_plan(app, matvec)
+    keyset_id = await upload_keys(app, ctx)
+    data = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, matvec["x"], matvec["plan"].input_layout(1)))
+    octets = {"Content-Type": "application/octet-stream"}
+    store = app.state.service.store
+    done = await call(app, "POST", "/jobs", params={"plan_id": plan_info["id"], "keyset_id": keyset_id, "wait": 30},
+                      content=data, headers=octets)
+    job_id = done.headers["X-Einfhe-Job"]
+    assert store.blob_path("results", job_id).exists()
+    assert (await call(app, "DELETE", f"/jobs/{job_id}")).status_code == 204
+    assert not store.blob_path("results", job_id).exists()
+    assert_error(await call(app, "GET", f"/jobs/{job_id}"), 404, "not_found")
+    assert_error(await call(app, "DELETE", f"/jobs/{job_id}"), 404, "not_found")
+    assert job_id not in {job["id"] for job in (await call(app, "GET", "/jobs")).json()}
+
+    assert (await call(app, "DELETE", f"/keysets/{keyset_id}")).status_code == 204
+    assert not store.blob_path("keysets", keyset_id).exists()
+    assert_error(await call(app, "GET", f"/keysets/{keyset_id}"), 404, "not_found")
+    refused = await call(app, "POST", "/jobs", params={"plan_id": plan_info["id"], "keyset_id": keyset_id},
+                         content=data, headers=octets)
+    assert_error(refused, 404, "not_found")
+
+    # the keys gone while a job waits (a worker never loaded them): the job fails with its own code
+    other = await upload_keys(app, ctx)
+    store.blob_path("keysets", other).unlink()
+    orphan = await call(app, "POST", "/jobs", params={"plan_id": plan_info["id"], "keyset_id": other},
+                        content=data, headers=octets)
+    job = await wait_job(app, orphan.json()["id"])
+    assert (job["status"], job["error"]["code"]) == ("failed", "keyset_deleted"), job
+
+
 async def test_secret_key_upload_refused(app, matvec):
     ctx = matvec["ctx"]
     secret = openfhe.Serialize(ctx.backend.secret_key, openfhe.BINARY)

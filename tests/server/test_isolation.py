@@ -35,6 +35,8 @@ CASES = [
     ("DELETE", "/operands/W", {}, None, 204),  # deletes bob's W only
     ("GET", "/operands/W", {}, None, 404),  # and alice's W does not show through
     ("GET", "/jobs/{alice.job_id}", {}, None, 404),
+    ("DELETE", "/jobs/{alice.job_id}", {}, None, 404),
+    ("DELETE", "/keysets/{alice.keyset_id}", {}, None, 404),
     ("GET", "/jobs/{alice.job_id}/result", {}, None, 404),
     ("GET", "/jobs/{alice.model_job_id}", {}, None, 404),
     ("GET", "/jobs/{alice.model_job_id}/result", {}, None, 404),

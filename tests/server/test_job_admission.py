@@ -163,3 +163,15 @@ async def test_a_result_claimed_as_the_inline_wait_runs_out_is_still_answered(tm
     finally:
         release.set()
         store.close()
+
+
+def test_jobs_and_their_key_sets_count_as_in_flight_until_recorded(tmp_path):
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor)
+    try:
+        runner.submit(_task("a", 10), _row(store, "a"))
+        assert runner.in_flight("a") and runner.keyset_in_use("k") and not runner.keyset_in_use("other")
+        executor.futures["a"].set_result(JobOutcome(True, 0.1, result=b"r"))
+        assert not runner.in_flight("a") and not runner.keyset_in_use("k")
+    finally:
+        store.close()

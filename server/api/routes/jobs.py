@@ -90,6 +90,17 @@ async def get_job(job: JobDep, tenant: TenantDep, service: ServiceDep,
     return job_public(job, service)
 
 
+@router.delete("/{job_id}", status_code=204, operation_id="delete_job",
+               responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+def delete_job(job: JobDep, tenant: TenantDep, service: ServiceDep) -> Response:
+    """Delete one of the tenant's finished jobs and its stored result (refused while the job is queued or running)."""
+    if service.jobs.in_flight(job["id"]):
+        raise ServiceError("job_not_finished", "the job is queued or running: delete it once it has finished")
+    service.store.delete("jobs", tenant, id=job["id"])  # the row first: a crash leaves a blob recovery removes
+    service.store.blob_path("results", job["id"]).unlink(missing_ok=True)
+    return Response(status_code=204)
+
+
 @router.get("/{job_id}/result", operation_id="get_job_result", response_class=Response,
             responses={200: {"content": {"application/octet-stream": BINARY_SCHEMA},
                              "description": "the result tensor blob (decrypt with einfhe.tensor_from_bytes)"},

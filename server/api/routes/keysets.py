@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from concurrent.futures.process import BrokenProcessPool
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from ...codecs import decode_keyset
 from ...errors import CODES, ServiceError
@@ -71,3 +71,14 @@ def list_keysets(tenant: TenantDep, service: ServiceDep) -> list[KeySetPublic]:
 def get_keyset(keyset: KeySetDep) -> KeySetPublic:
     """One key set's description."""
     return _public(keyset)
+
+
+@router.delete("/{keyset_id}", status_code=204, operation_id="delete_keyset",
+               responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+def delete_keyset(keyset: KeySetDep, tenant: TenantDep, service: ServiceDep) -> Response:
+    """Delete one of the tenant's key sets and its keys (refused while a job of the tenant's runs with it)."""
+    if service.jobs.keyset_in_use(keyset["id"]):
+        raise ServiceError("keyset_in_use", "a job queued or running uses this key set: delete it once it finishes")
+    service.store.delete("keysets", tenant, id=keyset["id"])  # the row first: a crash leaves a blob recovery removes
+    service.store.blob_path("keysets", keyset["id"]).unlink(missing_ok=True)
+    return Response(status_code=204)
