@@ -207,6 +207,12 @@ class Store:
                 self._shared.clear()
         return cur.rowcount > 0
 
+    def delete_with_blob(self, table: str, kind: str, tenant: str, object_id: str) -> None:
+        """Delete the tenant's row `object_id` of `table`, then its blob of `kind` (the row first: a crash in between
+        leaves only a blob without a row, which start-up recovery removes)."""
+        self.delete(table, tenant, id=object_id)
+        self.blob_path(kind, object_id).unlink(missing_ok=True)
+
     def finish_job(self, job_id: str, status: str, *, error_code: str | None = None,
                    error_message: str | None = None, seconds: float | None = None,
                    result_size: int | None = None) -> None:

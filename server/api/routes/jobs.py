@@ -96,8 +96,7 @@ def delete_job(job: JobDep, tenant: TenantDep, service: ServiceDep) -> Response:
     """Delete one of the tenant's finished jobs and its stored result (refused while the job is queued or running)."""
     if service.jobs.in_flight(job["id"]):
         raise ServiceError("job_not_finished", "the job is queued or running: delete it once it has finished")
-    service.store.delete("jobs", tenant, id=job["id"])  # the row first: a crash leaves a blob recovery removes
-    service.store.blob_path("results", job["id"]).unlink(missing_ok=True)
+    service.store.delete_with_blob("jobs", "results", tenant, job["id"])
     return Response(status_code=204)
 
 

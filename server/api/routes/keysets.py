@@ -79,6 +79,5 @@ def delete_keyset(keyset: KeySetDep, tenant: TenantDep, service: ServiceDep) -> 
     """Delete one of the tenant's key sets and its keys (refused while a job of the tenant's runs with it)."""
     if service.jobs.keyset_in_use(keyset["id"]):
         raise ServiceError("keyset_in_use", "a job queued or running uses this key set: delete it once it finishes")
-    service.store.delete("keysets", tenant, id=keyset["id"])  # the row first: a crash leaves a blob recovery removes
-    service.store.blob_path("keysets", keyset["id"]).unlink(missing_ok=True)
+    service.store.delete_with_blob("keysets", "keysets", tenant, keyset["id"])
     return Response(status_code=204)
