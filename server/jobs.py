@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 
@@ -16,6 +17,18 @@ from .store import Store
 __all__ = ["JobRunner"]
 
 log = logging.getLogger("einfhe.server")
+
+
+@dataclass
+class _Flight:
+    """A job this process admitted and has not finished recording."""
+
+    keyset_id: str
+    input_bytes: int        # its inputs, held in memory until the worker is done with them
+    keep: bool
+    inline: str = "queued"  # keep=False only: "queued", "waiting" (a request awaits it inline), "claimed"
+    done: Future = field(default_factory=Future)  # resolves once the outcome is recorded
+    future: Future | None = None                  # the executor's, once submitted
 
 
 class JobRunner:
@@ -35,46 +48,36 @@ class JobRunner:
         self.executor = executor
         self.max_input_bytes = max_input_bytes
         self._lock = threading.Lock()
-        self._futures: dict[str, Future] = {}
-        self._done: dict[str, Future] = {}
-        self._input_bytes: dict[str, int] = {}
-        self._ephemeral: dict[str, str] = {}  # keep=False jobs: "queued", "waiting" (a request awaits it), "claimed"
-        self._keysets: dict[str, str] = {}  # the key set of each job in flight
+        self._flights: dict[str, _Flight] = {}
 
     def submit(self, task: JobTask, record: Callable[[], object], *, keep: bool = True) -> Future:
         """Admit the job (its inputs must fit in the memory left), `record()` it (its row), then hand it to the
         executor; the returned future resolves, once the outcome is recorded, to the result's bytes (None when the
         job failed). `keep=False`: a result answered inline is not stored (see the class docstring)."""
-        size = sum(len(blob) for blob in task.inputs)
+        flight = _Flight(task.keyset_id, sum(len(blob) for blob in task.inputs), keep)
         with self._lock:
-            held = sum(self._input_bytes.values())
-            if self._input_bytes and held + size > self.max_input_bytes:
+            held = sum(f.input_bytes for f in self._flights.values())
+            if held and held + flight.input_bytes > self.max_input_bytes:
                 raise ServiceError("server_busy", f"the server holds {held} bytes of queued job inputs (limit "
                                                   f"{self.max_input_bytes}): submit again when earlier jobs finish")
-            self._input_bytes[task.job_id] = size
+            self._flights[task.job_id] = flight
         try:
             record()
         except BaseException:
             with self._lock:
-                self._input_bytes.pop(task.job_id, None)
+                del self._flights[task.job_id]
             raise
-        done: Future = Future()
         with self._lock:
-            if not keep:
-                self._ephemeral[task.job_id] = "queued"
-            self._keysets[task.job_id] = task.keyset_id
-            self._done[task.job_id] = done
-            future = self.executor.submit(task)
-            self._futures[task.job_id] = future
-        future.add_done_callback(lambda f: self._finish(task.job_id, f))
-        return done
+            flight.future = self.executor.submit(task)
+        flight.future.add_done_callback(lambda f: self._finish(task.job_id, flight, f))
+        return flight.done
 
-    def _finish(self, job_id: str, future: Future) -> None:
+    def _finish(self, job_id: str, flight: _Flight, future: Future) -> None:
         with self._lock:
-            self._input_bytes.pop(job_id, None)
+            flight.input_bytes = 0
         result = None
         try:
-            result = self._record(job_id, future)
+            result = self._record(job_id, flight, future)
         except ServiceError as exc:  # the database cannot be written: the next start fails the job 'interrupted'
             log.error("job %s: its outcome could not be recorded: %s", job_id, exc.message)
         except Exception:  # noqa: BLE001 -- a bug while recording: the job fails, it never stays queued for good
@@ -85,17 +88,12 @@ class JobRunner:
             except ServiceError as exc:
                 log.error("job %s: its failure could not be recorded: %s", job_id, exc.message)
         finally:
+            # resolved before the flight goes: a request whose inline wait just ran out still finds the result
+            flight.done.set_result(result)
             with self._lock:
-                done = self._done.get(job_id)
-            if done is not None:  # resolved before the job's state goes: a request whose wait just ran out sees one
-                done.set_result(result)
-            with self._lock:
-                self._futures.pop(job_id, None)
-                self._ephemeral.pop(job_id, None)
-                self._keysets.pop(job_id, None)
-                self._done.pop(job_id, None)
+                self._flights.pop(job_id, None)
 
-    def _record(self, job_id: str, future: Future) -> bytes | None:
+    def _record(self, job_id: str, flight: _Flight, future: Future) -> bytes | None:
         """Store the finished future's outcome (the result blob and row, or the job's error code); return the
         result's bytes when the job succeeded."""
         try:
@@ -111,9 +109,9 @@ class JobRunner:
         else:
             if outcome.ok:
                 with self._lock:
-                    handed_over = self._ephemeral.get(job_id) == "waiting"
+                    handed_over = not flight.keep and flight.inline == "waiting"
                     if handed_over:
-                        self._ephemeral[job_id] = "claimed"
+                        flight.inline = "claimed"
                 if handed_over:  # the waiting request answers it; as its client asked, it is not kept
                     self.store.finish_job(job_id, "succeeded", seconds=outcome.seconds, result_size=len(outcome.result))
                     return outcome.result
@@ -137,40 +135,41 @@ class JobRunner:
     def in_flight(self, job_id: str) -> bool:
         """True while the job is queued or running in this process."""
         with self._lock:
-            return job_id in self._done
+            return job_id in self._flights
 
     def keyset_in_use(self, keyset_id: str) -> bool:
         """True while a job in flight runs with the key set."""
         with self._lock:
-            return keyset_id in self._keysets.values()
+            return any(flight.keyset_id == keyset_id for flight in self._flights.values())
 
     def is_running(self, job_id: str) -> bool:
         """True while a worker is executing the job."""
         with self._lock:
-            future = self._futures.get(job_id)
-        return future is not None and future.running()
+            flight = self._flights.get(job_id)
+        return flight is not None and flight.future is not None and flight.future.running()
 
     async def wait(self, job_id: str, timeout: float) -> None:
         """Wait on the event loop up to `timeout` seconds for the job to finish (at once if it is not in flight)."""
         with self._lock:
-            done = self._done.get(job_id)
-        if done is not None and timeout > 0:
-            await _wait(done, timeout)
+            flight = self._flights.get(job_id)
+        if flight is not None and timeout > 0:
+            await _wait(flight.done, timeout)
 
     async def inline_result(self, job_id: str, done: Future, timeout: float) -> bytes | None:
         """Await a submitted job's `done` future on the event loop (no thread waits) for up to `timeout` seconds:
         the result's bytes if the job succeeded by then, else None. A keep=False result handed over here is the
         caller's to answer: it is not stored."""
         with self._lock:
-            if self._ephemeral.get(job_id) == "queued":
-                self._ephemeral[job_id] = "waiting"
+            flight = self._flights.get(job_id)
+            if flight is not None and not flight.keep and flight.inline == "queued":
+                flight.inline = "waiting"
         if await _wait(done, timeout):
             return done.result()
         with self._lock:
-            state = self._ephemeral.get(job_id)
-            if state == "waiting":
-                self._ephemeral[job_id] = "queued"  # nobody is waiting any more: the result will be stored
-        if state == "claimed" or done.done():  # it finished as the wait ran out: this request must answer it
+            claimed = flight is not None and flight.inline == "claimed"
+            if flight is not None and flight.inline == "waiting":
+                flight.inline = "queued"  # nobody is waiting any more: the result will be stored
+        if claimed or done.done():  # it finished as the wait ran out: this request must answer it
             await asyncio.wrap_future(done)
             return done.result()
         return None
