@@ -9,8 +9,8 @@ venv:
 	@bash .ci/bootstrap $(EXTRAS)
 
 demo: venv
-	$(VENV_PY) -m einfhe.demo
-	$(VENV_PY) -m server.demo
+	$(VENV_PY) -m einfhe.tools.demo
+	$(VENV_PY) examples/encrypted_digits.py
 
 test: venv
 	$(VENV_PY) -m pytest -q -p no:cacheprovider

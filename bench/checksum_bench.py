@@ -1,4 +1,4 @@
-"""What the blob checksum (einfhe.serialize: CRC-32 over header and payload) costs, next to what it guards.
+"""What the blob checksum (einfhe.crypto.blobs: CRC-32 over header and payload) costs, next to what it guards.
 
     PYTHONPATH=. .venv/bin/python bench/checksum_bench.py [--repeats 7] [--rotations 24]
 
@@ -24,7 +24,7 @@ import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from einfhe.serialize import HEADER_SIZE, pack_blob, unpack_blob  # noqa: E402
+from einfhe.crypto.blobs import HEADER_SIZE, pack_blob, unpack_blob  # noqa: E402
 
 
 def _median(fn, repeats: int) -> float:

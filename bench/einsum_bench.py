@@ -8,7 +8,7 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
 Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
 encoding included in both); keys, encryption and decryption are outside the timing. Client encryption of
 the uploads is reported beside the server time. einfhe runs with its default workers
-(`einfhe.parallel.default_workers`: under OMP_NUM_THREADS=1 and with a core idle, 2 threads for a plan whose
+(`einfhe.runtime.scheduler.default_workers`: under OMP_NUM_THREADS=1 and with a core idle, 2 threads for a plan whose
 critical path is at most half its estimate); where that is 2 the one-thread time is printed beside it. TenSEAL gets
 `n_threads` = OMP_NUM_THREADS.
 
@@ -52,9 +52,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import einfhe
-from einfhe.cost import load_cost_model
-from einfhe.keybasis import basis_tradeoff
-from einfhe.parallel import default_workers
+from einfhe.plan.cost import load_cost_model
+from einfhe.plan.keybasis import basis_tradeoff
+from einfhe.runtime.scheduler import default_workers
 
 try:  # TenSEAL is in the `bench` extra
     import tenseal as ts

@@ -1,4 +1,4 @@
-"""What noise-flooded decryption (einfhe.flooding) costs: precision, time and sizes, against plain decryption.
+"""What noise-flooded decryption (einfhe.params.flooding) costs: precision, time and sizes, against plain decryption.
 
     PYTHONPATH=. .venv/bin/python bench/flooding_bench.py [--repeats 7] [--rows 64] [--cols 128]
 

@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/load_bench.py [--clients 16] [--seconds 30] [--workers 2]
 
 Each client is its own tenant with its own keys at ring 2^14 (128-bit parameters the server derives) and its own
-registered 64x128 W; it sends ij,j->i with a fresh x back to back (client.load.run_load): the timed window opens
+registered 64x128 W; it sends ij,j->i with a fresh x back to back (bench/load_client.py's run_load): the timed window opens
 once every client has uploaded its keys. Printed: requests sent, answered correctly, wrong, lost (sent but not
 answered correctly or not among the server's succeeded jobs), throughput, latency p50/p95/max per request
 (encrypt, upload, run in a worker, inline answer, decrypt), the median time a job spent in a worker, and memory:
@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from bench.serving import einfhe_serve  # noqa: E402
-from client.load import run_load  # noqa: E402
+from bench.load_client import run_load  # noqa: E402
 
 _MIB = 1 << 20
 

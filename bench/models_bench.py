@@ -27,7 +27,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import quant
-from einfhe.model import IntLinear, Linear, compile_model
+from einfhe.compiler.model import IntLinear, Linear, compile_model
 
 
 def _data(name: str):

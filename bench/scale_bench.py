@@ -29,10 +29,11 @@ from pathlib import Path  # noqa: E402
 import distributed  # noqa: E402
 import numpy as np  # noqa: E402
 
-from einfhe.model import Linear, Square, compile_model  # noqa: E402
-from einfhe.partition import partition  # noqa: E402
+from einfhe.compiler.model import Linear, Square, compile_model  # noqa: E402
+from einfhe.plan.partition import partition  # noqa: E402
 from server.dask_executor import DaskExecutor  # noqa: E402
-from server.executor import JobTask, LocalProcessExecutor  # noqa: E402
+from server.executor import LocalProcessExecutor  # noqa: E402
+from server.job_messages import JobTask  # noqa: E402
 
 
 def _workload(name: str, rng):

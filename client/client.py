@@ -8,7 +8,7 @@ Keys are generated on the client and never leave it; only evaluation keys are up
 (again only when a later plan needs rotations the uploaded set lacks).
 
 `Client(..., noise_flooding=True)` is for results that leave the client: decryption adds OpenFHE's flooding noise
-(einfhe.flooding; docs/noise-flooding.md) so that the decrypted values reveal nothing about the secret key. Each
+(einfhe.params.flooding; docs/noise-flooding.md) so that the decrypted values reveal nothing about the secret key. Each
 plan then gets 59-bit parameters (`Parameters.for_noise_flooding`) and, on first use, a noise-measuring run under
 throwaway keys before its own flooding key set; later calls reuse that key set and its estimate.
 """

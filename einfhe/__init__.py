@@ -11,8 +11,14 @@ from __future__ import annotations
 import openfhe as _openfhe  # noqa: F401  -- load openfhe's libgomp before any other extension's
 
 from .api import decrypt, einsum, encrypt, run, simulate
-from .compile import Cipher, cipher, compile_einsum
-from .context import Context
+from .compiler import (
+    ChebyshevActivation, Cipher, IntLinear, Linear, ModelPlan, Quadratic, Residual, Square, cipher, compile_einsum,
+    compile_model, load_integer_model,
+)
+from .crypto import (
+    Context, EncryptedTensor, context_from_evaluation_keys, evaluation_keys_to_bytes, load_context, save_context,
+    tensor_from_bytes, tensor_to_bytes,
+)
 from .errors import (
     BackendError,
     CorruptBlobError,
@@ -25,16 +31,11 @@ from .errors import (
     PlanError,
     SerializationError,
 )
-from .executor import RunStats
-from .flooding import NoiseFlooding, measure_noise
-from .keys import context_from_evaluation_keys, evaluation_keys_to_bytes, load_context, save_context
 from .layout import Dim, Layout, natural_layout
-from .intmodel import load_integer_model
-from .model import ChebyshevActivation, IntLinear, Linear, ModelPlan, Quadratic, Residual, Square, compile_model
-from .params import Parameters
+from .params import NoiseFlooding, Parameters, measure_noise
 from .plan import Plan
+from .runtime import RunStats
 from .spec import EinsumSpec, parse_einsum
-from .tensor import EncryptedTensor, tensor_from_bytes, tensor_to_bytes
 
 compile = compile_einsum  # noqa: A001  -- einfhe.compile(spec, *operands) reads like numpy
 

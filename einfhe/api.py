@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compile import DEFAULT_SLOTS, compile_einsum
+from .compiler.einsum import DEFAULT_SLOTS, compile_einsum
+from .crypto.tensor import EncryptedTensor
 from .errors import EinsumError, PlanError
-from .executor import RunStats, execute
 from .layout import Layout, natural_layout
 from .plan import CipherInput, Plan
+from .runtime.interpreter import RunStats, execute
 from .spec import parse_einsum
-from .tensor import EncryptedTensor
 
 __all__ = ["encrypt", "decrypt", "einsum", "run", "simulate"]
 
@@ -32,7 +32,7 @@ def decrypt(ctx, tensor: EncryptedTensor) -> np.ndarray:
 
 def run(ctx, plan: Plan, *operands, stats: RunStats | None = None, workers: int | None = None) -> EncryptedTensor:
     """Run `plan` on its operands (EncryptedTensors in the plan's layouts for cipher operands, arrays for plain),
-    independent steps on `workers` threads (None: EINFHE_WORKERS or 1; see `einfhe.parallel`)."""
+    independent steps on `workers` threads (None: EINFHE_WORKERS or 1; see `einfhe.runtime.scheduler`)."""
     ctx.check_plan(plan)
     if len(operands) != len(plan.operands):
         raise EinsumError(f"the plan takes {len(plan.operands)} operands, got {len(operands)}", spec=plan.spec)

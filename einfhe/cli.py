@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve"]:  # these three parse their own options
         return _serve(argv[1:])
     if argv[:1] == ["calibrate"]:
-        from einfhe.calibrate import main as calibrate_main
+        from einfhe.tools.calibrate import main as calibrate_main
 
         return calibrate_main(argv[1:])
     if argv[:1] == ["bench"]:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import einfhe
 
     if args.command == "demo":
-        from einfhe.demo import main as demo_main
+        from einfhe.tools.demo import main as demo_main
 
         return demo_main()
     operands = [einfhe.cipher(shape) if kind == "c" else np.zeros(shape) for kind, shape in args.operands]
@@ -61,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(argv: list[str]) -> int:
-    """Run the service's own command line (server/cli.py)."""
-    try:
-        from server.cli import main as serve_main
-    except ImportError:
+    """Run the service's command line, which the server package registers as the `einfhe.commands` entry `serve`."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="einfhe.commands", name="serve")
+    if not found:
         print("einfhe: the service is not installed: pip install 'einfhe[server]'", file=sys.stderr)
         return 2
-    return serve_main(argv)
+    return next(iter(found)).load()(argv)
 
 
 def _bench(argv: list[str]) -> int:

@@ -11,7 +11,8 @@ import einfhe as _einfhe  # noqa: F401  -- loads openfhe before any other extens
 
 from .app import create_app
 from .errors import CODES, JOB_CODES, ServiceError
-from .executor import Executor, JobOutcome, JobTask, KeySetCheck, LocalProcessExecutor
+from .executor import Executor, LocalProcessExecutor
+from .job_messages import JobOutcome, JobTask, KeySetCheck
 from .local import LocalServer
 from .settings import Settings
 

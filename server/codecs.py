@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import msgpack
 import numpy as np
-from einfhe import CorruptBlobError, EinfheError, EncryptedTensor, Parameters, SerializationError, tensor_from_bytes
-from einfhe.serialize import unpack_blob, unpack_parts
+from einfhe import CorruptBlobError, EinfheError, Parameters, SerializationError
+from einfhe.crypto.blobs import unpack_blob, unpack_parts
+from einfhe.crypto.tensor import TensorBlob, read_tensor_blob
 
 from .errors import ServiceError
 
@@ -101,24 +102,10 @@ def decode_tensor_list(body: bytes, content_type: str) -> list[bytes]:
     )
 
 
-class _BlobContext:
-    """Stands in for a Context so einfhe's own tensor_from_bytes checks a blob without any OpenFHE object."""
-
-    def __init__(self, params: Parameters) -> None:
-        self.params = params
-        self.slots = params.slots
-        self.backend = self
-
-    @staticmethod
-    def deserialize_ciphertext(data: bytes, *, for_arithmetic: bool = True) -> bytes:
-        """Keep the ciphertext as bytes (the worker deserializes it)."""
-        return data
-
-
-def inspect_tensor(data: bytes, params: Parameters, max_cts: int) -> EncryptedTensor:
+def inspect_tensor(data: bytes, params: Parameters, max_cts: int) -> TensorBlob:
     """Check a tensor blob's header, fingerprint, layout and ciphertext count; its cts stay bytes."""
     try:
-        return tensor_from_bytes(_BlobContext(params), data, max_cts=max_cts)
+        return read_tensor_blob(data, params.fingerprint(), params.slots, max_cts)
     except CorruptBlobError as exc:
         raise ServiceError("corrupt_blob", f"the tensor blob is damaged: {exc}") from exc
     except EinfheError as exc:

@@ -3,8 +3,8 @@
     DaskExecutor("tcp://scheduler:8786")       # an existing cluster
     DaskExecutor(workers=2)                    # a LocalCluster of 2 single-threaded worker processes
 
-A job's plan is split into parts (`einfhe.partition`) that run as Dask tasks (`einfhe.dask_runner`): the API
-process reads the job's key set and tensor blobs and hands them over as bytes (it never loads keys into
+A job's plan is split into parts (`einfhe.plan.partition`) that run as Dask tasks (`einfhe.runtime.dask_runner`):
+the API process reads the job's key set and tensor blobs and hands them over as bytes (it never loads keys into
 OpenFHE), so the workers need no shared filesystem. Each worker keeps at most `cache_size` key sets
 (default 1, the local pool's isolation: loading another tenant's keys first clears every OpenFHE cache), and
 refuses ciphertexts whose key tag is not the job's key set's. A worker lost mid-job is replaced by the
@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from einfhe import Plan
-from einfhe.dask_runner import DaskRunner, DistributedError, KeyMismatchError, clear_key_cache
+from einfhe.runtime.dask_runner import DaskRunner
 
-from .executor import Executor, JobOutcome, JobTask, KeySetCheck
+from .executor import Executor
+from .job_messages import JobOutcome, JobTask, KeySetCheck, job_error_code
 
 __all__ = ["DaskExecutor"]
 
@@ -37,21 +38,7 @@ def _check_keyset_bytes(data: bytes, params: dict, rotations: tuple[int, ...]) -
     with tempfile.TemporaryDirectory(prefix="einfhe-keyset-") as tmp:
         path = Path(tmp) / "keyset.bin"
         path.write_bytes(data)
-        try:
-            return worker.check_keyset(KeySetCheck(str(path), params, rotations))
-        finally:
-            clear_key_cache()  # the check cleared OpenFHE's caches: forget what the runner had loaded
-
-
-def _job_code(exc: BaseException) -> str | None:
-    """The job error code for an exception a run raised (None for kinds the job table does not know)."""
-    from .worker import _ERROR_CODES
-
-    if isinstance(exc, KeyMismatchError):
-        return "key_mismatch"
-    if isinstance(exc, DistributedError):
-        return "worker_crashed"
-    return next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), None)
+        return worker.check_keyset(KeySetCheck(str(path), params, rotations))
 
 
 class DaskExecutor(Executor):
@@ -81,7 +68,7 @@ class DaskExecutor(Executor):
             result = self.runner.run(plan, task.keyset_id, keys, inputs, plains, params=task.params,
                                      max_cts=task.max_cts)
         except Exception as exc:  # noqa: BLE001 -- mapped to a job code; unknown kinds re-raised
-            code = _job_code(exc)
+            code = job_error_code(exc)
             if code is None:
                 raise
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -1,6 +1,6 @@
 """How jobs run: one small interface, and the default that runs them in local worker processes.
 
-The routes never see processes: they hand a `JobTask` to an `Executor` and get a `concurrent.futures.Future`
+The routes never see processes: they hand a `JobTask` (server.job_messages) to an `Executor` and get a `concurrent.futures.Future`
 of a `JobOutcome` back, so a distributed engine can replace `LocalProcessExecutor` without touching them.
 
 Tenant isolation: OpenFHE keeps evaluation keys in a process-global cache keyed by key tag, so two tenants'
@@ -20,50 +20,16 @@ import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing import reduction
 
-__all__ = ["Executor", "JobOutcome", "JobTask", "KeySetCheck", "LocalProcessExecutor", "die_with_parent"]
+from .job_messages import JobTask, KeySetCheck
+
+__all__ = ["Executor", "LocalProcessExecutor", "die_with_parent"]
 
 _PARENT_POLL_SECONDS = 0.25
 _CLOSE_SECONDS = 5.0
 _ARENA_BYTES = 64 << 20  # a batched model request at ring 2^14 is 48 MiB of ciphertexts
-
-
-@dataclass(frozen=True)
-class JobTask:
-    """Everything one job needs, by value or by path under the data directory."""
-
-    job_id: str
-    keyset_id: str
-    keyset_path: str
-    params: dict
-    plan_json: str
-    inputs: tuple[bytes, ...]               # tensor blobs, one per cipher operand, in operand order (checked by the API;
-                                            # in a worker, views of its shared buffer, valid during the call)
-    plains: tuple[tuple[int, str], ...]     # (operand position, .npy path) for plain operands
-    max_cts: int
-
-
-@dataclass(frozen=True)
-class KeySetCheck:
-    """An uploaded key set to check before it is accepted."""
-
-    path: str
-    params: dict
-    rotations: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """What a task produced: result bytes, or a job error code and message; and the seconds it took."""
-
-    ok: bool
-    seconds: float
-    result: bytes = b""
-    code: str | None = None
-    message: str | None = None
-    key_tag: str | None = None
 
 
 class Executor(ABC):
@@ -109,7 +75,7 @@ class LocalProcessExecutor(Executor):
     Each worker runs OpenFHE with `threads` OpenMP threads (OMP_NUM_THREADS, inherited by the spawned processes,
     unless the environment already sets it): the workers already use the cores in parallel, and OpenMP threads
     on top of them oversubscribe the machine (a batched model inference measured 54 s instead of 7 s under load).
-    For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.parallel`).
+    For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.runtime.scheduler`).
 
     A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) takes only
     its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), the next job on that thread

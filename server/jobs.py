@@ -11,7 +11,8 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 
 from .errors import ServiceError
-from .executor import Executor, JobOutcome, JobTask
+from .executor import Executor
+from .job_messages import JobOutcome, JobTask
 from .store import Store
 
 __all__ = ["JobRunner"]

@@ -52,7 +52,7 @@ def program_plan(service: Service, row: dict, variant: str) -> tuple[Plan, str, 
 def _parameters(service: Service, depth: int, slots: int, insecure: bool, flooding: bool) -> Parameters:
     """128-bit parameters for one program (each gets its own depth: the batched one is often shallower, so its
     ciphertexts carry fewer towers), or the test-only ring when asked for and allowed; `flooding`: the 59-bit
-    parameters noise-flooded decryption needs (einfhe.flooding)."""
+    parameters noise-flooded decryption needs (einfhe.params.flooding)."""
     if insecure:
         made = Parameters.for_noise_flooding(depth, slots, secure=False) if flooding else \
             Parameters.insecure_for_tests(depth, slots)

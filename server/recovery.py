@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 
 from einfhe import EinfheError
-from einfhe.serialize import unpack_blob
+from einfhe.crypto.blobs import unpack_blob
 
 from .store import Store
 

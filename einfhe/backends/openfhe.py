@@ -16,8 +16,8 @@ import numpy as np
 import openfhe  # import first: some FHE wheels ship their own libgomp
 
 from ..errors import BackendError, ParameterError, PlanError, SerializationError
-from ..flooding import FLOODING_FIRST_MOD_BITS, FLOODING_SCALE_BITS, NoiseFlooding
 from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters
+from ..params.flooding import FLOODING_FIRST_MOD_BITS, FLOODING_SCALE_BITS, NoiseFlooding
 from ..plan import chebyshev_levels
 from .base import Backend
 
@@ -149,7 +149,7 @@ class OpenFHEBackend(Backend):
     @classmethod
     def generate(cls, params: Parameters, rotations, flooding: NoiseFlooding | None = None) -> "OpenFHEBackend":
         """A fresh key pair, the relinearization key and rotation keys for exactly `rotations`; `flooding`
-        makes decryption noise-flooded (or, without an estimate, noise-measuring: see einfhe.flooding)."""
+        makes decryption noise-flooded (or, without an estimate, noise-measuring: see einfhe.params.flooding)."""
         cc = _crypto_context(params, flooding)
         rotations = tuple(sorted({int(r) % params.slots for r in rotations} - {0}))
         with translate_errors("generate keys"):

@@ -15,7 +15,7 @@ from einfhe import Parameters, Plan
 
 from ..codecs import decode_tensor_list, inspect_tensor
 from ..errors import ServiceError
-from ..executor import JobTask
+from ..job_messages import JobTask
 from ..service import Service
 from .openapi import BINARY_SCHEMA
 from .schemas import ErrorDetail, ErrorResponse, JobPublic

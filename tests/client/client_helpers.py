@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import einfhe
-from einfhe.precision import error_bound
+from einfhe.params.precision import error_bound
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab", "operator": "operator-token-012345678"}
 SLOTS = 32
@@ -53,7 +53,7 @@ def reference(real: list, x: np.ndarray) -> np.ndarray:
 
 
 def model_tolerance(params: einfhe.Parameters, real: list, x: np.ndarray, keyswitches: int) -> float:
-    """A bound on the encrypted model's error: CKKS errors of each layer (einfhe.precision.error_bound), carried
+    """A bound on the encrypted model's error: CKKS errors of each layer (einfhe.params.precision.error_bound), carried
     through the square (|2he + e^2|) and the second layer's weights (row sums of |W2|)."""
     (W1, b1), (W2, b2) = real
     h = np.abs(x @ W1.T + b1).max()

@@ -11,7 +11,7 @@ from client_helpers import SLOTS, TOKENS, model_tolerance, reference, write_inte
 
 from client import Client, EncryptedModel
 from einfhe import NoiseFlooding
-from einfhe.precision import error_bound
+from einfhe.params.precision import error_bound
 
 
 def _keysets(client: Client) -> int:

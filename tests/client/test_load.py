@@ -8,7 +8,7 @@ import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 from client_helpers import SLOTS, TEST_PARAMS, TOKENS
 
-from client.load import run_load
+from bench.load_client import run_load
 
 
 def test_concurrent_tenants_get_every_answer_right(live_server):

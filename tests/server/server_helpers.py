@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 
 import einfhe
-from einfhe.serialize import pack_blob, pack_parts
+from einfhe.crypto.blobs import pack_blob, pack_parts
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab"}
 SLOTS = 32

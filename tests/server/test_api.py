@@ -13,7 +13,7 @@ import openfhe
 import pytest
 from server_helpers import SLOTS, auth, keyset_body, npy
 
-from einfhe.serialize import pack_blob, pack_parts
+from einfhe.crypto.blobs import pack_blob, pack_parts
 from server import Settings, create_app
 
 pytestmark = pytest.mark.anyio
@@ -256,8 +256,8 @@ async def test_job_payload_corrupt_inside_openfhe(app, matvec):
     ctx, plan_info = matvec["ctx"], await make_plan(app, matvec)
     keyset_id = await upload_keys(app, ctx)
     meta = {"layout": matvec["plan"].input_layout(1).to_json()}
-    payload = einfhe.serialize.pack_parts(meta, [b"\x07" * 300])
-    blob = einfhe.serialize.pack_blob("tensor", matvec["params"].fingerprint(), payload)
+    payload = einfhe.crypto.blobs.pack_parts(meta, [b"\x07" * 300])
+    blob = einfhe.crypto.blobs.pack_blob("tensor", matvec["params"].fingerprint(), payload)
     response = await call(app, "POST", "/jobs", params={"plan_id": plan_info["id"], "keyset_id": keyset_id},
                           content=blob, headers={"Content-Type": "application/octet-stream"})
     assert response.status_code == 202, response.text

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from server_helpers import TOKENS, free_port, start_server
 
-from einfhe.precision import error_bound
+from einfhe.params.precision import error_bound
 
 from client import Client, EncryptedModel, JobFailed
 from server import create_app
@@ -141,7 +141,7 @@ def test_a_result_written_before_its_row_is_recovered_and_torn_writes_removed(se
                error_message=None, finished=None, seconds=None, result_size=None)
     store.insert("jobs", id="written", **job)
     store.insert("jobs", id="torn", **job)
-    result = einfhe.serialize.pack_blob("tensor", bytes(16), einfhe.serialize.pack_parts({"layout": {}}, [b"ct"]))
+    result = einfhe.crypto.blobs.pack_blob("tensor", bytes(16), einfhe.crypto.blobs.pack_parts({"layout": {}}, [b"ct"]))
     store.write_blob("results", "written", result)
     store.blob_path("results", "torn").write_bytes(result[:-1])  # not through write_blob: a torn file
     temporary = store.blob_path("inputs", ".x.0.123.456.tmp")

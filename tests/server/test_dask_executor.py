@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from server.dask_executor import DaskExecutor
-from server.executor import JobTask, KeySetCheck, LocalProcessExecutor
+from server.executor import LocalProcessExecutor
+from server.job_messages import JobTask, KeySetCheck
 
 from server_helpers import npy
 

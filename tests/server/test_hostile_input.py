@@ -3,7 +3,7 @@
 Bit flips, truncations, extensions, random bytes, wrong content types, a valid header over a garbage payload and
 another endpoint's blob kind go to key sets, operands, plans, jobs, models, model jobs and plaintext inference,
 in-process over httpx.ASGITransport with a fixed seed. Every refusal is a 4xx with a JSON error code and nothing
-answers 5xx. Key and tensor blobs carry a CRC-32 (einfhe.serialize), so no damaged key set or ciphertext is accepted
+answers 5xx. Key and tensor blobs carry a CRC-32 (einfhe.crypto.blobs), so no damaged key set or ciphertext is accepted
 and none reaches OpenFHE: no worker crashes. A sender who forges blobs can recompute the checksum; such forged
 key sets and ciphertexts are sent too (50), and may be accepted (201/202): every job queued, forged or not, must end,
 succeeded or failed with a job error code. Afterwards a correct encrypted einsum still runs and decrypts right.
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from server_helpers import SLOTS, auth, keyset_body, npy
 
-from einfhe.serialize import HEADER_SIZE, pack_blob, pack_parts
+from einfhe.crypto.blobs import HEADER_SIZE, pack_blob, pack_parts
 from server import create_app
 from server.errors import CODES, JOB_CODES
 

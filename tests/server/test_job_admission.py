@@ -10,7 +10,8 @@ from concurrent.futures import Future
 import pytest
 
 from server.errors import CODES, ServiceError
-from server.executor import Executor, JobOutcome, JobTask
+from server.executor import Executor
+from server.job_messages import JobOutcome, JobTask
 from server.jobs import JobRunner
 from server.store import Store
 

@@ -8,7 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from server.executor import JobTask, LocalProcessExecutor
+from server.executor import LocalProcessExecutor
+from server.job_messages import JobTask
 
 pytestmark = pytest.mark.timeout(120)
 

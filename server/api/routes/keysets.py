@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 
 from ...codecs import decode_keyset
 from ...errors import CODES, ServiceError
-from ...executor import KeySetCheck
+from ...job_messages import KeySetCheck
 from ..deps import KeySetBody, KeySetDep, ServiceDep, TenantDep
 from ..schemas import ErrorResponse, KeySetPublic
 

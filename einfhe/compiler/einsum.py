@@ -1,0 +1,259 @@
+"""Compile an einsum over cipher and plain operands into a `Plan`.
+
+Pipeline: `parse_einsum` validates the spec; each operand is normalized (a repeated index in a cipher
+operand becomes a fresh index times a plain identity, one in a plain operand is taken as a diagonal in numpy;
+size-1 axes broadcast by replication); opt_einsum orders the pairwise contractions; each contraction is
+lowered by `PlanBuilder` (plain-only ones run in numpy on the server as a plain program).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+import opt_einsum
+
+from ..errors import EinsumError, PlanError
+from ..layout import Dim, Layout
+from ..plan import CipherInput, PlainExpr, PlainInput, Plan
+from ..plan.keybasis import BASES, with_rotation_basis
+from ..spec import parse_einsum
+from .builder import Packed, PlanBuilder
+from .strategies import AUTO, STRATEGIES, Contraction, FreeCipher, Lowerer, PlainValue, Value, get_strategy
+
+__all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_CTS"]
+
+DEFAULT_SLOTS = 8192
+DEFAULT_MAX_CTS = 1024
+PLAIN_FIRST = "plain-first"
+
+
+@dataclass(frozen=True)
+class Cipher:
+    """Placeholder for an encrypted operand: its shape, and its layout when it is already encrypted."""
+
+    shape: tuple[int, ...]
+    layout: Layout | None = None
+
+
+def cipher(shape, layout: Layout | None = None) -> Cipher:
+    """Describe a cipher operand of `shape` (the plan picks its layout unless `layout` fixes it)."""
+    return Cipher(tuple(int(n) for n in shape), layout)
+
+
+def _operand_kind(operand) -> Cipher | None:
+    """A `Cipher` for cipher operands (placeholders or encrypted tensors), None for plain ones."""
+    if isinstance(operand, Cipher):
+        return operand
+    layout = getattr(operand, "layout", None)
+    if isinstance(layout, Layout):
+        return Cipher(tuple(layout.shape), layout)
+    return None
+
+
+def _relabel(layout: Layout, indices: str, sizes: dict[str, int]) -> Layout:
+    """The same slots seen with new index letters; size-1 axes broadcast elsewhere are dropped."""
+    rename = dict(zip(layout.indices, indices))
+    dims = []
+    for dim in layout.dims:
+        if dim.kind == "axis":
+            letter = rename[dim.name]
+            if dim.extent == 1 and sizes[letter] > 1:
+                continue
+            dims.append(Dim(letter, dim.size, "axis", dim.extent))
+        else:
+            dims.append(Dim("_in" + dim.name, dim.size, dim.kind))
+    named = {d.name for d in dims}
+    keep = [(i, n) for i, n in zip(indices, layout.shape) if i in named or sizes[i] == 1]
+    return Layout(tuple(dims), layout.slots, "".join(i for i, _ in keep), tuple(n for _, n in keep))
+
+
+def _with_indices(layout: Layout, indices: str, sizes: dict[str, int]) -> Layout:
+    """Re-express a result layout for the tensor with index string `indices`."""
+    return Layout(layout.dims, layout.slots, indices, tuple(sizes[i] for i in indices))
+
+
+def compile_einsum(
+    subscripts: str,
+    *operands,
+    slots: int = DEFAULT_SLOTS,
+    max_cts: int = DEFAULT_MAX_CTS,
+    optimize: str = "auto",
+    strategy: str = AUTO,
+    rotation_basis: str = "plan",
+    cost_model=None,
+) -> Plan:
+    """Compile `subscripts` over operands (numpy arrays are plain; `cipher(...)`/encrypted tensors are cipher).
+
+    `strategy` names how cipher contractions are lowered (`auto`: each by the cheapest strategy that fits,
+    by the calibrated cost model; a named one where it fits, iteration space elsewhere). `rotation_basis`
+    `pow2` rewrites every rotation into powers of two (fewer distinct keys, more key switches); `cost_model`
+    replaces the calibrated `einfhe.plan.cost.CostModel` for the choices. With `optimize="auto"` and several
+    plain operands, the path that contracts the plain operands first (in numpy, free for the ciphertexts) is
+    compiled too, and the cheaper plan (server steps plus client encryption) is kept.
+    """
+    if strategy != AUTO:
+        get_strategy(strategy)
+    if rotation_basis not in BASES:
+        raise PlanError(f"unknown rotation basis {rotation_basis!r}; valid bases: {', '.join(BASES)}")
+    args = (subscripts, operands, slots, max_cts, strategy, cost_model)
+    plans = [_compile(*args, optimize)]
+    if optimize == "auto":
+        try:
+            plans.append(_compile(*args, PLAIN_FIRST))
+        except PlanError:  # that path needs more ciphertexts than allowed: keep opt_einsum's
+            pass
+    plans = [p for p in plans if p is not None]
+    if len(plans) > 1:
+        from ..plan.cost import estimate_plan
+
+        def total(plan: Plan) -> float:
+            est = estimate_plan(plan, model=cost_model)
+            return est.seconds + est.encrypt_seconds
+
+        plans.sort(key=total)
+    return with_rotation_basis(plans[0], rotation_basis)
+
+
+def _plain_first_path(values: list) -> list[tuple[int, ...]] | None:
+    """An opt_einsum path contracting every plain value first, then the rest in order (None if < 2 plain)."""
+    plain = tuple(k for k, v in enumerate(values) if isinstance(v, PlainValue))
+    if len(plain) < 2:
+        return None
+    return [plain] + [(0, 1)] * (len(values) - len(plain))
+
+
+def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimize) -> Plan | None:
+    """Compile along the path `optimize` (an opt_einsum optimizer or PLAIN_FIRST); None if that path is moot."""
+    if slots < 1 or slots & (slots - 1):
+        raise EinsumError("slots must be a power of two", slots=slots)
+    kinds = [_operand_kind(op) for op in operands]
+    shapes = [k.shape if k is not None else np.shape(op) for k, op in zip(kinds, operands)]
+    spec = parse_einsum(subscripts, *shapes)
+    if all(k is None for k in kinds):
+        raise EinsumError("no operand is encrypted: use numpy.einsum for plain tensors", spec=subscripts)
+    for k in kinds:
+        if k is not None and k.layout is not None and k.layout.slots != slots:
+            raise EinsumError(
+                f"an encrypted operand has {k.layout.slots} slots but the plan uses {slots}", spec=subscripts
+            )
+    sizes = spec.sizes
+    spare = iter(c for c in string.ascii_letters if c not in sizes)
+    builder = PlanBuilder(slots, max_cts)
+    lw = Lowerer(builder)
+    program = lw.program
+    plan_operands: list[CipherInput | PlainInput] = []
+    values: list[Value] = []
+    fixed_loads: list[tuple[int, Layout]] = []
+
+    for position, (raw, shape, kind) in enumerate(zip(spec.inputs, spec.shapes, kinds)):
+        if kind is None:
+            plan_operands.append(PlainInput(position, shape))
+            effective = "".join(dict.fromkeys(i for i, n in zip(raw, shape) if n == sizes[i]))
+            name = f"op{position}"
+            if effective != raw:
+                program.append(PlainExpr(f"p{position}", f"{raw}->{effective}", (name,)))
+                name = f"p{position}"
+            values.append(PlainValue(name, effective, tuple(sizes[i] for i in effective)))
+            continue
+        renamed, seen = [], set()
+        for index in raw:
+            if index in seen:
+                try:
+                    fresh = next(spare)
+                except StopIteration:
+                    raise EinsumError("too many indices to rename repeated ones", spec=subscripts) from None
+                sizes[fresh] = sizes[index]
+                delta = f"d{position}{fresh}"
+                program.append(PlainExpr(delta, "ij->ij", (f"delta:{sizes[index]}",)))
+                values.append(PlainValue(delta, index + fresh, (sizes[index], sizes[index])))
+                index = fresh
+            seen.add(index)
+            renamed.append(index)
+        renamed = "".join(renamed)
+        if kind.layout is None:
+            plan_operands.append(CipherInput(position, None))  # layout filled in when first used
+            values.append(FreeCipher(position, renamed, shape))
+        else:
+            relabeled = _relabel(kind.layout, renamed, sizes)
+            plan_operands.append(CipherInput(position, kind.layout))
+            fixed_loads.append((position, relabeled))
+            values.append(builder.load(position, relabeled))
+
+    def effective_indices(value: Value) -> str:
+        if isinstance(value, Packed):
+            return value.layout.indices
+        return value.indices if isinstance(value, PlainValue) else "".join(
+            i for i, n in zip(value.indices, value.shape) if n == sizes[i] or sizes[i] == 1
+        )
+
+    if optimize == PLAIN_FIRST:
+        optimize = _plain_first_path(values)
+        if optimize is None:
+            return None
+    terms = [effective_indices(v) for v in values]
+    eq = ",".join(terms) + "->" + spec.output
+    try:
+        _, info = opt_einsum.contract_path(
+            eq, *[tuple(sizes[i] for i in t) for t in terms], shapes=True, optimize=optimize
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EinsumError(f"opt_einsum could not order this contraction: {exc}", spec=subscripts) from exc
+
+    used: list[str] = []
+    for position, (contract_inds, _, step_str, _, _) in enumerate(info.contraction_list):
+        args = [values.pop(i) for i in contract_inds]
+        lhs, out = step_str.split("->")
+        step_terms = lhs.split(",")
+        reduced = "".join(dict.fromkeys(i for t in step_terms for i in t if i not in out))
+        if all(isinstance(a, PlainValue) for a in args):
+            name = f"t{len(program)}"
+            program.append(PlainExpr(name, step_str, tuple(a.name for a in args)))
+            values.append(PlainValue(name, out, tuple(sizes[i] for i in out)))
+            continue
+        if len(args) > 2:
+            raise PlanError("contractions are lowered pairwise", step=step_str)
+        final = position == len(info.contraction_list) - 1
+        contraction = Contraction(tuple(args), out, reduced, tuple(sizes.items()), final)
+        result = _lower(lw, contraction, strategy, used, cost_model)
+        values.append(Packed(result.cts, _with_indices(result.layout, out, sizes)))
+
+    (final,) = values
+    if isinstance(final, FreeCipher):
+        joint = builder.joint_layout(spec.output, "", sizes, None)
+        final = lw.load_free(final, builder.restrict(joint, final.indices, final.shape))
+    layout = _with_indices(final.layout, spec.output, sizes)
+    for position, layout_in in enumerate(plan_operands):
+        if isinstance(layout_in, CipherInput) and layout_in.layout is None:
+            if position not in lw.chosen:
+                raise PlanError("a cipher operand was never used", operand=position)
+            plan_operands[position] = CipherInput(position, lw.chosen[position])
+    return Plan(
+        spec=str(spec) if "..." not in subscripts else subscripts,
+        slots=slots,
+        operands=tuple(plan_operands),
+        plain_program=tuple(program),
+        steps=tuple(builder.steps),
+        outputs=tuple(final.cts),
+        output_layout=layout,
+        strategy="+".join(sorted(set(used))) or "iteration-space",
+    )
+
+
+def _lower(lw: Lowerer, contraction: Contraction, strategy: str, used: list[str], model) -> Packed:
+    """Lower one contraction by `strategy`, or under `auto` by the cheapest strategy that fits it."""
+    from ..plan.cost import lowering_seconds
+
+    names = list(STRATEGIES) if strategy == AUTO else [strategy, "iteration-space"]
+    fits = []
+    for name in dict.fromkeys(names):
+        mark = lw.checkpoint()
+        if get_strategy(name)(lw, contraction) is not None:
+            fits.append((lowering_seconds(lw, mark, model), len(fits), name))
+        lw.rollback(mark)
+        if strategy != AUTO and fits:
+            break
+    name = min(fits)[2]
+    used.append(name)
+    return get_strategy(name)(lw, contraction)

@@ -1,0 +1,385 @@
+"""Sequential models (linear layers, square activations) compiled into one einfhe plan.
+
+Two packings, chosen by `batch`:
+- one sample (`batch=None`): the client packs the features replicated for the first layer's joint space;
+  each linear layer is an iteration-space matrix-vector product (mul_plain, then rotate-and-sum);
+- a batch (`batch=B`, B <= slots): samples fill the slots and each feature is its own ciphertext, so a linear
+  layer is plaintext-scalar products and additions across ciphertexts, with no rotation at all, and the
+  throughput grows with the slot count (the layout of CryptoNets, Gilad-Bachrach et al., ICML 2016).
+
+Quantized layers (`IntLinear`: small integer weights and per-row scales) spend no level in the batched
+packing: the integer combination is additions and doublings, and the per-row scales are deferred (this needs
+the inputs each row combines to share one deferred scale, true after a square for a convolution or a pooling,
+whose rows read one channel each). A deferred
+scale rides along as a per-channel factor: a bias is divided by it (a free plaintext addition), a square
+squares it, a following float layer folds it into its weights, and whatever remains at the end is applied by
+the client after decryption (`ModelPlan.unpack_output`). A square activation costs one level, and so does a
+quadratic a*x^2 + b*x + c (a least-squares stand-in for ReLU, GELU or SiLU on the input range the export
+recorded): its square and its scaled linear term run side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from ..errors import ModelError
+from ..layout import Dim, Layout, next_pow2
+from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
+from .builder import Packed, PlanBuilder
+from .einsum import DEFAULT_SLOTS
+
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "Residual", "ModelPlan",
+           "compile_model"]
+
+BATCH_INDEX = "Z"
+
+
+@dataclass(frozen=True, eq=False)
+class Linear:
+    """y = weight @ x + bias, with a float weight of shape (out, in)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class IntLinear:
+    """y = (scale * q) @ x + bias with integer q (out, in) and one scale per output row."""
+
+    q: np.ndarray
+    scale: np.ndarray
+    bias: np.ndarray | None = None
+    input_scale: np.ndarray | None = None
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The real weight the integers stand for (input smoothing folded in)."""
+        weight = self.q.astype(np.float64) * np.asarray(self.scale, dtype=np.float64)[:, None]
+        return weight if self.input_scale is None else weight * np.asarray(self.input_scale)[None, :]
+
+
+@dataclass(frozen=True)
+class Square:
+    """Element-wise x**2 (the polynomial activation of CryptoNets-style models)."""
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """Element-wise a*x**2 + b*x + c: a low-degree stand-in for ReLU/GELU/SiLU on a known input range."""
+
+    a: float
+    b: float
+    c: float
+
+    @classmethod
+    def fit(cls, fn, lo: float, hi: float) -> "Quadratic":
+        """Least-squares quadratic through `fn` on Chebyshev nodes of [lo, hi]."""
+        if not hi > lo:
+            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
+        nodes = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (np.arange(64) + 0.5) / 64)
+        c, b, a = np.polynomial.polynomial.polyfit(nodes, fn(nodes), 2)
+        return cls(float(a), float(b), float(c))
+
+
+@dataclass(frozen=True)
+class ChebyshevActivation:
+    """Element-wise f(x) ~ c0/2 + sum_k c_k T_k(t) on [lo, hi] (t the affine map onto [-1, 1]), evaluated by
+    OpenFHE's Paterson-Stockmeyer routine: degree d costs 3 to 8 levels (see `einfhe.plan.chebyshev_levels`)."""
+
+    coeffs: tuple
+    lo: float
+    hi: float
+
+    @classmethod
+    def fit(cls, fn, lo: float, hi: float, degree: int) -> "ChebyshevActivation":
+        """Chebyshev interpolant of `fn` on [lo, hi] of `degree` (OpenFHE's convention: c0 is halved on use)."""
+        if not hi > lo:
+            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
+        coeffs = np.polynomial.chebyshev.chebinterpolate(lambda t: fn(lo + (t + 1) * (hi - lo) / 2), degree)
+        coeffs[0] *= 2
+        return cls(tuple(float(c) for c in coeffs), float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class Residual:
+    """x + f(x), with f the given layers (which keep the width); batched packing only."""
+
+    layers: tuple
+
+
+Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, Residual]
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """A compiled model: the plan, its plain operands after the input, the batch size and the output scale."""
+
+    plan: Plan
+    plains: tuple[np.ndarray, ...]
+    batch: int | None
+    output_scale: np.ndarray
+    input_scale: np.ndarray | None = None
+
+    @property
+    def input_layout(self) -> Layout:
+        """Layout the client encrypts the input in ((features,) or (features, batch))."""
+        return self.plan.input_layout(0)
+
+    def operands(self, encrypted_input) -> tuple:
+        """The operand list for `einfhe.run(ctx, model.plan, *model.operands(xe))`."""
+        return (encrypted_input, *self.plains)
+
+    def pack_input(self, x: np.ndarray) -> np.ndarray:
+        """The input as the client encrypts it: smoothed by the first layer's input scale (free on the
+        client), in the plan's logical shape (features,) or (features, batch) from (batch, features)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.input_scale is not None:
+            x = x * self.input_scale
+        return x.T if self.batch is not None else x
+
+    def unpack_output(self, y: np.ndarray) -> np.ndarray:
+        """Decrypted output as (batch, classes) or (classes,), with the deferred scale applied."""
+        y = y.T if self.batch is not None else y
+        return y * self.output_scale
+
+
+class _ModelLowering:
+    """State of one model compilation: the builder, the current value and its deferred per-channel scale."""
+
+    def __init__(self, n_features: int, batch: int | None, slots: int, max_cts: int,
+                 max_depth: int | None = None) -> None:
+        self.builder = PlanBuilder(slots, max_cts)
+        self.max_depth, self.level = max_depth, 0
+        self.slots, self.batch = slots, batch
+        self.letters = iter("abcdefghijklmnopqrstuvwxy")
+        self.current, self.width = next(self.letters), int(n_features)
+        self.sizes = {self.current: self.width}
+        self.pending = np.ones(self.width)
+        self.operands: list = []
+        self.plains: list[np.ndarray] = []
+        self.value: Packed | None = None
+        self.extra = BATCH_INDEX if batch is not None else ""
+        if batch is not None:
+            self.sizes[BATCH_INDEX] = batch
+            layout = self._batched_layout(self.current, self.width)
+            self.operands.append(CipherInput(0, layout))
+            self.value = self.builder.load(0, layout)
+
+    def _batched_layout(self, letter: str, width: int) -> Layout:
+        dims = (Dim(letter, next_pow2(width), "axis", width), Dim(BATCH_INDEX, self.slots, "axis", self.batch))
+        return Layout(dims, self.slots, letter + BATCH_INDEX, (width, self.batch))
+
+    def apply(self, layer: Layer, position: int) -> None:
+        """Lower one layer onto the current value."""
+        if isinstance(layer, (Square, Quadratic, ChebyshevActivation)):
+            if self.value is None:
+                raise ModelError("a model starts with a Linear layer")
+            if isinstance(layer, Square):
+                self.square()
+            elif isinstance(layer, Quadratic):
+                self.quadratic(layer)
+            else:
+                self.chebyshev(layer)
+            return
+        if isinstance(layer, Residual):
+            self.residual(layer, position)
+            return
+        if not isinstance(layer, (Linear, IntLinear)):
+            raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square, "
+                             "Quadratic, ChebyshevActivation, Residual", layer=position)
+        weight = np.asarray(layer.weight, dtype=np.float64)
+        if weight.ndim != 2 or weight.shape[1] != self.width:
+            raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {self.width}",
+                             layer=position)
+        integer_path = (isinstance(layer, IntLinear) and layer.input_scale is None and self.batch is not None
+                        and self.uniform_rows(layer.q) is not None and np.all(np.asarray(layer.scale) != 0))
+        out = self.int_linear(layer) if integer_path else self.linear(weight)
+        if layer.bias is not None:
+            bias = np.asarray(layer.bias, dtype=np.float64)
+            if bias.shape != (weight.shape[0],):
+                raise ModelError(f"layer {position}'s bias must have shape ({weight.shape[0]},)", layer=position)
+            self.bias(bias)
+        self.current, self.width = out, weight.shape[0]
+
+    def residual(self, layer: "Residual", position: int) -> None:
+        """x + f(x) in the batched packing: f's output lands in x's geometry; unequal deferred scales cost x one
+        level to match f's."""
+        if self.batch is None or self.value is None:
+            raise ModelError("residual blocks need the batched packing (batch=...) after a first layer",
+                             layer=position)
+        skip, skip_pending, width = self.value, self.pending, self.width
+        for inner in layer.layers:
+            self.apply(inner, position)
+        if self.width != width:
+            raise ModelError(f"a residual block must keep the width ({width}), its layers give {self.width}",
+                             layer=position)
+        if not np.allclose(skip_pending, self.pending, rtol=1e-12, atol=0):
+            skip = self.builder.scale(skip, self.channel_plain(skip_pending / self.pending))
+        self.value = self.builder.add_values(self.value, skip)
+
+    def spend(self, levels: int) -> None:
+        """Account for an operation of `levels` levels, bootstrapping first when it would pass `max_depth`.
+
+        Bootstrapping wants slot values of moderate size, so a deferred scale is applied (one level) before."""
+        if self.max_depth is None or self.level + levels <= self.max_depth:
+            self.level += levels
+            return
+        if self.value is None or self.max_depth < max(levels, 2):
+            raise ModelError(f"an operation of {levels} level(s) cannot fit between bootstraps of depth "
+                             f"{self.max_depth}: raise max_depth")
+        if not np.all(self.pending == 1):
+            self.value = self.builder.scale(self.value, self.channel_plain(self.pending))
+            self.pending = np.ones_like(self.pending)
+        self.value = self.builder.bootstrap(self.value)
+        self.level = levels
+
+    def channel_plain(self, per_channel: np.ndarray) -> str:
+        """Register one value per channel as a plain operand (repeated over the batch in the batched packing)."""
+        values = np.asarray(per_channel, dtype=np.float64)
+        return self.plain(values if self.batch is None else np.repeat(values[:, None], self.batch, axis=1))
+
+    def plain(self, array: np.ndarray) -> str:
+        """Register a plain operand and return its name in the plan."""
+        self.plains.append(np.asarray(array, dtype=np.float64))
+        self.operands.append(PlainInput(len(self.operands), self.plains[-1].shape))
+        return f"op{len(self.operands) - 1}"
+
+    def linear(self, weight: np.ndarray) -> str:
+        """Float linear layer (deferred scale folded into the weight): one level."""
+        self.spend(1)
+        weight = weight * self.pending[None, :]
+        out = next(self.letters)
+        self.sizes[out] = weight.shape[0]
+        self.pending = np.ones(weight.shape[0])
+        if self.batch is not None:
+            self.value = self._sparse_batched_linear(weight, out)
+            return out
+        builder = self.builder
+        joint = builder.joint_layout(out + self.extra, self.current, self.sizes, self.value.layout if self.value else None)
+        if self.value is None:
+            x_layout = builder.restrict(joint, self.current, (self.width,))
+            self.operands.append(CipherInput(0, x_layout))
+            loaded = builder.load(0, x_layout)
+            left = [loaded.cts[c] for c in builder.ct_map(joint, x_layout)]
+        else:
+            left = builder.align(self.value, joint)
+        refs = builder.plain_refs(self.plain(weight), out + self.current, weight.shape, joint)
+        reduced = builder.multiply_reduce(left, refs, joint, self.current)
+        shape = (weight.shape[0],) + ((self.batch,) if self.batch else ())
+        self.value = Packed(reduced.cts, Layout(reduced.layout.dims, self.slots, out + self.extra, shape))
+        return out
+
+    def _sparse_batched_linear(self, weight: np.ndarray, out: str) -> Packed:
+        """Each output ciphertext is the sum of its nonzero weights times input ciphertexts, rescaled once."""
+        builder = self.builder
+        joint = builder.joint_layout(out + self.extra, self.current, self.sizes, self.value.layout)
+        left = builder.align(self.value, joint)
+        refs = builder.plain_refs(self.plain(weight), out + self.current, weight.shape, joint)
+        inputs = self.value.layout.num_cts
+        rows = []
+        for o in range(next_pow2(weight.shape[0])):
+            cts = [o * inputs + f for f in range(min(inputs, weight.shape[1]))
+                   if o < weight.shape[0] and weight[o, f] != 0]
+            rows.append(builder.weighted_sum([left[c] for c in cts], [refs[c] for c in cts], left[0]))
+        return Packed(tuple(rows), self._batched_layout(out, weight.shape[0]))
+
+    def int_linear(self, layer: IntLinear) -> str:
+        """Integer layer in the batched packing: additions only, the row scales deferred (no level)."""
+        q = np.asarray(layer.q)
+        out = next(self.letters)
+        self.sizes[out] = q.shape[0]
+        padded = next_pow2(q.shape[0])
+        inputs = list(self.value.cts)
+        rows = [self.builder.int_combination(inputs, q[o]) if o < q.shape[0]
+                else self.builder.int_combination(inputs, np.zeros(len(inputs), dtype=int)) for o in range(padded)]
+        self.value = Packed(tuple(rows), self._batched_layout(out, q.shape[0]))
+        self.pending = self.uniform_rows(q) * np.asarray(layer.scale, dtype=np.float64)
+        return out
+
+    def uniform_rows(self, q: np.ndarray) -> np.ndarray | None:
+        """Per output row, the one deferred scale all its inputs share, or None when a row mixes scales."""
+        common = np.ones(q.shape[0])
+        for row in range(q.shape[0]):
+            used = self.pending[np.asarray(q[row]) != 0]
+            if used.size and not np.allclose(used, used[0], rtol=1e-12, atol=0):
+                return None
+            common[row] = used[0] if used.size else 1.0
+        return common
+
+    def bias(self, bias: np.ndarray) -> None:
+        """Add a bias, divided by the deferred scale (a plaintext addition, no level)."""
+        scaled = np.asarray(bias, dtype=np.float64) / self.pending
+        self.value = self.builder.add_plain(self.value, self.channel_plain(scaled))
+
+    def square(self) -> None:
+        """Square every ciphertext (one level); the deferred scale squares too."""
+        self.spend(1)
+        self.value = self.builder.square(self.value)
+        self.pending = self.pending ** 2
+
+    def chebyshev(self, layer: ChebyshevActivation) -> None:
+        """f(p * s) on stored s with deferred scale p: the same series on [lo/p, hi/p] (odd terms negated where
+        p < 0), one domain per ciphertext in the batched packing; a single shared scale otherwise."""
+        if self.batch is None and not np.all(self.pending == self.pending[0]):
+            self.spend(1)
+            self.value = self.builder.scale(self.value, self.channel_plain(self.pending))
+            self.pending = np.ones_like(self.pending)
+        self.spend(chebyshev_levels(len(layer.coeffs) - 1))
+        flipped = tuple(c * (-1) ** k for k, c in enumerate(layer.coeffs))
+        series = []
+        for i in range(len(self.value.cts)):
+            p = self.pending[min(i, len(self.pending) - 1)] if self.batch is not None else self.pending[0]
+            if p > 0:
+                series.append((layer.coeffs, layer.lo / p, layer.hi / p))
+            else:
+                series.append((flipped, layer.hi / p, layer.lo / p))
+        self.value = self.builder.chebyshev(self.value, series)
+        self.pending = np.ones_like(self.pending)
+
+    def quadratic(self, layer: Quadratic) -> None:
+        """a*x^2 + b*x + c in one level: with x = p*s (p deferred), it is a*p^2 * (s^2 + b/(a*p) * s + c/(a*p^2));
+        the square and the scaled copy run side by side, and a*p^2 becomes the new deferred scale."""
+        self.spend(1)
+        p = self.pending
+        if layer.a == 0:
+            self.pending = layer.b * p
+            self.bias(np.full(p.shape, layer.c))
+            return
+        linear = self.builder.scale(self.value, self.channel_plain(layer.b / (layer.a * p)))
+        self.value = self.builder.add_values(self.builder.square(self.value), linear)
+        self.pending = layer.a * p**2
+        self.bias(np.full(p.shape, layer.c))
+
+
+def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None,
+                  slots: int = DEFAULT_SLOTS, max_cts: int = 1 << 16, max_depth: int | None = None) -> ModelPlan:
+    """Compile a sequential model on inputs of `n_features` into one plan (see the module docstring).
+
+    With `max_depth`, the compiler places a bootstrap wherever the next layer would pass that many levels
+    since the input or the last bootstrap (off by default: models that fit a practical ring need none)."""
+    if not layers or not isinstance(layers[0], (Linear, IntLinear)):
+        raise ModelError("a model starts with a Linear layer")
+    if batch is not None and not 1 <= batch <= slots:
+        raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
+    state = _ModelLowering(n_features, batch, slots, max_cts, max_depth)
+    input_scale = None
+    if isinstance(layers[0], IntLinear) and layers[0].input_scale is not None:
+        input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
+        layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
+    for position, layer in enumerate(layers):
+        state.apply(layer, position)
+    kinds = "batched-features-across-ciphertexts" if batch is not None else "iteration-space"
+    plan = Plan(
+        spec=f"model[{', '.join(type(layer).__name__ for layer in layers)}]",
+        slots=slots,
+        operands=tuple(state.operands),
+        plain_program=(),
+        steps=tuple(state.builder.steps),
+        outputs=state.value.cts,
+        output_layout=state.value.layout,
+        strategy=kinds,
+    )
+    return ModelPlan(plan, tuple(state.plains), batch, state.pending, input_scale)

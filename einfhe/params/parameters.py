@@ -1,0 +1,156 @@
+"""CKKS parameter sets: derived from a plan at 128-bit security, validated when given explicitly.
+
+The security bound is the HomomorphicEncryption.org standard's table for ternary secrets at 128-bit classical
+security (Albrecht et al., "Homomorphic Encryption Standard", 2018, Table 1), which is what OpenFHE enforces:
+the ring dimension N must satisfy log2(Q*P) <= MAX_LOG_QP[N]. Q is the ciphertext modulus (the first modulus
+plus one scaling modulus per level) and P the key-switching modulus, estimated as OpenFHE's hybrid key
+switching sizes it (three digits; P a whole number of 60-bit primes above the largest digit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from ..errors import ParameterError
+
+__all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE", "BOOTSTRAP_DEPTH", "BOOTSTRAP_LEVEL_BUDGET"]
+
+# 2^16 is OpenFHE's extension of the standard table (checked: it accepts 1740 bits there and refuses 1780)
+MAX_LOG_QP = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881, 65536: 1747}
+SECURE = "128-bit classical (HE standard)"
+INSECURE = "INSECURE-TEST-ONLY"
+_DIGITS = 3
+# CKKS bootstrapping as OpenFHE runs it: level budget (CoeffsToSlots, SlotsToCoeffs) and the levels it consumes
+# with uniform ternary secrets (CryptoContext.GetBootstrapDepth; a test checks the figure).
+BOOTSTRAP_LEVEL_BUDGET = (2, 2)
+BOOTSTRAP_DEPTH = 18
+_P_PRIME_BITS = 60
+
+
+def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int) -> int:
+    """Bits of Q*P for a CKKS context of `depth` levels with OpenFHE's hybrid key switching."""
+    towers = depth + 1
+    alpha = math.ceil(towers / _DIGITS)
+    digit_bits = first_mod_bits + (alpha - 1) * scale_bits
+    p_bits = _P_PRIME_BITS * math.ceil((digit_bits + 1) / _P_PRIME_BITS)
+    return first_mod_bits + depth * scale_bits + p_bits
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """One RNS-CKKS parameter set: ring dimension, slots, depth, scaling sizes and its security claim."""
+
+    ring_dim: int
+    slots: int
+    depth: int
+    scale_bits: int = 40
+    first_mod_bits: int = 60
+    security: str = SECURE
+    bootstrap: bool = False
+
+    @classmethod
+    def derive(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
+               bootstrap: bool = False) -> "Parameters":
+        """The smallest secure ring for `depth` levels (between bootstraps, when `bootstrap`) and `slots` slots."""
+        depth = max(1, int(depth))
+        scale_bits = scale_bits or (50 if bootstrap else 40)
+        log_qp = estimate_log_qp(depth + (BOOTSTRAP_DEPTH if bootstrap else 0), scale_bits, first_mod_bits)
+        for ring_dim, bound in sorted(MAX_LOG_QP.items()):
+            if ring_dim >= 2 * slots and log_qp <= bound:
+                return cls(ring_dim, slots, depth, scale_bits, first_mod_bits, SECURE, bootstrap).validate()
+        raise ParameterError(
+            f"no ring up to 2^16 holds depth {depth} ({log_qp} bits of modulus) with {slots} slots at 128-bit "
+            "security: reduce the depth (quantize, or split the program) or the slot count",
+            depth=depth,
+            slots=slots,
+        )
+
+    @classmethod
+    def for_noise_flooding(cls, depth: int, slots: int, *, secure: bool = True) -> "Parameters":
+        """Parameters for a noise-flooded context (einfhe.params.flooding): 59-bit scaling and a 60-bit first modulus, as
+        OpenFHE sets them for flooding, and one level more than `depth` so that results keep 59 bits above the
+        scale (with the first modulus alone only |values| < 1 would decrypt). The ring is the smallest 128-bit
+        one for that modulus; `secure=False` gives the tiny test ring instead."""
+        make = cls.derive if secure else cls.insecure_for_tests
+        return make(depth + 1, slots, scale_bits=59, first_mod_bits=60)
+
+    @classmethod
+    def insecure_for_tests(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
+                           bootstrap: bool = False) -> "Parameters":
+        """A tiny ring with NO security, for fast tests only; the server refuses it."""
+        scale_bits = scale_bits or (50 if bootstrap else 40)
+        return cls(max(2 * slots, 16), slots, max(1, depth), scale_bits, first_mod_bits, INSECURE, bootstrap).validate()
+
+    @property
+    def secure(self) -> bool:
+        """True for parameters that claim (and meet) 128-bit security."""
+        return self.security == SECURE
+
+    @property
+    def total_depth(self) -> int:
+        """Levels of the modulus chain: the program's, plus bootstrapping's own when enabled."""
+        return self.depth + (BOOTSTRAP_DEPTH if self.bootstrap else 0)
+
+    @property
+    def log_qp(self) -> int:
+        """Estimated bits of the full modulus Q*P."""
+        return estimate_log_qp(self.total_depth, self.scale_bits, self.first_mod_bits)
+
+    def validate(self) -> "Parameters":
+        """Check the set is well formed and, unless marked insecure, 128-bit secure; return it."""
+        if self.ring_dim < 16 or self.ring_dim & (self.ring_dim - 1):
+            raise ParameterError("the ring dimension must be a power of two >= 16", ring_dim=self.ring_dim)
+        if self.slots < 1 or self.slots & (self.slots - 1) or 2 * self.slots > self.ring_dim:
+            raise ParameterError(
+                "slots must be a power of two at most half the ring dimension", slots=self.slots, ring_dim=self.ring_dim
+            )
+        if self.depth < 1 or self.depth > 60:
+            raise ParameterError("depth must lie in 1..60", depth=self.depth)
+        if not 20 <= self.scale_bits <= 59 or not self.scale_bits < self.first_mod_bits <= 60:
+            raise ParameterError(
+                "need 20 <= scale_bits < first_mod_bits <= 60",
+                scale_bits=self.scale_bits,
+                first_mod_bits=self.first_mod_bits,
+            )
+        if self.security == INSECURE:
+            return self
+        if self.security != SECURE:
+            raise ParameterError(f"unknown security claim {self.security!r}; use {SECURE!r}")
+        bound = MAX_LOG_QP.get(self.ring_dim)
+        if bound is None or self.log_qp > bound:
+            need = min((n for n, b in MAX_LOG_QP.items() if b >= self.log_qp), default=None)
+            raise ParameterError(
+                f"ring dimension {self.ring_dim} is below 128-bit security for {self.log_qp} bits of modulus "
+                f"(the HE standard allows {bound} bits): use ring_dim >= {need} or a smaller depth",
+                ring_dim=self.ring_dim,
+                depth=self.depth,
+            )
+        return self
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Parameters":
+        """Rebuild and validate a parameter set from `to_json`'s dict."""
+        try:
+            params = cls(**{k: (str(v) if k == "security" else bool(v) if k == "bootstrap" else int(v))
+                            for k, v in data.items()})
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(f"malformed parameter JSON: {exc}") from exc
+        return params.validate()
+
+    def fingerprint(self) -> bytes:
+        """16 bytes identifying this parameter set (checked before any blob reaches a backend)."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).digest()[:16]
+
+    def __str__(self) -> str:
+        return (
+            f"N={self.ring_dim} slots={self.slots} depth={self.depth} scale=2^{self.scale_bits} "
+            f"first_mod={self.first_mod_bits}b log2(QP)~{self.log_qp} security: {self.security}"
+            + (f" bootstrapping (+{BOOTSTRAP_DEPTH} levels)" if self.bootstrap else "")
+        )

@@ -1,0 +1,109 @@
+"""The plan's JSON codec (format `einfhe.plan/1`): `plan_to_dict`, and `plan_fields_from_dict`, which validates a
+dict and returns the fields `Plan` is built from (`Plan.from_json` does that, so this module needs no `Plan`)."""
+
+from __future__ import annotations
+
+from ..errors import PlanError
+from ..layout import Layout
+from .operands import CipherInput, Diagonals, PlainExpr, PlainInput, PlainOp
+from .steps import STEP_TYPES, Mask, PlainSlice, PlainTensor, Plaintext, Step
+
+__all__ = ["plan_to_dict", "plan_fields_from_dict"]
+
+
+def _plain_to_dict(plain: Plaintext) -> dict:
+    if isinstance(plain, Mask):
+        return {"mask": [list(r) for r in plain.ranges], "slots": plain.slots}
+    if isinstance(plain, PlainSlice):
+        return {"name": plain.name, "layout": plain.layout.to_json(), "index": plain.index}
+    return {"name": plain.name, "layout": plain.layout.to_json(), "ct": plain.ct}
+
+
+def _plain_from_dict(data: dict) -> Plaintext:
+    if "mask" in data:
+        return Mask(tuple((int(a), int(b)) for a, b in data["mask"]), int(data["slots"]))
+    if "index" in data:
+        return PlainSlice(str(data["name"]), Layout.from_json(data["layout"]), int(data["index"]))
+    return PlainTensor(str(data["name"]), Layout.from_json(data["layout"]), int(data["ct"]))
+
+
+def _step_to_dict(step: Step) -> dict:
+    data = {"type": type(step).__name__}
+    for key, value in step.__dict__.items():
+        data[key] = _plain_to_dict(value) if key == "plain" else value
+    return data
+
+
+def _step_from_dict(data: dict) -> Step:
+    data = dict(data)
+    kind = data.pop("type")
+    if kind not in STEP_TYPES:
+        raise PlanError(f"unknown step type {kind!r}; valid types: {', '.join(STEP_TYPES)}")
+    if "plain" in data:
+        data["plain"] = _plain_from_dict(data["plain"])
+    return STEP_TYPES[kind](**data)
+
+
+_DIAGONAL_FIELDS = ("d", "baby", "giant", "replicas", "span")
+
+
+def _plain_op_to_dict(op: PlainOp) -> dict:
+    if isinstance(op, Diagonals):
+        return {"type": "Diagonals", "out": op.out, "src": op.src, **{k: getattr(op, k) for k in _DIAGONAL_FIELDS}}
+    return {"out": op.out, "subscripts": op.subscripts, "args": list(op.args)}
+
+
+def _plain_op_from_dict(data: dict) -> PlainOp:
+    kind = data.get("type", "PlainExpr")
+    if kind == "Diagonals":
+        d, baby, giant, replicas, span = (int(data[k]) for k in _DIAGONAL_FIELDS)
+        if min(d, baby, giant, replicas, span) < 1 or baby * giant * replicas != d or span != d * replicas:
+            raise PlanError("malformed Diagonals: need baby * giant * replicas == d and span == d * replicas",
+                            d=d, baby=baby, giant=giant, replicas=replicas, span=span)
+        return Diagonals(str(data["out"]), str(data["src"]), d, baby, giant, replicas, span)
+    if kind != "PlainExpr":
+        raise PlanError(f"unknown plain op {kind!r}; valid types: PlainExpr, Diagonals")
+    return PlainExpr(str(data["out"]), str(data["subscripts"]), tuple(str(a) for a in data["args"]))
+
+
+def plan_to_dict(plan) -> dict:
+    """A JSON-ready dict of `plan`."""
+    operands = []
+    for op in plan.operands:
+        if isinstance(op, CipherInput):
+            operands.append({"kind": "cipher", "operand": op.operand, "layout": op.layout.to_json()})
+        else:
+            operands.append({"kind": "plain", "operand": op.operand, "shape": list(op.shape)})
+    return {
+        "format": "einfhe.plan/1",
+        "spec": plan.spec,
+        "slots": plan.slots,
+        "strategy": plan.strategy,
+        "operands": operands,
+        "plain_program": [_plain_op_to_dict(e) for e in plan.plain_program],
+        "steps": [_step_to_dict(s) for s in plan.steps],
+        "outputs": list(plan.outputs),
+        "output_layout": plan.output_layout.to_json(),
+    }
+
+
+def plan_fields_from_dict(data: dict) -> dict:
+    """The keyword arguments of `Plan` from `plan_to_dict`'s dict (raises PlanError on a wrong format or step type)."""
+    if data.get("format") != "einfhe.plan/1":
+        raise PlanError(f"unsupported plan format {data.get('format')!r}; expected 'einfhe.plan/1'")
+    operands = []
+    for op in data["operands"]:
+        if op["kind"] == "cipher":
+            operands.append(CipherInput(int(op["operand"]), Layout.from_json(op["layout"])))
+        else:
+            operands.append(PlainInput(int(op["operand"]), tuple(int(n) for n in op["shape"])))
+    return dict(
+        spec=str(data["spec"]),
+        slots=int(data["slots"]),
+        operands=tuple(operands),
+        plain_program=tuple(_plain_op_from_dict(e) for e in data["plain_program"]),
+        steps=tuple(_step_from_dict(s) for s in data["steps"]),
+        outputs=tuple(int(v) for v in data["outputs"]),
+        output_layout=Layout.from_json(data["output_layout"]),
+        strategy=str(data.get("strategy", "iteration-space")),
+    )

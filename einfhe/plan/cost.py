@@ -1,0 +1,186 @@
+"""The cost model: measured prices of each SIMD op per ring dimension, depth and level, and what they make of
+a plan (estimated seconds per op kind, client encryption, bytes uploaded, key bytes).
+
+Prices come from `einfhe calibrate` (`einfhe.tools.calibrate`), stored as JSON in the package
+(`einfhe/data/costs.json`); nothing here is a guessed constant. A ring or depth that was not calibrated is
+priced from the nearest calibrated one, scaled by N log N (ring) and by the number of RNS towers (level).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ..errors import ParameterError, PlanError
+from ..params import Parameters
+from .steps import value_levels
+
+__all__ = ["CostModel", "Estimate", "load_cost_model", "estimate_plan", "lowering_seconds",
+           "ring_for", "step_seconds", "critical_path", "PRICED_OPS"]
+
+# ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there)
+PRICED_OPS = ("mul_plain", "add_plain", "mul", "add", "sub", "rotate", "hoist", "rotate_hoisted", "rescale",
+              "level_reduce", "encrypt", "decrypt")
+_ALIAS = {"mask": "mul_plain"}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Measured seconds per op, keyed ring -> depth -> level -> op, and measured sizes in bytes."""
+
+    prices: dict
+    ciphertext_bytes: dict
+    rotation_key_bytes: dict
+    relin_key_bytes: dict
+    machine: dict
+
+    @staticmethod
+    def _ring(table: dict, ring_dim: int) -> int:
+        """The calibrated ring nearest `ring_dim` (in log scale)."""
+        return min((int(r) for r in table), key=lambda r: abs(math.log2(r) - math.log2(ring_dim)))
+
+    def _lookup(self, table: dict, ring_dim: int, depth: int, level: int) -> tuple[dict, int, float]:
+        """The calibrated row nearest (ring, depth, level), its ring, and the ratio of RNS towers."""
+        ring = self._ring(table, ring_dim)
+        by_depth = table[str(ring)]
+        near = min((int(k) for k in by_depth), key=lambda k: abs(k - depth))
+        by_level = by_depth[str(near)]
+        towers = max(1, depth + 1 - level)
+        lvl = min(max(0, near + 1 - towers), max(int(k) for k in by_level))
+        return by_level[str(lvl)], ring, towers / (near + 1 - lvl)
+
+    def price(self, op: str, ring_dim: int, depth: int, level: int) -> float:
+        """Seconds for one `op` on a ciphertext at `level` of a context of `depth` levels in ring `ring_dim`."""
+        op = _ALIAS.get(op, op)
+        if op == "load":
+            return 0.0
+        if op not in PRICED_OPS:
+            raise PlanError(f"the cost model has no price for op {op!r}; priced ops: {', '.join(PRICED_OPS)}")
+        row, ring, towers = self._lookup(self.prices, ring_dim, depth, level)
+        if op not in row:  # no rescale or level drop is measured at the last level: take the level above
+            row, ring, towers = self._lookup(self.prices, ring_dim, depth, level - 1)
+            towers *= (depth + 1 - level) / (depth + 2 - level)
+        return float(row[op]) * towers * (ring_dim * math.log2(ring_dim)) / (ring * math.log2(ring))
+
+    def ct_bytes(self, ring_dim: int, depth: int, level: int) -> int:
+        """Bytes of one serialized ciphertext at `level`."""
+        row, ring, towers = self._lookup(self.ciphertext_bytes, ring_dim, depth, level)
+        return int(row["bytes"] * towers * ring_dim / ring)
+
+    def key_bytes(self, ring_dim: int, depth: int, rotations: int) -> int:
+        """Bytes of the evaluation keys: one relinearization key and `rotations` rotation keys."""
+        def one(table):
+            ring = self._ring(table, ring_dim)
+            by_depth = table[str(ring)]
+            near = min((int(k) for k in by_depth), key=lambda k: abs(k - depth))
+            return by_depth[str(near)] * (ring_dim / ring) * (depth + 1) / (near + 1)
+
+        return int(one(self.relin_key_bytes) + rotations * one(self.rotation_key_bytes))
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CostModel":
+        """A cost model from `einfhe calibrate`'s JSON dict."""
+        if data.get("format") != "einfhe.costs/1":
+            raise ParameterError(f"not an einfhe cost table (format {data.get('format')!r})")
+        try:
+            return cls(data["prices"], data["ciphertext_bytes"], data["rotation_key_bytes"],
+                       data["relin_key_bytes"], data.get("machine", {}))
+        except KeyError as exc:
+            raise ParameterError(f"malformed cost table: missing {exc}") from exc
+
+
+@lru_cache(maxsize=8)
+def load_cost_model(path: str | None = None) -> CostModel:
+    """The calibrated cost model (the package's `data/costs.json` unless `path` names another table)."""
+    if path is None:
+        text = resources.files("einfhe").joinpath("data/costs.json").read_text()
+    else:
+        text = Path(path).read_text()
+    return CostModel.from_json(json.loads(text))
+
+
+def step_seconds(model: CostModel, step, ring_dim: int, depth: int, levels: dict) -> float:
+    """Seconds of one plan step at the level it works on: a rescale or level drop at its input's level (as
+    calibrated: it drops that level's tower), every other op at its output's level."""
+    level = levels[step.src] if step.op in ("rescale", "level_reduce") else levels[step.out]
+    return model.price(step.op, ring_dim, depth, level)
+
+
+def ring_for(slots: int, depth: int) -> int:
+    """The ring dimension a plan of `depth` levels on `slots` slots gets at 128-bit security (2*slots if none)."""
+    try:
+        return Parameters.derive(depth, slots).ring_dim
+    except ParameterError:
+        return 2 * slots
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the cost model expects of a plan on one parameter set."""
+
+    ring_dim: int
+    depth: int
+    seconds_by_op: dict
+    encrypt_seconds: float
+    upload_cts: int
+    upload_bytes: int
+    keys: int
+    key_bytes: int
+    unpriced: tuple[str, ...] = ()
+
+    @property
+    def seconds(self) -> float:
+        """Estimated server seconds (the SIMD steps the cost model prices; see `unpriced`)."""
+        return float(sum(self.seconds_by_op.values()))
+
+
+def estimate_plan(plan, params: Parameters | None = None, model: CostModel | None = None) -> Estimate:
+    """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes."""
+    model = model or load_cost_model()
+    depth = params.depth if params else max(1, plan.depth)
+    ring = params.ring_dim if params else ring_for(plan.slots, depth)
+    levels = plan.levels()
+    by_op: dict[str, float] = {}
+    unpriced = sorted({s.op for s in plan.steps} - set(PRICED_OPS) - set(_ALIAS) - {"load"})
+    for step in plan.steps:
+        if step.op not in unpriced:
+            by_op[step.op] = by_op.get(step.op, 0.0) + step_seconds(model, step, ring, depth, levels)
+    cts = plan.cts_in
+    return Estimate(
+        ring_dim=ring, depth=depth, seconds_by_op=by_op,
+        encrypt_seconds=cts * model.price("encrypt", ring, depth, 0),
+        upload_cts=cts, upload_bytes=cts * model.ct_bytes(ring, depth, 0),
+        keys=len(plan.rotations), key_bytes=model.key_bytes(ring, depth, len(plan.rotations)),
+        unpriced=tuple(unpriced),
+    )
+
+
+def critical_path(plan, model: CostModel | None = None) -> tuple[float, float]:
+    """(estimated seconds of all steps, of the longest dependency chain): with unlimited workers a run takes at
+    least the second; their ratio is the parallelism the plan offers."""
+    model = model or load_cost_model()
+    depth = max(1, plan.depth)
+    ring, levels = ring_for(plan.slots, depth), plan.levels()
+    total, finish = 0.0, {}
+    for step in plan.steps:
+        seconds = step_seconds(model, step, ring, depth, levels) if step.op in PRICED_OPS else 0.0
+        total += seconds
+        finish[step.out] = seconds + max((finish[a] for a in step.args), default=0.0)
+    return total, max(finish.values(), default=0.0)
+
+
+def lowering_seconds(lw, mark, model: CostModel | None = None) -> float:
+    """Estimated seconds of what a strategy emitted since `mark`: its server steps plus the client's
+    encryption of the cipher operands it asked for (replication by the client is free for the server only)."""
+    model = model or load_cost_model()
+    steps = lw.builder.steps
+    levels = value_levels(steps)
+    depth = max(1, max(levels.values(), default=0))
+    ring = ring_for(lw.slots, depth)
+    server = sum(step_seconds(model, s, ring, depth, levels) for s in steps[mark[0][0]:])
+    uploads = sum(layout.num_cts for layout in lw.new_uploads(mark))
+    return server + uploads * model.price("encrypt", ring, depth, 0)
