@@ -10,14 +10,14 @@ from .errors import EinsumError, PlanError
 from .layout import Layout, natural_layout
 from .plan import CipherInput, Plan
 from .runtime.interpreter import RunStats, execute
-from .spec import parse_einsum
+from .spec import check_subscripts, parse_einsum, real_array
 
 __all__ = ["encrypt", "decrypt", "einsum", "run", "simulate"]
 
 
 def encrypt(ctx, x, layout: Layout | None = None) -> EncryptedTensor:
     """Encrypt numpy array `x` in `layout` (default: row-major, padded) with the context's keys."""
-    x = np.asarray(x, dtype=np.float64)
+    x = real_array(x)
     layout = layout or natural_layout(x.shape, ctx.slots)
     if layout.slots != ctx.slots:
         raise PlanError(f"the layout has {layout.slots} slots, the context {ctx.slots}")
@@ -51,7 +51,7 @@ def run(ctx, plan: Plan, *operands, stats: RunStats | None = None, workers: int 
         else:
             if isinstance(value, EncryptedTensor):
                 raise EinsumError(f"operand {op.operand} is plain in this plan", spec=plan.spec)
-            plains[op.operand] = np.asarray(value, dtype=np.float64)
+            plains[op.operand] = real_array(value, spec=plan.spec, operand=op.operand)
     outputs = execute(plan, ctx.backend, ciphers, plains, stats, workers)
     return EncryptedTensor(tuple(outputs), plan.output_layout)
 
@@ -69,12 +69,18 @@ def _matches(plan: Plan, spec: str, operands) -> bool:
     return True
 
 
-def einsum(subscripts: str, *operands, ctx=None, stats: RunStats | None = None) -> EncryptedTensor:
-    """numpy.einsum over encrypted and plain operands; uses a plan the context was made for when one fits."""
+def einsum(subscripts: str, *operands, ctx=None, stats: RunStats | None = None) -> EncryptedTensor | np.ndarray:
+    """numpy.einsum over encrypted and plain operands; uses a plan the context was made for when one fits.
+
+    Where an index has size 0 the result holds nothing encrypted (numpy's empty array, or zeros where the
+    index is summed): it is returned as that numpy array, computed without encryption."""
+    subscripts = check_subscripts(subscripts)
     if ctx is None:
         raise EinsumError("einfhe.einsum needs ctx=<the Context the operands were encrypted with>")
     shapes = [op.shape if isinstance(op, EncryptedTensor) else np.shape(op) for op in operands]
     spec = parse_einsum(subscripts, *shapes)
+    if spec.empty:
+        return np.zeros(spec.output_shape)
     for plan in ctx.plans:
         if _matches(plan, str(spec), operands) or _matches(plan, subscripts, operands):
             return run(ctx, plan, *operands, stats=stats)
@@ -92,7 +98,8 @@ def simulate(plan: Plan, *operands, stats: RunStats | None = None, workers: int 
     ciphers, plains = {}, {}
     for op, value in zip(plan.operands, operands):
         if isinstance(op, CipherInput):
-            ciphers[op.operand] = [backend.encrypt(row) for row in op.layout.pack(np.asarray(value, dtype=np.float64))]
+            array = real_array(value, spec=plan.spec, operand=op.operand)
+            ciphers[op.operand] = [backend.encrypt(row) for row in op.layout.pack(array)]
         else:
             plains[op.operand] = value
     outputs = execute(plan, backend, ciphers, plains, stats, workers)

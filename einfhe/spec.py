@@ -10,9 +10,11 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import EinsumError
 
-__all__ = ["EinsumSpec", "parse_einsum"]
+__all__ = ["EinsumSpec", "parse_einsum", "check_subscripts", "real_array", "refuse_complex"]
 
 _LETTERS = string.ascii_letters
 
@@ -30,6 +32,11 @@ class EinsumSpec:
     def sizes(self) -> dict[str, int]:
         """Map each index letter to its (broadcast) size."""
         return dict(self.size_items)
+
+    @property
+    def empty(self) -> bool:
+        """True when an index has size 0: the result is numpy's (empty, or zeros) whatever the operands hold."""
+        return any(n == 0 for _, n in self.size_items)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -63,10 +70,45 @@ def _split(subscripts: str) -> tuple[list[str], str | None]:
     return terms, out
 
 
+def check_subscripts(subscripts: object) -> str:
+    """Return `subscripts` if it is a string spec; refuse numpy's interleaved form (and anything else) by type."""
+    if isinstance(subscripts, str):
+        return subscripts
+    if isinstance(subscripts, np.ndarray) or hasattr(subscripts, "layout") or hasattr(subscripts, "shape"):
+        raise EinsumError(
+            "the interleaved form einsum(operand, [axes], ...) is not supported: use the string form, "
+            "e.g. einsum('ij,j->i', W, x)",
+            got=type(subscripts).__name__,
+        )
+    raise EinsumError("the einsum spec must be a string such as 'ij,j->i'", got=type(subscripts).__name__)
+
+
+def refuse_complex(value: object, **context: object) -> None:
+    """Raise `EinsumError` when `value` holds complex numbers (CKKS here encodes real numbers only)."""
+    if np.iscomplexobj(value):
+        raise EinsumError(
+            "complex operands are not supported (only real numbers are encoded): pass the real and imaginary "
+            "parts as separate operands",
+            **context,
+        )
+
+
+def real_array(value: object, **context: object) -> np.ndarray:
+    """`value` as a float64 array; a complex one is refused (see `refuse_complex`)."""
+    array = np.asarray(value)
+    refuse_complex(array, **context)
+    try:
+        return np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EinsumError(f"an operand must hold real numbers: {exc}", dtype=str(array.dtype), **context) from None
+
+
 def parse_einsum(subscripts: str, *shapes: tuple[int, ...]) -> EinsumSpec:
-    """Validate `subscripts` against operand shapes and return the explicit, ellipsis-free spec."""
-    if not isinstance(subscripts, str):
-        raise EinsumError("the einsum spec must be a string", spec=subscripts)
+    """Validate `subscripts` against operand shapes and return the explicit, ellipsis-free spec.
+
+    Sizes follow numpy's broadcasting: a size-1 axis takes the other operands' size for its index, 0 included
+    (an index of size 0 makes the result empty, or zeros where it is summed: see `EinsumSpec.empty`)."""
+    subscripts = check_subscripts(subscripts)
     terms, out = _split(subscripts)
     if len(terms) != len(shapes):
         raise EinsumError(
@@ -74,8 +116,8 @@ def parse_einsum(subscripts: str, *shapes: tuple[int, ...]) -> EinsumSpec:
         )
     shapes = tuple(tuple(int(n) for n in shape) for shape in shapes)
     for position, shape in enumerate(shapes):
-        if any(n < 1 for n in shape):
-            raise EinsumError("empty axes are not supported", spec=subscripts, operand=position, shape=shape)
+        if any(n < 0 for n in shape):
+            raise EinsumError("an axis size cannot be negative", spec=subscripts, operand=position, shape=shape)
 
     used = set("".join(terms) + (out or ""))
     pool = [c for c in _LETTERS if c not in used]
@@ -141,7 +183,7 @@ def parse_einsum(subscripts: str, *shapes: tuple[int, ...]) -> EinsumSpec:
                     spec=subscripts,
                     shapes=shapes,
                 )
-            sizes[index] = max(known, n)
+            sizes[index] = known if n == 1 else n
     order = {c: i for i, c in enumerate(dict.fromkeys("".join(inputs)))}
     return EinsumSpec(
         inputs=tuple(inputs),

@@ -18,7 +18,7 @@ from ..errors import EinsumError, PlanError
 from ..layout import Dim, Layout
 from ..plan import CipherInput, PlainExpr, PlainInput, Plan
 from ..plan.keybasis import BASES, with_rotation_basis
-from ..spec import parse_einsum
+from ..spec import check_subscripts, parse_einsum, refuse_complex
 from .builder import Packed, PlanBuilder
 from .strategies import AUTO, STRATEGIES, Contraction, FreeCipher, Lowerer, PlainValue, Value, get_strategy
 
@@ -93,8 +93,15 @@ def compile_einsum(
     plain operands, the path that contracts the plain operands first (in numpy, free for the ciphertexts) is
     compiled too, and the cheaper plan (server steps plus client encryption) is kept.
     """
+    subscripts = check_subscripts(subscripts)
     if strategy != AUTO:
         get_strategy(strategy)
+    if optimize == PLAIN_FIRST and sum(_operand_kind(op) is None for op in operands) < 2:
+        raise EinsumError(
+            f"optimize={PLAIN_FIRST!r} contracts the plain operands first and needs two or more of them: "
+            "use optimize='auto' (which tries that path where it applies)",
+            spec=subscripts,
+        )
     if rotation_basis not in BASES:
         raise PlanError(f"unknown rotation basis {rotation_basis!r}; valid bases: {', '.join(BASES)}")
     args = (subscripts, operands, slots, max_cts, strategy, cost_model)
@@ -131,6 +138,16 @@ def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimiz
     kinds = [_operand_kind(op) for op in operands]
     shapes = [k.shape if k is not None else np.shape(op) for k, op in zip(kinds, operands)]
     spec = parse_einsum(subscripts, *shapes)
+    for position, (kind, op) in enumerate(zip(kinds, operands)):
+        if kind is None:
+            refuse_complex(op, spec=subscripts, operand=position)
+    if spec.empty:
+        raise EinsumError(
+            f"an index has size 0, so the result is numpy's {'empty array' if 0 in spec.output_shape else 'zeros'} "
+            f"of shape {spec.output_shape} whatever the operands hold: nothing is encrypted in it and no plan is "
+            "made; einfhe.einsum returns it (or use numpy.einsum)",
+            spec=subscripts,
+        )
     if all(k is None for k in kinds):
         raise EinsumError("no operand is encrypted: use numpy.einsum for plain tensors", spec=subscripts)
     for k in kinds:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EinsumError, PlanError
+from ..spec import real_array
 from .operands import Diagonals
 
 __all__ = ["evaluate_plain_program", "diagonals"]
@@ -16,7 +17,7 @@ def evaluate_plain_program(plan, plains: dict[int, np.ndarray]) -> dict[str, np.
     values: dict[str, np.ndarray] = {}
     for op in plan.operands:
         if not hasattr(op, "layout"):
-            array = np.asarray(plains[op.operand], dtype=np.float64)
+            array = real_array(plains[op.operand], spec=plan.spec, operand=op.operand)
             if array.shape != op.shape:
                 raise EinsumError(
                     f"plain operand {op.operand} has shape {array.shape}, the plan expects {op.shape}",
