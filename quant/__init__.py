@@ -14,6 +14,7 @@ from quant.errors import CalibrationError, ConfigError, FormatError, QuantError,
 from quant.export import export_integer_model
 from quant.integer_format import IntegerModel, read_integer_model, run_integer_model
 from quant.kv import KVQuantized
+from quant.layer_base import QuantLayer
 from quant.linear import QuantLinear
 from quant.packing import pack_int4, unpack_int4
 from quant.recipes import RECIPES
@@ -34,6 +35,7 @@ __all__ = [
     "RECIPES",
     "register_transform",
     "get_transform",
+    "QuantLayer",
     "QuantLinear",
     "KVQuantized",
     "pack_int4",

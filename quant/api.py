@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
 from quant.calibration import collect_inputs
 from quant.configs import KV4, QuantConfig
 from quant.errors import ConfigError
 from quant.kv import KVQuantized
-from quant.linear import QuantLinear
-from quant.recipes import RECIPES
+from quant.layer_base import QuantLayer
+from quant.recipes import recipe_name
 from quant.registry import get_transform
 from quant.transforms import QuantContext
 
@@ -21,19 +22,23 @@ __all__ = ["quantize_"]
 
 def quantize_(model: nn.Module, config: QuantConfig, *, calibration: Iterable[Any] | None = None,
               recipe: str = "rtn", seed: int = 0, filter_fn: Callable[[nn.Module, str], bool] | None = None,
-              max_rows: int = 1024) -> nn.Module:
-    """Quantize ``model`` in place: every ``nn.Linear`` (that ``filter_fn`` keeps) becomes a ``QuantLinear``.
+              max_rows: int = 1024, device: torch.device | str | None = None) -> nn.Module:
+    """Quantize ``model`` in place: every ``nn.Linear`` (that ``filter_fn`` keeps) becomes a quantized layer.
 
-    ``recipe`` is ``"rtn"``, ``"awq"`` or ``"smoothquant"``; the last two need ``calibration``, an
-    iterable of batches the model accepts (tensor, tuple of args, or dict of kwargs). With a KV4 config
-    the chosen layers named like key/value projections are wrapped instead. Deterministic given ``seed``.
+    ``recipe`` (any case) is ``"rtn"``, ``"awq"`` or ``"smoothquant"``; the last two need ``calibration``,
+    an iterable of batches: tensors, tuples of positional args, dicts of kwargs, or a ``DataLoader``'s
+    ``(inputs, targets)``. With ``device`` (e.g. ``"cuda"``) the model is moved there first, so calibration
+    and the recipe's search run there, and the quantized model stays there (torchao's ``quantize_`` does
+    the same). With a KV4 config the layers named like key/value projections are wrapped instead.
+    Deterministic given ``seed``.
 
     >>> quantize_(model, W4A16(group_size=128))  # doctest: +SKIP
     """
-    if recipe not in RECIPES:
-        raise ConfigError("unknown recipe", got=recipe, known=list(RECIPES))
+    recipe = recipe_name(recipe)
     transform = get_transform(config)
-    kinds = (nn.Linear, QuantLinear) if isinstance(config, KV4) else (nn.Linear,)
+    if device is not None:
+        model.to(device)
+    kinds = (nn.Linear, QuantLayer) if isinstance(config, KV4) else (nn.Linear,)
     layers = [name for name, module in model.named_modules()
               if isinstance(module, kinds) and not isinstance(module, KVQuantized)
               and name and (filter_fn is None or filter_fn(module, name))]
@@ -43,7 +48,15 @@ def quantize_(model: nn.Module, config: QuantConfig, *, calibration: Iterable[An
     if calibration is not None and not isinstance(config, KV4):
         was_training = model.training
         model.eval()
-        inputs = collect_inputs(model, layers, calibration, seed=seed, max_rows=max_rows)
+        inputs = collect_inputs(model, layers, calibration, seed=seed, max_rows=max_rows,
+                                device=device or _model_device(model))
         model.train(was_training)
     transform(model, config, QuantContext(layers=layers, recipe=recipe, inputs=inputs))
     return model
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    """Return the device of the model's first parameter or buffer (None for a model with neither)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return None

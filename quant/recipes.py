@@ -24,19 +24,27 @@ from torch import nn
 
 from quant.configs import QuantConfig
 from quant.errors import ConfigError
-from quant.linear import QuantLinear
+from quant.layers import layer_type
 
-__all__ = ["RECIPES", "ALPHA_GRID", "smoothing_candidates", "search_smoothing"]
+__all__ = ["RECIPES", "CALIBRATED_RECIPES", "ALPHA_GRID", "recipe_name", "smoothing_candidates", "search_smoothing"]
 
 RECIPES = ("rtn", "awq", "smoothquant")
+CALIBRATED_RECIPES = ("awq", "smoothquant")  # the recipes that need calibration data
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+def recipe_name(recipe: object) -> str:
+    """Return the canonical (lower-case) name of a recipe, e.g. ``"SmoothQuant"`` -> ``"smoothquant"``."""
+    name = recipe.strip().lower() if isinstance(recipe, str) else None
+    if name not in RECIPES:
+        raise ConfigError("unknown recipe", got=recipe, known=list(RECIPES))
+    return name
 
 
 def smoothing_candidates(recipe: str, weight: torch.Tensor, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
     """Return ``(alpha, s)`` candidates of one recipe for a ``[N, K]`` weight and ``[T, K]`` activations."""
-    if recipe not in RECIPES:
-        raise ConfigError("unknown recipe", got=recipe, known=list(RECIPES))
-    if recipe == "rtn":
+    recipe = recipe_name(recipe)
+    if recipe not in CALIBRATED_RECIPES:
         return []
     a_mean = x.abs().mean(dim=0).clamp(min=1e-5)
     a_max = x.abs().amax(dim=0).clamp(min=1e-5)
@@ -53,15 +61,22 @@ def smoothing_candidates(recipe: str, weight: torch.Tensor, x: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def search_smoothing(linear: nn.Linear, x: torch.Tensor, config: QuantConfig, recipe: str) -> torch.Tensor | None:
-    """Return the recipe's best smoothing vector for ``linear`` on activations ``x``, or None if none helps."""
-    cpu = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-    cpu.load_state_dict({k: v.detach().float().cpu() for k, v in linear.state_dict().items()})
-    weight, act_absmax = cpu.weight, x.abs().amax(dim=0)
-    target = cpu(x)
+def search_smoothing(linear: nn.Linear, x: torch.Tensor, config: QuantConfig, recipe: str,
+                     device: torch.device | str | None = None) -> torch.Tensor | None:
+    """Return the recipe's best smoothing vector for ``linear`` on activations ``x``, or None if none helps.
+
+    The search runs on ``device`` (default: where ``x`` is); on CUDA each candidate runs the Triton kernels.
+    """
+    device = torch.device(device) if device is not None else x.device
+    local = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device=device)
+    local.load_state_dict({k: v.detach().float() for k, v in linear.state_dict().items()})
+    x = x.to(device)
+    weight, act_absmax = local.weight, x.abs().amax(dim=0)
+    target = local(x)
+    cls = layer_type(config)
 
     def error(smooth: torch.Tensor | None) -> float:
-        layer = QuantLinear.from_linear(cpu, config, smooth=smooth, act_absmax=act_absmax)
+        layer = cls.from_linear(local, config, smooth=smooth, act_absmax=act_absmax)
         return float((layer(x) - target).pow(2).sum())
 
     best, best_err = None, error(None)

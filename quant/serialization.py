@@ -4,12 +4,13 @@ Directory layout::
 
     <dir>/model.safetensors   the model's full state_dict (packed int32 weights, scales, float layers)
     <dir>/manifest.json       {"format": "einfhe.quant", "version": 1,
-                               "layers": {name: QuantLinear.describe()},   # which Linear became what
+                               "layers": {name: layer.describe()},   # which Linear became what, by which recipe
                                "kv": {name: config JSON},                   # which layers KV4 wraps
                                "tensors": {key: {"shape": [...], "dtype": "int32"}}}
 
-Loading needs the float model's skeleton (same architecture, any weights): the listed layers are
-replaced by empty quantized shells, then the state is loaded strictly, so every tensor must match.
+Loading needs the float model's skeleton (same architecture, any weights): each listed layer must be an
+``nn.Linear`` of the saved sizes; it is replaced by an empty quantized shell, then the state is loaded
+strictly, so every tensor must match.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 from quant.configs import KV4, config_from_json, config_to_json
 from quant.errors import FormatError
 from quant.kv import KVQuantized
-from quant.linear import QuantLinear
+from quant.layer_base import QuantLayer
+from quant.layers import layer_from_description
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_VERSION", "save_quantized", "load_quantized"]
 
@@ -40,7 +42,7 @@ def save_quantized(model: nn.Module, directory: str | Path) -> Path:
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
-        "layers": {name: m.describe() for name, m in modules.items() if isinstance(m, QuantLinear)},
+        "layers": {name: m.describe() for name, m in modules.items() if isinstance(m, QuantLayer)},
         "kv": {name: config_to_json(m.config) for name, m in modules.items() if isinstance(m, KVQuantized)},
         "tensors": {key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
                     for key, t in state.items()},
@@ -62,6 +64,17 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
+def _check_skeleton_layer(skeleton: nn.Module, layer: QuantLayer, name: str) -> None:
+    """Raise FormatError unless the skeleton's layer is an ``nn.Linear`` of the saved layer's sizes and bias."""
+    if not isinstance(skeleton, nn.Linear):
+        raise FormatError("the skeleton's layer is not an nn.Linear", layer=name, got=type(skeleton).__name__)
+    seen = (skeleton.in_features, skeleton.out_features, skeleton.bias is not None)
+    saved = (layer.in_features, layer.out_features, layer.bias is not None)
+    if seen != saved:
+        raise FormatError("the skeleton's layer differs from the saved one (in_features, out_features, bias)",
+                          layer=name, skeleton=seen, saved=saved)
+
+
 def load_quantized(model: nn.Module, directory: str | Path) -> nn.Module:
     """Turn the float skeleton ``model`` into the saved quantized model, in place, and return it."""
     directory = Path(directory)
@@ -73,7 +86,9 @@ def load_quantized(model: nn.Module, directory: str | Path) -> nn.Module:
                 raise FormatError("a kv entry holds a non-KV4 config", layer=name)
             model.set_submodule(name, KVQuantized(model.get_submodule(name), config))
         for name, desc in manifest["layers"].items():
-            model.set_submodule(name, QuantLinear.from_description(desc))
+            layer = layer_from_description(desc)
+            _check_skeleton_layer(model.get_submodule(name), layer, name)
+            model.set_submodule(name, layer)
     except AttributeError as exc:
         raise FormatError("the skeleton model lacks a layer named in the manifest", reason=str(exc)) from exc
     try:

@@ -10,8 +10,8 @@ from torch import nn
 from quant.configs import KV4, W4A4, W4A8, W4A16, QuantConfig
 from quant.errors import CalibrationError, ConfigError
 from quant.kv import KVQuantized
-from quant.linear import QuantLinear
-from quant.recipes import search_smoothing
+from quant.layers import layer_type
+from quant.recipes import CALIBRATED_RECIPES, search_smoothing
 from quant.registry import register_transform
 
 __all__ = ["QuantContext"]
@@ -27,15 +27,18 @@ class QuantContext:
 
 
 def _linear_transform(model: nn.Module, config: QuantConfig, context: QuantContext) -> None:
-    """Replace each chosen ``nn.Linear`` by a ``QuantLinear``, smoothing first when the recipe says so."""
-    if context.recipe != "rtn" and not context.inputs:
+    """Replace each chosen ``nn.Linear`` by its format's quantized layer, smoothing first when the recipe says so."""
+    if context.recipe in CALIBRATED_RECIPES and not context.inputs:
         raise CalibrationError(f"recipe {context.recipe!r} needs calibration data", recipe=context.recipe)
+    cls = layer_type(config)
     for name in context.layers:
         linear = model.get_submodule(name)
         x = context.inputs.get(name)
-        smooth = None if x is None or context.recipe == "rtn" else search_smoothing(linear, x, config, context.recipe)
+        smooth = (search_smoothing(linear, x, config, context.recipe)
+                  if x is not None and context.recipe in CALIBRATED_RECIPES else None)
         absmax = None if x is None else x.abs().amax(dim=0)
-        model.set_submodule(name, QuantLinear.from_linear(linear, config, smooth=smooth, act_absmax=absmax))
+        model.set_submodule(name, cls.from_linear(linear, config, smooth=smooth, act_absmax=absmax,
+                                                  recipe=context.recipe))
 
 
 for _config_type in (W4A16, W4A8, W4A4):

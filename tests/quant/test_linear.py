@@ -64,3 +64,28 @@ def test_bad_inputs_raise_quant_errors():
         layer(torch.zeros(2, 9))
     with pytest.raises(ShapeError, match="smooth"):
         QuantLinear.from_linear(nn.Linear(8, 4), W4A16(32), smooth=-torch.ones(8))
+
+
+def test_weight_is_the_dequantized_view_the_layer_applies(rng):
+    lin = nn.Linear(192, 40)
+    layer = QuantLinear.from_linear(lin, W4A16(group_size=64))
+    np.testing.assert_allclose(layer.weight.numpy(), _naive_w4a16(lin.weight.detach().numpy(), 64), rtol=0, atol=1e-6)
+    x = torch.randn(7, 192, generator=rng)
+    np.testing.assert_allclose(layer(x).detach().numpy(), (x @ layer.weight.T + lin.bias).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [W4A16(32), W4A8(32), W4A4(32, outliers=8)])
+def test_weight_view_undoes_smoothing_and_keeps_outliers(config, rng):
+    lin = nn.Linear(96, 24)
+    smooth = torch.rand(96, generator=rng) * 3 + 0.2
+    layer = QuantLinear.from_linear(lin, config, smooth=smooth, act_absmax=torch.rand(96, generator=rng))
+    w = lin.weight.detach()
+    assert layer.weight.shape == (24, 96)
+    # every element is within one quantization step of its group (scale <= 2 absmax / 15), undone by 1/s
+    step = (w * smooth).abs().amax(dim=1, keepdim=True) * 2 / 15 / smooth
+    assert torch.all((layer.weight - w).abs() <= step + 1e-6)
+    if isinstance(config, W4A4):  # outlier channels are int8 (127 levels), much closer than int4
+        idx = layer.outlier_idx
+        int8_step = (w[:, idx] * smooth[idx]).abs().amax(dim=1, keepdim=True) / 127 / smooth[idx]
+        assert torch.all((layer.weight[:, idx] - w[:, idx]).abs() <= int8_step / 2 + 1e-6)

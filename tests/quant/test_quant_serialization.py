@@ -46,3 +46,25 @@ def test_load_refuses_wrong_version_and_wrong_skeleton(tmp_path):
         load_quantized(nn.Sequential(nn.Linear(64, 8)), tmp_path)
     with pytest.raises(FormatError, match="manifest.json"):
         load_quantized(nn.Sequential(nn.Linear(64, 8)), tmp_path / "missing")
+
+
+def test_load_refuses_a_skeleton_layer_of_other_sizes(tmp_path):
+    model = nn.Sequential(nn.Linear(100, 300))
+    quantize_(model, W4A16(32))
+    save_quantized(model, tmp_path)
+    with pytest.raises(FormatError, match=r"differs.*skeleton=\(100, 200, True\), saved=\(100, 300, True\)"):
+        load_quantized(nn.Sequential(nn.Linear(100, 200)), tmp_path)
+    with pytest.raises(FormatError, match="not an nn.Linear"):
+        load_quantized(nn.Sequential(nn.Conv1d(100, 300, 1)), tmp_path)
+
+
+def test_the_recipe_is_recorded_whatever_its_case(tmp_path, rng):
+    x = torch.randn(20, 64, generator=rng)
+    model = nn.Sequential(nn.Linear(64, 8), nn.Linear(8, 4))
+    quantize_(model, W4A8(32), calibration=[x], recipe="AWQ", filter_fn=lambda _m, name: name == "0")
+    quantize_(model, W4A16(32))
+    save_quantized(model, tmp_path)
+    layers = json.loads((tmp_path / "manifest.json").read_text())["layers"]
+    assert {name: entry["recipe"] for name, entry in layers.items()} == {"0": "awq", "1": "rtn"}
+    loaded = load_quantized(nn.Sequential(nn.Linear(64, 8), nn.Linear(8, 4)), tmp_path)
+    assert loaded[0].recipe == "awq" and torch.equal(loaded(x), model(x))
