@@ -16,7 +16,8 @@ from .api import ROUTERS
 from .api.openapi import document_errors
 from .errors import CODES, ServiceError, error_body
 from .executor import Executor
-from .middleware import BodyGuard, RequestLog
+from .admission import Admission
+from .middleware import RequestLog
 from .service import Service
 from .settings import Settings
 
@@ -76,8 +77,6 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         app.include_router(router)
     _install_error_handlers(app)
     document_errors(app)
-    largest = max(settings.max_keyset_bytes, settings.max_ciphertext_bytes, settings.max_operand_bytes,
-                  settings.max_model_bytes)
-    app.add_middleware(BodyGuard, limit=largest, json_limit=settings.max_json_bytes)
+    app.add_middleware(Admission, settings=settings, tenants=service.tenants)
     app.add_middleware(RequestLog)
     return app

@@ -7,6 +7,7 @@ objects, so the API process never touches OpenFHE's global caches.
 from __future__ import annotations
 
 import io
+import math
 import tokenize
 from dataclasses import dataclass
 
@@ -20,19 +21,23 @@ from .errors import ServiceError
 
 __all__ = [
     "KEY_PARTS", "MSGPACK_TYPES", "SECRET_PART_NAMES", "KeySetUpload", "decode_keyset", "decode_npy",
-    "decode_tensor_list", "inspect_tensor", "unpack_msgpack",
+    "decode_tensor_list", "inspect_tensor", "unpack_msgpack", "MAX_JOB_TENSORS",
 ]
 
 KEY_PARTS = ("context", "public_key", "mult_key", "rotation_keys")
 SECRET_PART_NAMES = ("secret", "private", "sk")
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 _MAX_NDIM = 8
+MAX_JOB_TENSORS = 64  # cipher operands in one job body
+_MAX_NPY_HEADER = 4096
 
 
-def unpack_msgpack(body: bytes, what: str):
-    """msgpack.unpackb with strict settings, any failure answered as malformed_blob."""
+def unpack_msgpack(body: bytes, what: str, max_items: int):
+    """msgpack.unpackb with strict settings and at most `max_items` entries per array or map (checked by the
+    decoder before it allocates them); any failure answered as malformed_blob."""
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True, max_array_len=max_items,
+                               max_map_len=max_items, max_ext_len=0)
     except (ValueError, TypeError, msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError,
             msgpack.exceptions.StackError) as exc:
         raise ServiceError("malformed_blob", f"the {what} is not valid msgpack: {exc}") from exc
@@ -70,20 +75,36 @@ def decode_keyset(body: bytes) -> KeySetUpload:
     return KeySetUpload(params, rotations, dict(zip(names, parts)))
 
 
-def decode_npy(body: bytes) -> np.ndarray:
-    """A plaintext operand from .npy bytes: numeric, finite, at most 8 dimensions, never pickled objects."""
+def _npy_header(body: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """The shape, Fortran order, dtype and data offset a .npy body declares, read without touching its data."""
+    stream = io.BytesIO(body)
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError, TypeError, tokenize.TokenError) as exc:  # TokenError: a torn header
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(stream, max_header_size=_MAX_NPY_HEADER)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, tokenize.TokenError) as exc:  # TokenError: torn
         raise ServiceError("malformed_blob", f"the operand is not a .npy array: {exc}") from exc
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+    return shape, fortran, dtype, stream.tell()
+
+
+def decode_npy(body: bytes, *, as_float: bool = True) -> np.ndarray:
+    """A plaintext operand from .npy bytes: numeric, finite, at most 8 dimensions, never pickled objects. The declared
+    shape must match the bytes sent before anything is allocated; the array keeps its dtype unless `as_float`."""
+    shape, fortran, dtype, offset = _npy_header(body)
+    if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None:
         raise ServiceError("malformed_blob", "the operand must be a numeric (bool, int or float) .npy array")
-    if array.ndim > _MAX_NDIM or array.size == 0:
+    if len(shape) > _MAX_NDIM or 0 in shape:
         raise ServiceError("malformed_blob", f"the operand must have 1..{_MAX_NDIM} dimensions and some elements")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(body) - offset:
+        raise ServiceError("malformed_blob", f"the .npy header declares shape {shape} of {dtype} "
+                                             f"({count * dtype.itemsize} bytes); the body holds {len(body) - offset}")
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape, order="F" if fortran else "C")
+    if dtype.kind == "f" and not np.isfinite(array).all():
         raise ServiceError("malformed_blob", "the operand holds NaN or infinite values")
-    return array
+    return array.astype(np.float64) if as_float else array
 
 
 def decode_tensor_list(body: bytes, content_type: str) -> list[bytes]:
@@ -92,7 +113,7 @@ def decode_tensor_list(body: bytes, content_type: str) -> list[bytes]:
     if media == "application/octet-stream":
         return [body]
     if media in MSGPACK_TYPES:
-        blobs = unpack_msgpack(body, "job body")
+        blobs = unpack_msgpack(body, "job body", MAX_JOB_TENSORS)
         if not isinstance(blobs, list) or not all(isinstance(b, bytes) for b in blobs):
             raise ServiceError("malformed_blob", "a msgpack job body must be an array of tensor blobs (bin)")
         return blobs

@@ -57,7 +57,7 @@ class FileCache(Generic[T]):
 
 
 def load_npy(path: Path) -> np.ndarray:
-    """A plain .npy array (no pickles), read-only."""
-    array = np.load(path, allow_pickle=False)
+    """A plain .npy array (no pickles) as float64 (operands are stored in their own dtype), read-only."""
+    array = np.load(path, allow_pickle=False).astype(np.float64, copy=False)
     array.flags.writeable = False
     return array

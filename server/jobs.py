@@ -27,6 +27,7 @@ class _Flight:
     keyset_id: str
     input_bytes: int        # its inputs, held in memory until the worker is done with them
     keep: bool
+    plain_paths: frozenset[str]  # the plain operands' blobs it reads
     inline: str = "queued"  # keep=False only: "queued", "waiting" (a request awaits it inline), "claimed"
     done: Future = field(default_factory=Future)  # resolves once the outcome is recorded
     future: Future | None = None                  # the executor's, once submitted
@@ -55,7 +56,8 @@ class JobRunner:
         """Admit the job (its inputs must fit in the memory left), `record()` it (its row), then hand it to the
         executor; the returned future resolves, once the outcome is recorded, to the result's bytes (None when the
         job failed). `keep=False`: a result answered inline is not stored (see the class docstring)."""
-        flight = _Flight(task.keyset_id, sum(len(blob) for blob in task.inputs), keep)
+        flight = _Flight(task.keyset_id, sum(len(blob) for blob in task.inputs), keep,
+                         frozenset(path for _, path in task.plains))
         with self._lock:
             held = sum(f.input_bytes for f in self._flights.values())
             if held and held + flight.input_bytes > self.max_input_bytes:
@@ -142,6 +144,11 @@ class JobRunner:
         """True while a job in flight runs with the key set."""
         with self._lock:
             return any(flight.keyset_id == keyset_id for flight in self._flights.values())
+
+    def plain_in_use(self, path: str) -> bool:
+        """True while a job in flight reads the plain operand blob at `path`."""
+        with self._lock:
+            return any(path in flight.plain_paths for flight in self._flights.values())
 
     def is_running(self, job_id: str) -> bool:
         """True while a worker is executing the job."""

@@ -6,6 +6,8 @@
 
 Nothing is extracted to disk: members are read into memory, each capped, and only regular files named
 exactly ``manifest.json`` or ``model.npz`` are accepted (no links, no paths that climb, no other members).
+Before tarfile or zipfile parse anything, server.archive_limits bounds what they would allocate: a tar's headers
+(GNU long names, pax records) and decompressed size, a zip's member count.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import zipfile
 from pathlib import PurePosixPath
 
 from .codecs import MSGPACK_TYPES, unpack_msgpack
+from .archive_limits import check_zip_directory, scan_tar
 from .errors import ServiceError
 
 __all__ = ["MODEL_FILES", "MODEL_MEDIA_TYPES", "read_model_upload"]
@@ -26,6 +29,7 @@ _TAR_TYPES = ("application/x-tar", "application/tar", "application/gzip", "appli
 _ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 MODEL_MEDIA_TYPES = _TAR_TYPES + _ZIP_TYPES + MSGPACK_TYPES
 _MAX_MEMBERS = 16
+_MAX_NPZ_ARRAYS = 4096
 
 
 def _member_name(path: str) -> str:
@@ -46,10 +50,9 @@ def _checked(files: dict[str, bytes], name: str, size: int, limit: int) -> None:
 
 def _from_tar(body: bytes, limit: int) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as archive:
-        for count, member in enumerate(archive):
-            if count >= _MAX_MEMBERS:
-                raise ServiceError("malformed_model", f"the archive has more than {_MAX_MEMBERS} members")
+    plain = scan_tar(body, limit)  # headers bounded and the stream decompressed, before tarfile reads anything
+    with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as archive:
+        for member in archive:
             if member.isdir():
                 continue
             name = _member_name(member.name)
@@ -62,11 +65,9 @@ def _from_tar(body: bytes, limit: int) -> dict[str, bytes]:
 
 def _from_zip(body: bytes, limit: int) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
+    check_zip_directory(body, _MAX_MEMBERS, "the archive")
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        members = archive.infolist()
-        if len(members) > _MAX_MEMBERS:
-            raise ServiceError("malformed_model", f"the archive has more than {_MAX_MEMBERS} members")
-        for member in members:
+        for member in archive.infolist():
             if member.is_dir():
                 continue
             name = _member_name(member.filename)
@@ -79,7 +80,7 @@ def _from_zip(body: bytes, limit: int) -> dict[str, bytes]:
 
 
 def _from_msgpack(body: bytes, limit: int) -> dict[str, bytes]:
-    value = unpack_msgpack(body, "model upload")
+    value = unpack_msgpack(body, "model upload", len(MODEL_FILES))
     if not isinstance(value, dict) or set(value) != set(MODEL_FILES):
         raise ServiceError("malformed_model", f"a msgpack model upload is a map with exactly the keys {MODEL_FILES}")
     files = {}
@@ -117,6 +118,7 @@ def read_model_upload(body: bytes, content_type: str, limit: int) -> dict[str, b
 
 def _check_npz(data: bytes, limit: int) -> None:
     """Refuse a model.npz that is not a zip of .npy members or whose arrays unpack past `limit` bytes."""
+    check_zip_directory(data, _MAX_NPZ_ARRAYS, "model.npz")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Where jobs run: local worker processes, or Dask (a scheduler address, or a LocalCluster of `workers`).
     executor: Literal["local", "dask"] = "local"
     scheduler: str | None = None
+    max_header_bytes: int = Field(16 * 1024, ge=1024)  # request line and headers together
+    header_timeout_seconds: float = Field(10.0, gt=0)  # from a connection's first byte to its headers' end
+    body_timeout_seconds: float = Field(30.0, gt=0)  # longest silence while a body is being received
     max_json_bytes: int = Field(1 * _MIB, ge=1)
     max_keyset_bytes: int = Field(1024 * _MIB, ge=1)
     max_ciphertext_bytes: int = Field(256 * _MIB, ge=1)

@@ -6,7 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
-__all__ = ["load_tokens", "token_digest"]
+__all__ = ["load_tokens", "tenant_for", "token_digest"]
 
 _TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -14,6 +14,12 @@ _TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 def token_digest(token: str) -> str:
     """The hex SHA-256 of a token (the key tenants are looked up by)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tenant_for(authorization: str | None, tenants: dict[str, str]) -> str | None:
+    """The tenant an ``Authorization: Bearer TOKEN`` header names in `tenants` (digest -> tenant), or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return tenants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
 
 
 def load_tokens(path: Path | None) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Shared checks as FastAPI dependencies: the service, the tenant behind the API token, ownership, body caps.
 
     ServiceDep      the app's Service
-    TenantDep       the tenant named by ``Authorization: Bearer <token>`` (401 otherwise)
+    TenantDep       the tenant named by ``Authorization: Bearer TOKEN`` (401 otherwise)
     OperatorDep     the tenant, who must be one of the operators (403 otherwise): they register models
     KeySetDep, PlanDep, JobDep, OperandDep
                     the tenant's object named in the path (404 when missing or another tenant's)
@@ -22,7 +22,7 @@ from fastapi import Depends, Header, Path, Request
 
 from ..errors import ServiceError
 from ..service import Service
-from ..tokens import token_digest
+from ..tokens import tenant_for
 from .schemas import NAME_PATTERN
 
 __all__ = [
@@ -43,10 +43,9 @@ async def get_tenant(
     request: Request, service: ServiceDep, authorization: Annotated[str | None, Header()] = None
 ) -> str:
     """The tenant owning the bearer token, or 401."""
-    scheme, _, token = (authorization or "").partition(" ")
-    tenant = service.tenants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
+    tenant = tenant_for(authorization, service.tenants)
     if tenant is None:
-        raise ServiceError("unauthorized", "send a valid API token as 'Authorization: Bearer <token>'")
+        raise ServiceError("unauthorized", "send a valid API token as 'Authorization: Bearer TOKEN'")
     request.state.tenant = tenant
     return tenant
 

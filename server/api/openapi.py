@@ -21,7 +21,7 @@ TENSORS_BODY = {
 
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
 # Every route checks its parameters (400 invalid_request: the service answers validation errors with 400, not
-# FastAPI's 422) and the API token (401); every route with a body goes through BodyGuard (411, 413).
+# FastAPI's 422) and the API token (401); every route with a body goes through server.admission (411, 413, 415).
 _EVERY_ROUTE = {"400": "invalid request: a parameter, the body or a blob is malformed (see error.code)",
                 "401": "no valid API token ('Authorization: Bearer <token>')"}
 _BODY_ROUTES = {"411": "the body was sent without a Content-Length header",

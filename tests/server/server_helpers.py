@@ -27,6 +27,19 @@ def auth(tenant: str) -> dict:
     return {"Authorization": f"Bearer {TOKENS[tenant]}"}
 
 
+async def call(app, method: str, path: str, tenant: str | None = "alice", **kwargs) -> httpx.Response:
+    """One request to `app` in-process (httpx.ASGITransport) with the tenant's token (None: no token)."""
+    headers = {**(auth(tenant) if tenant else {}), **kwargs.pop("headers", {})}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://einfhe") as http:
+        return await http.request(method, path, headers=headers, **kwargs)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    """The response is an error with this status and JSON code."""
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code, response.text
+
+
 def npy(array) -> bytes:
     """An array as .npy bytes."""
     buffer = io.BytesIO()

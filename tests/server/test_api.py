@@ -11,23 +11,12 @@ import msgpack
 import numpy as np
 import openfhe
 import pytest
-from server_helpers import SLOTS, auth, keyset_body, npy
+from server_helpers import SLOTS, assert_error, call, keyset_body, npy
 
 from einfhe.crypto.blobs import pack_blob, pack_parts
 from server import Settings, create_app
 
 pytestmark = pytest.mark.anyio
-
-
-async def call(app, method: str, path: str, tenant: str | None = "alice", **kwargs) -> httpx.Response:
-    headers = {**(auth(tenant) if tenant else {}), **kwargs.pop("headers", {})}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://einfhe") as http:
-        return await http.request(method, path, headers=headers, **kwargs)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code, response.text
 
 
 async def upload_keys(app, ctx, tenant="alice") -> str:
