@@ -12,7 +12,9 @@ from quant.api import quantize_
 from quant.configs import ALLOWED_CONFIGS, KV4, W4A4, W4A8, W4A16, QuantConfig, config_from_json, config_to_json
 from quant.errors import CalibrationError, ConfigError, FormatError, QuantError, ShapeError
 from quant.export import export_integer_model
+from quant.int8_layers import Int8Conv2d, Int8Linear
 from quant.integer_format import IntegerModel, read_integer_model, run_integer_model
+from quant.integer_torch import integer_module, load_integer_module
 from quant.kv import KVQuantized
 from quant.layer_base import QuantLayer
 from quant.linear import QuantLinear
@@ -46,6 +48,10 @@ __all__ = [
     "IntegerModel",
     "read_integer_model",
     "run_integer_model",
+    "integer_module",
+    "load_integer_module",
+    "Int8Linear",
+    "Int8Conv2d",
     "QuantError",
     "ConfigError",
     "CalibrationError",

@@ -20,6 +20,7 @@ from torch import nn
 from quant.activations import Square
 from quant.configs import W4A8, W4A16
 from quant.errors import FormatError
+from quant.int8_layers import int8_per_channel
 from quant.integer_format import INT_FORMAT, INT_VERSION
 from quant.kernels import dequantize_w4a8_int8
 from quant.linear import QuantLinear
@@ -48,11 +49,8 @@ def _pair(v: int | tuple[int, ...]) -> list[int]:
 
 def _int8_per_channel(weight: torch.Tensor) -> dict[str, np.ndarray]:
     """Quantize a float weight symmetric int8 per output channel: integers, scale ``[N, 1]``, zero ``[N, 1]``."""
-    w = weight.detach().float().cpu()
-    scale = (w.reshape(w.shape[0], -1).abs().amax(dim=1) / 127.0).clamp(min=1e-8)
-    q = torch.round(w / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-127, 127)
-    return {"weight": q.to(torch.int8).numpy(), "scale": scale[:, None].numpy(),
-            "zero": np.zeros((w.shape[0], 1), dtype=np.int8)}
+    q, scale = int8_per_channel(weight)
+    return {"weight": q.numpy(), "scale": scale[:, None].numpy(), "zero": np.zeros((q.shape[0], 1), dtype=np.int8)}
 
 
 def _quant_linear_arrays(layer: QuantLinear) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -88,6 +88,10 @@ class DaskExecutor(Executor):
         """Check the key set on a worker (the API process never loads keys)."""
         return self._jobs.submit(self._check, check)
 
+    def submit_call(self, fn, *args) -> Future:
+        """Run the module-level function `fn(*args)` on a cluster worker."""
+        return self._jobs.submit(lambda: self.client.submit(fn, *args, pure=False).result(timeout=self.timeout))
+
     def forget_keyset(self, keyset_id: str) -> None:
         """Release the cluster's copy of a deleted key set's blob."""
         self.runner.forget(keyset_id)

@@ -44,6 +44,11 @@ class Executor(ABC):
         """Check an uploaded key set; the future resolves to a JobOutcome whose key_tag names the key pair."""
 
     @abstractmethod
+    def submit_call(self, fn, *args) -> Future:
+        """Run the module-level function `fn(*args)` away from the API process (plaintext inference); the future
+        resolves to its result."""
+
+    @abstractmethod
     def shutdown(self) -> None:
         """Stop accepting work and release the workers."""
 

@@ -1,9 +1,8 @@
-"""A registered model: quant's integer export read back, its plaintext forward, and its compiled encrypted programs.
+"""A registered model: quant's integer export read back with numpy, and its compiled encrypted programs.
 
-Plaintext inference is `quant.integer_format.run_integer_model`, the numpy forward that defines the integer
-format: the server keeps only the export (not the torch module), and this forward runs exactly the integers,
-zero points and scales the operator registered, the same ones the encrypted program is compiled from
-(`einfhe.load_integer_model`), so plaintext and encrypted answers are two readings of one model.
+Plaintext inference runs in worker processes (server.plaintext_worker), on quant's torch modules loaded from the
+same export: the integers, zero points and scales the operator registered, the same ones the encrypted program is
+compiled from (`einfhe.load_integer_model`), so plaintext and encrypted answers are two readings of one model.
 
 Each model is compiled twice at registration, each program with parameters for its own depth:
     "single"   one sample per request, features replicated in the slots (iteration-space matvecs, rotations);
@@ -11,29 +10,23 @@ Each model is compiled twice at registration, each program with parameters for i
                it costs the same for one sample as for `slots` of them, so the client fills it.
 The work a model may cost is capped by the number of plan steps (`Settings.max_plan_steps`).
 
-quant is imported where it is used: importing it loads torch (~2 s), which the API process needs for plaintext
-inference but the job workers (which import this package too) never do.
+The API process reads the export with einfhe's numpy reader only: it never imports quant, and so never torch.
 """
 
 from __future__ import annotations
 
-import functools
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 import einfhe
 from einfhe import EinfheError, ModelError, ModelPlan
+from einfhe.compiler import read_integer_export
 from .errors import ServiceError
 
-if TYPE_CHECKING:
-    from quant.integer_format import IntegerModel
-
 __all__ = [
-    "VARIANTS", "CompiledModel", "compile_variants", "load_model", "plaintext_forward", "read_checked",
+    "VARIANTS", "CompiledModel", "compile_variants", "read_checked",
 ]
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
@@ -47,14 +40,6 @@ class CompiledModel:
     programs: dict[str, ModelPlan]
     n_features: int
     n_outputs: int
-
-
-@functools.lru_cache(maxsize=8)
-def load_model(directory: str) -> IntegerModel:
-    """The integer model stored in `directory` (registered models never change, so reads are cached)."""
-    from quant.integer_format import read_integer_model
-
-    return read_integer_model(directory)
 
 
 def compile_variants(directory: Path, input_shape: list[int] | None, slots: int) -> CompiledModel:
@@ -80,23 +65,24 @@ def compile_variants(directory: Path, input_shape: list[int] | None, slots: int)
     return CompiledModel(programs, n_features, int(programs["single"].plan.output_layout.shape[0]))
 
 
-def plaintext_forward(model: IntegerModel, x: np.ndarray) -> np.ndarray:
-    """The model on a plaintext batch (rows are samples), by the integer format's numpy forward."""
-    from quant.integer_format import run_integer_model
-
-    return run_integer_model(model, x).astype(np.float64)
-
-
-def read_checked(directory: Path) -> IntegerModel:
-    """Read an uploaded model, answering a malformed one with 400 malformed_model."""
-    from quant.integer_format import read_integer_model
-
+def read_checked(directory: Path) -> dict:
+    """Read an uploaded model's manifest (its arrays checked numeric and finite), answering a malformed one with
+    400 malformed_model."""
     try:
-        model = read_integer_model(directory)
-    except (*_MALFORMED, OSError, EOFError, zipfile.BadZipFile) as exc:
+        manifest, arrays = read_integer_export(directory)
+    except ModelError as exc:
         raise ServiceError("malformed_model",
-                           f"not a quant integer model (model.npz + manifest.json): {exc!r}") from exc
-    for array in model.arrays.values():
+                           f"not a quant integer model (model.npz + manifest.json): {exc.message}") from exc
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) and "op" in layer for layer in layers):
+        raise ServiceError("malformed_model", "the manifest's layers must be a list of objects with an 'op'")
+    for layer in layers:
+        refs = layer.get("arrays", {})
+        missing = [ref for ref in (refs.values() if isinstance(refs, dict) else [refs]) if ref is not None
+                   and (not isinstance(ref, str) or ref not in arrays)]
+        if missing:
+            raise ServiceError("malformed_model", f"layer {layer.get('name')!r} names arrays model.npz lacks: {missing}")
+    for array in arrays.values():
         if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isfinite(array).all()):
             raise ServiceError("malformed_model", "model.npz holds non-numeric or non-finite arrays")
-    return model
+    return manifest

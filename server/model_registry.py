@@ -92,8 +92,8 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
     try:
         for filename, data in files.items():
             (work / filename).write_bytes(data)
-        model = read_checked(work)
-        compiled = compile_variants(work, model.input_shape, slots)
+        manifest = read_checked(work)
+        compiled = compile_variants(work, manifest.get("input_shape"), slots)
         programs = {}
         for variant in VARIANTS:
             program = compiled.programs[variant]
@@ -108,8 +108,9 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
         raise storage_error(exc, "store the model's files") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = {"input_shape": model.input_shape, "n_features": compiled.n_features, "n_outputs": compiled.n_outputs,
-               "layers": [f"{layer['op']}:{layer.get('fn') or layer.get('name', '')}" for layer in model.layers]}
+    summary = {"input_shape": manifest.get("input_shape"), "n_features": compiled.n_features,
+               "n_outputs": compiled.n_outputs,
+               "layers": [f"{layer['op']}:{layer.get('fn') or layer.get('name', '')}" for layer in manifest["layers"]]}
     size = sum(len(data) for data in files.values())
     return service.store.insert("models", id=model_id, tenant=tenant, name=name, summary=summary,
                                 programs=programs, size=size)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from ..errors import ModelError
 from .model import ChebyshevActivation, IntLinear, Linear, Quadratic, Square
 
-__all__ = ["load_integer_model", "conv_matrix"]
+__all__ = ["load_integer_model", "conv_matrix", "read_integer_export"]
 
 FORMAT, VERSION = "einfhe.intmodel", 1
 _ERF = np.vectorize(math.erf)
@@ -145,20 +146,26 @@ def _layers(manifest: dict, arrays: dict, activation_degree: int) -> list:
     return layers
 
 
-def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tuple[list, int]:
-    """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features).
-
-    Smooth activations become a quadratic fit (`activation_degree=2`, one level) or a Chebyshev interpolant of
-    a higher degree evaluated by OpenFHE (more accurate, 4 to 8 levels)."""
+def read_integer_export(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read `manifest.json` and `model.npz` from `directory` (format and version checked): the manifest and the arrays."""
     directory = Path(directory)
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         with np.load(directory / "model.npz", allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelError(f"cannot read an integer model from {directory}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise ModelError(f"not an {FORMAT} v{VERSION} manifest", path=str(directory))
+    return manifest, arrays
+
+
+def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tuple[list, int]:
+    """Read `manifest.json` and `model.npz` from `directory`; return (layers, number of input features).
+
+    Smooth activations become a quadratic fit (`activation_degree=2`, one level) or a Chebyshev interpolant of
+    a higher degree evaluated by OpenFHE (more accurate, 4 to 8 levels)."""
+    manifest, arrays = read_integer_export(directory)
     try:
         layers = _layers(manifest, arrays, activation_degree)
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:

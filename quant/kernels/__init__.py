@@ -2,7 +2,7 @@
 
 from quant.kernels._launch import DEQUANT_GEMM_MIN_M, Blocks, pick_blocks, use_dequant_gemm
 from quant.kernels.dequant import triton_dequant_w4a4, triton_dequant_w4a8, triton_dequant_w4a16
-from quant.kernels.int8_gemm import int8_gemm_scaled
+from quant.kernels.int8_gemm import int8_gemm_scaled, reference_int8_gemm_scaled
 from quant.kernels.w4a4 import reference_w4a4, triton_w4a4
 from quant.kernels.w4a8 import dequantize_w4a8_int8, reference_w4a8, triton_w4a8
 from quant.kernels.w4a16 import dequantize_w4a16, reference_w4a16, triton_w4a16
@@ -16,6 +16,7 @@ __all__ = [
     "triton_dequant_w4a8",
     "triton_dequant_w4a4",
     "int8_gemm_scaled",
+    "reference_int8_gemm_scaled",
     "dequantize_w4a16",
     "reference_w4a16",
     "triton_w4a16",

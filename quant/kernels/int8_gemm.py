@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["int8_gemm_scaled"]
+__all__ = ["int8_gemm_scaled", "reference_int8_gemm_scaled"]
 
 _GROUP_M = 8
 
@@ -69,3 +69,10 @@ def int8_gemm_scaled(xq: torch.Tensor, w8: torch.Tensor, xscale: torch.Tensor, w
                             xq.stride(0), w8.stride(0), BM=bm, BN=bn, BK=bk, GROUP_M=_GROUP_M,
                             EVEN_K=k % bk == 0, num_warps=warps, num_stages=stages)
     return out
+
+
+def reference_int8_gemm_scaled(xq: torch.Tensor, w8: torch.Tensor, xscale: torch.Tensor, wscale: torch.Tensor,
+                               out_dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """The kernel's oracle in torch: the int8 product exactly (in float64), then both scales, in ``out_dtype``."""
+    acc = (xq.double() @ w8.double().t()).float()
+    return (acc * xscale.float()[:, None] * wscale.float()[None, :]).to(out_dtype)

@@ -66,8 +66,12 @@ def test_plaintext_inference_matches_numpy(served_model):
     with EncryptedModel(served_model["url"], served_model["info"]["id"], token=TOKENS["bob"]) as model:
         Y, y = model.infer(X, encrypted=False), model.infer(X[0], encrypted=False)
         assert model.client.http.request("GET", "/keysets").json() == []  # plaintext needs no keys
-    # run_integer_model computes in float32: relative error ~1e-6 on outputs of magnitude ~1
-    np.testing.assert_allclose(Y, reference(served_model["real"], X), rtol=1e-5, atol=1e-5)
+    # the worker runs W4A16 QuantLinear layers, whose format holds the scales in fp16: the reference rounds the
+    # written float32 scales the same way, then computes in float64 (the layers' float32 arithmetic: ~1e-6)
+    with np.load(served_model["export"] / "model.npz") as arrays:
+        scales = [arrays[f"layers.{index}.scale"].astype(np.float64) for index in (0, 2)]
+    fp16 = [(W * (s.astype(np.float16).astype(np.float64) / s), b) for (W, b), s in zip(served_model["real"], scales)]
+    np.testing.assert_allclose(Y, reference(fp16, X), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y, Y[0], rtol=1e-6)  # float32 BLAS may round one row and a batch apart
 
 

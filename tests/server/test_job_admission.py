@@ -29,6 +29,9 @@ class HeldExecutor(Executor):
     def check_keyset(self, check) -> Future:
         raise NotImplementedError
 
+    def submit_call(self, fn, *args) -> Future:
+        raise NotImplementedError
+
     def shutdown(self) -> None:
         pass
 

@@ -40,6 +40,9 @@ class NeverRuns(Executor):
     def check_keyset(self, check):
         raise NotImplementedError
 
+    def submit_call(self, fn, *args):
+        raise NotImplementedError
+
     def shutdown(self):
         pass
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from concurrent.futures.process import BrokenProcessPool
 from typing import Annotated, Literal
 
 import numpy as np
@@ -16,7 +17,7 @@ from einfhe import Parameters
 from ...codecs import decode_npy
 from ...errors import ServiceError
 from ...model_archive import MODEL_MEDIA_TYPES, read_model_upload
-from ...model_program import load_model, plaintext_forward
+from ...plaintext_worker import infer_plaintext as run_plaintext
 from ...model_registry import model_directory, program_plan, register_model
 from ...service import Service
 from ..deps import CiphertextBody, ModelBody, ModelDep, OperandBody, OperatorDep, ServiceDep, TenantDep, get_model as registered_model
@@ -143,7 +144,7 @@ async def create_model_job(
                               "description": "the outputs as .npy: (batch, outputs), or (outputs,) for one sample"},
                         **_ERRORS})
 def infer_plaintext(model: ModelDep, body: OperandBody, _tenant: TenantDep, service: ServiceDep) -> Response:
-    """Run the model on plaintext samples (the integer format's numpy forward) and answer inline."""
+    """Run the model on plaintext samples in a worker process (quant's kernels) and answer inline."""
     x = decode_npy(body)
     n_features = model["summary"]["n_features"]
     single = x.ndim == 1
@@ -156,8 +157,12 @@ def infer_plaintext(model: ModelDep, body: OperandBody, _tenant: TenantDep, serv
                                                   f"{service.settings.max_infer_rows}")
     shape = model["summary"]["input_shape"]
     rows = rows.reshape(-1, *shape) if shape else rows
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is answered below, not warned about
-        y = plaintext_forward(load_model(str(model_directory(service, model["id"]))), rows)
+    with np.errstate(over="ignore"):  # an overflow is answered below, not warned about
+        rows = rows.astype(np.float32)
+    try:
+        y = service.executor.submit_call(run_plaintext, str(model_directory(service, model["id"])), rows).result()
+    except BrokenProcessPool as exc:
+        raise ServiceError("internal_error", "the worker process running this inference died") from exc
     if not np.isfinite(y).all():
         raise ServiceError("invalid_request", "the samples overflow the model's float32 arithmetic (outputs would "
                                               "be infinite or NaN): send values of a sane magnitude")

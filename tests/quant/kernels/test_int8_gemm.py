@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from quant.kernels import int8_gemm_scaled
+from quant.kernels import int8_gemm_scaled, reference_int8_gemm_scaled
 
 pytestmark = pytest.mark.triton
 
@@ -32,3 +32,14 @@ def test_scales_are_applied_per_row_and_column(m, k, n, rng):
     # exact int32 times two fp32 scales (two fp32 roundings, 2^-23 each), then one fp16 rounding (2^-11)
     assert y.dtype == torch.float16
     assert torch.all((y.double() - ref).abs() <= 2.0**-10 * ref.abs() + 1e-6)
+
+
+@pytest.mark.parametrize("m, k, n", CASES)
+def test_reference_matches_the_kernel(m, k, n, rng):
+    a = torch.randint(-127, 128, (m, k), generator=rng, dtype=torch.int8)
+    b = torch.randint(-127, 128, (n, k), generator=rng, dtype=torch.int8)
+    xs, ws = torch.rand(m, generator=rng) + 0.1, torch.rand(n, generator=rng) + 0.1
+    y = int8_gemm_scaled(a, b, xs, ws, torch.float32)
+    ref = reference_int8_gemm_scaled(a, b, xs, ws, torch.float32)
+    # the same exact integer product and the same two float32 scale multiplications
+    torch.testing.assert_close(y, ref, rtol=2.0**-22, atol=0.0)
