@@ -5,6 +5,7 @@ from __future__ import annotations
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import logging
+import re
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -32,6 +33,15 @@ def _error(code: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=CODES[code])
 
 
+def _allowed_methods(app: FastAPI, path: str) -> str:
+    """The methods the OpenAPI document lists for `path` (HEAD with GET), for the Allow header of a 405."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}/]+\}", "[^/]+", template), path):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     """Answer every error as {"error": {"code", "message"}}."""
 
@@ -45,9 +55,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error("invalid_request", details or "the request is malformed")
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
-        return _error(code, str(exc.detail))
+        response = _error(code, str(exc.detail))
+        if exc.status_code == 405:
+            response.headers["Allow"] = _allowed_methods(app, request.url.path)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .app import create_app
     from .errors import ServiceError
-    from .local import listening_socket
+    from .local import listening_socket, uvicorn_config
     from .settings import Settings
 
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("token_file", args.token_file),
@@ -39,13 +39,32 @@ def main(argv: list[str] | None = None) -> int:
                                    ("scheduler", args.scheduler)) if v is not None}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = create_app(Settings(**overrides))
-    except ServiceError as exc:  # storage unusable at start: one line, no traceback
-        print(f"einfhe serve: error: {exc.message}", file=sys.stderr)
-        return 1
-    config = uvicorn.Config(app, access_log=False, log_config=None)
-    uvicorn.Server(config).run(sockets=[listening_socket(args.host, args.port)])
+        settings = Settings(**overrides)
+    except ValueError as exc:  # a bad setting (pydantic's ValidationError is a ValueError)
+        return _config_error(exc)
+    try:
+        sock = listening_socket(args.host, args.port)
+    except OSError as exc:
+        return _config_error(ValueError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"))
+    try:
+        app = create_app(settings)
+    except (ServiceError, ValueError) as exc:  # storage unusable at start, a bad or missing token file
+        sock.close()
+        return _config_error(exc)
+    host, port = sock.getsockname()[:2]
+    print(f"einfhe serve: listening on http://{host}:{port} (API docs at http://{host}:{port}/docs)", flush=True)
+    uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
     return 0
+
+
+def _config_error(exc: Exception) -> int:
+    """Print why the service cannot start as one line (no traceback) and return the exit status 1."""
+    if hasattr(exc, "errors"):  # pydantic's ValidationError: one clause per bad setting
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    else:
+        message = getattr(exc, "message", None) or str(exc)
+    print(f"einfhe serve: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -13,9 +14,10 @@ import time
 import uvicorn
 
 from .app import create_app
+from .http_protocol import ConnectionLimits, GuardedHttpProtocol
 from .settings import Settings
 
-__all__ = ["LocalServer", "listening_socket"]
+__all__ = ["LocalServer", "listening_socket", "uvicorn_config"]
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -29,6 +31,15 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     return sock
+
+
+def uvicorn_config(app, settings: Settings, **options) -> uvicorn.Config:
+    """uvicorn's configuration for the app: the guarded HTTP protocol (header cap, slow-client timeouts) and no
+    access log of uvicorn's own (server.middleware.RequestLog writes one)."""
+    limits = ConnectionLimits(settings.max_header_bytes, settings.header_timeout_seconds,
+                              settings.body_timeout_seconds)
+    return uvicorn.Config(app, http=functools.partial(GuardedHttpProtocol, limits=limits), access_log=False,
+                          log_config=None, **options)
 
 
 class LocalServer:
@@ -47,8 +58,7 @@ class LocalServer:
         self.app = create_app(self.settings)
         sock = listening_socket("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, log_config=None,
-                                timeout_keep_alive=30)
+        config = uvicorn_config(self.app, self.settings, log_level="warning", timeout_keep_alive=30)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()

@@ -23,11 +23,16 @@ def tenant_for(authorization: str | None, tenants: dict[str, str]) -> str | None
 
 
 def load_tokens(path: Path | None) -> dict[str, str]:
-    """Map token digest -> tenant from a file of ``tenant:token`` lines (``#`` starts a comment)."""
+    """Map token digest -> tenant from a file of ``tenant:token`` lines (``#`` starts a comment); a tenant is
+    1-64 of ``A-Za-z0-9_.-`` and a token at least 16 characters. A missing file or a bad line raises ValueError."""
     if path is None:
         return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {path}: {exc.strerror or exc}") from exc
     tenants: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

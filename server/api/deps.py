@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
+from starlette.requests import ClientDisconnect
 
 from ..errors import ServiceError
 from ..service import Service
@@ -114,11 +115,14 @@ def capped_body(setting: str):
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ServiceError("payload_too_large", f"the body is {declared} bytes; the limit here is {limit}")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ServiceError("payload_too_large", f"the body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError("payload_too_large", f"the body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect as exc:  # the client went, or server.http_protocol closed a stalled body
+            raise ServiceError("request_timeout", "the connection closed before the body was complete") from exc
         return b"".join(chunks)
 
     read_body.__doc__ = f"The raw body, at most Settings.{setting} bytes."

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 __all__ = [
-    "NAME_PATTERN", "ErrorDetail", "ErrorResponse", "JobPublic", "KeySetPublic", "ModelProgram", "ModelPublic",
+    "NAME_PATTERN", "ErrorDetail", "ErrorResponse", "Health", "JobPublic", "KeySetPublic", "ModelProgram", "ModelPublic",
     "OperandPublic", "OperandRef", "PlanCreate", "PlanPublic",
 ]
 
@@ -25,6 +25,13 @@ class ErrorResponse(BaseModel):
     """The body of every error response."""
 
     error: ErrorDetail
+
+
+class Health(BaseModel):
+    """The health check's answer."""
+
+    status: Literal["ok"]
+    version: str
 
 
 class KeySetPublic(BaseModel):
