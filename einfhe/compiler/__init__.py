@@ -1,15 +1,20 @@
-"""Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`),
+"""Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`,
+with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`),
 the contraction strategies (`strategies`), the model compiler (`model`) and the integer-model reader
 (`integer_model`)."""
 
 from __future__ import annotations
 
-from .builder import Packed, PlanBuilder
+from .builder import CostCapExceeded, Packed, PlanBuilder
 from .einsum import DEFAULT_MAX_CTS, DEFAULT_SLOTS, Cipher, cipher, compile_einsum
 from .integer_model import load_integer_model, read_integer_export
+from .pricing import FloorPrices, MemoizedCostModel
+from .relayout import Move, relayout_moves
+from .search import choose_plan
 from .model import ChebyshevActivation, IntLinear, Linear, ModelPlan, Quadratic, Residual, Square, compile_model
 
 __all__ = [
+    "CostCapExceeded", "FloorPrices", "MemoizedCostModel", "Move", "choose_plan", "relayout_moves",
     "ChebyshevActivation", "Cipher", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "Linear", "ModelPlan", "Packed",
     "PlanBuilder", "Quadratic", "Residual", "Square", "cipher", "compile_einsum", "compile_model", "load_integer_model",
     "read_integer_export",

@@ -17,8 +17,14 @@ import numpy as np
 from ..errors import PlanError
 from ..layout import Dim, Layout, next_pow2
 from ..plan import Add, AddPlain, Bootstrap, Chebyshev, Load, Mask, Mul, MulPlain, PlainTensor, Rescale, Rotate, Step, Sub
+from ..plan.steps import step_level
+from .relayout import relayout_moves
 
-__all__ = ["Packed", "PlanBuilder"]
+__all__ = ["Packed", "PlanBuilder", "CostCapExceeded"]
+
+
+class CostCapExceeded(PlanError):
+    """A candidate plan's cost floor passed the cap it was built under: a cheaper plan is already known."""
 
 
 @dataclass(frozen=True)
@@ -29,32 +35,37 @@ class Packed:
     layout: Layout
 
 
-def _ranges(slots: np.ndarray) -> tuple[tuple[int, int], ...]:
-    """Compress sorted slot indices into half-open ranges."""
-    out: list[tuple[int, int]] = []
-    for s in slots.tolist():
-        if out and out[-1][1] == s:
-            out[-1] = (out[-1][0], s + 1)
-        else:
-            out.append((s, s + 1))
-    return tuple(out)
-
-
 class PlanBuilder:
     """Emits plan steps for contractions, reductions and relayouts, numbering values as it goes."""
 
-    def __init__(self, slots: int, max_cts: int) -> None:
+    def __init__(self, slots: int, max_cts: int, floor=None, cap: float = float("inf")) -> None:
         self.slots = slots
         self.max_cts = max_cts
         self.steps: list[Step] = []
         self._next_value = 0
         self._next_dim = 0
+        self.floor = floor  # a `einfhe.compiler.pricing.FloorPrices`, or None: nothing is priced while building
+        self.cap = cap
+        self.spent = 0.0  # the floor price of what was emitted (and encrypted): a lower bound of its cost
+        self._levels: dict[int, int] = {}
+        self._depth = 0
 
     # -- emission -----------------------------------------------------------------------------------
+    def _spend(self, seconds: float) -> None:
+        """Add `seconds` to the cost floor; past the cap the candidate is given up (`CostCapExceeded`)."""
+        self.spent += seconds
+        if self.spent > self.cap:
+            raise CostCapExceeded("a plan already found is cheaper than this one can be", cap_seconds=self.cap)
+
     def _emit(self, cls, *args) -> int:
         out = self._next_value
         self._next_value += 1
-        self.steps.append(cls(out, *args))
+        step = cls(out, *args)
+        self.steps.append(step)
+        if self.floor is not None:
+            level = self._levels[out] = step_level(step, self._levels)
+            self._depth = max(self._depth, level)
+            self._spend(self.floor.price(step.op, self._depth, level))
         return out
 
     def emit(self, cls, *args) -> int:
@@ -65,14 +76,14 @@ class PlanBuilder:
         """A balanced tree of additions over ciphertext values; return the sum's id."""
         return self._sum(list(values))
 
-    def checkpoint(self) -> tuple[int, int, int]:
-        """A mark to `rollback` to (steps emitted, next value id, next dimension name)."""
-        return len(self.steps), self._next_value, self._next_dim
+    def checkpoint(self) -> tuple:
+        """A mark to `rollback` to (steps emitted, next value id, next dimension name, cost floor spent, depth)."""
+        return len(self.steps), self._next_value, self._next_dim, self.spent, self._depth
 
-    def rollback(self, mark: tuple[int, int, int]) -> None:
+    def rollback(self, mark: tuple) -> None:
         """Forget every step emitted after `checkpoint` returned `mark` (to try another lowering)."""
         del self.steps[mark[0]:]
-        self._next_value, self._next_dim = mark[1], mark[2]
+        self._next_value, self._next_dim, self.spent, self._depth = mark[1:]
 
     def fresh_dim_name(self) -> str:
         """A new name for a structural (rep/zero/junk) dimension."""
@@ -82,6 +93,8 @@ class PlanBuilder:
     def load(self, operand: int, layout: Layout) -> Packed:
         """Load every ciphertext of cipher operand `operand`, encrypted in `layout`."""
         self._check_size(layout)
+        if self.floor is not None:
+            self._spend(layout.num_cts * self.floor.encrypt)
         return Packed(tuple(self._emit(Load, operand, ct) for ct in range(layout.num_cts)), layout)
 
     def _sum(self, values: list[int]) -> int:
@@ -319,45 +332,18 @@ class PlanBuilder:
         if not target.clean:
             raise PlanError("a relayout target cannot hold junk", target=str(target))
         self._check_size(target)
-        src_pos = src.positions()
-        slots, period = self.slots, src.period
-        groups: dict[int, dict[tuple[int, int], list[int]]] = {}
-        for dst_ct in range(target.num_cts):
-            for slot in range(slots):
-                element = self._element_at(target, dst_ct * slots + slot)
-                if element is None:
-                    continue
-                flat = src_pos[element]
-                src_ct, src_slot = flat // slots, flat % slots
-                offset = (src_slot - slot) % period
-                groups.setdefault(dst_ct, {}).setdefault((src_ct, offset), []).append(slot)
+        slots = self.slots
         rotated: dict[tuple[int, int], int] = {}
         out = []
-        for dst_ct in range(target.num_cts):
+        for moves in relayout_moves(src, target):
             terms = []
-            for (src_ct, offset), dst_slots in sorted(groups.get(dst_ct, {}).items()):
-                key = (src_ct, offset)
+            for move in moves:
+                key = (move.src_ct, move.offset)
                 if key not in rotated:
-                    ct = value.cts[src_ct]
-                    rotated[key] = ct if offset == 0 else self._emit(Rotate, ct, offset)
-                mask = Mask(_ranges(np.array(sorted(dst_slots))), slots)
-                terms.append(self._emit(MulPlain, rotated[key], mask))
+                    ct = value.cts[move.src_ct]
+                    rotated[key] = ct if move.offset == 0 else self._emit(Rotate, ct, move.offset)
+                terms.append(self._emit(MulPlain, rotated[key], Mask(move.ranges, slots)))
             if not terms:
                 terms.append(self._emit(MulPlain, value.cts[0], Mask((), slots)))
             out.append(self._emit(Rescale, self._sum(terms)))
         return Packed(tuple(out), target)
-
-    @staticmethod
-    def _element_at(layout: Layout, flat: int) -> tuple[int, ...] | None:
-        """The tensor element a slot of `layout` must hold, or None where it must hold zero."""
-        local = flat % layout.block
-        idx = np.unravel_index(local, [d.size for d in layout.dims]) if layout.dims else ()
-        axes = {}
-        for dim, i in zip(layout.dims, idx):
-            if dim.kind == "axis":
-                if i >= dim.extent:
-                    return None
-                axes[dim.name] = int(i)
-            elif dim.kind == "zero" and i != 0:
-                return None
-        return tuple(axes.get(index, 0) for index in layout.indices)

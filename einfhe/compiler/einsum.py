@@ -15,11 +15,15 @@ import numpy as np
 import opt_einsum
 
 from ..errors import EinsumError, PlanError
-from ..layout import Dim, Layout
+from ..layout import Dim, Layout, natural_layout
 from ..plan import CipherInput, PlainExpr, PlainInput, Plan
-from ..plan.keybasis import BASES, with_rotation_basis
+from ..plan.budget import DEFAULT_KEY_BUDGET, DEFAULT_UPLOAD_BUDGET, Budget
+from ..plan.cost import load_cost_model
+from ..plan.keybasis import BASES
 from ..spec import check_subscripts, parse_einsum, refuse_complex
-from .builder import Packed, PlanBuilder
+from .builder import CostCapExceeded, Packed, PlanBuilder
+from .pricing import FloorPrices, MemoizedCostModel
+from .search import AUTO_BASIS, choose_plan
 from .strategies import AUTO, STRATEGIES, Contraction, FreeCipher, Lowerer, PlainValue, Value, get_strategy
 
 __all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_CTS"]
@@ -81,17 +85,22 @@ def compile_einsum(
     max_cts: int = DEFAULT_MAX_CTS,
     optimize: str = "auto",
     strategy: str = AUTO,
-    rotation_basis: str = "plan",
+    rotation_basis: str = AUTO_BASIS,
     cost_model=None,
+    key_budget: int = DEFAULT_KEY_BUDGET,
+    upload_budget: int = DEFAULT_UPLOAD_BUDGET,
 ) -> Plan:
     """Compile `subscripts` over operands (numpy arrays are plain; `cipher(...)`/encrypted tensors are cipher).
 
     `strategy` names how cipher contractions are lowered (`auto`: each by the cheapest strategy that fits,
     by the calibrated cost model; a named one where it fits, iteration space elsewhere). `rotation_basis`
-    `pow2` rewrites every rotation into powers of two (fewer distinct keys, more key switches); `cost_model`
-    replaces the calibrated `einfhe.plan.cost.CostModel` for the choices. With `optimize="auto"` and several
-    plain operands, the path that contracts the plain operands first (in numpy, free for the ciphertexts) is
-    compiled too, and the cheaper plan (server steps plus client encryption) is kept.
+    `pow2` rewrites every rotation into powers of two (fewer distinct keys, more key switches), `plan` keeps one
+    key per offset, `auto` keeps them unless they pass `key_budget`. The plan's evaluation keys must fit in
+    `key_budget` bytes and its uploaded ciphertexts in `upload_budget` bytes (`einfhe.plan.budget`): candidates
+    (opt_einsum's path; with `optimize="auto"` and several plain operands, the plain operands contracted first;
+    cipher operands in natural layouts where client-packed ones upload too much) are compared by estimated
+    seconds, server steps plus client encryption, and the cheapest that fits is kept (`plan.explain()` shows
+    it beside the cheapest unconstrained one); `cost_model` replaces the calibrated `einfhe.plan.cost.CostModel`.
     """
     subscripts = check_subscripts(subscripts)
     if strategy != AUTO:
@@ -102,25 +111,27 @@ def compile_einsum(
             "use optimize='auto' (which tries that path where it applies)",
             spec=subscripts,
         )
-    if rotation_basis not in BASES:
-        raise PlanError(f"unknown rotation basis {rotation_basis!r}; valid bases: {', '.join(BASES)}")
-    args = (subscripts, operands, slots, max_cts, strategy, cost_model)
-    plans = [_compile(*args, optimize)]
-    if optimize == "auto":
-        try:
-            plans.append(_compile(*args, PLAIN_FIRST))
-        except PlanError:  # that path needs more ciphertexts than allowed: keep opt_einsum's
-            pass
-    plans = [p for p in plans if p is not None]
-    if len(plans) > 1:
-        from ..plan.cost import estimate_plan
+    if rotation_basis not in (AUTO_BASIS, *BASES):
+        raise PlanError(f"unknown rotation basis {rotation_basis!r}; valid bases: {', '.join((AUTO_BASIS, *BASES))}")
+    budget = Budget(int(key_budget), int(upload_budget))
+    cost_model = MemoizedCostModel(cost_model or load_cost_model())
+    floor = FloorPrices(slots, cost_model) if slots >= 1 and not slots & (slots - 1) else None
+    kinds = [_operand_kind(op) for op in operands]
 
-        def total(plan: Plan) -> float:
-            est = estimate_plan(plan, model=cost_model)
-            return est.seconds + est.encrypt_seconds
+    def build(path, natural: bool, cap: float) -> Plan | None:
+        ops = [_natural(op, kind, slots) if natural else op for op, kind in zip(operands, kinds)]
+        return _compile(subscripts, ops, slots, max_cts, strategy, cost_model, path, floor, cap)
 
-        plans.sort(key=total)
-    return with_rotation_basis(plans[0], rotation_basis)
+    paths = [optimize] + ([PLAIN_FIRST] if optimize == "auto" else [])
+    natural_too = any(k is not None and k.layout is None for k in kinds)
+    return choose_plan(build, paths, budget, rotation_basis, cost_model, subscripts, natural_too)
+
+
+def _natural(operand, kind: Cipher | None, slots: int):
+    """A free cipher operand fixed to its natural (row-major) layout; other operands unchanged."""
+    if kind is None or kind.layout is not None:
+        return operand
+    return Cipher(kind.shape, natural_layout(kind.shape, slots))
 
 
 def _plain_first_path(values: list) -> list[tuple[int, ...]] | None:
@@ -131,8 +142,10 @@ def _plain_first_path(values: list) -> list[tuple[int, ...]] | None:
     return [plain] + [(0, 1)] * (len(values) - len(plain))
 
 
-def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimize) -> Plan | None:
-    """Compile along the path `optimize` (an opt_einsum optimizer or PLAIN_FIRST); None if that path is moot."""
+def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimize, floor=None,
+             cap: float = float("inf")) -> Plan | None:
+    """Compile along the path `optimize` (an opt_einsum optimizer or PLAIN_FIRST); None if that path is moot.
+    With `floor` prices, building stops with `CostCapExceeded` once the emitted steps' floor passes `cap`."""
     if slots < 1 or slots & (slots - 1):
         raise EinsumError("slots must be a power of two", slots=slots)
     kinds = [_operand_kind(op) for op in operands]
@@ -157,7 +170,7 @@ def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimiz
             )
     sizes = spec.sizes
     spare = iter(c for c in string.ascii_letters if c not in sizes)
-    builder = PlanBuilder(slots, max_cts)
+    builder = PlanBuilder(slots, max_cts, floor, cap)
     lw = Lowerer(builder)
     program = lw.program
     plan_operands: list[CipherInput | PlainInput] = []
@@ -259,18 +272,33 @@ def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimiz
 
 
 def _lower(lw: Lowerer, contraction: Contraction, strategy: str, used: list[str], model) -> Packed:
-    """Lower one contraction by `strategy`, or under `auto` by the cheapest strategy that fits it."""
+    """Lower one contraction by `strategy`, or under `auto` by the cheapest strategy that fits it.
+
+    Under `auto` the general iteration-space strategy is tried last, so that when no other fits, its trial is
+    kept rather than built twice; a trial that passes the builder's cost cap counts as not fitting."""
     from ..plan.cost import lowering_seconds
 
-    names = list(STRATEGIES) if strategy == AUTO else [strategy, "iteration-space"]
+    if strategy == AUTO:
+        names = sorted(STRATEGIES, key=lambda name: name == "iteration-space")
+    else:
+        names = list(dict.fromkeys([strategy, "iteration-space"]))
     fits = []
-    for name in dict.fromkeys(names):
+    for position, name in enumerate(names):
         mark = lw.checkpoint()
-        if get_strategy(name)(lw, contraction) is not None:
+        try:
+            result = get_strategy(name)(lw, contraction)
+        except CostCapExceeded:
+            result = None
+        if result is not None:
             fits.append((lowering_seconds(lw, mark, model), len(fits), name))
+            if position == len(names) - 1 and min(fits)[2] == name:
+                used.append(name)
+                return result
         lw.rollback(mark)
         if strategy != AUTO and fits:
             break
+    if not fits:
+        raise CostCapExceeded("every strategy for this contraction passed the cost cap", cap_seconds=lw.builder.cap)
     name = min(fits)[2]
     used.append(name)
     return get_strategy(name)(lw, contraction)

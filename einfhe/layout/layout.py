@@ -208,15 +208,19 @@ class Layout:
         core = np.transpose(core, [axis_names.index(index) for index in present]) if present else core
         return np.array(core.reshape(self.shape), dtype=packed.dtype)
 
-    def positions(self) -> dict[tuple[int, ...], int]:
-        """Map each valid element (tensor index tuple) to one flat slot position holding it."""
+    def position_array(self) -> np.ndarray:
+        """An integer array of the tensor's shape: the flat slot position of one copy of each element."""
         block = np.arange(self.block).reshape([d.size for d in self.dims]) if self.dims else np.arange(1).reshape(())
         picks = tuple(slice(0, d.extent) if d.kind == "axis" else 0 for d in self.dims)
         core = block[picks]
         axis_names = [d.name for d in self.dims if d.kind == "axis"]
         present = [index for index in self.indices if index in axis_names]
         core = np.transpose(core, [axis_names.index(index) for index in present]) if present else core
-        core = core.reshape(self.shape)
+        return core.reshape(self.shape)
+
+    def positions(self) -> dict[tuple[int, ...], int]:
+        """Map each valid element (tensor index tuple) to one flat slot position holding it."""
+        core = self.position_array()
         return {idx: int(core[idx]) for idx in np.ndindex(*self.shape)}
 
     # -- JSON -------------------------------------------------------------------------------------

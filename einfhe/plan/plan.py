@@ -38,6 +38,7 @@ class Plan:
     outputs: tuple[int, ...]
     output_layout: Layout
     strategy: str = "iteration-space"
+    choice: object = field(default=None, compare=False, repr=False)  # the compiler's PlanChoice (not serialized)
     _levels: dict = field(default=None, init=False, repr=False, compare=False)
 
     # -- analysis passes ------------------------------------------------------------------------------

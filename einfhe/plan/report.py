@@ -65,6 +65,8 @@ def explain(plan, stats=None, params: Parameters | None = None) -> str:
         "  ops: " + ", ".join(f"{op} {n}" for op, n in counts.items() if op != "load" and n),
     ]
     lines += _cost_lines(plan, stats=stats, params=params)
+    if plan.choice is not None:
+        lines += plan.choice.lines()
     for op in plan.operands:
         if isinstance(op, CipherInput):
             lines.append(f"  operand {op.operand} cipher  {op.layout}")

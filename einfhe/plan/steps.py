@@ -28,6 +28,7 @@ __all__ = [
     "HoistedRotate",
     "LevelReduce",
     "value_levels",
+    "step_level",
     "PlainTensor",
     "PlainSlice",
     "Mask",
@@ -229,16 +230,20 @@ STEP_TYPES = {cls.__name__: cls for cls in (Load, MulPlain, AddPlain, Mul, Add, 
                                             LevelReduce, RotatePrecompute, HoistedRotate)}
 
 
+def step_level(step: Step, levels: dict[int, int]) -> int:
+    """The level of `step`'s output, given the levels of the values before it (see `value_levels`)."""
+    if isinstance(step, (Load, Bootstrap)):
+        return 0
+    if isinstance(step, (Rescale, LevelReduce)):
+        return levels[step.src] + 1
+    if isinstance(step, Chebyshev):
+        return levels[step.src] + step.levels
+    return max(levels[a] for a in step.args)
+
+
 def value_levels(steps) -> dict[int, int]:
     """Multiplicative level of every value of a step list (inputs at level 0; a rescale or a level drop adds one)."""
     levels: dict[int, int] = {}
     for step in steps:
-        if isinstance(step, (Load, Bootstrap)):
-            levels[step.out] = 0
-        elif isinstance(step, (Rescale, LevelReduce)):
-            levels[step.out] = levels[step.src] + 1
-        elif isinstance(step, Chebyshev):
-            levels[step.out] = levels[step.src] + step.levels
-        else:
-            levels[step.out] = max(levels[a] for a in step.args)
+        levels[step.out] = step_level(step, levels)
     return levels

@@ -10,9 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import einfhe
+from einfhe.compiler.strategies import strategy_names
 from einfhe.layout import natural_layout
 
 LETTERS = "abcde"
+# these tiny slot counts still ride on 128-bit rings of 2^14 and more, where a few ciphertexts pass the default
+# budgets: correctness is checked without budgets, and the budgets with tight ones (a fitting plan or a refusal)
+UNBOUNDED = {"key_budget": 1 << 62, "upload_budget": 1 << 62}
+TIGHT = {"key_budget": 40 << 20, "upload_budget": 8 << 20}
 
 
 @st.composite
@@ -40,7 +45,9 @@ def einsum_cases(draw, max_operands=3):
         kinds[draw(st.integers(0, n_ops - 1))] = "cipher"
     slots = draw(st.sampled_from([4, 16, 64]))
     seed = draw(st.integers(0, 2**16))
-    return spec, shapes, kinds, slots, seed
+    strategy = draw(st.sampled_from(strategy_names()))
+    budget = draw(st.sampled_from([UNBOUNDED, TIGHT]))
+    return spec, shapes, kinds, slots, seed, strategy, budget
 
 
 def _operands(shapes, kinds, slots, rng):
@@ -56,16 +63,22 @@ def _operands(shapes, kinds, slots, rng):
     return arrays, ops
 
 
-def _check(spec, shapes, kinds, slots, seed):
+def _check(spec, shapes, kinds, slots, seed, strategy="auto", budget=UNBOUNDED):
     rng = np.random.default_rng(seed)
     arrays, ops = _operands(shapes, kinds, slots, rng)
     try:
         expected = np.einsum(spec, *arrays)
     except ValueError:
         with pytest.raises(einfhe.EinsumError):
-            einfhe.compile(spec, *ops, slots=slots)
+            einfhe.compile(spec, *ops, slots=slots, strategy=strategy, **budget)
         return
-    plan = einfhe.compile(spec, *ops, slots=slots)
+    try:
+        plan = einfhe.compile(spec, *ops, slots=slots, strategy=strategy, **budget)
+    except einfhe.PlanError as exc:  # only a budget may refuse: then it says what to raise
+        assert budget is TIGHT and "fits the budget: raise" in str(exc), exc
+        return
+    estimate = plan.estimate()
+    assert estimate.key_bytes <= budget["key_budget"] and estimate.upload_bytes <= budget["upload_budget"]
     got = einfhe.simulate(plan, *arrays)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * (1 + np.abs(expected).max(initial=0)))

@@ -1,0 +1,100 @@
+"""Choosing among candidate plans: the key and upload budgets (a plan within them, or a refusal that says what to
+raise), power-of-two keys where a plan's own keys pass the key budget, natural layouts where client packing uploads
+too much, and pruning by the floor price, which never loses the cheapest plan."""
+
+import re
+
+import numpy as np
+import pytest
+
+import einfhe
+from einfhe.compiler.einsum import PLAIN_FIRST, _compile
+from einfhe.compiler.pricing import FloorPrices
+from einfhe.plan import step_level
+from einfhe.plan.budget import Footprint
+
+UNBOUNDED = {"key_budget": 1 << 62, "upload_budget": 1 << 62}
+# all cipher, the client's replication tiles the operands over many ciphertexts (114 MiB unconstrained)
+REPLICATED = ("...g,...cee,...bc,...d,fd,e->...dfg", [(3, 5), (3, 4, 6, 6), (3, 6, 4), (3, 7), (7, 7), (6,)])
+# all cipher, relayouts at many offsets
+MANY_KEYS = ("e,de,cee,dj,c,ie,aa,jb->abdeij", [(6,), (7, 6), (4, 6, 6), (7, 7), (4,), (2, 6), (7, 7), (7, 2)])
+
+
+def _simulated_error(plan, spec, shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    expected = np.einsum(spec, *arrays)
+    return np.abs(einfhe.simulate(plan, *arrays) - expected).max() / (1 + np.abs(expected).max())
+
+
+def test_a_plan_over_the_key_budget_is_refused_with_the_budget_that_fits():
+    spec, shapes = MANY_KEYS
+    ops = [einfhe.cipher(s) for s in shapes]
+    with pytest.raises(einfhe.PlanError, match="key_budget=") as info:
+        einfhe.compile(spec, *ops, key_budget=1 << 20)
+    needed = int(re.search(r"key_budget=(\d+)", str(info.value)).group(1))
+    plan = einfhe.compile(spec, *ops, key_budget=needed)
+    assert plan.estimate().key_bytes <= needed
+    assert _simulated_error(plan, spec, shapes) < 1e-9
+
+
+def test_the_key_budget_switches_to_power_of_two_keys_and_explain_shows_the_trade():
+    spec, shapes = MANY_KEYS
+    ops = [einfhe.cipher(s) for s in shapes]
+    free = einfhe.compile(spec, *ops, **UNBOUNDED)
+    budget = free.estimate().key_bytes - 1
+    bounded = einfhe.compile(spec, *ops, key_budget=budget, upload_budget=1 << 62)
+    assert len(bounded.rotations) < len(free.rotations)
+    assert all(r & (r - 1) == 0 for r in bounded.rotations)
+    assert bounded.estimate().key_bytes <= budget
+    report = bounded.explain()
+    assert "chosen" in report and "cheapest unconstrained" in report and "pow2 keys" in report
+    assert _simulated_error(bounded, spec, shapes) < 1e-9
+
+
+def test_the_upload_budget_moves_the_replication_to_the_server():
+    spec, shapes = REPLICATED
+    ops = [einfhe.cipher(s) for s in shapes]
+    free = einfhe.compile(spec, *ops, **UNBOUNDED)
+    assert free.estimate().upload_bytes > 64 << 20  # the default upload budget
+    bounded = einfhe.compile(spec, *ops)
+    assert bounded.estimate().upload_bytes <= 64 << 20
+    assert bounded.cts_in < free.cts_in
+    assert "natural layouts" in bounded.explain()
+    assert _simulated_error(bounded, spec, shapes) < 1e-9
+    with pytest.raises(einfhe.PlanError, match="upload_budget="):
+        einfhe.compile(spec, *ops, upload_budget=1 << 20)
+
+
+def test_budgets_must_be_positive():
+    with pytest.raises(einfhe.PlanError, match="positive"):
+        einfhe.compile("ij,j->i", np.ones((2, 2)), einfhe.cipher((2,)), key_budget=0)
+
+
+def _floor_of(plan, floor: FloorPrices) -> float:
+    """The floor price of a finished plan's steps, accumulated as the builder does while emitting."""
+    levels, depth, total = {}, 0, plan.cts_in * floor.encrypt
+    for step in plan.steps:
+        level = levels[step.out] = step_level(step, levels)
+        depth = max(depth, level)
+        total += floor.price(step.op, depth, level)
+    return total
+
+
+CHAINS = [
+    ("ij,jk,kl,l->i", [(6, 7), (7, 5), (5, 8), (8,)], [False, False, False, True]),
+    ("ij,jk,k->i", [(16, 16), (16, 16), (16,)], [False, False, True]),
+    ("ab,bc,cd,d->a", [(3, 4), (4, 5), (5, 6), (6,)], [False, True, False, True]),
+    REPLICATED + ([True] * 6,),
+]
+
+
+@pytest.mark.parametrize("spec, shapes, cipher_mask", CHAINS)
+def test_the_floor_is_below_the_estimate_and_pruning_keeps_the_cheapest_plan(spec, shapes, cipher_mask):
+    ops = [einfhe.cipher(s) if c else np.ones(s) for s, c in zip(shapes, cipher_mask)]
+    floor = FloorPrices(8192)
+    chosen = einfhe.compile(spec, *ops, **UNBOUNDED, rotation_basis="plan")
+    full = [p for p in (_compile(spec, ops, 8192, 1024, "auto", None, path) for path in ("auto", PLAIN_FIRST)) if p]
+    for plan in full:
+        assert _floor_of(plan, floor) <= Footprint.of(plan, "").seconds
+    assert Footprint.of(chosen, "").seconds <= min(Footprint.of(p, "").seconds for p in full) + 1e-12
