@@ -290,7 +290,7 @@ def _lower(lw: Lowerer, contraction: Contraction, strategy: str, used: list[str]
         except CostCapExceeded:
             result = None
         if result is not None:
-            fits.append((lowering_seconds(lw, mark, model), len(fits), name))
+            fits.append((lowering_seconds(lw, mark, model), list(STRATEGIES).index(name), name))  # ties: registry order
             if position == len(names) - 1 and min(fits)[2] == name:
                 used.append(name)
                 return result
