@@ -25,7 +25,7 @@ from .tokens import tenant_for
 __all__ = ["Admission", "BODY_RULES", "PUBLIC_PATHS", "BodyRule"]
 
 # Paths answered without a token: the health check and the API's documentation.
-PUBLIC_PATHS = ("/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+PUBLIC_PATHS = ("/health", "/docs", "/redoc", "/openapi.json")
 PUBLIC_PREFIXES = ("/static/",)
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from .api import ROUTERS
+from .api.docs import install_docs
 from .api.openapi import document_errors
 from .errors import CODES, ServiceError, error_body
 from .executor import Executor
@@ -79,17 +80,20 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         service.close()
 
     app = FastAPI(
-        title="einfhe", version="0.1.0", lifespan=lifespan,
+        title="einfhe", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
         description="Encrypted einsum and model inference as a service: the server computes on CKKS ciphertexts it "
                     "cannot read. "
-                    "Ciphertexts and keys travel as binary (octet-stream or msgpack); errors are "
-                    '{"error": {"code", "message"}} with stable codes.',
+                    "Ciphertexts and keys travel as binary (octet-stream or msgpack) in the format of "
+                    "docs/wire-format.md (magic, version, kind, parameter fingerprint, length, CRC-32, parts); errors "
+                    'are {"error": {"code", "message"}} with a code from ErrorCode. Authorize with a tenant\'s API '
+                    "token (HTTP bearer).",
     )
     app.state.service = service
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)
     document_errors(app)
+    install_docs(app)
     app.add_middleware(Admission, settings=settings, tenants=service.tenants)
     app.add_middleware(RequestLog)
     return app

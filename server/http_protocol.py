@@ -21,6 +21,8 @@ from .errors import CODES, error_body
 
 __all__ = ["ConnectionLimits", "GuardedHttpProtocol"]
 
+_LINGER_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class ConnectionLimits:
@@ -67,14 +69,22 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         if self._refused or self.transport.is_closing():
             return
+        self.flow.resume_reading()  # keep draining what the client sends until the lingering close
         self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:  # the app sees the client gone, as uvicorn
+            self.cycle.disconnected = True                                # tells it on a lost connection
+            self.cycle.message_event.set()
         if self.cycle is None or not self.cycle.response_started:
             body = json.dumps(error_body(code, message)).encode()
             status = CODES[code]
             head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
                     f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
             self.transport.write(head.encode("latin-1") + body)
-        self.transport.close()
+        # A lingering close: end our side, then drop what the client still sends for a moment before closing, so
+        # that unread bytes do not make the kernel reset the connection before the client reads the answer.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     # -- protocol and parser callbacks ------------------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[override]

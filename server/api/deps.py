@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
 from ..errors import ServiceError
 from ..service import Service
-from ..tokens import tenant_for
+from ..tokens import token_digest
 from .schemas import NAME_PATTERN
 
 __all__ = [
@@ -40,11 +41,16 @@ async def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
+_BEARER = HTTPBearer(auto_error=False, scheme_name="apiToken",
+                     description="a tenant's API token from the server's token file: 'Authorization: Bearer TOKEN'")
+
+
 async def get_tenant(
-    request: Request, service: ServiceDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
 ) -> str:
-    """The tenant owning the bearer token, or 401."""
-    tenant = tenant_for(authorization, service.tenants)
+    """The tenant owning the bearer token (server.admission refuses a request without one first), or 401."""
+    tenant = service.tenants.get(token_digest(credentials.credentials)) if credentials else None
     if tenant is None:
         raise ServiceError("unauthorized", "send a valid API token as 'Authorization: Bearer TOKEN'")
     request.state.tenant = tenant

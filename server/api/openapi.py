@@ -19,13 +19,18 @@ TENSORS_BODY = {
     }
 }
 
+_BINARY_NOTE = ("binary: the layout of einfhe's blobs (magic, version, kind, fingerprint, length, CRC-32, parts) is "
+                "specified in docs/wire-format.md, so that any language can build one")
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
 # Every route checks its parameters (400 invalid_request: the service answers validation errors with 400, not
 # FastAPI's 422) and the API token (401); every route with a body goes through server.admission (411, 413, 415).
 _EVERY_ROUTE = {"400": "invalid request: a parameter, the body or a blob is malformed (see error.code)",
-                "401": "no valid API token ('Authorization: Bearer <token>')"}
-_BODY_ROUTES = {"411": "the body was sent without a Content-Length header",
-                "413": "the body is larger than this server's limit for it"}
+                "431": "the request line and headers are larger than this server's limit"}
+_TOKEN_ROUTES = {"401": "no valid API token ('Authorization: Bearer TOKEN')"}
+_BODY_ROUTES = {"408": "the body stalled (server.http_protocol's body timeout)",
+                "411": "the body was sent without a Content-Length header",
+                "413": "the body is larger than this server's limit for it",
+                "415": "the body's media type is not one this operation takes"}
 
 
 def _document(schema: dict) -> dict:
@@ -36,7 +41,11 @@ def _document(schema: dict) -> dict:
             validation = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
             if validation.get("$ref", "").endswith("/HTTPValidationError"):
                 del responses["422"]
-            shared = {**_EVERY_ROUTE, **(_BODY_ROUTES if "requestBody" in operation else {})}
+            shared = {**_EVERY_ROUTE, **(_TOKEN_ROUTES if "security" in operation else {}),
+                      **(_BODY_ROUTES if "requestBody" in operation else {})}
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                if content.get("schema", {}).get("format") == "binary":
+                    content["schema"] = {**content["schema"], "description": _BINARY_NOTE}
             for status, description in shared.items():
                 responses.setdefault(status, {"description": description, "content": _ERROR_CONTENT})
     components = schema.get("components", {}).get("schemas", {})

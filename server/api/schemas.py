@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from ..errors import CODES, JOB_CODES
+
 __all__ = [
-    "NAME_PATTERN", "ErrorDetail", "ErrorResponse", "Health", "JobPublic", "KeySetPublic", "ModelProgram", "ModelPublic",
+    "NAME_PATTERN", "ErrorCode", "ErrorDetail", "ErrorResponse", "Health", "JobError", "JobErrorCode", "JobPublic", "KeySetPublic", "ModelProgram", "ModelPublic",
     "OperandPublic", "OperandRef", "PlanCreate", "PlanPublic",
 ]
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 
 
+ErrorCode = Enum("ErrorCode", {code: code for code in CODES}, type=str, module=__name__)
+ErrorCode.__doc__ = "The stable code of an error answer (its HTTP status is fixed by the code: server.errors.CODES)."
+JobErrorCode = Enum("JobErrorCode", {code: code for code in JOB_CODES}, type=str, module=__name__)
+JobErrorCode.__doc__ = "The stable code of a failed job's error."
+
+
 class ErrorDetail(BaseModel):
     """A stable error code and a message saying what was wrong and what to do."""
 
-    code: str
+    code: ErrorCode
+    message: str
+
+
+class JobError(BaseModel):
+    """Why a job failed: a stable code and a message."""
+
+    code: JobErrorCode
     message: str
 
 
@@ -110,7 +126,7 @@ class JobPublic(BaseModel):
     plan_id: str
     keyset_id: str
     status: Literal["queued", "running", "succeeded", "failed"]
-    error: ErrorDetail | None = None
+    error: JobError | None = None
     created: float
     finished: float | None = None
     seconds: float | None = None

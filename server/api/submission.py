@@ -18,7 +18,7 @@ from ..errors import ServiceError
 from ..job_messages import JobTask
 from ..service import Service
 from .openapi import BINARY_SCHEMA
-from .schemas import ErrorDetail, ErrorResponse, JobPublic
+from .schemas import ErrorResponse, JobError, JobPublic
 
 __all__ = ["INLINE_RESPONSES", "answer_job", "job_public", "queue_job"]
 
@@ -37,7 +37,7 @@ def job_public(row: dict, service: Service) -> JobPublic:
     status = row["status"]
     if status == "queued" and service.jobs.is_running(row["id"]):
         status = "running"
-    error = ErrorDetail(code=row["error_code"], message=row["error_message"] or "") if row["error_code"] else None
+    error = JobError(code=row["error_code"], message=row["error_message"] or "") if row["error_code"] else None
     return JobPublic(id=row["id"], plan_id=row["plan_id"], keyset_id=row["keyset_id"], status=status, error=error,
                      created=row["created"], finished=row["finished"], seconds=row["seconds"],
                      result_size=row["result_size"])

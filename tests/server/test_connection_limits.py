@@ -37,7 +37,10 @@ def _exchange(url: str, chunks: list[bytes], pause: float = 0.0) -> tuple[bytes,
     started = time.monotonic()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         for chunk in chunks:
-            sock.sendall(chunk)
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):  # refused before we were done sending: read why
+                break
             time.sleep(pause)
         answer = b""
         while True:
@@ -54,13 +57,13 @@ def _exchange(url: str, chunks: list[bytes], pause: float = 0.0) -> tuple[bytes,
 def test_headers_that_never_end_are_closed_with_408(url):
     answer, lasted = _exchange(url, [b"GET /health HTTP/1.1\r\nHost: x\r\n"])
     assert answer.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in answer, answer
-    assert _TIMEOUT <= lasted < _TIMEOUT + 2, lasted
+    assert 0.9 * _TIMEOUT <= lasted < _TIMEOUT + 5, (lasted, answer)
 
 
 def test_a_connection_that_sends_nothing_is_closed(url):
     answer, lasted = _exchange(url, [])
     assert answer.startswith(b"HTTP/1.1 408 "), answer
-    assert lasted < _TIMEOUT + 2, lasted
+    assert lasted < _TIMEOUT + 5, lasted
 
 
 def test_a_stalled_body_is_closed_with_408(url):
@@ -68,7 +71,7 @@ def test_a_stalled_body_is_closed_with_408(url):
             b"Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n")
     answer, lasted = _exchange(url, [head, b"\x93NUMPY"])
     assert b" 408 " in answer.split(b"\r\n")[0] and b'"request_timeout"' in answer, answer
-    assert lasted < _TIMEOUT + 3, lasted
+    assert lasted < _TIMEOUT + 5, lasted
 
 
 def test_oversized_headers_are_refused_as_they_arrive(url):
