@@ -9,9 +9,10 @@
 from quant import transforms as _transforms  # noqa: F401  (registers the transforms)
 from quant.activations import Square
 from quant.api import quantize_
-from quant.configs import ALLOWED_CONFIGS, KV4, W4A4, W4A8, W4A16, QuantConfig, config_from_json, config_to_json
+from quant.configs import ALLOWED_CONFIGS, FMPQ, KV4, W4A4, W4A8, W4A16, W8A8, QuantConfig, config_from_json, config_to_json
 from quant.errors import CalibrationError, ConfigError, FormatError, QuantError, ShapeError
 from quant.export import export_integer_model
+from quant.fmpq_linear import FMPQLinear
 from quant.int8_layers import Int8Conv2d, Int8Linear
 from quant.integer_format import IntegerModel, read_integer_model, run_integer_model
 from quant.integer_torch import integer_module, load_integer_module
@@ -22,6 +23,7 @@ from quant.packing import pack_int4, unpack_int4
 from quant.recipes import RECIPES
 from quant.registry import get_transform, register_transform
 from quant.serialization import load_quantized, save_quantized
+from quant.w8a8_linear import W8A8Linear
 
 __all__ = [
     "quantize_",
@@ -30,6 +32,8 @@ __all__ = [
     "W4A16",
     "W4A8",
     "W4A4",
+    "FMPQ",
+    "W8A8",
     "KV4",
     "ALLOWED_CONFIGS",
     "config_to_json",
@@ -39,6 +43,8 @@ __all__ = [
     "get_transform",
     "QuantLayer",
     "QuantLinear",
+    "W8A8Linear",
+    "FMPQLinear",
     "KVQuantized",
     "pack_int4",
     "unpack_int4",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from quant.errors import ConfigError
 
-__all__ = ["W4A16", "W4A8", "W4A4", "KV4", "QuantConfig", "ALLOWED_CONFIGS", "config_to_json", "config_from_json"]
+__all__ = ["W4A16", "W4A8", "W4A4", "FMPQ", "W8A8", "KV4", "QuantConfig", "ALLOWED_CONFIGS", "config_to_json", "config_from_json"]
 
 
 def _check_group_size(group_size: object) -> None:
@@ -29,14 +29,14 @@ class QuantConfig:
     """Base of all formats; ``version`` is bumped whenever the meaning of a field changes."""
 
     VERSION: ClassVar[int] = 1
-    group_size: int  # every format quantizes in groups along the input dimension
     version: int  # declared last by each format, so positional arguments stay the format's own
 
     def __post_init__(self) -> None:
         if self.version != self.VERSION:
             raise ConfigError(f"{type(self).__name__} version {self.version} is not supported",
                               supported=self.VERSION)
-        _check_group_size(self.group_size)
+        if "group_size" in {f.name for f in dataclasses.fields(self)}:  # group-wise formats (all but W8A8)
+            _check_group_size(self.group_size)
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,36 @@ class W4A4(QuantConfig):
 
 
 @dataclass(frozen=True)
+class FMPQ(QuantConfig):
+    """COMET's fine-grained mixed-precision W4A4: group-wise int4 weights, per-(token, group) activation scales.
+
+    Input channels are reordered by calibration magnitude (folded into the weights) and the
+    ``ceil(a8_fraction * groups)`` groups of largest activations are quantized to 8 bits, the rest to 4.
+    """
+
+    group_size: int = 64
+    a8_fraction: float = 0.125
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.a8_fraction, (int, float)) or isinstance(self.a8_fraction, bool) or \
+                not 0.0 <= self.a8_fraction <= 1.0:
+            raise ConfigError("a8_fraction must be a number in [0, 1]", a8_fraction=self.a8_fraction)
+
+
+@dataclass(frozen=True)
+class W8A8(QuantConfig):
+    """Per-output-channel symmetric int8 weights and per-token int8 activations: SmoothQuant's format.
+
+    Xiao et al., "SmoothQuant" (ICML 2023), section 4: W8A8 with per-token activation and per-channel
+    weight scales runs on int8 GEMMs. The ``llm.int8`` recipe adds LLM.int8()'s outlier decomposition.
+    """
+
+    version: int = 1
+
+
+@dataclass(frozen=True)
 class KV4(QuantConfig):
     """Group-wise asymmetric int4 keys and values: the outputs of the Linear layers named in ``targets``."""
 
@@ -84,7 +114,7 @@ class KV4(QuantConfig):
         object.__setattr__(self, "targets", tuple(self.targets))
 
 
-ALLOWED_CONFIGS: dict[str, type[QuantConfig]] = {cls.__name__: cls for cls in (W4A16, W4A8, W4A4, KV4)}
+ALLOWED_CONFIGS: dict[str, type[QuantConfig]] = {cls.__name__: cls for cls in (W4A16, W4A8, W4A4, FMPQ, W8A8, KV4)}
 
 
 def config_to_json(config: QuantConfig) -> str:

@@ -15,6 +15,9 @@ __all__ = [
     "quantize_w4a16_weight",
     "quantize_w4a8_weight",
     "quantize_w4a4_weight",
+    "quantize_sym_int4_weight",
+    "quantize_w8_weight",
+    "quantize_per_group",
     "quantize_per_token",
     "quantize_kv",
     "dequantize_kv",
@@ -81,13 +84,17 @@ def quantize_w4a4_weight(weight: torch.Tensor, group_size: int, outlier_idx: tor
     w = weight.detach().float().clone()
     outlier_w = w[:, outlier_idx]
     w[:, outlier_idx] = 0.0
-    g = _groups(w, group_size)
-    scale = _fp16_scale((g.abs().amax(dim=1) / 7.0).clamp(min=1e-6))
-    q = torch.clamp(torch.round(g / scale[:, None]), -8, 7) + 8
     oscale = (outlier_w.abs().amax(dim=1) / 127.0 if outlier_w.shape[1] else w.new_zeros(w.shape[0])).clamp(min=1e-8)
     oweight = torch.round(outlier_w / oscale[:, None]).clamp(-127, 127).t().contiguous()
-    return {"qweight": pack_int4(q.reshape(-1, q.shape[-1])), "scales": scale.half(),
-            "oweight": oweight.to(torch.int8), "oscale": oscale}
+    return {**quantize_sym_int4_weight(w, group_size), "oweight": oweight.to(torch.int8), "oscale": oscale}
+
+
+def quantize_sym_int4_weight(weight: torch.Tensor, group_size: int) -> dict[str, torch.Tensor]:
+    """Symmetric group-wise int4: ``W ~= (q - 8) * scale`` with one fp16 scale per (group, column), packed."""
+    g = _groups(weight, group_size)
+    scale = _fp16_scale((g.abs().amax(dim=1) / 7.0).clamp(min=1e-6))
+    q = torch.clamp(torch.round(g / scale[:, None]), -8, 7) + 8
+    return {"qweight": pack_int4(q.reshape(-1, q.shape[-1])), "scales": scale.half()}
 
 
 def quantize_per_token(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +105,29 @@ def quantize_per_token(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.
     scale = (x.detach().float().abs().amax(dim=-1) / qmax).clamp(min=1e-8)
     q = torch.clamp(torch.round(x.float() / scale[..., None]), -qmax - 1, qmax)
     return q.to(torch.int8), scale
+
+
+def quantize_w8_weight(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Symmetric per-output-channel int8: ``W ~= w8 * wscale[:, None]``, ``w8`` ``[N, K]`` in -127..127."""
+    w = weight.detach().float()
+    wscale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)
+    return {"w8": torch.round(w / wscale[:, None]).clamp(-127, 127).to(torch.int8), "wscale": wscale}
+
+
+def quantize_per_group(x: torch.Tensor, group_size: int, a8_groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-(row, group) quantization of ``[M, K]`` activations: 8 bits where ``a8_groups`` says, else 4.
+
+    Returns int8 codes ``[M, K]`` and float32 scales ``[M, G]`` (``G = len(a8_groups)``, groups past K unused).
+    """
+    m, k = x.shape
+    groups = a8_groups.shape[0]
+    padded = torch.zeros(m, groups * group_size, dtype=torch.float32, device=x.device)
+    padded[:, :k] = x.detach().float()
+    g = padded.view(m, groups, group_size)
+    qmax = torch.where(a8_groups.to(x.device), 127.0, 7.0)[None, :, None]
+    scale = (g.abs().amax(dim=-1, keepdim=True) / qmax).clamp(min=1e-8)
+    q = torch.clamp(torch.round(g / scale), -qmax - 1, qmax)
+    return q.view(m, -1)[:, :k].to(torch.int8).contiguous(), scale.squeeze(-1)
 
 
 def quantize_kv(t: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

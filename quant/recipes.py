@@ -28,7 +28,7 @@ from quant.layers import layer_type
 
 __all__ = ["RECIPES", "CALIBRATED_RECIPES", "ALPHA_GRID", "recipe_name", "smoothing_candidates", "search_smoothing"]
 
-RECIPES = ("rtn", "awq", "smoothquant")
+RECIPES = ("rtn", "awq", "smoothquant", "llm.int8")  # llm.int8: quant.w8a8_linear
 CALIBRATED_RECIPES = ("awq", "smoothquant")  # the recipes that need calibration data
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
 

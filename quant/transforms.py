@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from quant.configs import KV4, W4A4, W4A8, W4A16, QuantConfig
+from quant.clipping import search_clipping
+from quant.configs import FMPQ, KV4, W4A4, W4A8, W4A16, W8A8, QuantConfig
 from quant.errors import CalibrationError, ConfigError
 from quant.kv import KVQuantized
 from quant.layers import layer_type
@@ -27,21 +28,28 @@ class QuantContext:
 
 
 def _linear_transform(model: nn.Module, config: QuantConfig, context: QuantContext) -> None:
-    """Replace each chosen ``nn.Linear`` by its format's quantized layer, smoothing first when the recipe says so."""
+    """Replace each chosen ``nn.Linear`` by its format's quantized layer, smoothing first when the recipe says so.
+
+    ``awq`` then clips each weight group's range by AWQ's search (:mod:`quant.clipping`).
+    """
     if context.recipe in CALIBRATED_RECIPES and not context.inputs:
         raise CalibrationError(f"recipe {context.recipe!r} needs calibration data", recipe=context.recipe)
+    if context.recipe == "llm.int8" and not isinstance(config, W8A8):
+        raise ConfigError("the llm.int8 recipe decomposes W8A8 layers only", config=type(config).__name__)
     cls = layer_type(config)
     for name in context.layers:
         linear = model.get_submodule(name)
         x = context.inputs.get(name)
         smooth = (search_smoothing(linear, x, config, context.recipe)
                   if x is not None and context.recipe in CALIBRATED_RECIPES else None)
+        if context.recipe == "awq":
+            linear = search_clipping(linear, x, config, smooth, getattr(config, "group_size", linear.in_features))
         absmax = None if x is None else x.abs().amax(dim=0)
         model.set_submodule(name, cls.from_linear(linear, config, smooth=smooth, act_absmax=absmax,
                                                   recipe=context.recipe))
 
 
-for _config_type in (W4A16, W4A8, W4A4):
+for _config_type in (W4A16, W4A8, W4A4, W8A8, FMPQ):
     register_transform(_config_type)(_linear_transform)
 
 

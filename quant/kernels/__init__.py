@@ -5,6 +5,7 @@ from quant.kernels.dequant import triton_dequant_w4a4, triton_dequant_w4a8, trit
 from quant.kernels.int8_gemm import int8_gemm_scaled, reference_int8_gemm_scaled
 from quant.kernels.w4a4 import reference_w4a4, triton_w4a4
 from quant.kernels.w4a8 import dequantize_w4a8_int8, reference_w4a8, triton_w4a8
+from quant.kernels.fmpq import reference_fmpq, triton_fmpq
 from quant.kernels.w4a16 import dequantize_w4a16, reference_w4a16, triton_w4a16
 
 __all__ = [
@@ -25,4 +26,6 @@ __all__ = [
     "triton_w4a8",
     "reference_w4a4",
     "triton_w4a4",
+    "reference_fmpq",
+    "triton_fmpq",
 ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Blocks", "pick_blocks", "DEQUANT_GEMM_MIN_M", "use_dequant_gemm"]
+__all__ = ["Blocks", "pick_blocks", "DEQUANT_GEMM_MIN_M", "use_dequant_gemm", "kernel_output"]
 
 # Above this many rows the fused kernels lose to "dequantize the weight once, then a GEMM" on an H100
 # (bench/kernels_bench.py, BENCHMARKS.md): the product is compute-bound and pipelined MMA GEMMs (cuBLAS
@@ -68,3 +68,10 @@ def pick_blocks(m: int, n: int, n_tiles: int, device: torch.device, *, integer: 
     split = -(-2 * sms // programs) if m <= 64 and programs < 2 * sms else 1
     split = max(1, min(n_tiles, split))
     return Blocks(bm, bn, split, warps, stages)
+
+
+def kernel_output(m: int, n: int, device: torch.device, out_dtype: torch.dtype, split_k: int) -> torch.Tensor:
+    """Return the ``[m, n]`` output a fused integer kernel writes: ``out_dtype``, or zeroed float32 for atomic split-K."""
+    if split_k == 1:
+        return torch.empty(m, n, device=device, dtype=out_dtype)
+    return torch.zeros(m, n, device=device, dtype=torch.float32)

@@ -1,12 +1,12 @@
-"""Tile indexing shared by the fused W4Ax kernels: this program's output tile, and the block of x that multiplies
-one nibble plane (32 K rows) of the packed weights."""
+"""Tile pieces shared by the fused W4Ax kernels: this program's output tile, the block of x that multiplies one
+nibble plane (32 K rows) of the packed weights, the group-scaled int4 product loop, and the tile's store."""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-__all__ = ["output_tile", "x_plane"]
+__all__ = ["output_tile", "x_plane", "int4_group_products", "store_tile"]
 
 
 @triton.jit
@@ -23,3 +23,46 @@ def x_plane(x_ptr, offs_m, mask_m, stride_xm, k0, K, EVEN_K: tl.constexpr):
     offs_k = k0 + tl.arange(0, 32)
     mask = mask_m[:, None] if EVEN_K else mask_m[:, None] & (offs_k[None, :] < K)
     return tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask, other=0)
+
+
+@triton.jit
+def int4_group_products(x_ptr, xs_ptr, qw_ptr, s_ptr, offs_m, offs_n, mask_m, mask_n, stride_xm, K, N, G,
+                        n_tiles, pid_k, GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                        SPLIT_K: tl.constexpr, X_PER_GROUP: tl.constexpr):
+    """Sum over this K slice's groups of ``int32(x_g @ (q_g - 8)) * s[g]`` (times ``xs[m, g]`` if ``X_PER_GROUP``).
+
+    ``x`` holds int8 codes; the weight is packed symmetric int4 (:mod:`quant.packing`) with one scale per
+    (group, column). The exact int32 partial is scaled into the float32 sum once per group (or per 256-row
+    tile of a longer group).
+    """
+    offs_r = tl.arange(0, 32)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    part = tl.zeros((BM, BN), dtype=tl.int32)
+    span: tl.constexpr = GROUP if GROUP < 256 else 256
+    for t in range(pid_k, n_tiles, SPLIT_K):
+        words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+        for i in tl.static_range(8):
+            k0 = t * 256 + i * 32
+            w = (((words >> (4 * i)) & 15) - 8).to(tl.int8)
+            part += tl.dot(x_plane(x_ptr, offs_m, mask_m, stride_xm, k0, K, False), w, out_dtype=tl.int32)
+            if ((i + 1) * 32) % span == 0:
+                g = k0 // GROUP
+                s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+                if X_PER_GROUP:
+                    xs = tl.load(xs_ptr + offs_m * G + g, mask=mask_m, other=0.0)
+                    acc += part.to(tl.float32) * xs[:, None] * s[None, :]
+                else:
+                    acc += part.to(tl.float32) * s[None, :]
+                part = tl.zeros((BM, BN), dtype=tl.int32)
+    return acc
+
+
+@triton.jit
+def store_tile(y_ptr, y, offs_m, offs_n, mask_m, mask_n, N, SPLIT_K: tl.constexpr):
+    """Store a finished tile, or (``SPLIT_K`` > 1) add this K slice's share to a zeroed float32 output."""
+    y_offs = offs_m[:, None] * N + offs_n[None, :]
+    y_mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptr + y_offs, y, mask=y_mask)

@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
-from quant.kernels._tiles import output_tile, x_plane
+from quant.kernels._launch import Blocks, kernel_output, pick_blocks, use_dequant_gemm
+from quant.kernels._tiles import int4_group_products, output_tile, store_tile, x_plane
 from quant.kernels.dequant import triton_dequant_w4a4
 from quant.packing import unpack_int4
 
@@ -39,21 +39,8 @@ def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, 
     pid_k = tl.program_id(2)
     offs_m, offs_n, mask_m, mask_n = output_tile(M, N, BM, BN)
     offs_r = tl.arange(0, 32)
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    part = tl.zeros((BM, BN), dtype=tl.int32)
-    # the int32 partial is scaled into the float32 accumulator once per group (or per 256-row tile)
-    span: tl.constexpr = GROUP if GROUP < 256 else 256
-    for t in range(pid_k, n_tiles, SPLIT_K):
-        words = tl.load(qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-        for i in tl.static_range(8):
-            k0 = t * 256 + i * 32
-            w = (((words >> (4 * i)) & 15) - 8).to(tl.int8)
-            xb = x_plane(x_ptr, offs_m, mask_m, stride_xm, k0, K, False)
-            part += tl.dot(xb, w, out_dtype=tl.int32)
-            if ((i + 1) * 32) % span == 0:
-                s = tl.load(s_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-                acc += part.to(tl.float32) * s[None, :]
-                part = tl.zeros((BM, BN), dtype=tl.int32)
+    acc = int4_group_products(x_ptr, xs_ptr, qw_ptr, s_ptr, offs_m, offs_n, mask_m, mask_n, stride_xm, K, N, 1,
+                              n_tiles, pid_k, GROUP, BM, BN, SPLIT_K, False)
     xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)
     y = acc * xs[:, None]
     opart = tl.zeros((BM, BN), dtype=tl.int32)
@@ -66,12 +53,7 @@ def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, 
     xos = tl.load(xos_ptr + offs_m, mask=mask_m, other=0.0)
     osc = tl.load(os_ptr + offs_n, mask=mask_n, other=0.0)
     y += opart.to(tl.float32) * xos[:, None] * osc[None, :]
-    y_offs = offs_m[:, None] * N + offs_n[None, :]
-    y_mask = mask_m[:, None] & mask_n[None, :]
-    if SPLIT_K == 1:
-        tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptr + y_offs, y, mask=y_mask)
+    store_tile(y_ptr, y, offs_m, offs_n, mask_m, mask_n, N, SPLIT_K)
 
 
 def triton_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xoscale: torch.Tensor,
@@ -91,10 +73,7 @@ def triton_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xosca
         return (y.float() + yo.float()).to(out_dtype)
     n_tiles = qweight.shape[0] // 32
     b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
-    if b.split_k == 1:
-        out = torch.empty(m, n, device=xq.device, dtype=out_dtype)
-    else:
-        out = torch.zeros(m, n, device=xq.device, dtype=torch.float32)
+    out = kernel_output(m, n, xq.device, out_dtype, b.split_k)
     grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
     _w4a4_kernel[grid](xq, xscale.float().contiguous(), xoq, xoscale.float().contiguous(), qweight, scales,
                        oweight, oscale.float().contiguous(), out, m, n, k, oweight.shape[0], n_tiles,

@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
-from quant.kernels._tiles import output_tile, x_plane
+from quant.kernels._launch import Blocks, kernel_output, pick_blocks, use_dequant_gemm
+from quant.kernels._tiles import output_tile, store_tile, x_plane
 from quant.kernels.dequant import triton_dequant_w4a8
 from quant.kernels.int8_gemm import int8_gemm_scaled
 from quant.packing import unpack_int4
@@ -58,12 +58,7 @@ def _w4a8_kernel(x_ptr, xs_ptr, qw_ptr, gs_ptr, gz_ptr, ws_ptr, y_ptr, M, N, K, 
     xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)
     ws = tl.load(ws_ptr + offs_n, mask=mask_n, other=0.0)
     y = acc.to(tl.float32) * xs[:, None] * ws[None, :]
-    y_offs = offs_m[:, None] * N + offs_n[None, :]
-    y_mask = mask_m[:, None] & mask_n[None, :]
-    if SPLIT_K == 1:
-        tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptr + y_offs, y, mask=y_mask)
+    store_tile(y_ptr, y, offs_m, offs_n, mask_m, mask_n, N, SPLIT_K)
 
 
 def triton_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, gscale: torch.Tensor,
@@ -78,10 +73,7 @@ def triton_w4a8(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, g
                                 out_dtype)
     n_tiles = qweight.shape[0] // 32
     b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
-    if b.split_k == 1:
-        out = torch.empty(m, n, device=xq.device, dtype=out_dtype)
-    else:
-        out = torch.zeros(m, n, device=xq.device, dtype=torch.float32)
+    out = kernel_output(m, n, xq.device, out_dtype, b.split_k)
     grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
     _w4a8_kernel[grid](xq, xscale.float().contiguous(), qweight, gscale, gzero, wscale.float().contiguous(), out,
                        m, n, k, n_tiles, xq.stride(0), GROUP=group_size, BM=b.bm, BN=b.bn,

@@ -94,3 +94,20 @@ def test_kv4_wraps_only_key_and_value_projections(rng):
     assert torch.allclose(model.key(x), dequantize_kv(*quantize_kv(float_key, 32)))
     with pytest.raises(ConfigError, match="targets"):
         quantize_(nn.Sequential(nn.Linear(64, 64)), KV4(group_size=32))
+
+
+@pytest.mark.parametrize("config", [W4A16(64), W4A8(128)])
+def test_awq_clipping_search_lowers_held_out_error_on_gaussian_weights(config):
+    from quant.clipping import search_clipping
+
+    g = torch.Generator().manual_seed(21)
+    lin = nn.Linear(512, 64, bias=False)
+    with torch.no_grad():  # Gaussian weights (as trained layers roughly are): the tails set each group's step
+        lin.weight.copy_(torch.randn(64, 512, generator=g) * 0.05)
+    calibration, test = torch.randn(256, 512, generator=g), torch.randn(256, 512, generator=g)
+    clipped = search_clipping(lin, calibration, config, None, config.group_size)
+    assert not torch.equal(clipped.weight, lin.weight)
+    assert torch.all(clipped.weight.abs() <= lin.weight.abs())  # clipping only shrinks magnitudes
+    ref = lin(test).detach()
+    errors = [float((QuantLinear.from_linear(layer, config)(test) - ref).norm()) for layer in (lin, clipped)]
+    assert errors[1] < 0.99 * errors[0]  # 1.5-4% lower here: AWQ reports small but steady gains from clipping

@@ -1,0 +1,65 @@
+"""``W8A8Linear``: W8A8 (SmoothQuant's format) with, under the ``llm.int8`` recipe, LLM.int8()'s decomposition.
+
+Dettmers et al., "LLM.int8(): 8-bit Matrix Multiplication for Transformers at Scale" (NeurIPS 2022),
+section 3.2: the input columns holding an activation of magnitude at least the threshold (6.0 in the
+paper) in the current batch are multiplied in 16 bits (fp16 activations times the int8 weight columns
+dequantized to fp16); every other column runs int8 x int8. The columns are found per batch at run time
+(the decomposition is dynamic), so no calibration is needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from quant.configs import W8A8, QuantConfig
+from quant.errors import ConfigError
+from quant.kernels import int8_gemm_scaled, reference_int8_gemm_scaled
+from quant.layer_base import QuantLayer
+from quant.quantizers import quantize_per_token, quantize_w8_weight
+
+__all__ = ["W8A8Linear", "LLM_INT8_THRESHOLD"]
+
+LLM_INT8_THRESHOLD = 6.0  # LLM.int8(), section 3.2: activations of magnitude >= 6 mark an outlier column
+
+
+class W8A8Linear(QuantLayer):
+    """A linear layer with per-channel int8 weights and per-token int8 activations (W8A8)."""
+
+    def __init__(self, in_features: int, out_features: int, config: QuantConfig, *, bias: bool = True,
+                 smoothed: bool = False, recipe: str = "rtn") -> None:
+        if not isinstance(config, W8A8):
+            raise ConfigError("W8A8Linear takes W8A8", got=type(config).__name__)
+        super().__init__(in_features, out_features, config, bias=bias, smoothed=smoothed, recipe=recipe)
+        self.register_buffer("w8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("wscale", torch.zeros(out_features, dtype=torch.float32))
+        threshold = LLM_INT8_THRESHOLD if recipe == "llm.int8" else math.inf
+        self.register_buffer("threshold", torch.tensor(threshold, dtype=torch.float32))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config: QuantConfig, *, smooth: torch.Tensor | None = None,
+                    act_absmax: torch.Tensor | None = None, recipe: str = "rtn") -> W8A8Linear:
+        """Quantize ``linear`` by round-to-nearest after multiplying its input channels by ``smooth``."""
+        weight = cls.smoothed_weight(linear, smooth)
+        layer = cls(weight.shape[1], weight.shape[0], config, bias=linear.bias is not None,
+                    smoothed=smooth is not None, recipe=recipe)
+        return layer.finish_from_linear(linear, smooth, quantize_w8_weight(weight))
+
+    def dequantize(self) -> torch.Tensor:
+        """Return the quantized weight as float32 ``[out, in]``, as it multiplies the (smoothed) input."""
+        return self.w8.float() * self.wscale[:, None]
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        """Run the int8 GEMM (CUDA) or its reference, plus the 16-bit product of this batch's outlier columns."""
+        fn = int8_gemm_scaled if x2.is_cuda else reference_int8_gemm_scaled
+        columns = (x2.detach().abs().amax(dim=0) >= self.threshold).nonzero().squeeze(1)
+        if columns.numel() == 0:
+            xq, xs = quantize_per_token(x2, 8)
+            return fn(xq, self.w8, xs, self.wscale, torch.float32)
+        xq, xs = quantize_per_token(x2.index_fill(1, columns, 0.0), 8)
+        x16 = x2[:, columns].half()
+        w16 = (self.w8[:, columns].float() * self.wscale[:, None]).half()
+        outlier = x16 @ w16.t() if x2.is_cuda else x16.float() @ w16.float().t()  # fp16 operands either way
+        return fn(xq, self.w8, xs, self.wscale, torch.float32) + outlier.float()
