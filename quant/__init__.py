@@ -9,7 +9,7 @@
 from quant import transforms as _transforms  # noqa: F401  (registers the transforms)
 from quant.activations import Square
 from quant.api import quantize_
-from quant.configs import ALLOWED_CONFIGS, FMPQ, KV4, W4A4, W4A8, W4A16, W8A8, QuantConfig, config_from_json, config_to_json
+from quant.configs import ALLOWED_CONFIGS, FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, QuantConfig, config_from_json, config_to_json
 from quant.errors import CalibrationError, ConfigError, FormatError, QuantError, ShapeError
 from quant.export import export_integer_model
 from quant.fmpq_linear import FMPQLinear
@@ -34,6 +34,7 @@ __all__ = [
     "W4A4",
     "FMPQ",
     "W8A8",
+    "W6A6",
     "KV4",
     "ALLOWED_CONFIGS",
     "config_to_json",

@@ -16,13 +16,19 @@ from typing import Any, ClassVar
 
 from quant.errors import ConfigError
 
-__all__ = ["W4A16", "W4A8", "W4A4", "FMPQ", "W8A8", "KV4", "QuantConfig", "ALLOWED_CONFIGS", "config_to_json", "config_from_json"]
+__all__ = ["W4A16", "W4A8", "W4A4", "FMPQ", "W8A8", "W6A6", "KV4", "QuantConfig", "ALLOWED_CONFIGS", "config_to_json", "config_from_json"]
 
 
 def _check_group_size(group_size: object) -> None:
     """Raise unless the group size is a power of two of at least 32 (the kernels' sub-tile height)."""
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 32 or group_size & (group_size - 1):
         raise ConfigError("group_size must be a power of two >= 32; try 64 or 128", group_size=group_size)
+
+
+def _check_fraction(name: str, value: object) -> None:
+    """Raise unless ``value`` is a number in [0, 1]."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1]", **{name: value})
 
 
 class QuantConfig:
@@ -83,9 +89,7 @@ class FMPQ(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.a8_fraction, (int, float)) or isinstance(self.a8_fraction, bool) or \
-                not 0.0 <= self.a8_fraction <= 1.0:
-            raise ConfigError("a8_fraction must be a number in [0, 1]", a8_fraction=self.a8_fraction)
+        _check_fraction("a8_fraction", self.a8_fraction)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,23 @@ class W8A8(QuantConfig):
     """
 
     version: int = 1
+
+
+@dataclass(frozen=True)
+class W6A6(QuantConfig):
+    """Per-channel symmetric int6 weights and per-token int6 activations, some layers' activations in int8.
+
+    FlexQ (Zhang et al. 2025, "FlexQ: Efficient Post-training INT6 Quantization for LLM Serving"): W6A6
+    everywhere except the ``a8_fraction`` of layers whose output 6-bit activations change most on
+    calibration (a layer-wise sensitivity), which keep 8-bit activations. ``a8_fraction=1.0`` is W6A8.
+    """
+
+    a8_fraction: float = 0.0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_fraction("a8_fraction", self.a8_fraction)
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,7 @@ class KV4(QuantConfig):
         object.__setattr__(self, "targets", tuple(self.targets))
 
 
-ALLOWED_CONFIGS: dict[str, type[QuantConfig]] = {cls.__name__: cls for cls in (W4A16, W4A8, W4A4, FMPQ, W8A8, KV4)}
+ALLOWED_CONFIGS: dict[str, type[QuantConfig]] = {cls.__name__: cls for cls in (W4A16, W4A8, W4A4, FMPQ, W8A8, W6A6, KV4)}
 
 
 def config_to_json(config: QuantConfig) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quant.configs import FMPQ, W4A4, W4A8, W4A16, W8A8, QuantConfig, config_from_json
+from quant.configs import FMPQ, W4A4, W4A8, W4A16, W6A6, W8A8, QuantConfig, config_from_json
 from quant.errors import ConfigError, FormatError
 from quant.fmpq_linear import FMPQLinear
 from quant.layer_base import QuantLayer
@@ -14,7 +14,8 @@ from quant.w8a8_linear import W8A8Linear
 __all__ = ["LAYER_TYPES", "layer_type", "layer_from_description"]
 
 LAYER_TYPES: dict[type[QuantConfig], type[QuantLayer]] = {W4A16: QuantLinear, W4A8: QuantLinear, W4A4: QuantLinear,
-                                                           FMPQ: FMPQLinear, W8A8: W8A8Linear}
+                                                           FMPQ: FMPQLinear, W8A8: W8A8Linear,
+                                                           W6A6: W8A8Linear}
 
 
 def layer_type(config: QuantConfig) -> type[QuantLayer]:

@@ -16,7 +16,7 @@ __all__ = [
     "quantize_w4a8_weight",
     "quantize_w4a4_weight",
     "quantize_sym_int4_weight",
-    "quantize_w8_weight",
+    "quantize_channel_weight",
     "quantize_per_group",
     "quantize_per_token",
     "quantize_kv",
@@ -107,11 +107,12 @@ def quantize_per_token(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.
     return q.to(torch.int8), scale
 
 
-def quantize_w8_weight(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Symmetric per-output-channel int8: ``W ~= w8 * wscale[:, None]``, ``w8`` ``[N, K]`` in -127..127."""
+def quantize_channel_weight(weight: torch.Tensor, bits: int = 8) -> dict[str, torch.Tensor]:
+    """Symmetric per-output-channel ``bits``-bit (<= 8) codes held in int8: ``W ~= w8 * wscale[:, None]``, ``[N, K]``."""
+    qmax = 2 ** (bits - 1) - 1
     w = weight.detach().float()
-    wscale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)
-    return {"w8": torch.round(w / wscale[:, None]).clamp(-127, 127).to(torch.int8), "wscale": wscale}
+    wscale = (w.abs().amax(dim=1) / qmax).clamp(min=1e-8)
+    return {"w8": torch.round(w / wscale[:, None]).clamp(-qmax, qmax).to(torch.int8), "wscale": wscale}
 
 
 def quantize_per_group(x: torch.Tensor, group_size: int, a8_groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

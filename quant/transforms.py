@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from quant.clipping import search_clipping
-from quant.configs import FMPQ, KV4, W4A4, W4A8, W4A16, W8A8, QuantConfig
+from quant.configs import FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, QuantConfig
 from quant.errors import CalibrationError, ConfigError
 from quant.kv import KVQuantized
 from quant.layers import layer_type
@@ -51,6 +51,35 @@ def _linear_transform(model: nn.Module, config: QuantConfig, context: QuantConte
 
 for _config_type in (W4A16, W4A8, W4A4, W8A8, FMPQ):
     register_transform(_config_type)(_linear_transform)
+
+
+@register_transform(W6A6)
+@torch.no_grad()
+def _w6a6_transform(model: nn.Module, config: W6A6, context: QuantContext) -> None:
+    """Quantize to W6A6, then give 8-bit activations to the ``a8_fraction`` of layers most sensitive to 6 bits.
+
+    FlexQ's layer-wise choice: a layer's sensitivity is how far its output on the calibration rows moves
+    when its activations drop from 8 to 6 bits, relative to the 8-bit output.
+    """
+    _linear_transform(model, config, context)
+    count = round(config.a8_fraction * len(context.layers))
+    if 0 < count < len(context.layers) and not context.inputs:
+        raise CalibrationError("W6A6 picks its A8 layers on calibration data; pass calibration= to quantize_",
+                               a8_fraction=config.a8_fraction)
+    layers = [model.get_submodule(name) for name in context.layers]
+    sensitivity = []
+    for name, layer in zip(context.layers, layers):
+        x = context.inputs.get(name)
+        if x is None or count in (0, len(layers)):
+            sensitivity.append(0.0)
+            continue
+        y6 = layer(x)
+        layer.act_bits = 8
+        y8 = layer(x)
+        layer.act_bits = 6
+        sensitivity.append(float((y6 - y8).norm() / y8.norm().clamp(min=1e-12)))
+    for index in sorted(range(len(layers)), key=lambda i: -sensitivity[i])[:count]:
+        layers[index].act_bits = 8
 
 
 @register_transform(KV4)

@@ -1,4 +1,8 @@
-"""``W8A8Linear``: W8A8 (SmoothQuant's format) with, under the ``llm.int8`` recipe, LLM.int8()'s decomposition.
+"""``W8A8Linear``: W8A8 (SmoothQuant's format) and W6A6/W6A8 (FlexQ) on the int8 GEMM, and LLM.int8().
+
+Both formats hold per-channel weight codes and per-token activation codes in int8 (6-bit codes are
+-31..31, not packed: the int6 memory saving of FlexQ's kernels is not had here) and run on the same int8
+GEMM. Under the ``llm.int8`` recipe a W8A8 layer also does LLM.int8()'s decomposition.
 
 Dettmers et al., "LLM.int8(): 8-bit Matrix Multiplication for Transformers at Scale" (NeurIPS 2022),
 section 3.2: the input columns holding an activation of magnitude at least the threshold (6.0 in the
@@ -14,11 +18,11 @@ import math
 import torch
 from torch import nn
 
-from quant.configs import W8A8, QuantConfig
+from quant.configs import W6A6, W8A8, QuantConfig
 from quant.errors import ConfigError
 from quant.kernels import int8_gemm_scaled, reference_int8_gemm_scaled
 from quant.layer_base import QuantLayer
-from quant.quantizers import quantize_per_token, quantize_w8_weight
+from quant.quantizers import quantize_channel_weight, quantize_per_token
 
 __all__ = ["W8A8Linear", "LLM_INT8_THRESHOLD"]
 
@@ -26,13 +30,19 @@ LLM_INT8_THRESHOLD = 6.0  # LLM.int8(), section 3.2: activations of magnitude >=
 
 
 class W8A8Linear(QuantLayer):
-    """A linear layer with per-channel int8 weights and per-token int8 activations (W8A8)."""
+    """A linear layer with per-channel int8 (or int6) weights and per-token int8 (or int6) activations."""
+
+    EXTRA_FIELDS = ("act_bits",)
 
     def __init__(self, in_features: int, out_features: int, config: QuantConfig, *, bias: bool = True,
-                 smoothed: bool = False, recipe: str = "rtn") -> None:
-        if not isinstance(config, W8A8):
-            raise ConfigError("W8A8Linear takes W8A8", got=type(config).__name__)
+                 smoothed: bool = False, recipe: str = "rtn", act_bits: int = 0) -> None:
+        if not isinstance(config, (W8A8, W6A6)):
+            raise ConfigError("W8A8Linear takes W8A8 or W6A6", got=type(config).__name__)
         super().__init__(in_features, out_features, config, bias=bias, smoothed=smoothed, recipe=recipe)
+        self.weight_bits = 8 if isinstance(config, W8A8) else 6
+        self.act_bits = act_bits or self.weight_bits  # W6A6 layers that FlexQ finds sensitive get 8
+        if self.act_bits not in (6, 8):
+            raise ConfigError("act_bits must be 6 or 8", act_bits=act_bits)
         self.register_buffer("w8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("wscale", torch.zeros(out_features, dtype=torch.float32))
         threshold = LLM_INT8_THRESHOLD if recipe == "llm.int8" else math.inf
@@ -45,7 +55,7 @@ class W8A8Linear(QuantLayer):
         weight = cls.smoothed_weight(linear, smooth)
         layer = cls(weight.shape[1], weight.shape[0], config, bias=linear.bias is not None,
                     smoothed=smooth is not None, recipe=recipe)
-        return layer.finish_from_linear(linear, smooth, quantize_w8_weight(weight))
+        return layer.finish_from_linear(linear, smooth, quantize_channel_weight(weight, layer.weight_bits))
 
     def dequantize(self) -> torch.Tensor:
         """Return the quantized weight as float32 ``[out, in]``, as it multiplies the (smoothed) input."""
@@ -56,7 +66,7 @@ class W8A8Linear(QuantLayer):
         fn = int8_gemm_scaled if x2.is_cuda else reference_int8_gemm_scaled
         columns = (x2.detach().abs().amax(dim=0) >= self.threshold).nonzero().squeeze(1)
         if columns.numel() == 0:
-            xq, xs = quantize_per_token(x2, 8)
+            xq, xs = quantize_per_token(x2, self.act_bits)
             return fn(xq, self.w8, xs, self.wscale, torch.float32)
         xq, xs = quantize_per_token(x2.index_fill(1, columns, 0.0), 8)
         x16 = x2[:, columns].half()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quant import FMPQ, KV4, W4A4, W4A8, W4A16, W8A8, ConfigError, config_from_json, config_to_json, get_transform
+from quant import FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, ConfigError, config_from_json, config_to_json, get_transform
 from quant.configs import ALLOWED_CONFIGS
 
 group_sizes = st.sampled_from([32, 64, 128, 256, 1024])
@@ -14,7 +14,8 @@ group_sizes = st.sampled_from([32, 64, 128, 256, 1024])
 
 @given(gs=group_sizes, outliers=st.integers(0, 300))
 def test_json_round_trip_preserves_every_config(gs, outliers):
-    for config in (W4A16(gs), W4A8(gs), W4A4(gs, outliers), FMPQ(gs, outliers / 300), W8A8(), KV4(gs, ("k", "v"))):
+    for config in (W4A16(gs), W4A8(gs), W4A4(gs, outliers), FMPQ(gs, outliers / 300), W8A8(), W6A6(outliers / 300),
+                   KV4(gs, ("k", "v"))):
         back = config_from_json(config_to_json(config))
         assert back == config and type(back) is type(config)
 
@@ -46,8 +47,8 @@ def test_from_json_rejects_what_is_not_allowlisted(text, match):
         config_from_json(text)
 
 
-def test_allowlist_is_the_six_formats_and_json_is_plain():
-    assert set(ALLOWED_CONFIGS) == {"W4A16", "W4A8", "W4A4", "FMPQ", "W8A8", "KV4"}
+def test_allowlist_is_the_seven_formats_and_json_is_plain():
+    assert set(ALLOWED_CONFIGS) == {"W4A16", "W4A8", "W4A4", "FMPQ", "W8A8", "W6A6", "KV4"}
     assert json.loads(config_to_json(KV4())) == {
         "type": "KV4", "fields": {"group_size": 64, "targets": ["key", "value", "k_proj", "v_proj"], "version": 1}}
 
@@ -70,3 +71,5 @@ def test_w8a8_has_no_group_size_and_fmpq_checks_its_fraction():
     for bad in (-0.1, 1.01, True, "0.5"):
         with pytest.raises(ConfigError, match="a8_fraction"):
             FMPQ(64, a8_fraction=bad)
+        with pytest.raises(ConfigError, match="a8_fraction"):
+            W6A6(a8_fraction=bad)
