@@ -16,7 +16,7 @@ import numpy as np
 import openfhe  # import first: some FHE wheels ship their own libgomp
 
 from ..errors import BackendError, ParameterError, PlanError, SerializationError
-from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters
+from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters, correction_factor
 from ..params.flooding import FLOODING_FIRST_MOD_BITS, FLOODING_SCALE_BITS, NoiseFlooding
 from ..plan import chebyshev_levels
 from .base import Backend
@@ -82,10 +82,12 @@ def _crypto_context(params: Parameters, flooding: NoiseFlooding | None = None):
 
 
 def _bootstrap_setup(cc, params: Parameters) -> None:
-    """OpenFHE's bootstrapping precomputations (client and server both need them)."""
+    """OpenFHE's bootstrapping precomputations for the parameters' slot count (sparse when it is below N/2), with
+    the correction factor the parameters were derived for (client and server both need them)."""
     if params.bootstrap:
         with translate_errors("set up bootstrapping"):
-            cc.EvalBootstrapSetup(list(BOOTSTRAP_LEVEL_BUDGET), [0, 0], params.slots)
+            cc.EvalBootstrapSetup(list(BOOTSTRAP_LEVEL_BUDGET), [0, 0], params.slots,
+                                  correction_factor(params.ring_dim, params.slots))
 
 
 def release_openfhe_caches() -> None:

@@ -15,18 +15,15 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ParameterError
+from .bootstrap import BOOTSTRAP_DEPTH, bootstrap_scale_bits, correction_factor
 
-__all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE", "BOOTSTRAP_DEPTH", "BOOTSTRAP_LEVEL_BUDGET"]
+__all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE"]
 
 # 2^16 is OpenFHE's extension of the standard table (checked: it accepts 1740 bits there and refuses 1780)
 MAX_LOG_QP = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881, 65536: 1747}
 SECURE = "128-bit classical (HE standard)"
 INSECURE = "INSECURE-TEST-ONLY"
 _DIGITS = 3
-# CKKS bootstrapping as OpenFHE runs it: level budget (CoeffsToSlots, SlotsToCoeffs) and the levels it consumes
-# with uniform ternary secrets (CryptoContext.GetBootstrapDepth; a test checks the figure).
-BOOTSTRAP_LEVEL_BUDGET = (2, 2)
-BOOTSTRAP_DEPTH = 18
 _P_PRIME_BITS = 60
 
 
@@ -37,6 +34,14 @@ def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int) -> int:
     digit_bits = first_mod_bits + (alpha - 1) * scale_bits
     p_bits = _P_PRIME_BITS * math.ceil((digit_bits + 1) / _P_PRIME_BITS)
     return first_mod_bits + depth * scale_bits + p_bits
+
+
+def _moduli_to_try(ring_dim: int, slots: int, scale_bits: int | None, first_mod_bits: int, bootstrap: bool):
+    """(first modulus bits, scale bits) candidates for one ring, most precise first."""
+    if scale_bits or not bootstrap:
+        return [(first_mod_bits, scale_bits or 40)]
+    gap = first_mod_bits - bootstrap_scale_bits(ring_dim, slots, first_mod_bits)
+    return [(first, first - gap) for first in range(first_mod_bits, 40 + gap - 1, -1)]
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,22 @@ class Parameters:
     @classmethod
     def derive(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
                bootstrap: bool = False) -> "Parameters":
-        """The smallest secure ring for `depth` levels (between bootstraps, when `bootstrap`) and `slots` slots."""
+        """The smallest secure ring for `depth` levels (between bootstraps, when `bootstrap`) and `slots` slots.
+
+        With `bootstrap` and no `scale_bits`, the scale is the largest OpenFHE bootstraps in that ring
+        (einfhe.params.bootstrap: 55 bits over a 60-bit first modulus, a gap OpenFHE accepts at 2^16); when that
+        modulus is too large for the depth, the first modulus and the scale shrink together, bit by bit, down
+        to a 40-bit scale (`first_mod_bits` is then an upper bound)."""
         depth = max(1, int(depth))
-        scale_bits = scale_bits or (50 if bootstrap else 40)
-        log_qp = estimate_log_qp(depth + (BOOTSTRAP_DEPTH if bootstrap else 0), scale_bits, first_mod_bits)
+        total = depth + (BOOTSTRAP_DEPTH if bootstrap else 0)
+        log_qp = estimate_log_qp(total, scale_bits or 40, first_mod_bits)
         for ring_dim, bound in sorted(MAX_LOG_QP.items()):
-            if ring_dim >= 2 * slots and log_qp <= bound:
-                return cls(ring_dim, slots, depth, scale_bits, first_mod_bits, SECURE, bootstrap).validate()
+            if ring_dim < 2 * slots:
+                continue
+            for first, scale in _moduli_to_try(ring_dim, slots, scale_bits, first_mod_bits, bootstrap):
+                log_qp = estimate_log_qp(total, scale, first)
+                if log_qp <= bound:
+                    return cls(ring_dim, slots, depth, scale, first, SECURE, bootstrap).validate()
         raise ParameterError(
             f"no ring up to 2^16 holds depth {depth} ({log_qp} bits of modulus) with {slots} slots at 128-bit "
             "security: reduce the depth (quantize, or split the program) or the slot count",
@@ -81,8 +95,9 @@ class Parameters:
     def insecure_for_tests(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
                            bootstrap: bool = False) -> "Parameters":
         """A tiny ring with NO security, for fast tests only; the server refuses it."""
-        scale_bits = scale_bits or (50 if bootstrap else 40)
-        return cls(max(2 * slots, 16), slots, max(1, depth), scale_bits, first_mod_bits, INSECURE, bootstrap).validate()
+        ring_dim = max(2 * slots, 16)
+        scale_bits = scale_bits or (bootstrap_scale_bits(ring_dim, slots, first_mod_bits) if bootstrap else 40)
+        return cls(ring_dim, slots, max(1, depth), scale_bits, first_mod_bits, INSECURE, bootstrap).validate()
 
     @property
     def secure(self) -> bool:
@@ -114,6 +129,15 @@ class Parameters:
                 "need 20 <= scale_bits < first_mod_bits <= 60",
                 scale_bits=self.scale_bits,
                 first_mod_bits=self.first_mod_bits,
+            )
+        gap = self.first_mod_bits - self.scale_bits
+        if self.bootstrap and gap > correction_factor(self.ring_dim, self.slots):
+            raise ParameterError(
+                f"OpenFHE bootstraps in ring {self.ring_dim} with {self.slots} slots only when the first modulus "
+                f"exceeds the scale by at most {correction_factor(self.ring_dim, self.slots)} bits (here {gap}): "
+                f"use scale_bits >= {self.first_mod_bits - correction_factor(self.ring_dim, self.slots)}, or leave "
+                "scale_bits unset so that derive picks it",
+                scale_bits=self.scale_bits, first_mod_bits=self.first_mod_bits,
             )
         if self.security == INSECURE:
             return self
