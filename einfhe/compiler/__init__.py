@@ -1,13 +1,14 @@
 """Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`,
 with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`),
-the contraction strategies (`strategies`), the model compiler (`model`) and the integer-model reader
-(`integer_model`)."""
+the contraction strategies (`strategies`), the model compiler (`model`), its bootstrap placement (`levels`) and the
+integer-model reader (`integer_model`)."""
 
 from __future__ import annotations
 
 from .builder import CostCapExceeded, Packed, PlanBuilder
 from .einsum import DEFAULT_MAX_CTS, DEFAULT_SLOTS, Cipher, cipher, compile_einsum
 from .integer_model import load_integer_model, read_integer_export
+from .levels import LevelPlan, greedy_levels, plan_levels
 from .pricing import FloorPrices, MemoizedCostModel
 from .relayout import Move, relayout_moves
 from .search import choose_plan
@@ -15,7 +16,7 @@ from .model import ChebyshevActivation, IntLinear, Linear, ModelPlan, Quadratic,
 
 __all__ = [
     "CostCapExceeded", "FloorPrices", "MemoizedCostModel", "Move", "choose_plan", "relayout_moves",
-    "ChebyshevActivation", "Cipher", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "Linear", "ModelPlan", "Packed",
-    "PlanBuilder", "Quadratic", "Residual", "Square", "cipher", "compile_einsum", "compile_model", "load_integer_model",
-    "read_integer_export",
+    "ChebyshevActivation", "Cipher", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "LevelPlan", "Linear", "ModelPlan",
+    "Packed", "PlanBuilder", "Quadratic", "Residual", "Square", "cipher", "compile_einsum", "compile_model",
+    "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export",
 ]

@@ -30,6 +30,7 @@ from ..layout import Dim, Layout, next_pow2
 from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
 from .builder import Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
+from .levels import PLACEMENTS, LevelPlan, profile_layer
 
 __all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "Residual", "ModelPlan",
            "compile_model"]
@@ -115,13 +116,14 @@ Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, Residua
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """A compiled model: the plan, its plain operands after the input, the batch size and the output scale."""
+    """A compiled model: plan, plain operands after the input, batch size, output scale, level plan (if any)."""
 
     plan: Plan
     plains: tuple[np.ndarray, ...]
     batch: int | None
     output_scale: np.ndarray
     input_scale: np.ndarray | None = None
+    levels: LevelPlan | None = None
 
     @property
     def input_layout(self) -> Layout:
@@ -221,20 +223,19 @@ class _ModelLowering:
         self.value = self.builder.add_values(self.value, skip)
 
     def spend(self, levels: int) -> None:
-        """Account for an operation of `levels` levels, bootstrapping first when it would pass `max_depth`.
+        """Account for an operation of `levels` levels since the input or the last bootstrap."""
+        self.level += levels
+        if self.max_depth is not None and self.level > self.max_depth:
+            raise ModelError(f"the level plan leaves {self.max_depth} levels between bootstraps and the model needs "
+                             f"{self.level}: raise max_depth")
 
-        Bootstrapping wants slot values of moderate size, so a deferred scale is applied (one level) before."""
-        if self.max_depth is None or self.level + levels <= self.max_depth:
-            self.level += levels
-            return
-        if self.value is None or self.max_depth < max(levels, 2):
-            raise ModelError(f"an operation of {levels} level(s) cannot fit between bootstraps of depth "
-                             f"{self.max_depth}: raise max_depth")
+    def refresh(self) -> None:
+        """Bootstrap the current value, a deferred scale applied first (one level): bootstrapping wants small values."""
         if not np.all(self.pending == 1):
             self.value = self.builder.scale(self.value, self.channel_plain(self.pending))
             self.pending = np.ones_like(self.pending)
         self.value = self.builder.bootstrap(self.value)
-        self.level = levels
+        self.level = 0
 
     def channel_plain(self, per_channel: np.ndarray) -> str:
         """Register one value per channel as a plain operand (repeated over the batch in the batched packing)."""
@@ -354,23 +355,34 @@ class _ModelLowering:
         self.bias(np.full(p.shape, layer.c))
 
 
-def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None,
-                  slots: int = DEFAULT_SLOTS, max_cts: int = 1 << 16, max_depth: int | None = None) -> ModelPlan:
+def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None, slots: int = DEFAULT_SLOTS,
+                  max_cts: int = 1 << 16, max_depth: int | None = None, placement: str = "cost",
+                  ring_dim: int = 65536) -> ModelPlan:
     """Compile a sequential model on inputs of `n_features` into one plan (see the module docstring).
 
-    With `max_depth`, the compiler places a bootstrap wherever the next layer would pass that many levels
-    since the input or the last bootstrap (off by default: models that fit a practical ring need none)."""
+    With `max_depth` (levels between bootstraps; off by default: models that fit a practical ring need none), a
+    level plan places the bootstraps: `placement="cost"` where they cost least (einfhe.compiler.levels, priced
+    at `ring_dim`), `"greedy"` just before the first layer that would not fit. `ModelPlan.levels` holds it."""
     if not layers or not isinstance(layers[0], (Linear, IntLinear)):
         raise ModelError("a model starts with a Linear layer")
     if batch is not None and not 1 <= batch <= slots:
         raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
-    state = _ModelLowering(n_features, batch, slots, max_cts, max_depth)
+    if placement not in PLACEMENTS:
+        raise ModelError(f"unknown bootstrap placement {placement!r}; valid placements: {', '.join(PLACEMENTS)}")
     input_scale = None
     if isinstance(layers[0], IntLinear) and layers[0].input_scale is not None:
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
         layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
-    for position, layer in enumerate(layers):
-        state.apply(layer, position)
+    state = _ModelLowering(n_features, batch, slots, max_cts)
+    profile = tuple(profile_layer(state, layer, position) for position, layer in enumerate(layers))
+    level_plan = None
+    if max_depth is not None:
+        level_plan = PLACEMENTS[placement](profile, max_depth, slots, ring_dim=ring_dim)
+        state = _ModelLowering(n_features, batch, slots, max_cts, max_depth)
+        for position, layer in enumerate(layers):
+            if position in level_plan.bootstrap_before:
+                state.refresh()
+            state.apply(layer, position)
     kinds = "batched-features-across-ciphertexts" if batch is not None else "iteration-space"
     plan = Plan(
         spec=f"model[{', '.join(type(layer).__name__ for layer in layers)}]",
@@ -382,4 +394,4 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
         output_layout=state.value.layout,
         strategy=kinds,
     )
-    return ModelPlan(plan, tuple(state.plains), batch, state.pending, input_scale)
+    return ModelPlan(plan, tuple(state.plains), batch, state.pending, input_scale, level_plan)
