@@ -19,12 +19,14 @@ import json
 import math
 import os
 import random
+import re
 import time
 
 import torch
 from torch import nn
 
 from quant import FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, quantize_
+from stdlib_text import stdlib_docstrings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -132,28 +134,16 @@ def make_sentences(n: int, seed: int) -> list[str]:
     return sorted(out)
 
 
-STDLIB_MODULES = ("argparse", "asyncio", "bisect", "calendar", "collections", "csv", "datetime", "decimal", "email",
-                  "fractions", "functools", "heapq", "http.client", "inspect", "itertools", "json", "logging",
-                  "os", "pathlib", "pickle", "random", "re", "shutil", "socket", "statistics", "string",
-                  "subprocess", "tarfile", "textwrap", "threading", "typing", "unittest", "urllib.parse", "zipfile")
-
-
 def stdlib_sentences(n: int, seed: int) -> list[str]:
     """Draw ``n`` distinct prose sentences (6-30 words, mostly words) from standard-library docstrings, shuffled."""
-    import importlib
-    import inspect
-    import re
-
     found = set()
-    for module_name in STDLIB_MODULES:
-        for _name, member in sorted(vars(importlib.import_module(module_name)).items()):
-            doc = inspect.getdoc(member) if callable(member) or inspect.ismodule(member) else None
-            for paragraph in (doc or "").split("\n\n"):
-                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
-                    words = sentence.split()
-                    if 6 <= len(words) <= 30 and sentence[0].isupper() and sentence.endswith(".") and \
-                            sum(w.isalpha() for w in words) >= 0.7 * len(words):
-                        found.add(sentence)
+    for _module, doc in stdlib_docstrings():
+        for paragraph in doc.split("\n\n"):
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
+                words = sentence.split()
+                if 6 <= len(words) <= 30 and sentence[0].isupper() and sentence.endswith(".") and \
+                        sum(w.isalpha() for w in words) >= 0.7 * len(words):
+                    found.add(sentence)
     pool = sorted(found)
     if len(pool) < n:
         raise SystemExit(f"only {len(pool)} standard-library sentences found, {n} asked")

@@ -17,12 +17,14 @@ from quant.int8_layers import Int8Conv2d, Int8Linear
 from quant.integer_format import IntegerModel, read_integer_model, run_integer_model
 from quant.integer_torch import integer_module, load_integer_module
 from quant.kv import KVQuantized
+from quant.kv_cache import QuantKVCache, dequantize_heads, quantize_heads
 from quant.layer_base import QuantLayer
 from quant.linear import QuantLinear
 from quant.packing import pack_int4, unpack_int4
 from quant.recipes import RECIPES
 from quant.registry import get_transform, register_transform
 from quant.serialization import load_quantized, save_quantized
+from quant.smooth_attention import fold_smooth_attention, smooth_attention_scales
 from quant.w8a8_linear import W8A8Linear
 
 __all__ = [
@@ -47,6 +49,11 @@ __all__ = [
     "W8A8Linear",
     "FMPQLinear",
     "KVQuantized",
+    "QuantKVCache",
+    "quantize_heads",
+    "dequantize_heads",
+    "smooth_attention_scales",
+    "fold_smooth_attention",
     "pack_int4",
     "unpack_int4",
     "save_quantized",

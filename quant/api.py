@@ -22,14 +22,18 @@ __all__ = ["quantize_"]
 
 def quantize_(model: nn.Module, config: QuantConfig, *, calibration: Iterable[Any] | None = None,
               recipe: str = "rtn", seed: int = 0, filter_fn: Callable[[nn.Module, str], bool] | None = None,
-              max_rows: int = 1024, device: torch.device | str | None = None) -> nn.Module:
+              max_rows: int = 1024, device: torch.device | str | None = None,
+              fold: bool | dict[str, list[str]] = False) -> nn.Module:
     """Quantize ``model`` in place: every ``nn.Linear`` (that ``filter_fn`` keeps) becomes a quantized layer.
 
     ``recipe`` (any case) is ``"rtn"``, ``"awq"`` or ``"smoothquant"``; the last two need ``calibration``,
     an iterable of batches: tensors, tuples of positional args, dicts of kwargs, or a ``DataLoader``'s
     ``(inputs, targets)``. With ``device`` (e.g. ``"cuda"``) the model is moved there first, so calibration
     and the recipe's search run there, and the quantized model stays there (torchao's ``quantize_`` does
-    the same). With a KV4 config the layers named like key/value projections are wrapped instead.
+    the same). With ``fold`` (``awq``/``smoothquant``), layers fed only by a LayerNorm or Linear share one
+    smoothing vector folded into that op, as the papers do, instead of multiplying it at run time; ``True``
+    finds those ops with ``torch.fx``, a dict ``{producer: [layers]}`` names them. With a KV4 config the
+    layers named like key/value projections are wrapped instead.
     Deterministic given ``seed``.
 
     >>> quantize_(model, W4A16(group_size=128))  # doctest: +SKIP
@@ -51,7 +55,7 @@ def quantize_(model: nn.Module, config: QuantConfig, *, calibration: Iterable[An
         inputs = collect_inputs(model, layers, calibration, seed=seed, max_rows=max_rows,
                                 device=device or _model_device(model))
         model.train(was_training)
-    transform(model, config, QuantContext(layers=layers, recipe=recipe, inputs=inputs))
+    transform(model, config, QuantContext(layers=layers, recipe=recipe, inputs=inputs, fold=fold))
     return model
 
 

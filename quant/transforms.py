@@ -10,6 +10,7 @@ from torch import nn
 from quant.clipping import search_clipping
 from quant.configs import FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, QuantConfig
 from quant.errors import CalibrationError, ConfigError
+from quant.folding import fold_into_producer, foldable_groups
 from quant.kv import KVQuantized
 from quant.layers import layer_type
 from quant.recipes import CALIBRATED_RECIPES, search_smoothing
@@ -25,6 +26,26 @@ class QuantContext:
     layers: list[str]
     recipe: str = "rtn"
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    fold: bool | dict[str, list[str]] = False  # fold smoothing into producers (True: found by tracing)
+
+
+def _fold_smoothing(model: nn.Module, config: QuantConfig, context: QuantContext) -> dict[str, torch.Tensor]:
+    """Search one smoothing vector per foldable producer and fold it in; return each folded layer's vector."""
+    groups = context.fold if isinstance(context.fold, dict) else foldable_groups(model)
+    folded = {}
+    for producer, consumers in groups.items():
+        if not consumers or not all(name in context.inputs for name in consumers):
+            continue  # a layer the filter left in float, or one that saw no input: this producer stays as it is
+        layers = [model.get_submodule(name) for name in consumers]
+        stacked = nn.Linear(layers[0].in_features, sum(layer.out_features for layer in layers), bias=False,
+                            device=layers[0].weight.device)
+        with torch.no_grad():
+            stacked.weight.copy_(torch.cat([layer.weight.detach().float() for layer in layers]))
+        smooth = search_smoothing(stacked, context.inputs[consumers[0]], config, context.recipe)
+        if smooth is not None:
+            fold_into_producer(model.get_submodule(producer), layers, smooth)
+            folded.update({name: smooth for name in consumers})
+    return folded
 
 
 def _linear_transform(model: nn.Module, config: QuantConfig, context: QuantContext) -> None:
@@ -37,11 +58,15 @@ def _linear_transform(model: nn.Module, config: QuantConfig, context: QuantConte
     if context.recipe == "llm.int8" and not isinstance(config, W8A8):
         raise ConfigError("the llm.int8 recipe decomposes W8A8 layers only", config=type(config).__name__)
     cls = layer_type(config)
+    folded = _fold_smoothing(model, config, context) if context.fold and context.recipe in CALIBRATED_RECIPES else {}
     for name in context.layers:
         linear = model.get_submodule(name)
         x = context.inputs.get(name)
-        smooth = (search_smoothing(linear, x, config, context.recipe)
-                  if x is not None and context.recipe in CALIBRATED_RECIPES else None)
+        if name in folded:  # its input now arrives divided by the folded vector, its weights multiplied
+            x, smooth = x / folded[name].to(x.device), None
+        else:
+            smooth = (search_smoothing(linear, x, config, context.recipe)
+                      if x is not None and context.recipe in CALIBRATED_RECIPES else None)
         if context.recipe == "awq":
             linear = search_clipping(linear, x, config, smooth, getattr(config, "group_size", linear.in_features))
         absmax = None if x is None else x.abs().amax(dim=0)

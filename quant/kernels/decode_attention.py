@@ -1,0 +1,87 @@
+"""Decode attention over an int4 KV cache: one new query per (batch, head) against every cached token.
+
+The cache is :class:`quant.kv_cache.QuantKVCache`'s: per head and token, asymmetric int4 codes packed two a
+byte (the head's first half of channels in the low nibbles, the second half in the high ones) with an fp16
+scale and a uint8 zero point. The kernel streams the packed keys and values once (decode is bound by reading the
+cache, the reason for KV4: QServe, Lin et al. 2024, section 5.3), unpacks the two halves with a shift and a
+mask, uses ``q . k = s (q . c - z sum(q))`` so keys are never dequantized, and keeps an online softmax
+(FlashAttention's running max and sum). ``reference_decode_attention`` (dequantize, then softmax in float32)
+is the oracle.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from quant.errors import ShapeError
+from quant.kv_cache import dequantize_heads
+
+__all__ = ["reference_decode_attention", "triton_decode_attention"]
+
+
+def reference_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: torch.Tensor, k_zero: torch.Tensor,
+                               v_codes: torch.Tensor, v_scale: torch.Tensor, v_zero: torch.Tensor,
+                               sm_scale: float) -> torch.Tensor:
+    """Attend ``q [B, H, D]`` over a cache's codes and ``[B, H, T]`` scales and zeros; return float32 ``[B, H, D]``.
+
+    Codes ``[B, H, T, D/2]`` are packed int4, ``[B, H, T, D]`` int8 (the KV8 cache, which has no kernel here).
+    """
+    bits = 4 if 2 * k_codes.shape[-1] == q.shape[-1] else 8
+    k, v = dequantize_heads(k_codes, k_scale, k_zero, bits), dequantize_heads(v_codes, v_scale, v_zero, bits)
+    scores = torch.einsum("bhd,bhtd->bht", q.float(), k) * sm_scale
+    return torch.einsum("bht,bhtd->bhd", scores.softmax(dim=-1), v)
+
+
+@triton.jit
+def _decode_kernel(q_ptr, kc_ptr, ks_ptr, kz_ptr, vc_ptr, vs_ptr, vz_ptr, o_ptr, T, sm_scale,
+                   HALF: tl.constexpr, BT: tl.constexpr):
+    bh = tl.program_id(0)
+    offs_d = tl.arange(0, HALF)
+    q_lo = tl.load(q_ptr + bh * 2 * HALF + offs_d).to(tl.float32)
+    q_hi = tl.load(q_ptr + bh * 2 * HALF + HALF + offs_d).to(tl.float32)
+    q_sum = tl.sum(q_lo, axis=0) + tl.sum(q_hi, axis=0)
+    m_i = tl.zeros([1], dtype=tl.float32) - float("inf")
+    l_i = tl.zeros([1], dtype=tl.float32)
+    acc_lo = tl.zeros([HALF], dtype=tl.float32)
+    acc_hi = tl.zeros([HALF], dtype=tl.float32)
+    for t0 in range(0, T, BT):
+        offs_t = t0 + tl.arange(0, BT)
+        mask_t = offs_t < T
+        rows = (bh * T + offs_t)[:, None] * HALF + offs_d[None, :]
+        kc = tl.load(kc_ptr + rows, mask=mask_t[:, None], other=0).to(tl.int32)
+        ks = tl.load(ks_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        kz = tl.load(kz_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        dot = tl.sum((kc & 15).to(tl.float32) * q_lo[None, :], axis=1) + \
+            tl.sum((kc >> 4).to(tl.float32) * q_hi[None, :], axis=1)
+        s = tl.where(mask_t, (dot - kz * q_sum) * ks * sm_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=0))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=0)
+        vc = tl.load(vc_ptr + rows, mask=mask_t[:, None], other=0).to(tl.int32)
+        vs = tl.load(vs_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        vz = tl.load(vz_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        pv = p * vs  # the scale of each token's value row folds into its probability
+        acc_lo = acc_lo * alpha + tl.sum(pv[:, None] * ((vc & 15).to(tl.float32) - vz[:, None]), axis=0)
+        acc_hi = acc_hi * alpha + tl.sum(pv[:, None] * ((vc >> 4).to(tl.float32) - vz[:, None]), axis=0)
+        m_i = m_new
+    tl.store(o_ptr + bh * 2 * HALF + offs_d, acc_lo / l_i)
+    tl.store(o_ptr + bh * 2 * HALF + HALF + offs_d, acc_hi / l_i)
+
+
+def triton_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: torch.Tensor, k_zero: torch.Tensor,
+                            v_codes: torch.Tensor, v_scale: torch.Tensor, v_zero: torch.Tensor,
+                            sm_scale: float, block_t: int = 64) -> torch.Tensor:
+    """Attend ``q [B, H, D]`` over the packed int4 cache with the Triton kernel; return float32 ``[B, H, D]``."""
+    b, h, d = q.shape
+    t = k_codes.shape[2]
+    if d % 2 or d // 2 & (d // 2 - 1) or k_codes.shape != (b, h, t, d // 2) or v_codes.shape != k_codes.shape \
+            or t == 0:
+        raise ShapeError("decode attention needs q [B, H, D] (D/2 a power of two) and codes [B, H, T>0, D/2]",
+                         q=tuple(q.shape), k_codes=tuple(k_codes.shape), v_codes=tuple(v_codes.shape))
+    out = torch.empty(b, h, d, device=q.device, dtype=torch.float32)
+    args = [x.contiguous() for x in (q, k_codes, k_scale, k_zero, v_codes, v_scale, v_zero)]
+    _decode_kernel[(b * h,)](*args, out, t, float(sm_scale), HALF=d // 2, BT=block_t, num_warps=4)
+    return out
