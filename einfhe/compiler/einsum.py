@@ -94,13 +94,14 @@ def compile_einsum(
 
     `strategy` names how cipher contractions are lowered (`auto`: each by the cheapest strategy that fits,
     by the calibrated cost model; a named one where it fits, iteration space elsewhere). `rotation_basis`
-    `pow2` rewrites every rotation into powers of two (fewer distinct keys, more key switches), `plan` keeps one
-    key per offset, `auto` keeps them unless they pass `key_budget`. The plan's evaluation keys must fit in
-    `key_budget` bytes and its uploaded ciphertexts in `upload_budget` bytes (`einfhe.plan.budget`): candidates
-    (opt_einsum's path; with `optimize="auto"` and several plain operands, the plain operands contracted first;
-    cipher operands in natural layouts where client-packed ones upload too much) are compared by estimated
-    seconds, server steps plus client encryption, and the cheapest that fits is kept (`plan.explain()` shows
-    it beside the cheapest unconstrained one); `cost_model` replaces the calibrated `einfhe.plan.cost.CostModel`.
+    `pow2`, `pow4`, `pow16` rewrite every rotation into powers of 2, 4 or 16 (fewer distinct keys, more key
+    switches), `plan` keeps one key per offset, `auto` keeps them unless they pass `key_budget`. The plan's
+    evaluation keys must fit in `key_budget` bytes and its uploaded ciphertexts in `upload_budget` bytes
+    (`einfhe.plan.budget`): candidates (opt_einsum's path; with `optimize="auto"` and several plain operands, the
+    plain operands contracted first; cipher operands in natural layouts where client-packed ones upload too
+    much) are compared by estimated seconds, server steps plus client encryption, and the cheapest that fits is
+    kept (`plan.explain()` shows it beside the cheapest unconstrained one); `cost_model` replaces the calibrated
+    `einfhe.plan.cost.CostModel`.
     """
     subscripts = check_subscripts(subscripts)
     if strategy != AUTO:

@@ -15,8 +15,9 @@ from typing import Iterator
 import numpy as np
 
 from ..layout import Layout
+from ..plan import Mask
 
-__all__ = ["Move", "relayout_moves"]
+__all__ = ["Move", "relayout_moves", "slot_mask"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,17 @@ class Move:
     src_ct: int
     offset: int
     ranges: tuple[tuple[int, int], ...]
+
+
+def slot_mask(positions: np.ndarray, block: int, slots: int) -> Mask:
+    """The 0/1 mask that is 1 at `positions` of every `block`-slot copy filling `slots` slots."""
+    copies = max(1, slots // block)
+    every = (np.sort(np.asarray(positions))[None, :] + block * np.arange(copies)[:, None]).reshape(-1)
+    if not len(every):
+        return Mask((), slots)
+    starts = np.flatnonzero(np.concatenate(([True], np.diff(every) != 1)))
+    ends = np.concatenate((starts[1:], [len(every)]))
+    return Mask(tuple(zip(every[starts].tolist(), (every[ends - 1] + 1).tolist())), slots)
 
 
 def _elements(layout: Layout, flat: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:

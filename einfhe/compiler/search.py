@@ -5,7 +5,8 @@ packed by the client in whatever layout the plan asks for, or encrypted in their
 upload; the server moves them). Each is built under a cost cap: the builder prices every step it emits at its
 floor price (`einfhe.compiler.pricing`) and gives up once that lower bound passes the cost of the cheapest plan
 already known to fit (branch and bound), so a hopeless candidate costs a fraction of its full build. A plan whose
-own rotation keys pass the key budget is tried again with power-of-two keys (`einfhe.plan.keybasis`); natural
+own rotation keys pass the key budget is tried again with keys for the powers of 2, then of 4, then of 16
+(`einfhe.plan.keybasis`: fewer keys, more rotations); natural
 layouts are tried only when no client-packed candidate fits and some pass the upload budget. The cheapest candidate that fits
 wins; the plan records what it traded (`PlanChoice`, printed by `plan.explain()`), and when none fits the error
 says what to raise.
@@ -19,7 +20,7 @@ from typing import Callable
 from ..errors import PlanError
 from ..plan import Plan
 from ..plan.budget import Budget, Footprint, PlanChoice, over_budget_error
-from ..plan.keybasis import with_rotation_basis
+from ..plan.keybasis import BASES, with_rotation_basis
 from .builder import CostCapExceeded
 
 __all__ = ["choose_plan", "AUTO_BASIS", "PRUNE_FACTOR"]
@@ -35,8 +36,8 @@ Build = Callable[[object, bool, float], "Plan | None"]
 def choose_plan(build: Build, paths: list, budget: Budget, basis: str, model, spec: str, natural_too: bool) -> Plan:
     """The cheapest plan within `budget` among `build(path, natural, cap)` for each path (client layouts, then,
     if `natural_too` and none fits the uploads, natural ones), each in `basis` (`auto`: its own rotation keys,
-    or powers of two where those pass the key budget)."""
-    bases = ("plan", "pow2") if basis == AUTO_BASIS else (basis,)
+    or the first power basis whose keys fit where those pass the key budget)."""
+    bases = BASES if basis == AUTO_BASIS else (basis,)
     footprints: list[Footprint] = []
     best: tuple[Footprint, Plan] | None = None
     cheapest: Footprint | None = None

@@ -1,5 +1,6 @@
-"""Rotation-key bases: a plan's own rotation set (one key per offset), or powers of two (each rotation by r
-decomposed into rotations by the powers of two in r's binary form), trading key bytes for key switches.
+"""Rotation-key bases: a plan's own rotation set (one key per offset), or powers of a radix 2, 4 or 16 (each
+rotation by r decomposed into r's digits in that radix, digit d at place p giving d rotations by radix^p), trading
+key bytes for key switches: log_radix(slots) keys at most, (radix - 1) rotations per digit at worst.
 
     plan2 = einfhe.plan.keybasis.with_rotation_basis(plan, "pow2")
     for row in einfhe.plan.keybasis.basis_tradeoff(plan): print(row)
@@ -18,16 +19,22 @@ if TYPE_CHECKING:  # a plan's methods use this module: no import of it at run ti
 
 __all__ = ["BASES", "with_rotation_basis", "basis_tradeoff"]
 
-BASES = ("plan", "pow2")
+BASES = ("plan", "pow2", "pow4", "pow16")
+_RADIX = {"pow2": 2, "pow4": 4, "pow16": 16}
 
 
-def _powers(offset: int) -> list[int]:
-    """The powers of two summing to `offset` (its set bits), largest first."""
-    return [1 << k for k in reversed(range(offset.bit_length())) if offset >> k & 1]
+def _powers(offset: int, radix: int) -> list[int]:
+    """Powers of `radix` summing to `offset` (each power repeated as often as its digit), largest first."""
+    parts, power = [], 1
+    while offset:
+        offset, digit = divmod(offset, radix)
+        parts = [power] * digit + parts
+        power *= radix
+    return parts
 
 
 def with_rotation_basis(plan: Plan, basis: str) -> Plan:
-    """The same computation with every rotation expressed in `basis` (`plan`: unchanged; `pow2`: powers of two)."""
+    """The same computation with every rotation expressed in `basis` (`plan`: unchanged; `powR`: powers of R)."""
     if basis not in BASES:
         raise PlanError(f"unknown rotation basis {basis!r}; valid bases: {', '.join(BASES)}")
     if basis == "plan":
@@ -42,7 +49,7 @@ def with_rotation_basis(plan: Plan, basis: str) -> Plan:
     for step in plan.steps:
         fields = {name: ids[getattr(step, name)] for name in step.inputs}
         if isinstance(step, (Rotate, HoistedRotate)):
-            parts = _powers(step.offset % plan.slots) or [0]
+            parts = _powers(step.offset % plan.slots, _RADIX[basis]) or [0]
             value = fields["src"]
             for position, power in enumerate(parts):
                 if isinstance(step, HoistedRotate) and position == 0:
@@ -53,7 +60,7 @@ def with_rotation_basis(plan: Plan, basis: str) -> Plan:
         else:
             ids[step.out] = emit(replace(step, out=len(steps), **fields))
     return replace(plan, steps=tuple(steps), outputs=tuple(ids[v] for v in plan.outputs),
-                   strategy=f"{plan.strategy}, pow2 keys")
+                   strategy=f"{plan.strategy}, {basis} keys")
 
 
 def basis_tradeoff(plan: Plan, params=None) -> list[dict]:

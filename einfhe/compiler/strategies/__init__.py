@@ -2,7 +2,8 @@
 
 A strategy takes the `Lowerer` (the plan under construction) and a `Contraction`, emits steps and returns the
 result, or returns None when the contraction does not fit it. `iteration-space` fits every contraction;
-`bsgs` fits a cipher vector (or batch) times a plain matrix. With `strategy="auto"` the compiler lowers each
+`bsgs` fits a cipher vector (or batch) times a plain matrix; `jkls` a product of two cipher matrices that fit one
+ciphertext each (Jiang-Kim-Lauter-Song, no client replication). With `strategy="auto"` the compiler lowers each
 contraction with every strategy that fits and keeps the cheapest by the calibrated cost model.
 """
 
@@ -15,6 +16,7 @@ from ..builder import Packed
 from .base import Contraction, FreeCipher, Lowerer, PlainValue, Value
 from .bsgs import lower_bsgs, lower_diagonal
 from .iteration import lower_iteration_space
+from .jkls import lower_jkls
 
 __all__ = [
     "Contraction", "FreeCipher", "Lowerer", "PlainValue", "Value", "STRATEGIES", "AUTO",
@@ -48,3 +50,4 @@ def get_strategy(name: str) -> Strategy:
 register_strategy("iteration-space", lower_iteration_space)
 register_strategy("bsgs", lower_bsgs)
 register_strategy("diagonal", lower_diagonal)
+register_strategy("jkls", lower_jkls)

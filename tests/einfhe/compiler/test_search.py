@@ -98,3 +98,24 @@ def test_the_floor_is_below_the_estimate_and_pruning_keeps_the_cheapest_plan(spe
     for plan in full:
         assert _floor_of(plan, floor) <= Footprint.of(plan, "").seconds
     assert Footprint.of(chosen, "").seconds <= min(Footprint.of(p, "").seconds for p in full) + 1e-12
+
+
+@pytest.mark.parametrize("basis, radix", [("pow2", 2), ("pow4", 4), ("pow16", 16)])
+def test_power_bases_keep_the_result_with_keys_for_powers_of_their_radix(basis, radix):
+    spec, shapes = MANY_KEYS
+    ops = [einfhe.cipher(s) for s in shapes]
+    plan = einfhe.compile(spec, *ops, rotation_basis=basis, **UNBOUNDED)
+    powers = {radix ** p for p in range(14)}
+    assert set(plan.rotations) <= powers and f"{basis} keys" in plan.strategy
+    assert _simulated_error(plan, spec, shapes) < 1e-9
+
+
+def test_the_key_budget_walks_the_bases_down_to_the_fewest_keys():
+    spec, shapes = MANY_KEYS
+    ops = [einfhe.cipher(s) for s in shapes]
+    pow4 = einfhe.compile(spec, *ops, rotation_basis="pow4", **UNBOUNDED)
+    pow16 = einfhe.compile(spec, *ops, rotation_basis="pow16", **UNBOUNDED)
+    assert len(pow16.rotations) < len(pow4.rotations)
+    bounded = einfhe.compile(spec, *ops, key_budget=pow16.estimate().key_bytes, upload_budget=1 << 62)
+    assert bounded.estimate().key_bytes <= pow16.estimate().key_bytes
+    assert _simulated_error(bounded, spec, shapes) < 1e-9
