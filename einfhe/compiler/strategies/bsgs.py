@@ -26,6 +26,7 @@ diagonals are replicated across it.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -86,6 +87,14 @@ def replicas_for(d: int, span: int) -> int:
     return max(1, min(d, span // d))
 
 
+@lru_cache(maxsize=32)
+def _nonzero_diagonals(rows: int, cols: int, d: int, baby: int, giant: int, replicas: int) -> tuple[int, ...]:
+    """The diagonal rows that a rows x cols matrix zero-padded to d x d leaves nonzero (remembered: the strategies
+    tried on one contraction ask for the same, and at d = 4096 each answer costs half a second)."""
+    op = Diagonals("", "", d, baby, giant, replicas, d * replicas)
+    return tuple(np.flatnonzero(diagonals(np.ones((rows, cols)), op).any(axis=1)).tolist())
+
+
 def lower_bsgs(lw: Lowerer, c: Contraction) -> Packed | None:
     """Lower `c` by the diagonal method with BSGS and hoisted baby steps; None when it does not apply."""
     return _lower_diagonals(lw, c, baby_steps)
@@ -127,9 +136,9 @@ def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
     lw.program.append(op)
     reps = tuple(Dim(builder.fresh_dim_name(), dim.size, "rep") for dim in layout.dims[1:])
     diag_layout = Layout((Dim(i, op.span, "axis", op.span),) + reps, lw.slots, i, (op.span,))
-    nonzero = np.flatnonzero(diagonals(np.ones((sizes[i], sizes[j])), op).any(axis=1))
+    nonzero = _nonzero_diagonals(sizes[i], sizes[j], d, baby, giant, replicas)
     groups: dict[int, list[int]] = {}
-    for k in nonzero.tolist():
+    for k in nonzero:
         groups.setdefault(k // baby, []).append(k % baby)
     needed = sorted({b for bs in groups.values() for b in bs if b})
     rotated = {0: x}
