@@ -1,6 +1,6 @@
 """Load: concurrent tenants' clients against `einfhe serve` for a bounded time, every answer decrypted and checked.
 
-    PYTHONPATH=. .venv/bin/python bench/load_bench.py [--clients 16] [--seconds 30] [--workers 2]
+    PYTHONPATH=. .venv/bin/python bench/load_bench.py [--clients 16] [--seconds 30] [--workers 2] [--scheduling fifo fair]
 
 Each client is its own tenant with its own keys at ring 2^14 (128-bit parameters the server derives) and its own
 registered 64x128 W; it sends ij,j->i with a fresh x back to back (bench/load_client.py's run_load): the timed window opens
@@ -10,6 +10,10 @@ answered correctly or not among the server's succeeded jobs), throughput, latenc
 the peak resident set (the kernel's VmHWM) of the API process and of each worker process, and the peak of their
 sum sampled every 50 ms, over the whole run (key uploads included) and in the timed window. The server runs as a
 subprocess (what `einfhe serve` runs: uvicorn with the same app), so its memory is its own.
+
+The load runs once per `--scheduling` order (EINFHE_SCHEDULING: `fifo`, jobs in arrival order, the scheduling before
+issue 18; `fair`, per-tenant fair queueing with key-set-sticky placement), each on a fresh server, in the same run;
+the last lines compare throughput and latency with the first order's.
 """
 
 from __future__ import annotations
@@ -83,12 +87,24 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=2, help="the server's worker processes")
+    parser.add_argument("--scheduling", nargs="+", default=["fifo", "fair"], choices=("fifo", "fair"),
+                        help="the server's job orders to measure, one run each (the first is the baseline)")
     args = parser.parse_args()
+    results = {order: _run(args, order) for order in args.scheduling}
+    base = results[args.scheduling[0]]
+    for order, (throughput, p50, p95) in results.items():
+        print(f"{order}: throughput {throughput:.1f} requests/s ({throughput / base[0]:.2f}x {args.scheduling[0]}), "
+              f"p50 {p50 * 1e3:.0f} ms ({p50 / base[1]:.2f}x), p95 {p95 * 1e3:.0f} ms ({p95 / base[2]:.2f}x)")
+
+
+def _run(args, order: str) -> tuple[float, float, float]:
+    """One load on a fresh server with job order `order`; print its figures and return (throughput, p50, p95)."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tokens = [f"load-token-{i:02d}-0123456789" for i in range(args.clients)]
         (tmp / "tokens.txt").write_text("".join(f"tenant{i:02d}:{t}\n" for i, t in enumerate(tokens)))
-        with einfhe_serve(tmp / "data", tmp / "tokens.txt", args.workers) as (server, url):
+        with einfhe_serve(tmp / "data", tmp / "tokens.txt", args.workers,
+                          env={"EINFHE_SCHEDULING": order}) as (server, url):
             with _MemorySampler(server.pid) as sampler:
                 report = run_load(url, tokens, seconds=args.seconds)
                 window_start = time.monotonic() - report.seconds
@@ -99,13 +115,14 @@ def main() -> None:
                 peaks[f"worker {i + 1}"] = _peak_rss(worker.pid)
 
     first = sorted(c.first_call for c in report.clients)
-    print(f"{args.clients} clients (one tenant and key set each), ij,j->i W 64x128 at ring 2^14, 128-bit; "
-          f"server: {args.workers} worker processes; window {report.seconds:.1f} s")
+    print(f"== scheduling {order}: {args.clients} clients (one tenant and key set each), ij,j->i W 64x128 at ring "
+          f"2^14, 128-bit; server: {args.workers} worker processes; window {report.seconds:.1f} s")
     print(f"first call per client (plan, keygen, key upload, einsum): median {first[len(first) // 2]:.1f} s, "
           f"max {first[-1]:.1f} s")
     print(f"requests sent {report.sent}, answered correctly {report.correct}, wrong {report.wrong}, "
           f"lost {report.lost}, errors {sum(len(c.errors) for c in report.clients)}")
-    print(f"throughput {sum(len(c.latencies) for c in report.clients) / report.seconds:.1f} requests/s")
+    throughput = sum(len(c.latencies) for c in report.clients) / report.seconds
+    print(f"throughput {throughput:.1f} requests/s")
     in_worker = np.concatenate([c.server_seconds for c in report.clients])
     print(f"time in a worker per job (reading keys when the worker held another tenant's, the ciphertext, "
           f"computing): median {np.median(in_worker) * 1e3:.0f} ms")
@@ -117,6 +134,7 @@ def main() -> None:
     for load in report.clients:
         for error in load.errors[:3]:
             print(f"  error: {error}")
+    return throughput, report.latency(0.5), report.latency(0.95)
 
 
 if __name__ == "__main__":

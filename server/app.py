@@ -30,8 +30,8 @@ log = logging.getLogger("einfhe.server")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
 
 
-def _error(code: str, message: str) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=CODES[code])
+def _error(code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=CODES[code], headers=headers)
 
 
 def _allowed_methods(app: FastAPI, path: str) -> str:
@@ -48,7 +48,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.code, exc.message)
+        return _error(exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -35,6 +35,7 @@ CODES: dict[str, int] = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "work_limit_exceeded": 422,
+    "tenant_quarantined": 429,
     "headers_too_large": 431,
     "internal_error": 500,
     "storage_unavailable": 503,
@@ -43,7 +44,7 @@ CODES: dict[str, int] = {
 }
 
 JOB_CODES: tuple[str, ...] = (
-    "interrupted", "worker_crashed", "malformed_blob", "corrupt_blob", "key_mismatch", "keyset_deleted", "plan_error",
+    "interrupted", "worker_crashed", "quarantined", "malformed_blob", "corrupt_blob", "key_mismatch", "keyset_deleted", "plan_error",
     "backend_error",
     "invalid_einsum", "storage_full", "storage_unavailable", "internal_error",
 )
@@ -52,12 +53,13 @@ JOB_CODES: tuple[str, ...] = (
 class ServiceError(Exception):
     """An error answered to the client as JSON with a stable `code` (its HTTP status comes from CODES)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         if code not in CODES:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
         self.code = code
         self.message = message
+        self.headers = headers  # extra response headers (Retry-After)
 
     @property
     def status(self) -> int:

@@ -11,6 +11,7 @@ refuses ciphertexts whose key tag is not the job's key set's (see `server.worker
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import multiprocessing
 import os
@@ -18,11 +19,12 @@ import pickle
 import threading
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from multiprocessing import reduction
 
+from .fair_queue import FairQueue, Work
 from .job_messages import JobTask, KeySetCheck
 
 __all__ = ["Executor", "LocalProcessExecutor", "die_with_parent"]
@@ -83,60 +85,88 @@ class LocalProcessExecutor(Executor):
     For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.runtime.scheduler`).
 
     A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) takes only
-    its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), the next job on that thread
-    gets a fresh process, and every other job, another tenant's among them, runs on as if nothing had happened.
+    its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), its thread starts a fresh
+    process at once, and every other job, another tenant's among them, runs on as if nothing had happened.
+
+    Which queued work a free thread takes is `server.fair_queue`'s choice (`order`): fair between tenants and
+    sticky to the key set its worker holds, or in arrival order.
 
     A job's input tensors cross to its worker through a shared-memory buffer of `arena_bytes` per worker (a memfd
     reserved once), not the pipe, whose 1 MiB of socket ping-pong per one-sample inference cost ~0.3 ms; inputs
     larger than the buffer, or a system without memfd, use the pipe (`arena_bytes=0`: always).
     """
 
-    def __init__(self, workers: int = 2, threads: int = 1, arena_bytes: int = _ARENA_BYTES) -> None:
+    def __init__(self, workers: int = 2, threads: int = 1, arena_bytes: int = _ARENA_BYTES,
+                 order: str = "fair") -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         os.environ.setdefault("EINFHE_WORKERS", "1")
         self.workers = workers
         self.arena_bytes = arena_bytes
-        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="einfhe-job")
-        self._local = threading.local()  # each executor thread's worker process
+        self._queue = FairQueue(order)
         self._lock = threading.Lock()
         self._processes: set[_WorkerProcess] = set()
+        self._threads = [threading.Thread(target=self._serve, name=f"einfhe-job-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def submit_call(self, fn, *args) -> Future:
         """Run the module-level function `fn(*args)` in a worker process; a crash of that process raises
         BrokenProcessPool from the future."""
-        return self._threads.submit(self._call, fn, args)
-
-    def _call(self, fn, args):
-        """On an executor thread: run the call in this thread's worker process (started on first use)."""
-        process = getattr(self._local, "process", None)
-        if process is None:
-            process = self._local.process = _WorkerProcess(self.arena_bytes)
-            with self._lock:
-                self._processes.add(process)
-        try:
-            return process.call(fn, args)
-        except BrokenProcessPool:
-            self._local.process = None
-            with self._lock:
-                self._processes.discard(process)
-            process.close()
-            raise
+        return self._queue.put(Work("", None, fn, args))
 
     def submit(self, task: JobTask) -> Future:
-        """Run the job in a worker process."""
+        """Run the job in a worker process, fairly among tenants and preferably where its key set is loaded."""
         from . import worker  # the worker module imports openfhe; only its functions travel to workers
 
-        return self.submit_call(worker.run_job, task)
+        return self._queue.put(Work(task.tenant, task.keyset_id, worker.run_job, (task,)))
 
     def check_keyset(self, check: KeySetCheck) -> Future:
         """Check the key set in a worker process (the API process never loads keys)."""
         from . import worker
 
-        return self.submit_call(worker.check_keyset, check)
+        return self._queue.put(Work(check.tenant, None, worker.check_keyset, (check,), clears_keys=True))
+
+    def _serve(self) -> None:
+        """One executor thread: take work from the fair queue and run it in this thread's worker process; a process
+        that dies fails its own work only and is replaced at once (not when the next work, maybe another
+        tenant's, comes)."""
+        process, holding = None, None
+        while (work := self._queue.take(holding)) is not None:
+            try:
+                process = process or self._start_process()
+                result = process.call(work.fn, work.args)
+            except BrokenProcessPool as exc:
+                work.future.set_exception(exc)
+                self._stop_process(process)
+                process, holding = None, None
+                with contextlib.suppress(OSError):  # no process now: the next work starts one
+                    process = self._start_process()
+            except BaseException as exc:  # noqa: BLE001 -- the call's own error, the caller's to handle
+                work.future.set_exception(exc)
+                holding = holding if work.keyset_id is None and not work.clears_keys else None
+            else:
+                if work.keyset_id is not None or work.clears_keys:  # a failed job clears the worker's key cache
+                    holding = work.keyset_id if getattr(result, "ok", False) else None
+                work.future.set_result(result)
+
+    def _start_process(self) -> "_WorkerProcess":
+        process = _WorkerProcess(self.arena_bytes)
+        with self._lock:
+            self._processes.add(process)
+        return process
+
+    def _stop_process(self, process: "_WorkerProcess") -> None:
+        with self._lock:
+            self._processes.discard(process)
+        process.close()
 
     def shutdown(self) -> None:
         """Cancel queued work, let running jobs finish, then stop the worker processes."""
-        self._threads.shutdown(wait=True, cancel_futures=True)
+        for work in self._queue.close():
+            work.future.cancel()
+        for thread in self._threads:
+            thread.join()
         with self._lock:
             processes, self._processes = self._processes, set()
         for process in processes:

@@ -30,6 +30,7 @@ class JobTask:
                                             # in a worker, views of its shared buffer, valid during the call)
     plains: tuple[tuple[int, str], ...]     # (operand position, .npy path) for plain operands
     max_cts: int
+    tenant: str = ""                        # whose job it is (the executor schedules fairly between tenants)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class KeySetCheck:
     path: str
     params: dict
     rotations: tuple[int, ...]
+    tenant: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 from .errors import ServiceError
 from .executor import Executor
 from .job_messages import JobOutcome, JobTask
+from .quarantine import Quarantine
 from .store import Store
 
 __all__ = ["JobRunner"]
@@ -24,10 +26,12 @@ log = logging.getLogger("einfhe.server")
 class _Flight:
     """A job this process admitted and has not finished recording."""
 
+    tenant: str
     keyset_id: str
     input_bytes: int        # its inputs, held in memory until the worker is done with them
     keep: bool
     plain_paths: frozenset[str]  # the plain operands' blobs it reads
+    quarantined: bool = False  # its tenant was quarantined while it waited: cancelled
     inline: str = "queued"  # keep=False only: "queued", "waiting" (a request awaits it inline), "claimed"
     done: Future = field(default_factory=Future)  # resolves once the outcome is recorded
     future: Future | None = None                  # the executor's, once submitted
@@ -45,10 +49,12 @@ class JobRunner:
     wait ran out, or nobody asked), the result is stored as usual, so it can still be fetched.
     """
 
-    def __init__(self, store: Store, executor: Executor, max_input_bytes: int = 2 << 30) -> None:
+    def __init__(self, store: Store, executor: Executor, max_input_bytes: int = 2 << 30,
+                 quarantine: Quarantine | None = None) -> None:
         self.store = store
         self.executor = executor
         self.max_input_bytes = max_input_bytes
+        self.quarantine = quarantine or Quarantine()
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
 
@@ -56,7 +62,12 @@ class JobRunner:
         """Admit the job (its inputs must fit in the memory left), `record()` it (its row), then hand it to the
         executor; the returned future resolves, once the outcome is recorded, to the result's bytes (None when the
         job failed). `keep=False`: a result answered inline is not stored (see the class docstring)."""
-        flight = _Flight(task.keyset_id, sum(len(blob) for blob in task.inputs), keep,
+        wait = self.quarantine.retry_after(task.tenant)
+        if wait is not None:
+            raise ServiceError("tenant_quarantined", f"this tenant's jobs crashed {self.quarantine.limit} worker "
+                                                     f"processes within {self.quarantine.window:.0f} s: jobs are "
+                                                     f"refused for {wait:.0f} s more", {"Retry-After": str(math.ceil(wait))})
+        flight = _Flight(task.tenant, task.keyset_id, sum(len(blob) for blob in task.inputs), keep,
                          frozenset(path for _, path in task.plains))
         with self._lock:
             held = sum(f.input_bytes for f in self._flights.values())
@@ -102,10 +113,15 @@ class JobRunner:
         try:
             outcome: JobOutcome = future.result()
         except CancelledError:
-            self.store.finish_job(job_id, "failed", error_code="interrupted", error_message="the server stopped")
+            if flight.quarantined:
+                self.store.finish_job(job_id, "failed", error_code="quarantined",
+                                      error_message="this tenant's jobs crashed worker processes: queued jobs dropped")
+            else:
+                self.store.finish_job(job_id, "failed", error_code="interrupted", error_message="the server stopped")
         except BrokenProcessPool:
             self.store.finish_job(job_id, "failed", error_code="worker_crashed",
                                   error_message="the worker process running this job died (malformed input?)")
+            self.crashed(flight.tenant)
         except Exception:  # noqa: BLE001 -- recorded as a failed job, never lost
             log.exception("job %s raised", job_id)
             self.store.finish_job(job_id, "failed", error_code="internal_error", error_message="the job raised")
@@ -134,6 +150,20 @@ class JobRunner:
             return None
         self.store.finish_job(job_id, "succeeded", seconds=outcome.seconds, result_size=len(outcome.result))
         return outcome.result
+
+    def crashed(self, tenant: str) -> None:
+        """Count a worker crash against `tenant`; once it is quarantined, its queued jobs are cancelled."""
+        if not self.quarantine.record_crash(tenant):
+            return
+        log.warning("tenant %s quarantined for %.0f s: its jobs crashed %d worker processes", tenant,
+                    self.quarantine.seconds, self.quarantine.limit)
+        with self._lock:
+            queued = [f for f in self._flights.values() if f.tenant == tenant and f.future is not None]
+            for flight in queued:
+                flight.quarantined = True
+        for flight in queued:
+            if not flight.future.cancel():  # running already: it ends on its own
+                flight.quarantined = False
 
     def in_flight(self, job_id: str) -> bool:
         """True while the job is queued or running in this process."""

@@ -9,6 +9,7 @@ from einfhe import ParameterError, Parameters
 from .errors import ServiceError
 from .executor import Executor, LocalProcessExecutor
 from .jobs import JobRunner
+from .quarantine import Quarantine
 from .recovery import recover
 from .settings import Settings
 from .store import Store
@@ -25,7 +26,7 @@ def _make_executor(settings: Settings) -> Executor:
         from .dask_executor import DaskExecutor
 
         return DaskExecutor(settings.scheduler, workers=settings.workers, threads=settings.worker_threads)
-    return LocalProcessExecutor(settings.workers, settings.worker_threads)
+    return LocalProcessExecutor(settings.workers, settings.worker_threads, order=settings.scheduling)
 
 
 class Service:
@@ -43,7 +44,8 @@ class Service:
             log.warning("EINFHE_ALLOW_INSECURE_TEST_PARAMS is set: INSECURE test-only CKKS parameters are accepted. "
                         "Never run a real service like this.")
         self.executor = executor or _make_executor(settings)
-        self.jobs = JobRunner(self.store, self.executor, settings.max_queued_input_bytes)
+        self.quarantine = Quarantine(settings.crash_limit, settings.crash_window_seconds, settings.quarantine_seconds)
+        self.jobs = JobRunner(self.store, self.executor, settings.max_queued_input_bytes, self.quarantine)
 
     def parameters(self, data: dict) -> Parameters:
         """Validate a parameter set from a request, refusing insecure ones unless the test-only setting allows."""

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     worker_threads: int = Field(1, ge=1, le=256)  # OpenMP threads per worker (OMP_NUM_THREADS wins when set)
     # Where jobs run: local worker processes, or Dask (a scheduler address, or a LocalCluster of `workers`).
     executor: Literal["local", "dask"] = "local"
+    # Which queued job a free local worker runs: fair between tenants and sticky to the key set it holds, or in
+    # arrival order (the baseline bench/load_bench.py compares with).
+    scheduling: Literal["fair", "fifo"] = "fair"
+    # A tenant whose jobs crash `crash_limit` workers within `crash_window_seconds` is refused jobs (429) for
+    # `quarantine_seconds`.
+    crash_limit: int = Field(3, ge=1)
+    crash_window_seconds: float = Field(60.0, gt=0)
+    quarantine_seconds: float = Field(60.0, gt=0)
     scheduler: str | None = None
     max_header_bytes: int = Field(16 * 1024, ge=1024)  # request line and headers together
     header_timeout_seconds: float = Field(10.0, gt=0)  # from a connection's first byte to its headers' end

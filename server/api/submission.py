@@ -74,7 +74,7 @@ def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_j
                result_size=None)
     task = JobTask(job_id=job_id, keyset_id=keyset_id, keyset_path=str(store.blob_path("keysets", keyset_id)),
                    params=params.to_json(), plan_json=plan_json, inputs=tuple(blobs), plains=tuple(plains),
-                   max_cts=service.settings.max_cts)
+                   max_cts=service.settings.max_cts, tenant=tenant)
     done = service.jobs.submit(task, lambda: row.update(store.insert("jobs", **row)), keep=keep)
     return row, done
 

@@ -44,10 +44,11 @@ async def create_keyset(body: KeySetBody, tenant: TenantDep, service: ServiceDep
     path = service.store.write_blob("keysets", keyset_id, body)
     try:
         outcome = await asyncio.wrap_future(
-            service.executor.check_keyset(KeySetCheck(str(path), params.to_json(), tuple(rotations)))
+            service.executor.check_keyset(KeySetCheck(str(path), params.to_json(), tuple(rotations), tenant))
         )
     except BrokenProcessPool as exc:
         path.unlink(missing_ok=True)
+        service.jobs.crashed(tenant)
         raise ServiceError("malformed_blob", "the worker checking the key set died on it (malformed key data?)") from exc
     if not outcome.ok:
         path.unlink(missing_ok=True)
