@@ -1,11 +1,12 @@
 """Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`,
 with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`),
-the contraction strategies (`strategies`), the model compiler (`model`), its bootstrap placement (`levels`) and the
-integer-model reader (`integer_model`)."""
+the contraction strategies (`strategies`), the model compiler (`model`), its bootstrap placement (`levels`), CNN
+layers as linear layers (`cnn`) and the integer-model reader (`integer_model`)."""
 
 from __future__ import annotations
 
 from .builder import CostCapExceeded, Packed, PlanBuilder
+from .cnn import avg_pool2d, conv2d, conv_output_shape, fold_batchnorm
 from .einsum import DEFAULT_MAX_CTS, DEFAULT_SLOTS, Cipher, cipher, compile_einsum
 from .integer_model import load_integer_model, read_integer_export
 from .levels import LevelPlan, greedy_levels, plan_levels
@@ -18,5 +19,6 @@ __all__ = [
     "CostCapExceeded", "FloorPrices", "MemoizedCostModel", "Move", "choose_plan", "relayout_moves",
     "ChebyshevActivation", "Cipher", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "LevelPlan", "Linear", "ModelPlan",
     "Packed", "PlanBuilder", "Quadratic", "Residual", "Square", "cipher", "compile_einsum", "compile_model",
-    "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export",
+    "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export", "avg_pool2d", "conv2d",
+    "conv_output_shape", "fold_batchnorm",
 ]
