@@ -71,6 +71,8 @@ def _crypto_context(params: Parameters, flooding: NoiseFlooding | None = None):
     cp.SetBatchSize(params.slots)
     cp.SetRingDim(params.ring_dim)
     cp.SetScalingTechnique(openfhe.ScalingTechnique.FIXEDMANUAL)
+    if params.digits:
+        cp.SetNumLargeDigits(params.digits)
     cp.SetSecurityLevel(
         openfhe.SecurityLevel.HEStd_128_classic if params.secure else openfhe.SecurityLevel.HEStd_NotSet
     )

@@ -24,6 +24,7 @@ from ..spec import check_subscripts, parse_einsum, refuse_complex
 from .builder import CostCapExceeded, Packed, PlanBuilder
 from .pricing import FloorPrices, MemoizedCostModel
 from .search import AUTO_BASIS, choose_plan
+from .rings import AUTO_SLOTS, CANDIDATE_SLOTS, choose_ring
 from .strategies import AUTO, STRATEGIES, Contraction, FreeCipher, Lowerer, PlainValue, Value, get_strategy
 
 __all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_CTS"]
@@ -81,7 +82,7 @@ def _with_indices(layout: Layout, indices: str, sizes: dict[str, int]) -> Layout
 def compile_einsum(
     subscripts: str,
     *operands,
-    slots: int = DEFAULT_SLOTS,
+    slots: int | str = DEFAULT_SLOTS,
     max_cts: int = DEFAULT_MAX_CTS,
     optimize: str = "auto",
     strategy: str = AUTO,
@@ -102,8 +103,17 @@ def compile_einsum(
     much) are compared by estimated seconds, server steps plus client encryption, and the cheapest that fits is
     kept (`plan.explain()` shows it beside the cheapest unconstrained one); `cost_model` replaces the calibrated
     `einfhe.plan.cost.CostModel`.
+    `slots="auto"` compiles for each candidate slot count and keeps the plan whose 128-bit ring is cheapest
+    (`einfhe.compiler.rings`).
     """
     subscripts = check_subscripts(subscripts)
+    if slots == AUTO_SLOTS:
+        fixed = {k.layout.slots for k in map(_operand_kind, operands) if k is not None and k.layout is not None}
+        candidates = tuple(fixed) if fixed else CANDIDATE_SLOTS
+        return choose_ring(lambda n: compile_einsum(subscripts, *operands, slots=n, max_cts=max_cts, optimize=optimize,
+                                                    strategy=strategy, rotation_basis=rotation_basis,
+                                                    cost_model=cost_model, key_budget=key_budget,
+                                                    upload_budget=upload_budget), candidates, cost_model)
     if strategy != AUTO:
         get_strategy(strategy)
     if optimize == PLAIN_FIRST and sum(_operand_kind(op) is None for op in operands) < 2:
@@ -116,7 +126,7 @@ def compile_einsum(
         raise PlanError(f"unknown rotation basis {rotation_basis!r}; valid bases: {', '.join((AUTO_BASIS, *BASES))}")
     budget = Budget(int(key_budget), int(upload_budget))
     cost_model = MemoizedCostModel(cost_model or load_cost_model())
-    floor = FloorPrices(slots, cost_model) if slots >= 1 and not slots & (slots - 1) else None
+    floor = FloorPrices(slots, cost_model) if isinstance(slots, int) and slots >= 1 and not slots & (slots - 1) else None
     kinds = [_operand_kind(op) for op in operands]
 
     def build(path, natural: bool, cap: float) -> Plan | None:
@@ -147,8 +157,8 @@ def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimiz
              cap: float = float("inf")) -> Plan | None:
     """Compile along the path `optimize` (an opt_einsum optimizer or PLAIN_FIRST); None if that path is moot.
     With `floor` prices, building stops with `CostCapExceeded` once the emitted steps' floor passes `cap`."""
-    if slots < 1 or slots & (slots - 1):
-        raise EinsumError("slots must be a power of two", slots=slots)
+    if not isinstance(slots, int) or slots < 1 or slots & (slots - 1):
+        raise EinsumError(f"slots must be a power of two or {AUTO_SLOTS!r}", slots=slots)
     kinds = [_operand_kind(op) for op in operands]
     shapes = [k.shape if k is not None else np.shape(op) for k, op in zip(kinds, operands)]
     spec = parse_einsum(subscripts, *shapes)

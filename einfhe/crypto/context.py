@@ -32,8 +32,9 @@ class Context:
         (slots,) = slots
         depth = max(p.depth for p in plans)
         bootstrap = any(p.bootstraps for p in plans)
-        if params is None:
-            params = Parameters.derive(depth, slots, bootstrap=bootstrap)
+        if params is None:  # a plan compiled with slots="auto" was priced on a ring with a small first modulus
+            small = any(p.chosen_ring is not None for p in plans)
+            params = Parameters.derive(depth, slots, bootstrap=bootstrap, small_first_modulus=small)
         params.validate()
         if params.slots != slots:
             raise PlanError(f"the parameters have {params.slots} slots but the plan uses {slots}")

@@ -5,6 +5,17 @@ security (Albrecht et al., "Homomorphic Encryption Standard", 2018, Table 1), wh
 the ring dimension N must satisfy log2(Q*P) <= MAX_LOG_QP[N]. Q is the ciphertext modulus (the first modulus
 plus one scaling modulus per level) and P the key-switching modulus, estimated as OpenFHE's hybrid key
 switching sizes it (three digits; P a whole number of 60-bit primes above the largest digit).
+
+With `small_first_modulus`, when the default 60-bit first modulus does not fit a ring, `derive` tries that ring
+again with a 55-bit first modulus and three key-switching digits (`digits`, OpenFHE's HYBRID dnum), which keeps P
+to one 60-bit prime: this is how depths 1 and 2 fit N=2^13 at 128-bit (OpenFHE accepts first moduli up to 57
+and 55 bits there; a test holds it to that). The price is headroom: a result must stay below about
+2^(first_mod_bits - scale_bits - 1) in magnitude (2^14 instead of 2^19), so only a caller that accepts it asks.
+
+With `lift`, a set that fits the ring with one more level is `lifted`: the client encrypts one level up, at
+scale 2^scale_bits * q, and rescales before the upload (the idea of OpenFHE's FLEXIBLEAUTOEXT), which divides the
+fresh encryption noise by q; the upload has the towers it had, the keys one more. A 64x64 matvec's error: 5.1e-6
+-> 1.5e-6 at N=2^14, 9.3e-7 -> 2.9e-7 at N=2^13 (median of 4 key sets), at the same speed.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from dataclasses import asdict, dataclass
 from ..errors import ParameterError
 from .bootstrap import BOOTSTRAP_DEPTH, bootstrap_scale_bits, correction_factor
 
-__all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE"]
+__all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE", "SMALL_RING_FIRST_MOD_BITS"]
 
 # 2^16 is OpenFHE's extension of the standard table (checked: it accepts 1740 bits there and refuses 1780)
 MAX_LOG_QP = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881, 65536: 1747}
@@ -25,6 +36,8 @@ SECURE = "128-bit classical (HE standard)"
 INSECURE = "INSECURE-TEST-ONLY"
 _DIGITS = 3
 _P_PRIME_BITS = 60
+# the first modulus tried on a ring the default one does not fit, with _DIGITS key-switching digits (see above)
+SMALL_RING_FIRST_MOD_BITS = 55
 
 
 def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int) -> int:
@@ -46,7 +59,8 @@ def _moduli_to_try(ring_dim: int, slots: int, scale_bits: int | None, first_mod_
 
 @dataclass(frozen=True)
 class Parameters:
-    """One RNS-CKKS parameter set: ring dimension, slots, depth, scaling sizes and its security claim."""
+    """One RNS-CKKS parameter set: ring dimension, slots, depth, scaling sizes, its security claim, the
+    key-switching digit count (0: OpenFHE's default) and whether the encryption is lifted."""
 
     ring_dim: int
     slots: int
@@ -55,26 +69,35 @@ class Parameters:
     first_mod_bits: int = 60
     security: str = SECURE
     bootstrap: bool = False
+    digits: int = 0
+    lifted: bool = False
 
     @classmethod
     def derive(cls, depth: int, slots: int, scale_bits: int | None = None, first_mod_bits: int = 60,
-               bootstrap: bool = False) -> "Parameters":
+               bootstrap: bool = False, small_first_modulus: bool = False, lift: bool = False) -> "Parameters":
         """The smallest secure ring for `depth` levels (between bootstraps, when `bootstrap`) and `slots` slots.
 
         With `bootstrap` and no `scale_bits`, the scale is the largest OpenFHE bootstraps in that ring
         (einfhe.params.bootstrap: 55 bits over a 60-bit first modulus, a gap OpenFHE accepts at 2^16); when that
         modulus is too large for the depth, the first modulus and the scale shrink together, bit by bit, down
-        to a 40-bit scale (`first_mod_bits` is then an upper bound)."""
+        to a 40-bit scale (`first_mod_bits` is then an upper bound). `small_first_modulus` lets a ring the first
+        modulus does not fit take a 55-bit one, and `lift` lifts the encryption where the ring has room for it
+        (module docstring)."""
         depth = max(1, int(depth))
-        total = depth + (BOOTSTRAP_DEPTH if bootstrap else 0)
-        log_qp = estimate_log_qp(total, scale_bits or 40, first_mod_bits)
+        log_qp = estimate_log_qp(depth + (BOOTSTRAP_DEPTH if bootstrap else 0), scale_bits or 40, first_mod_bits)
+        small, scale = min(first_mod_bits, SMALL_RING_FIRST_MOD_BITS), scale_bits or 40
         for ring_dim, bound in sorted(MAX_LOG_QP.items()):
             if ring_dim < 2 * slots:
                 continue
-            for first, scale in _moduli_to_try(ring_dim, slots, scale_bits, first_mod_bits, bootstrap):
-                log_qp = estimate_log_qp(total, scale, first)
-                if log_qp <= bound:
-                    return cls(ring_dim, slots, depth, scale, first, SECURE, bootstrap).validate()
+            for lifted in (True, False) if lift and not bootstrap else (False,):
+                total = depth + (BOOTSTRAP_DEPTH if bootstrap else 0) + lifted
+                for first, bits in _moduli_to_try(ring_dim, slots, scale_bits, first_mod_bits, bootstrap):
+                    if estimate_log_qp(total, bits, first) <= bound:
+                        return cls(ring_dim, slots, depth, bits, first, SECURE, bootstrap, 0, lifted).validate()
+                # OpenFHE spreads at most _DIGITS towers over _DIGITS digits (one each; four in three it refuses)
+                if (small_first_modulus and not bootstrap and scale < small and total + 1 <= _DIGITS
+                        and estimate_log_qp(total, scale, small) <= bound):
+                    return cls(ring_dim, slots, depth, scale, small, SECURE, bootstrap, total + 1, lifted).validate()
         raise ParameterError(
             f"no ring up to 2^16 holds depth {depth} ({log_qp} bits of modulus) with {slots} slots at 128-bit "
             "security: reduce the depth (quantize, or split the program) or the slot count",
@@ -106,8 +129,9 @@ class Parameters:
 
     @property
     def total_depth(self) -> int:
-        """Levels of the modulus chain: the program's, plus bootstrapping's own when enabled."""
-        return self.depth + (BOOTSTRAP_DEPTH if self.bootstrap else 0)
+        """Levels of the modulus chain: the program's, plus bootstrapping's own when enabled, plus the lifted
+        encryption's."""
+        return self.depth + (BOOTSTRAP_DEPTH if self.bootstrap else 0) + int(self.lifted)
 
     @property
     def log_qp(self) -> int:
@@ -130,6 +154,9 @@ class Parameters:
                 scale_bits=self.scale_bits,
                 first_mod_bits=self.first_mod_bits,
             )
+        if not 0 <= self.digits <= self.total_depth + 1:
+            raise ParameterError("digits (key-switching dnum) must lie in 0..towers (0: OpenFHE's default)",
+                                 digits=self.digits, depth=self.depth)
         gap = self.first_mod_bits - self.scale_bits
         if self.bootstrap and gap > correction_factor(self.ring_dim, self.slots):
             raise ParameterError(
@@ -155,14 +182,18 @@ class Parameters:
         return self
 
     def to_json(self) -> dict:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict (without `digits` and `lifted` at their defaults, so older sets keep their fingerprint)."""
+        data = asdict(self)
+        for name in ("digits", "lifted"):
+            if not data[name]:
+                del data[name]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "Parameters":
         """Rebuild and validate a parameter set from `to_json`'s dict."""
         try:
-            params = cls(**{k: (str(v) if k == "security" else bool(v) if k == "bootstrap" else int(v))
+            params = cls(**{k: (str(v) if k == "security" else bool(v) if k in ("bootstrap", "lifted") else int(v))
                             for k, v in data.items()})
         except (TypeError, ValueError) as exc:
             raise ParameterError(f"malformed parameter JSON: {exc}") from exc
@@ -177,4 +208,6 @@ class Parameters:
             f"N={self.ring_dim} slots={self.slots} depth={self.depth} scale=2^{self.scale_bits} "
             f"first_mod={self.first_mod_bits}b log2(QP)~{self.log_qp} security: {self.security}"
             + (f" bootstrapping (+{BOOTSTRAP_DEPTH} levels)" if self.bootstrap else "")
+            + (f" key-switching digits {self.digits}" if self.digits else "")
+            + (" lifted encryption (+1 level)" if self.lifted else "")
         )

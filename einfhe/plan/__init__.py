@@ -7,6 +7,7 @@ from __future__ import annotations
 from .budget import DEFAULT_KEY_BUDGET, DEFAULT_UPLOAD_BUDGET, Budget, Footprint, PlanChoice
 from .operands import CipherInput, Diagonals, PlainExpr, PlainInput, PlainOp
 from .plain_program import diagonals, evaluate_plain_program
+from .choices import RingChoice
 from .plan import Plan
 from .steps import (
     OPS, ROTATION_OPS, STEP_TYPES, Add, AddPlain, Bootstrap, Chebyshev, HoistedRotate, LevelReduce, Load, Mask, Mul,
@@ -18,6 +19,6 @@ __all__ = [
     "Budget", "DEFAULT_KEY_BUDGET", "DEFAULT_UPLOAD_BUDGET", "Footprint", "PlanChoice",
     "Add", "AddPlain", "Bootstrap", "Chebyshev", "CipherInput", "Diagonals", "HoistedRotate", "LevelReduce", "Load",
     "Mask", "Mul", "MulPlain", "OPS", "PlainExpr", "PlainInput", "PlainOp", "PlainSlice", "PlainTensor", "Plaintext",
-    "Plan", "ROTATION_OPS", "Rescale", "Rotate", "RotatePrecompute", "STEP_TYPES", "Step", "Sub", "chebyshev_levels",
-    "diagonals", "evaluate_plain_program", "step_level", "value_levels",
+    "Plan", "ROTATION_OPS", "Rescale", "RingChoice", "Rotate", "RotatePrecompute", "STEP_TYPES", "Step", "Sub",
+    "chebyshev_levels", "diagonals", "evaluate_plain_program", "step_level", "value_levels",
 ]

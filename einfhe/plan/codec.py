@@ -3,8 +3,11 @@ dict and returns the fields `Plan` is built from (`Plan.from_json` does that, so
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 from ..errors import PlanError
 from ..layout import Layout
+from .choices import RingChoice
 from .operands import CipherInput, Diagonals, PlainExpr, PlainInput, PlainOp
 from .steps import STEP_TYPES, Mask, PlainSlice, PlainTensor, Plaintext, Step
 
@@ -84,7 +87,7 @@ def plan_to_dict(plan) -> dict:
         "steps": [_step_to_dict(s) for s in plan.steps],
         "outputs": list(plan.outputs),
         "output_layout": plan.output_layout.to_json(),
-    }
+    } | ({"ring_choices": [list(astuple(c)) for c in plan.ring_choices]} if plan.ring_choices else {})
 
 
 def plan_fields_from_dict(data: dict) -> dict:
@@ -106,4 +109,12 @@ def plan_fields_from_dict(data: dict) -> dict:
         outputs=tuple(int(v) for v in data["outputs"]),
         output_layout=Layout.from_json(data["output_layout"]),
         strategy=str(data.get("strategy", "iteration-space")),
+        ring_choices=tuple(_ring_choice(c) for c in data.get("ring_choices", ())),
     )
+
+
+def _ring_choice(row: list) -> RingChoice:
+    """A `RingChoice` from its JSON row [slots, ring_dim, depth, seconds, chosen, note]."""
+    slots, ring_dim, depth, seconds, chosen, note = row
+    return RingChoice(int(slots), int(ring_dim), int(depth), None if seconds is None else float(seconds), bool(chosen),
+                      str(note))

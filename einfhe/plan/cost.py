@@ -118,6 +118,12 @@ def ring_for(slots: int, depth: int) -> int:
         return 2 * slots
 
 
+def _plan_ring(plan, depth: int) -> int:
+    """The ring `plan` runs on: the one its compilation chose, else the one its slots and depth get."""
+    chosen = plan.chosen_ring
+    return chosen.ring_dim if chosen is not None else ring_for(plan.slots, depth)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """What the cost model expects of a plan on one parameter set."""
@@ -142,7 +148,7 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
     """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes."""
     model = model or load_cost_model()
     depth = params.depth if params else max(1, plan.depth)
-    ring = params.ring_dim if params else ring_for(plan.slots, depth)
+    ring = params.ring_dim if params else _plan_ring(plan, depth)
     levels = plan.levels()
     by_op: dict[str, float] = {}
     unpriced = sorted({s.op for s in plan.steps} - set(PRICED_OPS) - set(_ALIAS) - {"load"})
@@ -164,7 +170,7 @@ def critical_path(plan, model: CostModel | None = None) -> tuple[float, float]:
     least the second; their ratio is the parallelism the plan offers."""
     model = model or load_cost_model()
     depth = max(1, plan.depth)
-    ring, levels = ring_for(plan.slots, depth), plan.levels()
+    ring, levels = _plan_ring(plan, depth), plan.levels()
     total, finish = 0.0, {}
     for step in plan.steps:
         seconds = step_seconds(model, step, ring, depth, levels) if step.op in PRICED_OPS else 0.0

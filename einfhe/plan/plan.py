@@ -17,6 +17,7 @@ from typing import Union
 from ..errors import PlanError
 from ..layout import Layout
 from . import report
+from .choices import RingChoice
 from .codec import plan_fields_from_dict, plan_to_dict
 from .cost import estimate_plan
 from .operands import CipherInput, PlainInput, PlainOp
@@ -39,6 +40,7 @@ class Plan:
     output_layout: Layout
     strategy: str = "iteration-space"
     choice: object = field(default=None, compare=False, repr=False)  # the compiler's PlanChoice (not serialized)
+    ring_choices: tuple[RingChoice, ...] = field(default=(), compare=False)
     _levels: dict = field(default=None, init=False, repr=False, compare=False)
 
     # -- analysis passes ------------------------------------------------------------------------------
@@ -85,6 +87,11 @@ class Plan:
         """Rotations (hoisted or not) and ciphertext products (each needs a key switch), for error estimates."""
         counts = self.op_counts()
         return counts["rotate"] + counts["rotate_hoisted"] + counts["mul"]
+
+    @property
+    def chosen_ring(self) -> RingChoice | None:
+        """The ring `compile(..., slots="auto")` chose for this plan (None when the slot count was given)."""
+        return next((choice for choice in self.ring_choices if choice.chosen), None)
 
     @property
     def cts_in(self) -> int:

@@ -67,6 +67,7 @@ def explain(plan, stats=None, params: Parameters | None = None) -> str:
     lines += _cost_lines(plan, stats=stats, params=params)
     if plan.choice is not None:
         lines += plan.choice.lines()
+    lines += _ring_lines(plan)
     for op in plan.operands:
         if isinstance(op, CipherInput):
             lines.append(f"  operand {op.operand} cipher  {op.layout}")
@@ -100,4 +101,15 @@ def _cost_lines(plan, stats=None, params: Parameters | None = None) -> list[str]
         rows = "; ".join(f"{r['basis']}: {r['keys']} keys {r['key_bytes']:,} B, {r['rotations']} rotations"
                          f" {1e3 * r['estimated_seconds']:.2f} ms" for r in basis_tradeoff(plan, params))
         lines.append(f"  rotation-key bases (compile(rotation_basis=...)): {rows}")
+    return lines
+
+
+def _ring_lines(plan) -> list[str]:
+    """The rings the compilation priced (compile(..., slots="auto")) and why the plan's won."""
+    if not plan.ring_choices:
+        return []
+    lines = ["  rings considered (server + client encryption, at 128-bit):"]
+    for choice in plan.ring_choices:
+        cost = f"est {1e3 * choice.seconds:8.2f} ms" if choice.seconds is not None else "not priced"
+        lines.append(f"    N={choice.ring_dim:<6} {choice.slots:>5} slots  depth {choice.depth}  {cost}  {choice.note}")
     return lines

@@ -3,7 +3,7 @@
     python -m einfhe.tools.calibrate            # rings 2^14 and 2^15, depths 1-3, every level; writes einfhe/data/costs.json
     einfhe calibrate --rings 14 --repeats 5 --out /tmp/costs.json
 
-Each op is timed on OpenFHE (128-bit parameters from `Parameters`) as the fastest of `repeats` runs (the
+Each op is timed on OpenFHE (the 128-bit parameters `Parameters.derive` gives each ring and depth) as the fastest of `repeats` runs (the
 machine is shared: the minimum is the least disturbed by other jobs, as `timeit` advises), at every
 level 0..depth of contexts of each depth (no rescale or level drop at the last level); ciphertext and key sizes are measured by serializing them. The OpenMP
 thread count in force (OMP_NUM_THREADS) is recorded with the table: prices depend on it.
@@ -68,7 +68,10 @@ def calibrate(ring_logs=(14, 15), depths=(1, 2, 3), repeats: int = 9, log=print)
     for log_n in ring_logs:
         ring = 1 << log_n
         for depth in depths:
-            params = Parameters(ring, ring // 2, depth).validate()
+            params = Parameters.derive(depth, ring // 2, small_first_modulus=True)
+            if params.ring_dim != ring:
+                log(f"N=2^{log_n} depth {depth}: no 128-bit parameter set on this ring (skipped)")
+                continue
             backend = OpenFHEBackend.generate(params, [1])
             keys = backend.export_evaluation_keys()
             rot_bytes.setdefault(str(ring), {})[str(depth)] = len(keys["rotation_keys"])
