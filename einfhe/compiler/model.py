@@ -1,11 +1,14 @@
 """Sequential models (linear layers, square activations) compiled into one einfhe plan.
 
 Two packings, chosen by `batch`:
-- one sample (`batch=None`): the client packs the features replicated for the first layer's joint space;
+- one sample (`batch=None`, or `batch=1`, whose plan packs and unpacks a (1, features) batch): the client packs
+  the features replicated for the first layer's joint space;
   each linear layer is an iteration-space matrix-vector product (mul_plain, then rotate-and-sum);
 - a batch (`batch=B`, B <= slots): samples fill the slots and each feature is its own ciphertext, so a linear
   layer is plaintext-scalar products and additions across ciphertexts, with no rotation at all, and the
   throughput grows with the slot count (the layout of CryptoNets, Gilad-Bachrach et al., ICML 2016).
+  A batch costs the same whatever its size, so a small one can cost more than its samples run one by one: then
+  `compile_model` warns (`SmallBatchWarning`), with both estimates.
 
 Quantized layers (`IntLinear`: small integer weights and per-row scales) spend no level in the batched
 packing: the integer combination is additions and doublings, and the per-row scales are deferred (this needs
@@ -20,98 +23,29 @@ recorded): its square and its scaled linear term run side by side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
+import warnings
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import EinfheError, ModelError
 from ..layout import Dim, Layout, next_pow2
 from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
 from .builder import Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
+from .layers import ChebyshevActivation, IntLinear, Layer, Linear, Quadratic, Residual, Square
 from .levels import PLACEMENTS, LevelPlan, profile_layer
 
 __all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "Residual", "ModelPlan",
-           "compile_model"]
+           "SmallBatchWarning", "compile_model"]
 
 BATCH_INDEX = "Z"
 
 
-@dataclass(frozen=True, eq=False)
-class Linear:
-    """y = weight @ x + bias, with a float weight of shape (out, in)."""
-
-    weight: np.ndarray
-    bias: np.ndarray | None = None
+class SmallBatchWarning(UserWarning):
+    """A batch too small for the batched packing to pay: its samples run one by one would cost less."""
 
 
-@dataclass(frozen=True, eq=False)
-class IntLinear:
-    """y = (scale * q) @ x + bias with integer q (out, in) and one scale per output row."""
-
-    q: np.ndarray
-    scale: np.ndarray
-    bias: np.ndarray | None = None
-    input_scale: np.ndarray | None = None
-
-    @property
-    def weight(self) -> np.ndarray:
-        """The real weight the integers stand for (input smoothing folded in)."""
-        weight = self.q.astype(np.float64) * np.asarray(self.scale, dtype=np.float64)[:, None]
-        return weight if self.input_scale is None else weight * np.asarray(self.input_scale)[None, :]
-
-
-@dataclass(frozen=True)
-class Square:
-    """Element-wise x**2 (the polynomial activation of CryptoNets-style models)."""
-
-
-@dataclass(frozen=True)
-class Quadratic:
-    """Element-wise a*x**2 + b*x + c: a low-degree stand-in for ReLU/GELU/SiLU on a known input range."""
-
-    a: float
-    b: float
-    c: float
-
-    @classmethod
-    def fit(cls, fn, lo: float, hi: float) -> "Quadratic":
-        """Least-squares quadratic through `fn` on Chebyshev nodes of [lo, hi]."""
-        if not hi > lo:
-            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
-        nodes = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (np.arange(64) + 0.5) / 64)
-        c, b, a = np.polynomial.polynomial.polyfit(nodes, fn(nodes), 2)
-        return cls(float(a), float(b), float(c))
-
-
-@dataclass(frozen=True)
-class ChebyshevActivation:
-    """Element-wise f(x) ~ c0/2 + sum_k c_k T_k(t) on [lo, hi] (t the affine map onto [-1, 1]), evaluated by
-    OpenFHE's Paterson-Stockmeyer routine: degree d costs 3 to 8 levels (see `einfhe.plan.chebyshev_levels`)."""
-
-    coeffs: tuple
-    lo: float
-    hi: float
-
-    @classmethod
-    def fit(cls, fn, lo: float, hi: float, degree: int) -> "ChebyshevActivation":
-        """Chebyshev interpolant of `fn` on [lo, hi] of `degree` (OpenFHE's convention: c0 is halved on use)."""
-        if not hi > lo:
-            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
-        coeffs = np.polynomial.chebyshev.chebinterpolate(lambda t: fn(lo + (t + 1) * (hi - lo) / 2), degree)
-        coeffs[0] *= 2
-        return cls(tuple(float(c) for c in coeffs), float(lo), float(hi))
-
-
-@dataclass(frozen=True)
-class Residual:
-    """x + f(x), with f the given layers (which keep the width); batched packing only."""
-
-    layers: tuple
-
-
-Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, Residual]
 
 
 @dataclass(frozen=True)
@@ -134,18 +68,31 @@ class ModelPlan:
         """The operand list for `einfhe.run(ctx, model.plan, *model.operands(xe))`."""
         return (encrypted_input, *self.plains)
 
+    @property
+    def batched(self) -> bool:
+        """True for the batched packing (samples in the slots), False for the one-sample program."""
+        return BATCH_INDEX in self.input_layout.indices
+
     def pack_input(self, x: np.ndarray) -> np.ndarray:
         """The input as the client encrypts it: smoothed by the first layer's input scale (free on the
         client), in the plan's logical shape (features,) or (features, batch) from (batch, features)."""
         x = np.asarray(x, dtype=np.float64)
         if self.input_scale is not None:
             x = x * self.input_scale
-        return x.T if self.batch is not None else x
+        if self.batched:
+            return x.T
+        if x.ndim == 2:  # the one-sample program of batch=1 takes a (1, features) batch
+            if x.shape[0] != 1:
+                raise ModelError(f"this one-sample program takes one sample, not a batch of {x.shape[0]}")
+            return x[0]
+        return x
 
     def unpack_output(self, y: np.ndarray) -> np.ndarray:
         """Decrypted output as (batch, classes) or (classes,), with the deferred scale applied."""
-        y = y.T if self.batch is not None else y
-        return y * self.output_scale
+        if self.batched:
+            return y.T * self.output_scale
+        y = y * self.output_scale
+        return y[None, :] if self.batch == 1 else y
 
 
 class _ModelLowering:
@@ -369,6 +316,37 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
         raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
     if placement not in PLACEMENTS:
         raise ModelError(f"unknown bootstrap placement {placement!r}; valid placements: {', '.join(PLACEMENTS)}")
+    options = dict(slots=slots, max_cts=max_cts, max_depth=max_depth, placement=placement, ring_dim=ring_dim)
+    if batch == 1:  # the one-sample program (no samples to share the slots with)
+        return replace(_compile_program(layers, n_features, None, **options), batch=1)
+    program = _compile_program(layers, n_features, batch, **options)
+    if batch is not None:
+        _warn_if_small(program, layers, n_features, options)
+    return program
+
+
+def _warn_if_small(batched: "ModelPlan", layers, n_features: int, options: dict) -> None:
+    """Warn when running the batch's samples one by one through the one-sample program is estimated cheaper."""
+    from ..plan.cost import estimate_plan
+
+    def seconds(plan: Plan) -> float:
+        estimate = estimate_plan(plan)
+        return estimate.seconds + estimate.encrypt_seconds
+
+    try:
+        single = _compile_program(layers, n_features, None, **options)
+    except EinfheError:  # no one-sample program for this model (a residual block): nothing to compare
+        return
+    per_batch, one_by_one = seconds(batched.plan), batched.batch * seconds(single.plan)
+    if one_by_one < per_batch:
+        warnings.warn(f"a batch of {batched.batch} in the batched packing is estimated at {1e3 * per_batch:.0f} ms, its "
+                      f"samples one by one at {1e3 * one_by_one:.0f} ms: compile with batch=None (or 1) and run each "
+                      "sample, or fill the batch", SmallBatchWarning, stacklevel=3)
+
+
+def _compile_program(layers, n_features: int, batch: int | None, *, slots: int, max_cts: int, max_depth,
+                     placement: str, ring_dim: int) -> ModelPlan:
+    """Lower the layers in the packing `batch` chooses (None: one sample), bootstraps placed by `placement`."""
     input_scale = None
     if isinstance(layers[0], IntLinear) and layers[0].input_scale is not None:
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)

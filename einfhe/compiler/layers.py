@@ -1,0 +1,88 @@
+"""The layers a sequential model is made of: linear (float or integer), activations, residual blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from ..errors import ModelError
+
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "Residual", "Layer"]
+
+
+@dataclass(frozen=True, eq=False)
+class Linear:
+    """y = weight @ x + bias, with a float weight of shape (out, in)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class IntLinear:
+    """y = (scale * q) @ x + bias with integer q (out, in) and one scale per output row."""
+
+    q: np.ndarray
+    scale: np.ndarray
+    bias: np.ndarray | None = None
+    input_scale: np.ndarray | None = None
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The real weight the integers stand for (input smoothing folded in)."""
+        weight = self.q.astype(np.float64) * np.asarray(self.scale, dtype=np.float64)[:, None]
+        return weight if self.input_scale is None else weight * np.asarray(self.input_scale)[None, :]
+
+
+@dataclass(frozen=True)
+class Square:
+    """Element-wise x**2 (the polynomial activation of CryptoNets-style models)."""
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """Element-wise a*x**2 + b*x + c: a low-degree stand-in for ReLU/GELU/SiLU on a known input range."""
+
+    a: float
+    b: float
+    c: float
+
+    @classmethod
+    def fit(cls, fn, lo: float, hi: float) -> "Quadratic":
+        """Least-squares quadratic through `fn` on Chebyshev nodes of [lo, hi]."""
+        if not hi > lo:
+            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
+        nodes = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (np.arange(64) + 0.5) / 64)
+        c, b, a = np.polynomial.polynomial.polyfit(nodes, fn(nodes), 2)
+        return cls(float(a), float(b), float(c))
+
+
+@dataclass(frozen=True)
+class ChebyshevActivation:
+    """Element-wise f(x) ~ c0/2 + sum_k c_k T_k(t) on [lo, hi] (t the affine map onto [-1, 1]), evaluated by
+    OpenFHE's Paterson-Stockmeyer routine: degree d costs 3 to 8 levels (see `einfhe.plan.chebyshev_levels`)."""
+
+    coeffs: tuple
+    lo: float
+    hi: float
+
+    @classmethod
+    def fit(cls, fn, lo: float, hi: float, degree: int) -> "ChebyshevActivation":
+        """Chebyshev interpolant of `fn` on [lo, hi] of `degree` (OpenFHE's convention: c0 is halved on use)."""
+        if not hi > lo:
+            raise ModelError("a polynomial fit needs a range lo < hi", lo=lo, hi=hi)
+        coeffs = np.polynomial.chebyshev.chebinterpolate(lambda t: fn(lo + (t + 1) * (hi - lo) / 2), degree)
+        coeffs[0] *= 2
+        return cls(tuple(float(c) for c in coeffs), float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class Residual:
+    """x + f(x), with f the given layers (which keep the width); batched packing only."""
+
+    layers: tuple
+
+
+Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, Residual]
