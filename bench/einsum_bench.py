@@ -4,6 +4,12 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
     OMP_NUM_THREADS=1 .venv/bin/python bench/einsum_bench.py            # full list, both rings
     OMP_NUM_THREADS=1 .venv/bin/python bench/einsum_bench.py --quick    # N=2^14, short list, fewer repeats
     einfhe bench --quick
+    OMP_NUM_THREADS=1 .venv/bin/python bench/einsum_bench.py --ring-choice  # old vs new parameter choice
+
+`--ring-choice` times each quick case the way main ran it before issue 23 (8192 slots, N=2^14, every plaintext
+encoded on every run) and the new way (`compile(..., slots="auto")`: the cheapest 128-bit ring by the cost model;
+plaintexts encoded once per backend) in interleaved rounds on one worker; the new side's first (cold) run is shown
+apart. Errors, upload bytes and the op-count lower bound (restated on each one's ring) are printed beside.
 
 Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
 encoding included in both); keys, encryption and decryption are outside the timing. Client encryption of
@@ -199,19 +205,73 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
+def _print_header(argv) -> None:
+    """The machine and command lines every table starts with."""
+    print(f"# machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}, python {platform.python_version()}")
+    print(f"# command: {' '.join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))}")
+
+
+def _prepared(case: Case, arrays, slots) -> tuple:
+    """Compile at `slots` (or "auto"), make the plan's context and encrypt the cipher operands."""
+    operands = [einfhe.cipher(a.shape) if c else a for a, c in zip(arrays, case.cipher)]
+    plan = einfhe.compile(case.spec, *operands, slots=slots)
+    ctx = einfhe.Context.for_plan(plan)
+    inputs = [einfhe.encrypt(ctx, a, plan.input_layout(i)) if c else a
+              for i, (a, c) in enumerate(zip(arrays, case.cipher))]
+    return plan, ctx, inputs
+
+
+def compare_ring_choice(cases, rounds: int) -> None:
+    """Old (8192 slots) and new (slots="auto") parameter choice per case, timed in interleaved rounds."""
+    print("| case | old N | old ms | old bound ms | new N (slots) | new ms (first run) | new bound ms | old / new | "
+          "old error | new error | old upload | new upload |")
+    print("|" + "---|" * 12)
+    rng = np.random.default_rng(0)
+    for case in cases:
+        arrays = [rng.uniform(-1, 1, s) for s in case.shapes]
+        setups = {"old": _prepared(case, arrays, 8192), "new": _prepared(case, arrays, "auto")}
+        setups["old"][1].backend.plaintexts.max_bytes = 0  # main before issue 23 encoded every plaintext every run
+        times = {name: [] for name in setups}
+        for _ in range(rounds):
+            for name, (plan, ctx, inputs) in setups.items():
+                start = time.perf_counter()
+                einfhe.run(ctx, plan, *inputs, workers=1)
+                times[name].append(time.perf_counter() - start)
+        cold_ms = 1e3 * times["new"][0]
+        row = {}
+        for name, (plan, ctx, inputs) in setups.items():
+            got = einfhe.decrypt(ctx, einfhe.run(ctx, plan, *inputs, workers=1))
+            row[name] = {
+                "ring": ctx.params.ring_dim, "slots": plan.slots, "ms": 1e3 * statistics.median(times[name]),
+                "bound": lower_bound_ms(case, plan, ctx.params.ring_dim),
+                "error": float(np.abs(got - np.einsum(case.spec, *arrays)).max(initial=0.0)),
+                "upload": sum(len(ctx.backend.serialize_ciphertext(ct)) for t in inputs
+                              if isinstance(t, einfhe.EncryptedTensor) for ct in t.cts),
+            }
+        old, new = row["old"], row["new"]
+        print(f"| {case.name} | 2^{int(math.log2(old['ring']))} | {old['ms']:.1f} | {old['bound']:.1f} | "
+              f"2^{int(math.log2(new['ring']))} ({new['slots']}) | {new['ms']:.1f} ({cold_ms:.1f}) | {new['bound']:.1f} | "
+              f"{old['ms'] / new['ms']:.2f}x | {old['error']:.1e} | {new['error']:.1e} | "
+              f"{_fmt_bytes(old['upload'])} | {_fmt_bytes(new['upload'])} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark list and print a Markdown table with ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=2^14 only, short list, 2 repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rings", type=int, nargs="+", default=[14, 15], help="log2 ring dimensions")
+    parser.add_argument("--ring-choice", action="store_true", help="old (8192 slots) vs new (slots='auto') only")
     args = parser.parse_args(argv)
+    if args.ring_choice:
+        _print_header(argv)
+        compare_ring_choice([c for c in CASES if c.quick], max(args.repeats, 5))
+        return 0
     rings = [14] if args.quick else args.rings
     repeats = 2 if args.quick else args.repeats
     cases = [c for c in CASES if c.quick or not args.quick]
-    print(f"# machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}, python {platform.python_version()}")
-    print(f"# command: {' '.join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))}")
+    _print_header(argv)
     print("| case | N | einfhe plan | ms | workers (1-worker ms) | est ms | lower bound ms | est / bound | rotations (hoisted) | pt-mults | "
           "ct-mults | depth | keys | key bytes | upload (encrypt ms) | max error | iteration-space ms "
           "(upload, encrypt ms) | x | TenSEAL ms | x |")

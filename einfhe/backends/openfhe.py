@@ -25,6 +25,7 @@ from ..params.flooding import FLOODING_FIRST_MOD_BITS, FLOODING_SCALE_BITS, Nois
 from ..plan import chebyshev_levels
 from .base import Backend
 from .moduli import rescale_primes, scale_corrections
+from .plaintext_cache import PlaintextCache
 
 __all__ = ["OpenFHEBackend", "translate_errors", "release_openfhe_caches", "deserialize_secret_key"]
 
@@ -153,6 +154,7 @@ class OpenFHEBackend(Backend):
         self.public_key = public_key
         self.secret_key = secret_key
         self.rotations = tuple(sorted({int(r) % params.slots for r in rotations} - {0}))
+        self.plaintexts = PlaintextCache()
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -248,7 +250,13 @@ class OpenFHEBackend(Backend):
             values = np.asarray(values, dtype=np.float64)
             if ct.GetNoiseScaleDeg() == 1 and level < self.max_depth:
                 values = values * self._scale_corrections()[level]
-            return self.cc.EvalMult(ct, self.cc.MakeCKKSPackedPlaintext(values.tolist(), 1, level))
+            return self.cc.EvalMult(ct, self._encode(values, level))
+
+    def _encode(self, values: np.ndarray, level: int):
+        """`values` as a plaintext at `level`, encoded once while the cache holds it (einfhe.backends.plaintext_cache)."""
+        size = (self.max_depth + 1 - level) * self.params.ring_dim * 8 + 16 * self.slots
+        return self.plaintexts.get(values, level, size,
+                                   lambda: self.cc.MakeCKKSPackedPlaintext(values.tolist(), 1, level))
 
     def _scale_corrections(self) -> tuple[float, ...]:
         """Per level, the factor that makes a plaintext product's rescale land exactly on the nominal scale."""
@@ -261,8 +269,7 @@ class OpenFHEBackend(Backend):
 
     def add_plain(self, ct, values):
         with translate_errors("add a plaintext"):
-            plain = self.cc.MakeCKKSPackedPlaintext(np.asarray(values, dtype=np.float64).tolist(), 1, ct.GetLevel())
-            return self.cc.EvalAdd(ct, plain)
+            return self.cc.EvalAdd(ct, self._encode(np.asarray(values, dtype=np.float64), ct.GetLevel()))
 
     def mul(self, a, b):
         with translate_errors("multiply ciphertexts"):

@@ -73,6 +73,7 @@ def calibrate(ring_logs=(14, 15), depths=(1, 2, 3), repeats: int = 9, log=print)
                 log(f"N=2^{log_n} depth {depth}: no 128-bit parameter set on this ring (skipped)")
                 continue
             backend = OpenFHEBackend.generate(params, [1])
+            backend.plaintexts.max_bytes = 0  # price a plaintext product with its encoding (a cold run's price)
             keys = backend.export_evaluation_keys()
             rot_bytes.setdefault(str(ring), {})[str(depth)] = len(keys["rotation_keys"])
             relin_bytes.setdefault(str(ring), {})[str(depth)] = len(keys["mult_key"])
