@@ -9,6 +9,13 @@ with the 4-bit plaintext model, and the levels, ring and evaluation time of the 
 quantized program, both batched (samples in the slots), all measured in the same run. For the digits MLP it
 also prints the single-sample latency and the same MLP run the way TenSEAL's tutorials do (one CKKSVector per
 sample, `mm`, `square`), for the ratio.
+
+    .venv/bin/python bench/models_bench.py --one-sample [--repeats 7]
+
+times the digits MLP's single sample three ways in interleaved rounds: `compile_model(..., batch=1)` as main
+compiled it before issue 23 (the batched packing: 64 ciphertexts in), main's one-sample program (every
+plaintext encoded on every run), and `compile_model(..., batch=1)` now (the one-sample program, plaintexts
+encoded once per backend), with each one's error against the 4-bit plaintext logits and its upload bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import quant
-from einfhe.compiler.model import IntLinear, Linear, compile_model
+from einfhe.compiler.model import IntLinear, Linear, _compile_program, compile_model
 
 
 def _data(name: str):
@@ -97,6 +104,34 @@ def _tenseal_latency(layers, X, samples):
     return statistics.median(times), np.array(outs)
 
 
+def _one_sample_ways(layers, n_features, x, logits, rounds: int) -> None:
+    """Main's batch=1 (batched packing), main's one-sample program, and batch=1 now, in interleaved rounds."""
+    ways = {
+        "main, batch=1 (batched packing)": (_compile_program(layers, n_features, 1, 8192, 1 << 16, None), False),
+        "main, one-sample program": (compile_model(layers, n_features), False),
+        "now, batch=1": (compile_model(layers, n_features, batch=1), True),
+    }
+    ready = {}
+    for label, (model, cache) in ways.items():
+        ctx = einfhe.Context.for_plan(model.plan)
+        ctx.backend.plaintexts.max_bytes = ctx.backend.plaintexts.max_bytes if cache else 0
+        xe = einfhe.encrypt(ctx, model.pack_input(x[None, :] if model.batch else x), model.input_layout)
+        ready[label] = (model, ctx, xe, [])
+    for _ in range(rounds):
+        for model, ctx, xe, times in ready.values():
+            start = time.perf_counter()
+            einfhe.run(ctx, model.plan, *model.operands(xe), workers=1)
+            times.append(time.perf_counter() - start)
+    base = statistics.median(ready["main, one-sample program"][3])
+    for label, (model, ctx, xe, times) in ready.items():
+        out = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe), workers=1)))
+        error = float(np.abs(np.reshape(out, -1) - logits).max())
+        upload = sum(len(ctx.backend.serialize_ciphertext(ct)) for ct in xe.cts)
+        print(f"  {label:32s} N={ctx.params.ring_dim} depth {model.plan.depth}  {1e3 * statistics.median(times):7.1f} ms "
+              f"(first {1e3 * times[0]:.1f})  x{base / statistics.median(times):.2f} vs main's one-sample  "
+              f"max |error| vs 4-bit logits {error:.1e}  upload {upload / 2**20:.2f} MiB ({len(xe.cts)} ct)")
+
+
 def run(name: str, kind: str, args) -> None:
     """Train, quantize, compile and run one model; print one block of figures."""
     Xtr, Xte, ytr, yte = _data(name)
@@ -117,6 +152,9 @@ def run(name: str, kind: str, args) -> None:
     q_acc = (quantized_plain.argmax(1) == yte).mean()
     print(f"\n=== {name} {kind}: {len(Xtr)} train / {len(Xte)} test samples; float accuracy {float_acc:.4f}, "
           f"4-bit plaintext {q_acc:.4f}")
+    if args.one_sample:
+        _one_sample_ways(layers, n_features, Xte[0].astype(np.float64), quantized_plain[0], max(5, args.repeats))
+        return
     for label, program in (("float weights", _float_layers(layers)), ("4-bit integer", layers)):
         model, ctx, seconds, out = _encrypted(program, n_features, Xte, args.repeats)
         enc_acc = (out.argmax(1) == yte).mean()
@@ -150,8 +188,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tenseal-samples", type=int, default=10, help="0 skips the TenSEAL baseline")
+    parser.add_argument("--one-sample", action="store_true", help="the digits MLP's single sample, three ways, only")
     args = parser.parse_args()
-    for name, kind in (("digits", "mlp"), ("digits", "cnn"), ("breast_cancer", "mlp")):
+    models = (("digits", "mlp"),) if args.one_sample else (("digits", "mlp"), ("digits", "cnn"), ("breast_cancer", "mlp"))
+    for name, kind in models:
         run(name, kind, args)
 
 
