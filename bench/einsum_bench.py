@@ -8,7 +8,7 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
 
 `--ring-choice` times each quick case the way main ran it before issue 23 (8192 slots, N=2^14, every plaintext
 encoded on every run) and the new way (`compile(..., slots="auto")`: the cheapest 128-bit ring by the cost model;
-plaintexts encoded once per backend) in interleaved rounds on one worker; the new side's first (cold) run is shown
+lifted encryption where the ring has room; plaintexts encoded once per backend) in interleaved rounds on one worker; the new side's first (cold) run is shown
 apart. Errors, upload bytes and the op-count lower bound (restated on each one's ring) are printed beside.
 
 Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
@@ -212,11 +212,16 @@ def _print_header(argv) -> None:
     print(f"# command: {' '.join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))}")
 
 
-def _prepared(case: Case, arrays, slots) -> tuple:
-    """Compile at `slots` (or "auto"), make the plan's context and encrypt the cipher operands."""
+def _prepared(case: Case, arrays, slots, main_way: bool = False) -> tuple:
+    """Compile at `slots` (or "auto"), make the plan's context (as main did before issue 23: unlifted, every
+    plaintext encoded on every run) and encrypt the cipher operands."""
     operands = [einfhe.cipher(a.shape) if c else a for a, c in zip(arrays, case.cipher)]
     plan = einfhe.compile(case.spec, *operands, slots=slots)
-    ctx = einfhe.Context.for_plan(plan)
+    if main_way:
+        ctx = einfhe.Context.for_plan(plan, params=einfhe.Parameters.derive(max(1, plan.depth), plan.slots))
+        ctx.backend.plaintexts.max_bytes = 0
+    else:
+        ctx = einfhe.Context.for_plan(plan)
     inputs = [einfhe.encrypt(ctx, a, plan.input_layout(i)) if c else a
               for i, (a, c) in enumerate(zip(arrays, case.cipher))]
     return plan, ctx, inputs
@@ -230,8 +235,7 @@ def compare_ring_choice(cases, rounds: int) -> None:
     rng = np.random.default_rng(0)
     for case in cases:
         arrays = [rng.uniform(-1, 1, s) for s in case.shapes]
-        setups = {"old": _prepared(case, arrays, 8192), "new": _prepared(case, arrays, "auto")}
-        setups["old"][1].backend.plaintexts.max_bytes = 0  # main before issue 23 encoded every plaintext every run
+        setups = {"old": _prepared(case, arrays, 8192, main_way=True), "new": _prepared(case, arrays, "auto")}
         times = {name: [] for name in setups}
         for _ in range(rounds):
             for name, (plan, ctx, inputs) in setups.items():

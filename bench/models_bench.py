@@ -13,9 +13,9 @@ sample, `mm`, `square`), for the ratio.
     .venv/bin/python bench/models_bench.py --one-sample [--repeats 7]
 
 times the digits MLP's single sample three ways in interleaved rounds: `compile_model(..., batch=1)` as main
-compiled it before issue 23 (the batched packing: 64 ciphertexts in), main's one-sample program (every
-plaintext encoded on every run), and `compile_model(..., batch=1)` now (the one-sample program, plaintexts
-encoded once per backend), with each one's error against the 4-bit plaintext logits and its upload bytes.
+compiled it before issue 23 (the batched packing: 64 ciphertexts in), main's one-sample program (unlifted,
+every plaintext encoded on every run), and `compile_model(..., batch=1)` now (the one-sample program, lifted
+encryption, plaintexts encoded once per backend), with each one's error against the 4-bit plaintext logits and its upload bytes.
 """
 
 from __future__ import annotations
@@ -112,9 +112,12 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int) -> None:
         "now, batch=1": (compile_model(layers, n_features, batch=1), True),
     }
     ready = {}
-    for label, (model, cache) in ways.items():
-        ctx = einfhe.Context.for_plan(model.plan)
-        ctx.backend.plaintexts.max_bytes = ctx.backend.plaintexts.max_bytes if cache else 0
+    for label, (model, new) in ways.items():
+        if new:
+            ctx = einfhe.Context.for_plan(model.plan)
+        else:  # main before issue 23: unlifted parameters, every plaintext encoded on every run
+            ctx = einfhe.Context.for_plan(model.plan, params=einfhe.Parameters.derive(model.plan.depth, model.plan.slots))
+            ctx.backend.plaintexts.max_bytes = 0
         xe = einfhe.encrypt(ctx, model.pack_input(x[None, :] if model.batch else x), model.input_layout)
         ready[label] = (model, ctx, xe, [])
     for _ in range(rounds):

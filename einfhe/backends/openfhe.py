@@ -223,7 +223,12 @@ class OpenFHEBackend(Backend):
         if values.shape != (self.slots,):
             raise BackendError(f"expected {self.slots} slot values, got shape {values.shape}")
         with translate_errors("encrypt"):
-            return self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(values.tolist()))
+            if not self.params.lifted:
+                return self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(values.tolist()))
+            # encrypted at scale 2^scale_bits * q (degree 2) and rescaled: the fresh noise is divided by q, and the
+            # ciphertext starts on exactly 2^scale_bits one level down (einfhe.params.parameters)
+            lifted = values * self._scale_corrections()[0]
+            return self.cc.Rescale(self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(lifted.tolist(), 2, 0)))
 
     def decrypt(self, ct) -> np.ndarray:
         if self.secret_key is None:

@@ -18,13 +18,15 @@ def test_depths_one_and_two_fit_the_small_ring_only_on_request(depth):
 
 
 @pytest.mark.fhe
-@pytest.mark.parametrize("depth", [1, 2])
-def test_openfhe_accepts_the_small_ring_at_128_bit(depth):
-    params = Parameters.derive(depth, 4096, small_first_modulus=True)
+@pytest.mark.parametrize("depth, lift", [(1, False), (2, False), (1, True)])
+def test_openfhe_accepts_the_small_ring_at_128_bit(depth, lift):
+    params = Parameters.derive(depth, 4096, small_first_modulus=True, lift=lift)
+    assert params.lifted == lift
     backend = OpenFHEBackend.generate(params, [1])  # OpenFHE checks 128-bit (HEStd_128_classic) itself
     assert backend.cc.GetRingDimension() == 8192
     chain = backend.cc.GetElementParams().GetModulus()
-    assert chain.bit_length() - depth * params.scale_bits in range(params.first_mod_bits - 1, params.first_mod_bits + 2)
+    first = chain.bit_length() - params.total_depth * params.scale_bits
+    assert first in range(params.first_mod_bits - 1, params.first_mod_bits + 2)
 
 
 @pytest.mark.parametrize("depth, bootstrap", [(3, False), (1, True)])
