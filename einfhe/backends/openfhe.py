@@ -1,11 +1,14 @@
 """RNS-CKKS backend on openfhe-python (FIXEDMANUAL scaling: the plan places every rescale).
 
-A plaintext product is encoded times q / 2^scale_bits, q the prime its rescale will drop, so that the rescaled
-result has exactly the scale OpenFHE assumes (einfhe.backends.moduli: without it every product is off by a
-relative ~2.7e-7 at N=2^14, five times the encryption noise).
+A plaintext product is encoded times q / s, q the prime its rescale will drop and s the ciphertext's scale, so
+that the rescaled result has exactly the scale OpenFHE assumes (einfhe.backends.moduli: without it every product
+is off by a relative ~2.7e-7 at N=2^14, five times the encryption noise). A ciphertext product cannot be steered
+so: its rescaled scale s_a s_b / q is kept as the ciphertext's scaling factor (OpenFHE carries it through
+additions, rotations and level drops but decodes with the nominal scale), the next plaintext product or addition
+encodes for it, and decryption divides it out.
 
-Every call into openfhe goes through `translate_errors`, the one place where OpenFHE's exceptions become
-einfhe's `BackendError`; nothing from openfhe reaches a user untranslated. Keys are generated for the
+Every call into openfhe goes through `translate_errors` (openfhe_errors.py), the one place where OpenFHE's
+exceptions become einfhe's `BackendError`; nothing from openfhe reaches a user untranslated. Keys are generated for the
 plan's rotation set alone. A backend made from uploaded evaluation keys has no secret key and cannot
 decrypt (that is the server's side).
 """
@@ -19,83 +22,22 @@ import numpy as np
 
 import openfhe  # import first: some FHE wheels ship their own libgomp
 
-from ..errors import BackendError, ParameterError, PlanError, SerializationError
-from ..params import BOOTSTRAP_LEVEL_BUDGET, Parameters, correction_factor
-from ..params.flooding import FLOODING_FIRST_MOD_BITS, FLOODING_SCALE_BITS, NoiseFlooding
+from ..errors import BackendError, PlanError, SerializationError
+from ..params import Parameters
+from ..params.flooding import NoiseFlooding
 from ..plan import chebyshev_levels
 from .base import Backend
 from .moduli import rescale_primes, scale_corrections
+from .openfhe_context import bootstrap_setup, crypto_context
+from .openfhe_errors import translate_errors
 from .plaintext_cache import PlaintextCache
 
 __all__ = ["OpenFHEBackend", "translate_errors", "release_openfhe_caches", "deserialize_secret_key"]
 
-_OPENFHE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 # OpenFHE's switch "precompute CRT tables after deserialization" is process-wide: every deserialization of an object
 # that may bring a new crypto context (keys, contexts) holds this lock, and so do the one place that turns it off
 # and the release of OpenFHE's caches (a context released while the switch is off would come back without tables).
 _CRT_SWITCH = threading.RLock()
-
-
-@contextlib.contextmanager
-def translate_errors(action: str, error: type = BackendError):
-    """Turn any exception raised by openfhe while doing `action` into an einfhe error."""
-    try:
-        yield
-    except _OPENFHE_ERRORS as exc:
-        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise error(f"OpenFHE failed to {action}: {text}") from exc
-
-
-def _set_flooding(cp, params: Parameters, flooding: NoiseFlooding) -> None:
-    """Ask OpenFHE for noise-flooded decryption (or, with no estimate yet, for the noise-measuring run)."""
-    if (params.scale_bits, params.first_mod_bits) != (FLOODING_SCALE_BITS, FLOODING_FIRST_MOD_BITS) or params.bootstrap:
-        raise ParameterError(
-            f"noise flooding runs on {FLOODING_SCALE_BITS}-bit scaling and {FLOODING_FIRST_MOD_BITS}-bit first moduli "
-            "(OpenFHE sets them), without bootstrapping: use Parameters.for_noise_flooding(depth, slots)",
-            scale_bits=params.scale_bits, first_mod_bits=params.first_mod_bits,
-        )
-    cp.SetDecryptionNoiseMode(openfhe.NOISE_FLOODING_DECRYPT)
-    cp.SetStatisticalSecurity(flooding.statistical_security)
-    cp.SetNumAdversarialQueries(flooding.queries)
-    if flooding.measuring:
-        cp.SetExecutionMode(openfhe.EXEC_NOISE_ESTIMATION)
-    else:
-        cp.SetExecutionMode(openfhe.EXEC_EVALUATION)
-        cp.SetNoiseEstimate(flooding.estimate)
-
-
-def _crypto_context(params: Parameters, flooding: NoiseFlooding | None = None):
-    cp = openfhe.CCParamsCKKSRNS()
-    cp.SetMultiplicativeDepth(params.total_depth)
-    cp.SetScalingModSize(params.scale_bits)
-    cp.SetFirstModSize(params.first_mod_bits)
-    cp.SetBatchSize(params.slots)
-    cp.SetRingDim(params.ring_dim)
-    cp.SetScalingTechnique(openfhe.ScalingTechnique.FIXEDMANUAL)
-    if params.digits:
-        cp.SetNumLargeDigits(params.digits)
-    cp.SetSecurityLevel(
-        openfhe.SecurityLevel.HEStd_128_classic if params.secure else openfhe.SecurityLevel.HEStd_NotSet
-    )
-    if flooding is not None:
-        _set_flooding(cp, params, flooding)
-    with translate_errors("create a crypto context for these parameters"):
-        cc = openfhe.GenCryptoContext(cp)
-        for feature in (openfhe.PKESchemeFeature.PKE, openfhe.PKESchemeFeature.KEYSWITCH,
-                        openfhe.PKESchemeFeature.LEVELEDSHE, openfhe.PKESchemeFeature.ADVANCEDSHE):
-            cc.Enable(feature)
-        if params.bootstrap:
-            cc.Enable(openfhe.PKESchemeFeature.FHE)
-    return cc
-
-
-def _bootstrap_setup(cc, params: Parameters) -> None:
-    """OpenFHE's bootstrapping precomputations for the parameters' slot count (sparse when it is below N/2), with
-    the correction factor the parameters were derived for (client and server both need them)."""
-    if params.bootstrap:
-        with translate_errors("set up bootstrapping"):
-            cc.EvalBootstrapSetup(list(BOOTSTRAP_LEVEL_BUDGET), [0, 0], params.slots,
-                                  correction_factor(params.ring_dim, params.slots))
 
 
 def release_openfhe_caches() -> None:
@@ -161,13 +103,13 @@ class OpenFHEBackend(Backend):
     def generate(cls, params: Parameters, rotations, flooding: NoiseFlooding | None = None) -> "OpenFHEBackend":
         """A fresh key pair, the relinearization key and rotation keys for exactly `rotations`; `flooding`
         makes decryption noise-flooded (or, without an estimate, noise-measuring: see einfhe.params.flooding)."""
-        cc = _crypto_context(params, flooding)
+        cc = crypto_context(params, flooding)
         rotations = tuple(sorted({int(r) % params.slots for r in rotations} - {0}))
         with translate_errors("generate keys"):
             keys = cc.KeyGen()
             cc.EvalMultKeyGen(keys.secretKey)
             if params.bootstrap:
-                _bootstrap_setup(cc, params)
+                bootstrap_setup(cc, params)
                 cc.EvalBootstrapKeyGen(keys.secretKey, params.slots)
             if rotations:
                 cc.EvalRotateKeyGen(keys.secretKey, list(rotations))
@@ -214,7 +156,7 @@ class OpenFHEBackend(Backend):
                 openfhe.DeserializeEvalAutomorphismKeyString(blobs["rotation_keys"], openfhe.BINARY)
         if cc.GetRingDimension() != params.ring_dim:
             raise SerializationError("the uploaded context does not match its parameter set")
-        _bootstrap_setup(cc, params)
+        bootstrap_setup(cc, params)
         return cls(params, cc, public_key, None, rotations)
 
     # -- the Backend interface ------------------------------------------------------------------------
@@ -228,7 +170,9 @@ class OpenFHEBackend(Backend):
             # encrypted at scale 2^scale_bits * q (degree 2) and rescaled: the fresh noise is divided by q, and the
             # ciphertext starts on exactly 2^scale_bits one level down (einfhe.params.parameters)
             lifted = values * self._scale_corrections()[0]
-            return self.cc.Rescale(self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(lifted.tolist(), 2, 0)))
+            ct = self.cc.Rescale(self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(lifted.tolist(), 2, 0)))
+            ct.SetScalingFactor(self._nominal)
+            return ct
 
     def decrypt(self, ct) -> np.ndarray:
         if self.secret_key is None:
@@ -239,7 +183,8 @@ class OpenFHEBackend(Backend):
         with translate_errors("decrypt"):
             plain = self.cc.Decrypt(self.secret_key, ct)
             plain.SetLength(self.slots)
-            return np.array(plain.GetRealPackedValue(), dtype=np.float64)
+            values = np.array(plain.GetRealPackedValue(), dtype=np.float64)
+            return values * (self._nominal / ct.GetScalingFactor()) if ct.GetNoiseScaleDeg() == 1 else values
 
     def measure_noise(self, ct) -> float:
         """log2 of the ciphertext's noise, decrypted under a noise-estimation context (OpenFHE's GetLogError)."""
@@ -253,9 +198,12 @@ class OpenFHEBackend(Backend):
         with translate_errors("multiply by a plaintext"):
             level = ct.GetLevel()
             values = np.asarray(values, dtype=np.float64)
-            if ct.GetNoiseScaleDeg() == 1 and level < self.max_depth:
-                values = values * self._scale_corrections()[level]
-            return self.cc.EvalMult(ct, self._encode(values, level))
+            if ct.GetNoiseScaleDeg() != 1 or level >= self.max_depth:
+                return self.cc.EvalMult(ct, self._encode(values, level))
+            prime = self._scale_corrections()[level] * self._nominal
+            product = self.cc.EvalMult(ct, self._encode(values * (prime / ct.GetScalingFactor()), level))
+            product.SetScalingFactor(self._nominal * prime)  # what the rescale by `prime` brings back to nominal
+            return product
 
     def _encode(self, values: np.ndarray, level: int):
         """`values` as a plaintext at `level`, encoded once while the cache holds it (einfhe.backends.plaintext_cache)."""
@@ -274,7 +222,10 @@ class OpenFHEBackend(Backend):
 
     def add_plain(self, ct, values):
         with translate_errors("add a plaintext"):
-            return self.cc.EvalAdd(ct, self._encode(np.asarray(values, dtype=np.float64), ct.GetLevel()))
+            values = np.asarray(values, dtype=np.float64)
+            if ct.GetNoiseScaleDeg() == 1:
+                values = values * (ct.GetScalingFactor() / self._nominal)
+            return self.cc.EvalAdd(ct, self._encode(values, ct.GetLevel()))
 
     def mul(self, a, b):
         with translate_errors("multiply ciphertexts"):
@@ -335,7 +286,15 @@ class OpenFHEBackend(Backend):
     def rescale(self, ct):
         self._check_room(ct)
         with translate_errors("rescale"):
-            return self.cc.Rescale(ct)
+            out = self.cc.Rescale(ct)
+            if ct.GetNoiseScaleDeg() == 2:  # the scale the product had, over the prime dropped
+                out.SetScalingFactor(ct.GetScalingFactor() / (self._scale_corrections()[ct.GetLevel()] * self._nominal))
+            return out
+
+    @property
+    def _nominal(self) -> float:
+        """The scale OpenFHE's fixed scaling assumes for every degree-1 ciphertext."""
+        return float(1 << self.params.scale_bits)
 
     def level_reduce(self, ct):
         self._check_room(ct)
@@ -369,7 +328,9 @@ class OpenFHEBackend(Backend):
         # runs ~13x slower (an addition at N=2^14: 0.73 ms instead of 0.05). Adding it to a noiseless zero of
         # this context (x - x, made once per level) gives the same ciphertext on the context's own parameters.
         with translate_errors("adopt a deserialized ciphertext"):
-            return self.cc.EvalAdd(self._zero(ct.GetLevel()), ct)
+            adopted = self.cc.EvalAdd(self._zero(ct.GetLevel()), ct)
+            adopted.SetScalingFactor(ct.GetScalingFactor())  # the sum takes the zero's
+            return adopted
 
     def _ciphertext_prefix(self) -> bytes:
         """The serialized head (crypto context and key tag) shared by every ciphertext of this key pair."""

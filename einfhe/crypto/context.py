@@ -34,10 +34,8 @@ class Context:
         bootstrap = any(p.bootstraps for p in plans)
         if params is None:  # a plan compiled with slots="auto" was priced on a ring with a small first modulus
             small = any(p.chosen_ring is not None for p in plans)
-            # lifting moves a ciphertext product's rescale one prime down the chain, and those rescales keep
-            # the nominal-scale error of their prime (einfhe.backends.moduli corrects plaintext products only)
-            lift = flooding is None and not any(p.op_counts()["mul"] for p in plans)
-            params = Parameters.derive(depth, slots, bootstrap=bootstrap, small_first_modulus=small, lift=lift)
+            params = Parameters.derive(depth, slots, bootstrap=bootstrap, small_first_modulus=small,
+                                       lift=flooding is None)
         params.validate()
         if params.slots != slots:
             raise PlanError(f"the parameters have {params.slots} slots but the plan uses {slots}")

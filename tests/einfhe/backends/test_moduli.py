@@ -55,3 +55,17 @@ def test_plaintext_products_rescale_onto_the_exact_scale(backend):
     noise = error_bound(backend.params, 1.0, depth=DEPTH) / 500  # relative: the encryption noise bound
     assert uncorrected > 20 * noise  # the check below can tell the two apart
     assert relative.max() < noise
+
+
+@pytest.mark.fhe
+def test_ciphertext_products_keep_their_true_scale_to_the_end(backend):
+    """x*y rescaled has the scale 2^2s / q; the backend carries it, the next plaintext product encodes for it and
+    decryption divides it out: the chain x*y*w decrypts within the noise, not off by the factor 2^s / q."""
+    rng = np.random.default_rng(1)
+    x, y, w = rng.uniform(1000, 2000, SLOTS), rng.uniform(1000, 2000, SLOTS), rng.uniform(0.5, 1.5, SLOTS)
+    product = backend.rescale(backend.mul(backend.encrypt(x), backend.encrypt(y)))
+    chained = backend.rescale(backend.mul_plain(product, w))
+    mismatch = abs(1.0 / backend._scale_corrections()[0] - 1.0)  # what the nominal scale would leave
+    assert product.GetScalingFactor() == pytest.approx(2.0 ** SCALE_BITS / backend._scale_corrections()[0])
+    for ct, exact in ((product, x * y), (chained, x * y * w)):
+        assert (np.abs(backend.decrypt(ct) - exact) / exact).max() < mismatch / 20
