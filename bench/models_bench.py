@@ -107,7 +107,8 @@ def _tenseal_latency(layers, X, samples):
 def _one_sample_ways(layers, n_features, x, logits, rounds: int) -> None:
     """Main's batch=1 (batched packing), main's one-sample program, and batch=1 now, in interleaved rounds."""
     ways = {
-        "main, batch=1 (batched packing)": (_compile_program(layers, n_features, 1, 8192, 1 << 16, None), False),
+        "main, batch=1 (batched packing)": (_compile_program(layers, n_features, 1, slots=8192, max_cts=1 << 16,
+                                                              max_depth=None, placement="cost", ring_dim=65536), False),
         "main, one-sample program": (compile_model(layers, n_features), False),
         "now, batch=1": (compile_model(layers, n_features, batch=1), True),
     }
