@@ -29,6 +29,8 @@ CODES: dict[str, int] = {
     "job_not_finished": 409,
     "job_failed": 409,
     "keyset_in_use": 409,
+    "name_taken": 409,
+    "keyset_quota": 409,
     "result_not_kept": 410,
     "request_timeout": 408,
     "length_required": 411,

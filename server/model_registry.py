@@ -84,7 +84,11 @@ def _store_program(directory: Path, variant: str, program: ModelPlan, params: Pa
 
 def register_model(service: Service, tenant: str, name: str, files: dict[str, bytes], *, slots: int,
                    insecure_test_params: bool = False, noise_flooding: bool = False) -> dict:
-    """Store and compile an uploaded integer model; return its stored row."""
+    """Store and compile an uploaded integer model; return its stored row. A name names one model (409 otherwise)."""
+    taken = service.store.get_shared("models", name=name)
+    if taken is not None:
+        raise ServiceError("name_taken", f"a model named {name!r} is registered (id {taken['id']}): delete it "
+                                         "first (DELETE /models/{id}) or register under another name")
     model_id = uuid.uuid4().hex
     final = model_directory(service, model_id)
     work = final.with_name(f".{model_id}.tmp")

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_plan_steps: int = Field(200_000, ge=1)
     max_cts: int = Field(1024, ge=1)
     # Queued and running jobs keep their input tensors in memory: past this many bytes, new jobs answer 503.
+    # Key sets per tenant, and how long one may go unused (no job) before the server deletes it.
+    max_keysets_per_tenant: int = Field(8, ge=1)
+    keyset_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     max_queued_input_bytes: int = Field(2048 * _MIB, ge=1)
     max_wait_seconds: float = Field(30.0, ge=0)
     # Test-only: accept parameter sets marked INSECURE-TEST-ONLY (tiny rings). Never set this in production.

@@ -213,6 +213,14 @@ class Store:
         self.delete(table, tenant, id=object_id)
         self.blob_path(kind, object_id).unlink(missing_ok=True)
 
+    def idle_keysets(self, tenant: str, idle_since: float) -> list[str]:
+        """Ids of the tenant's key sets neither made nor used by a job since `idle_since` (epoch seconds)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT k.id FROM keysets k LEFT JOIN jobs j ON j.keyset_id = k.id WHERE k.tenant = ? "
+                "GROUP BY k.id HAVING max(k.created, coalesce(max(j.created), 0)) < ?", (tenant, idle_since)).fetchall()
+        return [row[0] for row in rows]
+
     def finish_job(self, job_id: str, status: str, *, error_code: str | None = None,
                    error_message: str | None = None, seconds: float | None = None,
                    result_size: int | None = None) -> None:

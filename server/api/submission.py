@@ -53,7 +53,8 @@ def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_j
     store = service.store
     keyset = store.get("keysets", tenant, id=keyset_id)
     if keyset is None:
-        raise ServiceError("not_found", f"no key set {keyset_id!r} for this token")
+        raise ServiceError("not_found", f"no key set {keyset_id!r} for this token (a key set unused for "
+                                        f"{service.settings.keyset_idle_seconds:.0f} s is deleted: upload the keys again)")
     if keyset["fingerprint"] != params.fingerprint().hex():
         raise ServiceError("keyset_mismatch", "the key set was made for other parameters than the plan's")
     missing = sorted(set(plan.rotations) - set(keyset["rotations"]))

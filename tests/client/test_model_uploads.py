@@ -5,6 +5,7 @@ from __future__ import annotations
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import io
+import itertools
 import json
 import tarfile
 import zipfile
@@ -74,8 +75,11 @@ def _manifest(files: dict[str, bytes], **changes) -> bytes:
     return json.dumps(manifest).encode()
 
 
+_NAMES = itertools.count()  # a model name names one model: every upload here gets its own
+
+
 def _post(client: Client, body: bytes, media: str, **params):
-    query = {"name": "m", "slots": SLOTS, "insecure_test_params": True, **params}
+    query = {"name": f"m{next(_NAMES)}", "slots": SLOTS, "insecure_test_params": True, **params}
     return client.http.request("POST", "/models", params=query, content=body, headers={"Content-Type": media})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from concurrent.futures.process import BrokenProcessPool
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Response
 from ...codecs import decode_keyset
 from ...errors import CODES, ServiceError
 from ...job_messages import KeySetCheck
+from ...service import Service
 from ..deps import KeySetBody, KeySetDep, ServiceDep, TenantDep
 from ..schemas import ErrorResponse, KeySetPublic
 
@@ -28,6 +30,20 @@ _BODY = {
 }
 
 
+def _make_room(service: Service, tenant: str) -> None:
+    """Delete the tenant's key sets idle past Settings.keyset_idle_seconds (unless a job in flight uses one); refuse
+    the upload with keyset_quota when the tenant still holds Settings.max_keysets_per_tenant."""
+    settings = service.settings
+    for keyset_id in service.store.idle_keysets(tenant, time.time() - settings.keyset_idle_seconds):
+        if not service.jobs.keyset_in_use(keyset_id):
+            service.store.delete_with_blob("keysets", "keysets", tenant, keyset_id)
+    held = len(service.store.list("keysets", tenant))
+    if held >= settings.max_keysets_per_tenant:
+        raise ServiceError("keyset_quota", f"this token holds {held} key sets, the most this server keeps per tenant: "
+                                           "delete one (DELETE /keysets/{id}) or reuse one (a client saves its key "
+                                           "set's id with its keys)")
+
+
 def _public(row: dict) -> KeySetPublic:
     return KeySetPublic(**{k: row[k] for k in KeySetPublic.model_fields})
 
@@ -36,6 +52,7 @@ def _public(row: dict) -> KeySetPublic:
              openapi_extra=_BODY, responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}})
 async def create_keyset(body: KeySetBody, tenant: TenantDep, service: ServiceDep) -> KeySetPublic:
     """Accept a tenant's evaluation keys after a worker has checked them (no secret key, rotations present)."""
+    _make_room(service, tenant)
     upload = decode_keyset(body)
     params = service.parameters(upload.params)
     rotations = sorted(set(upload.rotations))
