@@ -13,6 +13,7 @@ from __future__ import annotations
 import einfhe as _einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 from .client import Client, PlanInfo
+from .key_store import KeyStore
 from .model import EncryptedModel
 from .errors import (
     BadRequest,
@@ -30,5 +31,5 @@ from .errors import (
 
 __all__ = [
     "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "EncryptedModel", "Forbidden",
-    "InternalServerError", "JobFailed", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
+    "InternalServerError", "JobFailed", "KeyStore", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
 ]

@@ -34,8 +34,9 @@ from einfhe import (
     tensor_from_bytes, tensor_to_bytes,
 )
 
-from .errors import JobFailed
+from .errors import JobFailed, NotFound
 from .http import Http
+from .key_store import KeyStore
 
 __all__ = ["Client", "PlanInfo"]
 
@@ -59,7 +60,7 @@ class Client:
     """A tenant's connection to an einfhe server (its keys stay in this object)."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 120.0, retries: int = 3, progress: bool = True,
-                 poll_seconds: float = 10.0, noise_flooding: bool = False,
+                 poll_seconds: float = 10.0, noise_flooding: bool = False, keys: str | Path | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.http = Http(url, token, timeout=timeout + poll_seconds, retries=retries, transport=transport)
         self.progress = progress
@@ -68,6 +69,7 @@ class Client:
         self._plans: dict[str, PlanInfo] = {}
         self._contexts: dict[str, tuple[Context, str, tuple[Plan, ...]]] = {}  # fingerprint -> ctx, keyset, plans
         self._flooded: dict[str, tuple[Context, str]] = {}  # plan id -> flooding ctx, its key set
+        self.keys = KeyStore(keys) if keys is not None else None  # keys reused across processes
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -123,14 +125,31 @@ class Client:
     def context_for(self, plan: PlanInfo) -> tuple[Context, str]:
         """The local context for the plan's parameters and the id of its uploaded key set (made once)."""
         fingerprint = plan.params.fingerprint().hex()
-        cached = self._contexts.get(fingerprint)
+        cached = self._contexts.get(fingerprint) or self._saved_context(fingerprint)
         if cached is not None and set(plan.plan.rotations) <= set(cached[0].rotations):
             return cached[0], cached[1]
         plans = (cached[2] if cached else ()) + (plan.plan,)
         ctx = Context.for_plan(*plans, params=plan.params)
         keyset_id = self.upload_keys(ctx)
         self._contexts[fingerprint] = (ctx, keyset_id, plans)
+        if self.keys is not None:
+            self.keys.save(fingerprint, ctx, keyset_id)
         return ctx, keyset_id
+
+    def _saved_context(self, fingerprint: str) -> tuple[Context, str, tuple[Plan, ...]] | None:
+        """The context `keys=` saved for these parameters, with its key set (uploaded again when the server no
+        longer holds it), or None."""
+        saved = self.keys.load(fingerprint) if self.keys is not None else None
+        if saved is None:
+            return None
+        ctx, keyset_id = saved
+        try:
+            self.http.request("GET", f"/keysets/{keyset_id}")
+        except NotFound:  # deleted, or expired while idle: the same keys again
+            keyset_id = self.upload_keys(ctx)
+            self.keys.save(fingerprint, ctx, keyset_id)
+        self._contexts[fingerprint] = (ctx, keyset_id, ())
+        return self._contexts[fingerprint]
 
     def delete_keys(self, keyset_id: str) -> None:
         """Delete an uploaded key set from the server (refused while one of its jobs runs); a later call that
