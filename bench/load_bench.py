@@ -26,59 +26,16 @@ import einfhe  # noqa: E402,F401  -- loads openfhe before any other extension mo
 
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from bench.serving import einfhe_serve  # noqa: E402
+from bench.serving import MemorySampler, einfhe_serve, peak_rss  # noqa: E402
 from bench.load_client import run_load  # noqa: E402
 
 _MIB = 1 << 20
-
-
-def _peak_rss(pid: int) -> int:
-    """The process's peak resident set in bytes (VmHWM in /proc/<pid>/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-class _MemorySampler:
-    """Samples the summed RSS of a process and its descendants in a thread: (monotonic time, bytes) pairs."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.process = psutil.Process(pid)
-        self.interval = interval
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for process in (self.process, *self.process.children(recursive=True)):
-                try:
-                    total += process.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            self.samples.append((time.monotonic(), total))
-            self._stop.wait(self.interval)
-
-    def peak(self, since: float = 0.0) -> int:
-        """The largest sample taken at or after `since` (monotonic seconds)."""
-        return max((total for when, total in self.samples if when >= since), default=0)
-
-    def __enter__(self) -> "_MemorySampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> None:
@@ -105,14 +62,14 @@ def _run(args, order: str) -> tuple[float, float, float]:
         (tmp / "tokens.txt").write_text("".join(f"tenant{i:02d}:{t}\n" for i, t in enumerate(tokens)))
         with einfhe_serve(tmp / "data", tmp / "tokens.txt", args.workers,
                           env={"EINFHE_SCHEDULING": order}) as (server, url):
-            with _MemorySampler(server.pid) as sampler:
+            with MemorySampler(server.pid) as sampler:
                 report = run_load(url, tokens, seconds=args.seconds)
                 window_start = time.monotonic() - report.seconds
-            peaks = {"API process": _peak_rss(server.pid)}
+            peaks = {"API process": peak_rss(server.pid)}
             workers = [p for p in psutil.Process(server.pid).children(recursive=True)
                        if "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's helper
             for i, worker in enumerate(workers):
-                peaks[f"worker {i + 1}"] = _peak_rss(worker.pid)
+                peaks[f"worker {i + 1}"] = peak_rss(worker.pid)
 
     first = sorted(c.first_call for c in report.clients)
     print(f"== scheduling {order}: {args.clients} clients (one tenant and key set each), ij,j->i W 64x128 at ring "

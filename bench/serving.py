@@ -11,12 +11,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 
-__all__ = ["einfhe_serve"]
+__all__ = ["MemorySampler", "einfhe_serve", "peak_rss"]
 
 
 @contextlib.contextmanager
@@ -49,3 +51,50 @@ def einfhe_serve(data_dir: Path, token_file: Path, workers: int = 2, timeout: fl
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set in bytes (VmHWM in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+class MemorySampler:
+    """Samples the resident sets of a process and its descendants every `interval` s in a thread: (monotonic time,
+    their sum, the process's own, the largest descendant's) per sample (descendants that die are in it until then)."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sizes = []
+            for process in (self.process, *self.process.children(recursive=True)):
+                try:
+                    sizes.append(process.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    sizes.append(0)
+            self.samples.append((time.monotonic(), sum(sizes), sizes[0], max(sizes[1:], default=0)))
+            self._stop.wait(self.interval)
+
+    def peak(self, since: float = 0.0) -> int:
+        """The largest sum sampled at or after `since` (monotonic seconds)."""
+        return max((total for when, total, _, _ in self.samples if when >= since), default=0)
+
+    def peak_descendant(self) -> int:
+        """The largest resident set any one descendant (a worker) was sampled at."""
+        return max((largest for _, _, _, largest in self.samples), default=0)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
