@@ -19,7 +19,8 @@ from server import CODES
 def test_exported_names():
     assert sorted(client.__all__) == sorted([
         "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "EncryptedModel", "Forbidden",
-        "InternalServerError", "JobFailed", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
+        "InternalServerError", "JobFailed", "KeyStore", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError",
+        "Unauthorized",
     ])
     for name in client.__all__:
         assert hasattr(client, name), name
