@@ -32,6 +32,7 @@ __all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_C
 DEFAULT_SLOTS = 8192
 DEFAULT_MAX_CTS = 1024
 PLAIN_FIRST = "plain-first"
+SEQUENTIAL = "sequential"
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,11 @@ def compile_einsum(
     `pow2`, `pow4`, `pow16` rewrite every rotation into powers of 2, 4 or 16 (fewer distinct keys, more key
     switches), `plan` keeps one key per offset, `auto` keeps them unless they pass `key_budget`. The plan's
     evaluation keys must fit in `key_budget` bytes and its uploaded ciphertexts in `upload_budget` bytes
-    (`einfhe.plan.budget`): candidates (opt_einsum's path; with `optimize="auto"` and several plain operands, the
-    plain operands contracted first; cipher operands in natural layouts where client-packed ones upload too
-    much) are compared by estimated seconds, server steps plus client encryption, and the cheapest that fits is
-    kept (`plan.explain()` shows it beside the cheapest unconstrained one); `cost_model` replaces the calibrated
-    `einfhe.plan.cost.CostModel`.
+    (`einfhe.plan.budget`): candidates (opt_einsum's path; with `optimize="auto"` also the plain operands
+    contracted first, and the operands taken in order, each joining the running result; cipher operands in
+    natural layouts where client-packed ones upload too much) are compared by estimated seconds, server steps
+    plus client encryption, and the cheapest that fits is kept (`plan.explain()` shows it beside the cheapest
+    unconstrained one); `cost_model` replaces the calibrated `einfhe.plan.cost.CostModel`.
     `slots="auto"` compiles for each candidate slot count and keeps the plan whose 128-bit ring is cheapest
     (`einfhe.compiler.rings`).
     """
@@ -133,7 +134,7 @@ def compile_einsum(
         ops = [_natural(op, kind, slots) if natural else op for op, kind in zip(operands, kinds)]
         return _compile(subscripts, ops, slots, max_cts, strategy, cost_model, path, floor, cap)
 
-    paths = [optimize] + ([PLAIN_FIRST] if optimize == "auto" else [])
+    paths = [optimize] + ([PLAIN_FIRST, SEQUENTIAL] if optimize == "auto" else [])
     natural_too = any(k is not None and k.layout is None for k in kinds)
     return choose_plan(build, paths, budget, rotation_basis, cost_model, subscripts, natural_too)
 
@@ -153,9 +154,18 @@ def _plain_first_path(values: list) -> list[tuple[int, ...]] | None:
     return [plain] + [(0, 1)] * (len(values) - len(plain))
 
 
+def _sequential_path(values: list) -> list[tuple[int, ...]] | None:
+    """An opt_einsum path taking the operands in order, each joining the running result (None if < 3 values):
+    a fresh cipher operand is packed by the client to line up with the result, so a chain needs no relayout."""
+    if len(values) < 3:
+        return None
+    return [(0, 1)] + [(0, left - 1) for left in range(len(values) - 1, 1, -1)]
+
+
 def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimize, floor=None,
              cap: float = float("inf")) -> Plan | None:
-    """Compile along the path `optimize` (an opt_einsum optimizer or PLAIN_FIRST); None if that path is moot.
+    """Compile along the path `optimize` (an opt_einsum optimizer, PLAIN_FIRST or SEQUENTIAL); None if that path
+    is moot.
     With `floor` prices, building stops with `CostCapExceeded` once the emitted steps' floor passes `cap`."""
     if not isinstance(slots, int) or slots < 1 or slots & (slots - 1):
         raise EinsumError(f"slots must be a power of two or {AUTO_SLOTS!r}", slots=slots)
@@ -229,8 +239,8 @@ def _compile(subscripts, operands, slots, max_cts, strategy, cost_model, optimiz
             i for i, n in zip(value.indices, value.shape) if n == sizes[i] or sizes[i] == 1
         )
 
-    if optimize == PLAIN_FIRST:
-        optimize = _plain_first_path(values)
+    if optimize in (PLAIN_FIRST, SEQUENTIAL):
+        optimize = (_plain_first_path if optimize == PLAIN_FIRST else _sequential_path)(values)
         if optimize is None:
             return None
     terms = [effective_indices(v) for v in values]

@@ -91,6 +91,8 @@ def replicas_for(d: int, span: int) -> int:
 def _nonzero_diagonals(rows: int, cols: int, d: int, baby: int, giant: int, replicas: int) -> tuple[int, ...]:
     """The diagonal rows that a rows x cols matrix zero-padded to d x d leaves nonzero (remembered: the strategies
     tried on one contraction ask for the same, and at d = 4096 each answer costs half a second)."""
+    if rows == d and cols == d:  # no padding: every diagonal holds matrix entries
+        return tuple(range(baby * giant))
     op = Diagonals("", "", d, baby, giant, replicas, d * replicas)
     return tuple(np.flatnonzero(diagonals(np.ones((rows, cols)), op).any(axis=1)).tolist())
 
