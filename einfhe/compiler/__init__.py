@@ -1,8 +1,8 @@
 """Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`,
 with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`), the ring
 choice (`rings`), the contraction strategies (`strategies`), the model compiler (`model`, over the layers of
-`layers`), its bootstrap placement (`levels`), CNN layers as linear layers (`cnn`) and the integer-model reader
-(`integer_model`)."""
+`layers`, with the composite ReLU of `activations`), its bootstrap placement (`levels`), CNN layers as linear
+layers (`cnn`) and the integer-model reader (`integer_model`)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from .levels import LevelPlan, greedy_levels, plan_levels
 from .pricing import FloorPrices, MemoizedCostModel
 from .relayout import Move, relayout_moves
 from .search import choose_plan
-from .model import (
-    ChebyshevActivation, IntLinear, Linear, ModelPlan, Quadratic, Residual, SmallBatchWarning, Square, compile_model,
-)
+from .layers import ChebyshevActivation, CompositeReLU, IntLinear, Linear, Quadratic, Residual, Square
+from .model import ModelPlan, SmallBatchWarning, compile_model
 
 __all__ = [
     "CostCapExceeded", "FloorPrices", "MemoizedCostModel", "Move", "choose_plan", "relayout_moves",
-    "ChebyshevActivation", "Cipher", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "LevelPlan", "Linear", "ModelPlan",
-    "Packed", "PlanBuilder", "Quadratic", "Residual", "SmallBatchWarning", "Square", "cipher", "compile_einsum",
-    "compile_model", "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export", "avg_pool2d",
-    "conv2d", "conv_output_shape", "fold_batchnorm",
+    "ChebyshevActivation", "Cipher", "CompositeReLU", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "LevelPlan",
+    "Linear", "ModelPlan", "Packed", "PlanBuilder", "Quadratic", "Residual", "SmallBatchWarning", "Square", "cipher",
+    "compile_einsum", "compile_model", "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export",
+    "avg_pool2d", "conv2d", "conv_output_shape", "fold_batchnorm",
 ]

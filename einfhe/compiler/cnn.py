@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
-from .model import Linear
+from .layers import Linear
 
 __all__ = ["conv2d", "fold_batchnorm", "avg_pool2d", "conv_output_shape"]
 

@@ -1,4 +1,5 @@
-"""The layers a sequential model is made of: linear (float or integer), activations, residual blocks."""
+"""The layers a sequential model is made of: linear (float or integer), activations (with the composite ReLU of
+einfhe.compiler.activations), residual blocks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Union
 import numpy as np
 
 from ..errors import ModelError
+from .activations import CompositeReLU
 
-__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "Residual", "Layer"]
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "Residual", "Layer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,4 +87,4 @@ class Residual:
     layers: tuple
 
 
-Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, Residual]
+Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, CompositeReLU, Residual]

@@ -33,11 +33,11 @@ from ..layout import Dim, Layout, next_pow2
 from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
 from .builder import Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
-from .layers import ChebyshevActivation, IntLinear, Layer, Linear, Quadratic, Residual, Square
+from .layers import ChebyshevActivation, CompositeReLU, IntLinear, Layer, Linear, Quadratic, Residual, Square
 from .levels import PLACEMENTS, LevelPlan, profile_layer
 
-__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "Residual", "ModelPlan",
-           "SmallBatchWarning", "compile_model"]
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "Residual",
+           "ModelPlan", "SmallBatchWarning", "compile_model"]
 
 BATCH_INDEX = "Z"
 
@@ -123,13 +123,15 @@ class _ModelLowering:
 
     def apply(self, layer: Layer, position: int) -> None:
         """Lower one layer onto the current value."""
-        if isinstance(layer, (Square, Quadratic, ChebyshevActivation)):
+        if isinstance(layer, (Square, Quadratic, ChebyshevActivation, CompositeReLU)):
             if self.value is None:
                 raise ModelError("a model starts with a Linear layer")
             if isinstance(layer, Square):
                 self.square()
             elif isinstance(layer, Quadratic):
                 self.quadratic(layer)
+            elif isinstance(layer, CompositeReLU):
+                self.relu(layer)
             else:
                 self.chebyshev(layer)
             return
@@ -138,7 +140,7 @@ class _ModelLowering:
             return
         if not isinstance(layer, (Linear, IntLinear)):
             raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square, "
-                             "Quadratic, ChebyshevActivation, Residual", layer=position)
+                             "Quadratic, ChebyshevActivation, CompositeReLU, Residual", layer=position)
         weight = np.asarray(layer.weight, dtype=np.float64)
         if weight.ndim != 2 or weight.shape[1] != self.width:
             raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {self.width}",
@@ -286,6 +288,17 @@ class _ModelLowering:
                 series.append((flipped, layer.hi / p, layer.lo / p))
         self.value = self.builder.chebyshev(self.value, series)
         self.pending = np.ones_like(self.pending)
+
+    def relu(self, layer: CompositeReLU) -> None:
+        """x * (1 + s(x)) / 2, s the composite sign (einfhe.compiler.activations): its stages as Chebyshev series on
+        the value, one product with the value itself, and the value added back; the 1/2 joins the deferred scale."""
+        skip, skip_pending = self.value, self.pending
+        for coeffs, lo, hi in layer.stages:
+            self.chebyshev(ChebyshevActivation(coeffs, lo, hi))
+        self.spend(1)
+        product = self.builder.multiply(list(skip.cts), list(self.value.cts))
+        self.value = self.builder.add_values(Packed(tuple(product), skip.layout), skip)
+        self.pending = skip_pending / 2
 
     def quadratic(self, layer: Quadratic) -> None:
         """a*x^2 + b*x + c in one level: with x = p*s (p deferred), it is a*p^2 * (s^2 + b/(a*p) * s + c/(a*p^2));
