@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
+import select
 import socket
 import subprocess
 import time
@@ -37,6 +38,8 @@ def _exchange(url: str, chunks: list[bytes], pause: float = 0.0) -> tuple[bytes,
     started = time.monotonic()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         for chunk in chunks:
+            if select.select([sock], [], [], 0)[0]:  # the server has answered (or closed): stop sending, read why
+                break
             try:
                 sock.sendall(chunk)
             except (BrokenPipeError, ConnectionResetError):  # refused before we were done sending: read why
