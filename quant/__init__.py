@@ -9,12 +9,15 @@
 from quant import transforms as _transforms  # noqa: F401  (registers the transforms)
 from quant.activations import Square
 from quant.api import quantize_
+from quant.artifact import ARTIFACT_FORMAT, ARTIFACT_VERSION, read_artifact, write_artifact
 from quant.configs import ALLOWED_CONFIGS, FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, QuantConfig, config_from_json, config_to_json
 from quant.errors import CalibrationError, ConfigError, FormatError, QuantError, ShapeError
-from quant.export import export_integer_model
+from quant.integer_export import export_integer_model
 from quant.fmpq_linear import FMPQLinear
 from quant.int8_layers import Int8Conv2d, Int8Linear
 from quant.integer_format import IntegerModel, read_integer_model, run_integer_model
+from quant.graph_export import export
+from quant.graph_module import ArtifactModule, load_artifact
 from quant.integer_torch import integer_module, load_integer_module
 from quant.kv import KVQuantized
 from quant.kv_cache import QuantKVCache, dequantize_heads, quantize_heads
@@ -59,6 +62,13 @@ __all__ = [
     "save_quantized",
     "load_quantized",
     "export_integer_model",
+    "export",
+    "load_artifact",
+    "ArtifactModule",
+    "read_artifact",
+    "write_artifact",
+    "ARTIFACT_FORMAT",
+    "ARTIFACT_VERSION",
     "IntegerModel",
     "read_integer_model",
     "run_integer_model",
