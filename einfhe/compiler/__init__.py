@@ -2,10 +2,11 @@
 with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`), the ring
 choice (`rings`), the contraction strategies (`strategies`), the model compiler (`model`, over the layers of
 `layers`, with the composite ReLU of `activations`), its bootstrap placement (`levels`), CNN layers as linear
-layers (`cnn`) and the integer-model reader (`integer_model`)."""
+layers (`cnn`), the integer-model reader (`integer_model`) and the model-artifact reader (`artifact_model`)."""
 
 from __future__ import annotations
 
+from .artifact_model import encrypted_blockers, load_artifact_model, read_artifact_graph
 from .builder import CostCapExceeded, Packed, PlanBuilder
 from .cnn import avg_pool2d, conv2d, conv_output_shape, fold_batchnorm
 from .einsum import DEFAULT_MAX_CTS, DEFAULT_SLOTS, Cipher, cipher, compile_einsum
@@ -22,5 +23,6 @@ __all__ = [
     "ChebyshevActivation", "Cipher", "CompositeReLU", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "LevelPlan",
     "Linear", "ModelPlan", "Packed", "PlanBuilder", "Quadratic", "Residual", "SmallBatchWarning", "Square", "cipher",
     "compile_einsum", "compile_model", "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export",
-    "avg_pool2d", "conv2d", "conv_output_shape", "fold_batchnorm",
+    "avg_pool2d", "conv2d", "conv_output_shape", "fold_batchnorm", "encrypted_blockers", "load_artifact_model",
+    "read_artifact_graph",
 ]
