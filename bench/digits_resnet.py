@@ -6,6 +6,8 @@ Used by bench/models_bench.py and by the tests of the model artifact (quant.expo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
@@ -14,7 +16,7 @@ from torch import nn
 
 import quant
 
-__all__ = ["DigitsResNet", "digits_split", "train"]
+__all__ = ["DigitsResNet", "digits_split", "export_quantized", "train"]
 
 
 class DigitsResNet(nn.Module):
@@ -54,3 +56,19 @@ def train(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epochs: int = 150, 
         nn.functional.cross_entropy(model(X), y).backward()
         opt.step()
     return model.eval()
+
+
+def export_quantized(directory: str | Path, *, seed: int = 0) -> dict:
+    """Train the ResNet on the digits split, quantize its head (W4A16, one group per row) and export it with
+    ``quant.export`` to ``directory``: the model, the test images flattened, labels, float and quantized
+    predictions."""
+    Xtr, Xte, ytr, yte = digits_split()
+    torch.manual_seed(seed)
+    model = train(DigitsResNet(), Xtr, ytr, seed=seed)
+    with torch.no_grad():
+        float_pred = model(torch.from_numpy(Xte)).argmax(1).numpy()
+        quant.quantize_(model, quant.W4A16(group_size=64))
+        quant_pred = model(torch.from_numpy(Xte)).argmax(1).numpy()
+    quant.export(model, torch.from_numpy(Xtr[:256]), directory)
+    return {"model": model, "images": Xte, "X": Xte.reshape(len(Xte), -1), "y": yte, "float": float_pred,
+            "quant": quant_pred}

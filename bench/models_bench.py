@@ -1,6 +1,6 @@
 """Encrypted inference of small quantized models at 128-bit, against their float form and TenSEAL.
 
-    .venv/bin/python bench/models_bench.py [--tenseal-samples 10] [--repeats 3]
+    PYTHONPATH=. .venv/bin/python bench/models_bench.py [--tenseal-samples 10] [--repeats 3] [--models mlp,cnn,cancer,resnet]
 
 For each model (digits MLP 64-32-10 and a small digits CNN, both with square activations, and a
 breast-cancer MLP 30-16-2; trained here in seconds with torch on scikit-learn's bundled data), it prints:
@@ -8,7 +8,9 @@ float / 4-bit plaintext / encrypted accuracy on the whole test split, agreement 
 with the 4-bit plaintext model, and the levels, ring and evaluation time of the float-weight program and the
 quantized program, both batched (samples in the slots), all measured in the same run. For the digits MLP it
 also prints the single-sample latency and the same MLP run the way TenSEAL's tutorials do (one CKKSVector per
-sample, `mm`, `square`), for the ratio.
+sample, `mm`, `square`), for the ratio. `resnet` is bench/digits_resnet.py's ResNet-style CNN (BatchNorm, a skip
+connection) taken through quant's artifact: quant.export, plaintext by quant.load_artifact, encrypted from
+einfhe's reader of the same files.
 
     .venv/bin/python bench/models_bench.py --one-sample [--repeats 7]
 
@@ -34,7 +36,9 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import quant
-from einfhe.compiler.model import IntLinear, Linear, _compile_program, compile_model
+from bench.digits_resnet import DigitsResNet, digits_split, train
+from einfhe.compiler import load_artifact_model
+from einfhe.compiler.model import IntLinear, Linear, Residual, _compile_program, compile_model
 
 
 def _data(name: str):
@@ -70,7 +74,9 @@ def _train(net: nn.Module, X, y, seed: int = 0) -> nn.Module:
 
 
 def _float_layers(layers):
-    return [Linear(layer.weight, layer.bias) if isinstance(layer, IntLinear) else layer for layer in layers]
+    return [Linear(layer.weight, layer.bias) if isinstance(layer, IntLinear)
+            else Residual(tuple(_float_layers(layer.layers))) if isinstance(layer, Residual) else layer
+            for layer in layers]
 
 
 def _encrypted(layers, n_features, X, repeats):
@@ -187,16 +193,51 @@ def run(name: str, kind: str, args) -> None:
                   f"{tenseal_s / ours:.1f}x")
 
 
+def run_resnet(args) -> None:
+    """The digits ResNet (BatchNorm, a skip connection) through quant's artifact: trained, quantized (head W4A16),
+    exported with quant.export, run in plaintext by quant.load_artifact (QuantLinear) and encrypted from einfhe's
+    reading of the same files; float-weight and integer programs timed side by side."""
+    Xtr, Xte, ytr, yte = digits_split()
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    net = train(DigitsResNet(), Xtr, ytr)
+    trained = time.perf_counter() - start
+    with torch.no_grad():
+        float_acc = (net(torch.from_numpy(Xte)).argmax(1).numpy() == yte).mean()
+        quant.quantize_(net, quant.W4A16(group_size=64))
+        quantized = net(torch.from_numpy(Xte)).argmax(1).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        quant.export(net, torch.from_numpy(Xtr[:256]), tmp)
+        with torch.no_grad():
+            plain = quant.load_artifact(tmp)(torch.from_numpy(Xte)).argmax(1).numpy()
+        layers, n_features = load_artifact_model(tmp)
+    flat = Xte.reshape(len(Xte), -1)
+    print(f"\n=== digits resnet (artifact): trained in {trained:.1f} s; float accuracy {float_acc:.4f}, quantized torch "
+          f"{(quantized == yte).mean():.4f}, artifact plaintext {(plain == yte).mean():.4f} (agreement with the "
+          f"quantized torch model {(plain == quantized).mean():.4f})")
+    for label, program in (("float weights", _float_layers(layers)), ("4-bit integer", layers)):
+        model, ctx, seconds, out = _encrypted(program, n_features, flat, args.repeats)
+        pred = out.argmax(1)
+        print(f"  {label:14s} depth {model.plan.depth}  N={ctx.params.ring_dim}  {len(model.plan.steps)} steps  "
+              f"{seconds:.2f} s per batch of {len(flat)}  encrypted accuracy {(pred == yte).mean():.4f}  "
+              f"agreement with the quantized torch model {(pred == quantized).mean():.4f}")
+
+
 def main() -> None:
     """Run every model and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tenseal-samples", type=int, default=10, help="0 skips the TenSEAL baseline")
     parser.add_argument("--one-sample", action="store_true", help="the digits MLP's single sample, three ways, only")
+    parser.add_argument("--models", default="mlp,cnn,cancer,resnet", help="comma-separated subset to run")
     args = parser.parse_args()
-    models = (("digits", "mlp"),) if args.one_sample else (("digits", "mlp"), ("digits", "cnn"), ("breast_cancer", "mlp"))
-    for name, kind in models:
-        run(name, kind, args)
+    chosen = "mlp" if args.one_sample else args.models
+    for key, (name, kind) in (("mlp", ("digits", "mlp")), ("cnn", ("digits", "cnn")),
+                              ("cancer", ("breast_cancer", "mlp"))):
+        if key in chosen.split(","):
+            run(name, kind, args)
+    if "resnet" in chosen.split(","):
+        run_resnet(args)
 
 
 if __name__ == "__main__":

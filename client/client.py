@@ -91,11 +91,14 @@ class Client:
 
     def register_model(self, name: str, directory, *, slots: int = 8192, insecure_test_params: bool = False,
                        noise_flooding: bool = False) -> dict:
-        """Register quant's integer export in `directory` (operators only) as a gzipped tar; returns the model.
-        `noise_flooding` compiles it on the parameters flooding clients need (Parameters.for_noise_flooding)."""
+        """Register quant's artifact (`quant.export`) or integer export in `directory` (operators only) as a gzipped
+        tar; returns the model. `noise_flooding` compiles it on the parameters flooding clients need
+        (Parameters.for_noise_flooding)."""
+        artifact = (Path(directory) / "graph.json").exists()
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-            for filename in ("manifest.json", "model.npz"):
+            for filename in ("manifest.json", "graph.json", "weights.safetensors") if artifact else \
+                    ("manifest.json", "model.npz"):
                 archive.add(Path(directory) / filename, arcname=filename)
         params = {"name": name, "slots": slots, "insecure_test_params": insecure_test_params,
                   "noise_flooding": noise_flooding}

@@ -1,8 +1,11 @@
 """`EncryptedModel`: inference on a model the server holds, with inputs and outputs encrypted by this client.
 
+    quant.quantize_(net, quant.W4A16(group_size=64))  # the operator: any torch module, quantized,
+    quant.export(net, X_train[:256], "artifact/")      # exported (torch.fx) as one artifact,
+    Client(url, operator_token).register_model("digits", "artifact/")   # and registered
     model = EncryptedModel("http://127.0.0.1:8000", "digits", token=token)
     probabilities = model.infer(x)                   # x: (features,) or (batch, features), encrypted here
-    same_model = model.infer(x, encrypted=False)      # plaintext, for comparison
+    same_model = model.infer(x, encrypted=False)      # plaintext, on quant's kernels in a server worker
 
 On first encrypted use the client reads the model's requirements (`GET /models/{id}`: per program, parameters,
 input layout, rotations), generates keys locally for the program's parameters, and uploads the evaluation keys
@@ -17,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 
+import msgpack
 import numpy as np
 from tqdm import tqdm
 
@@ -30,7 +34,8 @@ __all__ = ["EncryptedModel"]
 
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, dtype=np.float64), allow_pickle=False)
+    array = np.asarray(array)
+    np.save(buffer, array if array.dtype.kind in "iu" else array.astype(np.float64), allow_pickle=False)
     return buffer.getvalue()
 
 
@@ -92,19 +97,28 @@ class EncryptedModel:
             self.client.context_for(self._program(variant)[1])
 
     def infer(self, x, *, encrypted: bool = True) -> np.ndarray:
-        """The model's outputs for one sample (features,) or a batch (batch, features), as a numpy array."""
-        x = np.asarray(x, dtype=np.float64)
+        """The model's outputs for one sample (features,) or a batch (batch, features), as a numpy array; a model
+        with several inputs (token ids and a mask) takes a dict {input name: batch} in plaintext."""
         if not encrypted:
-            response = self.client.http.request("POST", f"/models/{self.info['id']}/infer", content=_npy(x),
-                                                headers={"Content-Type": "application/octet-stream"},
-                                                idempotent=True)
+            if isinstance(x, dict):
+                content, media = msgpack.packb({name: _npy(v) for name, v in x.items()}), "application/msgpack"
+            else:
+                content, media = _npy(x), "application/octet-stream"
+            response = self.client.http.request("POST", f"/models/{self.info['id']}/infer", content=content,
+                                                headers={"Content-Type": media}, idempotent=True)
             return np.load(io.BytesIO(response.content), allow_pickle=False)
+        x = np.asarray(x, dtype=np.float64)
+        if not self.info["programs"]:
+            raise ValueError(f"the model is served in plaintext only ({', '.join(self.info['encrypted_blockers'])} "
+                             "cannot run encrypted yet): call infer(x, encrypted=False)")
         n_features = self.info["n_features"]
         if x.shape[-1:] != (n_features,) or x.ndim not in (1, 2):
             raise ValueError(f"the model takes samples of {n_features} features: (features,) or (batch, features), "
                              f"not {x.shape}")
-        if x.ndim == 1:
+        if x.ndim == 1 and "single" in self.info["programs"]:
             return self._run("single", x)
+        if x.ndim == 1:  # a model with skip connections has the batched program only: a batch of one
+            return self.infer(x[None], encrypted=True)[0]
         program, _ = self._program("batch")
         size = program.batch
         chunks = range(0, len(x), size)

@@ -11,21 +11,27 @@ module path, for a submodule's call): ``range`` is the calibrated range of
 its first input on the example inputs (what a polynomial stand-in for an activation is fitted on), ``shape`` its
 output's shape without the batch axis (the first axis, always the batch). Ops and their attrs:
 
-- ``linear`` ``{"format": "W4A16" | "W4A8" | "W4A4", "layer": QuantLinear.describe()}`` with the QuantLinear's
-  own buffers (``qweight`` int32 packed int4 as ``quant.packing`` documents, ``scales``/``zeros`` fp16 [groups, N],
-  W4A8's ``gscale``/``gzero`` uint8 and ``wscale``, W4A4's ``oweight``/``oscale``/``outlier_idx``, ``bias``,
-  ``input_scale``); or ``{"format": "W8A16" | "W8A8", "in_features", "out_features"}`` with ``weight`` int8
-  [N, K], ``scale`` float32 [N] and ``bias``, ``input_scale`` (W8A8: activations int8 per token).
+- ``linear`` ``{"format": the config's name, "layer": QuantLayer.describe()}`` with the quantized layer's own
+  buffers (for ``QuantLinear``: ``qweight`` int32 packed int4 as ``quant.packing`` documents, W4A16's
+  ``scales``/``zeros`` fp16 [groups, N], W4A8's ``gscale``/``gzero`` uint8 and ``wscale``, W4A4's ``scales``,
+  ``oweight``/``oscale``/``outlier_idx``; ``W8A8Linear``, ``FMPQLinear``: theirs; ``bias``, ``input_scale``);
+  or, without ``layer``, ``{"format": "W8A16" | "W8A8", "in_features", "out_features"}`` with ``weight`` int8
+  [N, K], ``scale`` float32 [N] and ``bias``, ``input_scale`` (W8A8: activations int8 per token): a float
+  ``nn.Linear`` quantized at export, or an ``Int8Linear``.
 - ``conv2d`` ``{"format": "W8A16", "stride", "padding"}``: ``weight`` int8 [Cout, Cin, kh, kw], ``scale``,
   ``bias``; a BatchNorm right after a convolution is folded into it at export.
 - ``batchnorm`` (one not folded): ``scale``, ``shift`` float32 per channel (axis 1).
 - ``layernorm`` ``{"normalized_shape", "eps"}``, ``weight``, ``bias``; ``embedding`` ``{"client_side": true}``,
   ``weight`` float32 [vocab, dim]: a lookup the client does before encrypting.
-- ``add``, ``sub``, ``mul``, ``div``: two inputs, or one and ``{"constant": c}``; ``matmul``: two inputs.
-- ``relu``, ``gelu`` ``{"approximate"}``, ``silu``, ``tanh``, ``sigmoid``, ``square``, ``softmax`` ``{"dim"}``.
-- ``avgpool`` ``{"kernel_size", "stride"}``, ``mean`` ``{"dim", "keepdim"}``, ``flatten`` ``{"start_dim",
-  "end_dim"}``, ``reshape`` ``{"shape"}`` (after the batch axis), ``permute`` ``{"dims"}``, ``transpose``
-  ``{"dim0", "dim1"}``.
+- ``add``, ``sub``, ``mul``, ``div``: two inputs, or one and ``{"constant": c}`` (``"reversed": true``: the
+  constant on the left); ``matmul``: two inputs.
+- ``relu``, ``gelu`` ``{"approximate"}``, ``silu``, ``tanh``, ``sigmoid``, ``square``, ``softmax`` ``{"dim"}``,
+  ``normalize`` ``{"p", "dim", "eps"}``, ``clamp`` ``{"min", "max"}``.
+- ``avgpool`` ``{"kernel_size", "stride"}``, ``mean`` and ``sum`` ``{"dim", "keepdim"}``, ``flatten``
+  ``{"start_dim", "end_dim"}``, ``reshape`` ``{"shape"}``, ``permute`` ``{"dims"}``, ``transpose`` ``{"dim0",
+  "dim1"}``, ``index`` ``{"index": [null | ":" | "..." | int, ...]}``, ``cast`` ``{"dtype"}``, ``zeros_like``,
+  ``arange`` ``{"end"}`` (no input). A size in ``shape`` or ``end`` is an int or ``["size", value, axis]`` (the
+  size of an earlier value, so the model follows its input's shape) or ``["floordiv", size, c]``.
 """
 
 from __future__ import annotations

@@ -14,31 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from quant.activations import Square
 from quant.artifact import write_artifact
 from quant.errors import FormatError
+from quant.graph_functions import translate_call
 from quant.int8_layers import Int8Conv2d, Int8Linear, int8_per_channel
-from quant.linear import QuantLinear
+from quant.layer_base import QuantLayer
 
 __all__ = ["export"]
 
-_LEAVES = (QuantLinear, Int8Linear, Int8Conv2d, Square)
+_LEAVES = (QuantLayer, Int8Linear, Int8Conv2d, Square)
 _ACT_MODULES = {nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
                 Square: "square"}
-_ACT_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.gelu: "gelu", F.silu: "silu", torch.tanh: "tanh",
-                  torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.tanh: "tanh"}
-_ARITHMETIC = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub", operator.mul: "mul",
-               torch.mul: "mul", operator.truediv: "div", torch.div: "div", operator.matmul: "matmul",
-               torch.matmul: "matmul", torch.bmm: "matmul"}
 _ALIASES = (nn.Dropout, nn.Identity)
-_ALIAS_METHODS = ("contiguous", "clone", "detach")
 
 
 class _Tracer(fx.Tracer):
-    """torch.fx's tracer, keeping quant's layers whole like torch.nn's."""
+    """torch.fx's tracer, keeping quant's layers (every QuantLayer format) whole like torch.nn's."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         """True for torch.nn's layers and quant's."""
@@ -85,6 +79,20 @@ class _Exporter:
             raise FormatError("expected a constant argument here", node=node.name, op=str(node.target))
         return value
 
+    def dim(self, arg: Any, node: fx.Node) -> int | list:
+        """A size argument: an int, or ``["size", value, axis]`` where it reads a traced tensor's size (so the
+        artifact follows the input's shape), or ``["floordiv", dim, c]`` of one."""
+        if isinstance(arg, fx.Node) and arg.target is operator.getitem:
+            source, axis = arg.args
+            if isinstance(source, fx.Node) and ((source.target is getattr and source.args[1] == "shape") or
+                                                (source.target == "size" and len(source.args) == 1)):
+                return ["size", self.names[source.args[0].name], int(axis)]
+        if isinstance(arg, fx.Node) and arg.target == "size" and len(arg.args) == 2:
+            return ["size", self.names[arg.args[0].name], int(self.constant(arg.args[1], node))]
+        if isinstance(arg, fx.Node) and arg.target is operator.floordiv:
+            return ["floordiv", self.dim(arg.args[0], node), int(self.constant(arg.args[1], node))]
+        return int(self.constant(arg, node))
+
     def add(self, node: fx.Node, op: str, inputs: list, attrs: dict | None = None,
             weights: dict[str, torch.Tensor] | None = None) -> None:
         """Record an artifact node for the fx node ``node``."""
@@ -115,7 +123,7 @@ class _Exporter:
         elif type(module) in _ACT_MODULES:
             attrs = {"approximate": module.approximate} if isinstance(module, nn.GELU) else {}
             self.add(node, _ACT_MODULES[type(module)], [x], attrs)
-        elif isinstance(module, (QuantLinear, Int8Linear, nn.Linear)):
+        elif isinstance(module, (QuantLayer, Int8Linear, nn.Linear)):
             self.add(node, "linear", [x], *_linear(module))
         elif isinstance(module, nn.Conv2d):
             self.add(node, "conv2d", [x], *self.conv2d(node, module))
@@ -169,48 +177,6 @@ class _Exporter:
             raise FormatError("adaptive pooling exports only when the output size divides the input", node=node.name)
         return {"kernel_size": [h // oh, w // ow], "stride": [h // oh, w // ow]}
 
-    def call_function(self, node: fx.Node, name: str, args: tuple, kwargs: dict) -> None:
-        """Translate a call of a torch function, an operator or a tensor method (``name`` is its short name)."""
-        tensors = [a for a in args if self.is_tensor(a)]
-        if name in _ALIAS_METHODS:
-            self.alias(node, args[0])
-        elif node.target in _ARITHMETIC or name in ("add", "sub", "mul", "div", "matmul"):
-            op = _ARITHMETIC.get(node.target, name)
-            if len(tensors) == 2:
-                self.add(node, op, tensors)
-            elif op != "matmul" and len(tensors) == 1 and tensors[0] is args[0]:
-                self.add(node, op, tensors, {"constant": float(self.constant(args[1], node))})
-            else:
-                raise FormatError("arithmetic exports with the tensor first, or two tensors", node=node.name, op=op)
-        elif node.target in _ACT_FUNCTIONS or name in ("relu", "sigmoid", "tanh"):
-            attrs = {"approximate": kwargs.get("approximate", "none")} if node.target is F.gelu else {}
-            self.add(node, _ACT_FUNCTIONS.get(node.target, name), tensors[:1], attrs)
-        elif name == "softmax":
-            dim = kwargs["dim"] if "dim" in kwargs else args[1]
-            self.add(node, "softmax", tensors[:1], {"dim": int(self.constant(dim, node))})
-        elif name == "flatten":
-            rest = [self.constant(a, node) for a in args[1:]]
-            start, end = (rest + [kwargs.get("start_dim", 0), kwargs.get("end_dim", -1)][len(rest):])[:2]
-            self.add(node, "flatten", tensors[:1], {"start_dim": int(start), "end_dim": int(end)})
-        elif name in ("view", "reshape"):
-            self.add(node, "reshape", tensors[:1], {"shape": self.seen[node.name]["shape"][1:]})
-        elif name == "permute":
-            dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-            self.add(node, "permute", tensors[:1], {"dims": [int(self.constant(d, node)) for d in dims]})
-        elif name == "transpose":
-            self.add(node, "transpose", tensors[:1], {"dim0": int(self.constant(args[1], node)),
-                                                      "dim1": int(self.constant(args[2], node))})
-        elif name == "mean":
-            dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
-            dims = [int(dims)] if isinstance(dims, int) else [int(d) for d in dims]
-            self.add(node, "mean", tensors[:1], {"dim": dims, "keepdim": bool(kwargs.get("keepdim", False))})
-        elif name in ("adaptive_avg_pool2d", "avg_pool2d"):
-            module = (nn.AdaptiveAvgPool2d(self.constant(args[1], node)) if name == "adaptive_avg_pool2d"
-                      else nn.AvgPool2d(*(self.constant(a, node) for a in args[1:])))
-            self.add(node, "avgpool", tensors[:1], self.pooling(node, module))
-        else:
-            raise FormatError("this op has no artifact node kind", node=node.name, op=name)
-
 
 def _pair(value: Any) -> list[int]:
     """A torch size argument as two ints."""
@@ -225,7 +191,7 @@ def _batchnorm_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _linear(module: nn.Module) -> tuple[dict, dict]:
     """A linear layer's attrs and tensors in its own format (float ``nn.Linear`` quantized to W8A16)."""
-    if isinstance(module, QuantLinear):
+    if isinstance(module, QuantLayer):
         return {"format": type(module.config).__name__, "layer": module.describe()}, dict(module.state_dict())
     if isinstance(module, Int8Linear):
         attrs = {"format": "W8A8" if module.activation_bits == 8 else "W8A16", "in_features": module.in_features,
@@ -273,7 +239,7 @@ def export(model: nn.Module, example_inputs: torch.Tensor | tuple, path: str | P
         elif node.op == "call_module":
             exporter.call_module(node)
         elif node.op in ("call_function", "call_method") and exporter.is_tensor(node):
-            exporter.call_function(node, _short_name(node), node.args, node.kwargs)
+            translate_call(exporter, node, _short_name(node), node.args, node.kwargs)
         elif node.op == "get_attr" and exporter.is_tensor(node):
             raise FormatError("a parameter used directly in forward has no artifact op", node=node.name)
     return write_artifact(path, {"inputs": graph_inputs, "nodes": exporter.nodes, "outputs": outputs},

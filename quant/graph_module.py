@@ -1,7 +1,7 @@
 """An artifact loaded back into torch: ``ArtifactModule`` runs the DAG on quant's layers and kernel dispatch.
 
-Linear layers become ``QuantLinear`` (W4A16, W4A8, W4A4, their buffers loaded as exported) or ``Int8Linear``
-(W8A16, W8A8), convolutions ``Int8Conv2d``: on CUDA tensors they run the Triton kernels, elsewhere the torch
+Linear layers become the quantized layer of their format (``QuantLinear`` for W4A16, W4A8, W4A4; ``W8A8Linear``,
+``FMPQLinear``, ...: their buffers loaded as exported) or ``Int8Linear`` (W8A16), convolutions ``Int8Conv2d``: on CUDA tensors they run the Triton kernels, elsewhere the torch
 references beside them. The other ops are the torch functions they were traced from.
 """
 
@@ -17,15 +17,30 @@ from torch import nn
 from quant.artifact import read_artifact
 from quant.errors import FormatError
 from quant.int8_layers import Int8Conv2d, Int8Linear
-from quant.linear import QuantLinear
+from quant.layers import layer_from_description
 
 __all__ = ["ArtifactModule", "load_artifact"]
 
+def _arithmetic(fn: Callable) -> Callable[..., torch.Tensor]:
+    """An elementwise op on two values, or on one and the node's constant (on the left when ``reversed``)."""
+    def run(attrs: dict, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        if b is not None:
+            return fn(a, b)
+        return fn(attrs["constant"], a) if attrs.get("reversed") else fn(a, attrs["constant"])
+    return run
+
+
+def _index(attrs: dict, x: torch.Tensor) -> torch.Tensor:
+    """Index with the node's entries (null: new axis, ":" all, "..." ellipsis, ints)."""
+    table = {":": slice(None), "...": Ellipsis, None: None}
+    return x[tuple(table[item] if item in table else int(item) for item in attrs["index"])]
+
+
 _FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
-    "add": lambda attrs, a, b=None: a + (attrs["constant"] if b is None else b),
-    "sub": lambda attrs, a, b=None: a - (attrs["constant"] if b is None else b),
-    "mul": lambda attrs, a, b=None: a * (attrs["constant"] if b is None else b),
-    "div": lambda attrs, a, b=None: a / (attrs["constant"] if b is None else b),
+    "add": _arithmetic(torch.add),
+    "sub": _arithmetic(torch.sub),
+    "mul": _arithmetic(torch.mul),
+    "div": _arithmetic(torch.div),
     "matmul": lambda attrs, a, b: a @ b,
     "relu": lambda attrs, x: torch.relu(x),
     "gelu": lambda attrs, x: F.gelu(x, approximate=attrs.get("approximate", "none")),
@@ -36,11 +51,28 @@ _FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "softmax": lambda attrs, x: torch.softmax(x, attrs["dim"]),
     "avgpool": lambda attrs, x: F.avg_pool2d(x, attrs["kernel_size"], attrs["stride"]),
     "mean": lambda attrs, x: x.mean(attrs["dim"], keepdim=attrs["keepdim"]),
+    "sum": lambda attrs, x: x.sum(attrs["dim"], keepdim=attrs["keepdim"]),
+    "clamp": lambda attrs, x: x.clamp(min=attrs["min"], max=attrs["max"]),
+    "normalize": lambda attrs, x: F.normalize(x, p=attrs["p"], dim=attrs["dim"], eps=attrs["eps"]),
     "flatten": lambda attrs, x: torch.flatten(x, attrs["start_dim"], attrs["end_dim"]),
-    "reshape": lambda attrs, x: x.reshape(x.shape[0], *attrs["shape"]),
+    "reshape": lambda attrs, x: x.reshape(*attrs["shape"]),
     "permute": lambda attrs, x: x.permute(*attrs["dims"]),
     "transpose": lambda attrs, x: x.transpose(attrs["dim0"], attrs["dim1"]),
+    "index": _index,
+    "cast": lambda attrs, x: x.to(getattr(torch, attrs["dtype"])),
+    "zeros_like": lambda attrs, x: torch.zeros_like(x),
+    "arange": lambda attrs: torch.arange(attrs["end"]),
 }
+_SIZED = {"reshape": "shape", "arange": "end"}  # attrs holding sizes that follow other values' shapes
+
+
+def _size(expr: Any, values: dict[str, torch.Tensor]) -> Any:
+    """Evaluate a size attr: ints as they are, ``["size", value, axis]``, ``["floordiv", size, c]``, lists of them."""
+    if isinstance(expr, list) and expr and expr[0] == "size":
+        return values[expr[1]].shape[expr[2]]
+    if isinstance(expr, list) and expr and expr[0] == "floordiv":
+        return _size(expr[1], values) // expr[2]
+    return [_size(item, values) for item in expr] if isinstance(expr, list) else expr
 
 
 class _ChannelAffine(nn.Module):
@@ -60,8 +92,8 @@ class _ChannelAffine(nn.Module):
 def _layer(node: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
     """The torch module of a node that holds weights."""
     op, attrs = node["op"], node["attrs"]
-    if op == "linear" and attrs["format"] in ("W4A16", "W4A8", "W4A4"):
-        layer = QuantLinear.from_description(attrs["layer"])
+    if op == "linear" and "layer" in attrs:  # a QuantLayer of any format, its buffers as it holds them
+        layer = layer_from_description(attrs["layer"])
         layer.load_state_dict(weights, strict=True)
         return layer
     if op == "linear":
@@ -108,7 +140,11 @@ class ArtifactModule(nn.Module):
             if node["op"] in _WEIGHTED:
                 values[node["name"]] = self.layers[node["name"]](*args)
             else:
-                values[node["name"]] = _FUNCTIONS[node["op"]](node["attrs"], *args)
+                attrs = node["attrs"]
+                if node["op"] in _SIZED:
+                    key = _SIZED[node["op"]]
+                    attrs = {**attrs, key: _size(attrs[key], values)}
+                values[node["name"]] = _FUNCTIONS[node["op"]](attrs, *args)
         outputs = tuple(values[name] for name in self.output_names)
         return outputs[0] if len(outputs) == 1 else outputs
 

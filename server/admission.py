@@ -49,7 +49,7 @@ BODY_RULES = (
     BodyRule("POST", r"/jobs", _TENSORS, "max_ciphertext_bytes"),
     BodyRule("POST", r"/models", ("application/x-tar", *MODEL_MEDIA_TYPES), "max_model_bytes"),
     BodyRule("POST", rf"/models/{_ID}/jobs", _TENSORS, "max_ciphertext_bytes"),
-    BodyRule("POST", rf"/models/{_ID}/infer", ("application/octet-stream",), "max_operand_bytes"),
+    BodyRule("POST", rf"/models/{_ID}/infer", _TENSORS, "max_operand_bytes"),  # msgpack: several named inputs
 )
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 

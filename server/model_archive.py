@@ -1,11 +1,14 @@
-"""Read a model upload (the two files of quant's integer export) from a tar, zip or msgpack body, never unpickling.
+"""Read a model upload (quant's artifact, or its older integer export) from a tar, zip or msgpack body, never
+unpickling.
 
-    tar (application/x-tar, optionally gzip)   manifest.json and model.npz, at the top or in one directory
+    tar (application/x-tar, optionally gzip)   manifest.json, graph.json and weights.safetensors (quant.export), or
+                                               manifest.json and model.npz (quant.export_integer_model), at the top
+                                               or in one directory
     zip (application/zip)                      the same
-    msgpack (application/msgpack)              {"manifest.json": bin|str, "model.npz": bin}
+    msgpack (application/msgpack)              {"manifest.json": bin|str, "graph.json": bin|str, ...}
 
-Nothing is extracted to disk: members are read into memory, each capped, and only regular files named
-exactly ``manifest.json`` or ``model.npz`` are accepted (no links, no paths that climb, no other members).
+Nothing is extracted to disk: members are read into memory, each capped, and only regular files with exactly
+those names are accepted (no links, no paths that climb, no other members), all of one of the two sets.
 Before tarfile or zipfile parse anything, server.archive_limits bounds what they would allocate: a tar's headers
 (GNU long names, pax records) and decompressed size, a zip's member count.
 """
@@ -21,9 +24,12 @@ from .codecs import MSGPACK_TYPES, unpack_msgpack
 from .archive_limits import check_zip_directory, scan_tar
 from .errors import ServiceError
 
-__all__ = ["MODEL_FILES", "MODEL_MEDIA_TYPES", "read_model_upload"]
+__all__ = ["ARTIFACT_FILES", "MODEL_FILES", "MODEL_MEDIA_TYPES", "read_model_upload"]
 
 MODEL_FILES = ("manifest.json", "model.npz")
+ARTIFACT_FILES = ("manifest.json", "graph.json", "weights.safetensors")
+_NAMES = tuple(dict.fromkeys(MODEL_FILES + ARTIFACT_FILES))
+_TEXT_FILES = ("manifest.json", "graph.json")
 _TAR_TYPES = ("application/x-tar", "application/tar", "application/gzip", "application/x-gzip",
               "application/x-gtar")
 _ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
@@ -35,9 +41,10 @@ _MAX_NPZ_ARRAYS = 4096
 def _member_name(path: str) -> str:
     """The file name of an archive member at the top or one directory down, refusing anything else."""
     parts = PurePosixPath(path.replace("\\", "/")).parts
-    if not parts or len(parts) > 2 or any(p in ("..", "/", "") for p in parts) or parts[-1] not in MODEL_FILES:
+    if not parts or len(parts) > 2 or any(p in ("..", "/", "") for p in parts) or parts[-1] not in _NAMES:
         raise ServiceError("malformed_model", f"unexpected archive member {path!r}: the upload holds exactly "
-                                              f"{' and '.join(MODEL_FILES)} (at the top or in one directory)")
+                                              f"{', '.join(ARTIFACT_FILES)} or {' and '.join(MODEL_FILES)} (at the "
+                                              "top or in one directory)")
     return parts[-1]
 
 
@@ -80,14 +87,15 @@ def _from_zip(body: bytes, limit: int) -> dict[str, bytes]:
 
 
 def _from_msgpack(body: bytes, limit: int) -> dict[str, bytes]:
-    value = unpack_msgpack(body, "model upload", len(MODEL_FILES))
-    if not isinstance(value, dict) or set(value) != set(MODEL_FILES):
-        raise ServiceError("malformed_model", f"a msgpack model upload is a map with exactly the keys {MODEL_FILES}")
+    value = unpack_msgpack(body, "model upload", len(ARTIFACT_FILES))
+    if not isinstance(value, dict) or set(value) not in (set(MODEL_FILES), set(ARTIFACT_FILES)):
+        raise ServiceError("malformed_model", f"a msgpack model upload is a map with exactly the keys "
+                                              f"{ARTIFACT_FILES} or {MODEL_FILES}")
     files = {}
-    for name in MODEL_FILES:
-        data = value[name].encode() if isinstance(value[name], str) else value[name]
+    for name in value:
+        data = value[name].encode() if isinstance(value[name], str) and name in _TEXT_FILES else value[name]
         if not isinstance(data, bytes):
-            raise ServiceError("malformed_model", f"{name} must be bytes (bin) or, for the manifest, a string")
+            raise ServiceError("malformed_model", f"{name} must be bytes (bin) or, for JSON files, a string")
         _checked(files, name, len(data), limit)
         files[name] = data
     return files
@@ -108,10 +116,13 @@ def read_model_upload(body: bytes, content_type: str, limit: int) -> dict[str, b
                                                          f"{MSGPACK_TYPES[0]}, not {media!r}")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
         raise ServiceError("malformed_model", f"the upload is not a readable {media} archive: {exc}") from exc
+    if set(files) == set(ARTIFACT_FILES):
+        return files
     missing = [name for name in MODEL_FILES if name not in files]
-    if missing:
-        raise ServiceError("malformed_model", f"the upload lacks {', '.join(missing)} (quant.export_integer_model "
-                                              "writes both)")
+    if missing or set(files) != set(MODEL_FILES):
+        raise ServiceError("malformed_model", f"the upload holds {sorted(files)}: send {', '.join(ARTIFACT_FILES)} "
+                                              f"(quant.export) or {' and '.join(MODEL_FILES)} "
+                                              "(quant.export_integer_model)")
     _check_npz(files["model.npz"], limit)
     return files
 

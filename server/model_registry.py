@@ -1,6 +1,6 @@
-"""Register a model: store its integer export, compile its encrypted programs, record what a client needs.
+"""Register a model: store its artifact (or integer export), compile its encrypted programs, record what a client needs.
 
-    <data_dir>/blobs/models/<id>/manifest.json, model.npz      the upload, as sent
+    <data_dir>/blobs/models/<id>/manifest.json, graph.json, weights.safetensors (or model.npz)   the upload, as sent
     <data_dir>/blobs/models/<id>/<variant>.plan.json           each compiled program's plan
     <data_dir>/blobs/models/<id>/<variant>.<position>.npy      its plaintext operands (weights, biases)
 
@@ -84,7 +84,8 @@ def _store_program(directory: Path, variant: str, program: ModelPlan, params: Pa
 
 def register_model(service: Service, tenant: str, name: str, files: dict[str, bytes], *, slots: int,
                    insecure_test_params: bool = False, noise_flooding: bool = False) -> dict:
-    """Store and compile an uploaded integer model; return its stored row. A name names one model (409 otherwise)."""
+    """Store and compile an uploaded model (artifact or integer export); return its stored row. A name names one
+    model (409 otherwise)."""
     taken = service.store.get_shared("models", name=name)
     if taken is not None:
         raise ServiceError("name_taken", f"a model named {name!r} is registered (id {taken['id']}): delete it "
@@ -96,11 +97,13 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
     try:
         for filename, data in files.items():
             (work / filename).write_bytes(data)
-        manifest = read_checked(work)
-        compiled = compile_variants(work, manifest.get("input_shape"), slots)
+        uploaded = read_checked(work)
+        compiled = compile_variants(work, uploaded, slots)
         programs = {}
         for variant in VARIANTS:
-            program = compiled.programs[variant]
+            program = compiled.programs.get(variant)
+            if program is None:
+                continue
             steps = len(program.plan.steps)
             if steps > service.settings.max_plan_steps:
                 raise ServiceError("work_limit_exceeded", f"the {variant} program has {steps} steps; this server's "
@@ -112,9 +115,9 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
         raise storage_error(exc, "store the model's files") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = {"input_shape": manifest.get("input_shape"), "n_features": compiled.n_features,
-               "n_outputs": compiled.n_outputs,
-               "layers": [f"{layer['op']}:{layer.get('fn') or layer.get('name', '')}" for layer in manifest["layers"]]}
+    summary = {"input_shape": uploaded.input_shape, "n_features": compiled.n_features,
+               "n_outputs": compiled.n_outputs, "layers": uploaded.layers, "kind": uploaded.kind,
+               "encrypted_blockers": uploaded.blockers, "inputs": uploaded.inputs}
     size = sum(len(data) for data in files.values())
     return service.store.insert("models", id=model_id, tenant=tenant, name=name, summary=summary,
                                 programs=programs, size=size)

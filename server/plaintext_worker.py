@@ -1,4 +1,5 @@
-"""Plaintext inference inside a worker process: a registered model's export loaded into quant's torch modules.
+"""Plaintext inference inside a worker process: a registered model (quant's artifact, or integer export) loaded into
+quant's torch modules.
 
 The layers run quant's kernel dispatch: the Triton W4Ax kernels on a CUDA device, their torch references on the
 CPU. torch and quant are imported here, in the worker, never in the API process (which only hands over the model's
@@ -10,6 +11,7 @@ from __future__ import annotations
 import einfhe  # noqa: F401  -- loads openfhe before torch, as in every process that imports both
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -24,14 +26,17 @@ def _module(directory: str):
     import quant
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return quant.load_integer_module(directory).to(device), device
+    artifact = (Path(directory) / "graph.json").exists()
+    module = quant.load_artifact(directory) if artifact else quant.load_integer_module(directory)
+    return module.to(device), device
 
 
-def infer_plaintext(directory: str, rows: np.ndarray) -> np.ndarray:
-    """The model in `directory` on a float32 batch `rows` (samples in the model's input shape): its outputs."""
+def infer_plaintext(directory: str, *inputs: np.ndarray) -> np.ndarray:
+    """The model in `directory` on its batched inputs (float32 samples in the model's input shape, or integer ids):
+    its outputs."""
     import torch
 
     module, device = _module(directory)
     with torch.inference_mode():
-        y = module(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(device))
+        y = module(*(torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in inputs))
     return y.double().cpu().numpy()

@@ -66,8 +66,11 @@ def _blocker(node: dict) -> str | None:
 
 
 def encrypted_blockers(graph: dict) -> list[str]:
-    """Every node of the graph that cannot run encrypted yet, as "name (op)" (the torch module path for a module)."""
-    return [reason for node in graph["nodes"] if (reason := _blocker(node)) is not None]
+    """Every node of the graph that cannot run encrypted yet, as "name (op)" (the torch module path for a module),
+    after "inputs (...)" when the graph has more than one input."""
+    count = len(graph.get("inputs", []))
+    reasons = [] if count == 1 else [f"inputs ({count} model inputs: an encrypted model takes one)"]
+    return reasons + [reason for node in graph["nodes"] if (reason := _blocker(node)) is not None]
 
 
 def _unpack_int4(packed: np.ndarray) -> np.ndarray:

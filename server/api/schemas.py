@@ -165,6 +165,11 @@ class ModelPublic(BaseModel):
     n_outputs: int
     layers: list[str]
     programs: dict[str, ModelProgram] = Field(description="'single' (one sample) and 'batch' (up to `batch` "
-                                                          "samples): keys, layouts and scales for each")
+                                                          "samples): keys, layouts and scales for each; only "
+                                                          "'batch' for a model with skip connections, none for "
+                                                          "one served in plaintext only")
+    encrypted_blockers: list[str] = Field(default_factory=list,
+                                          description="the ops (\"name (op)\") that cannot run encrypted yet: "
+                                                      "when any, the model is served in plaintext only")
     size: int
     created: float

@@ -85,11 +85,13 @@ class _Attention(nn.Module):
         return self.norm(x + self.o(scores @ self.v(x))).reshape(x.shape[0], -1)
 
 
-@pytest.mark.parametrize("config", [W4A16(32), W4A8(32), W4A4(32, outliers=4)])
+@pytest.mark.parametrize("config", [W4A16(32), W4A8(32), W4A4(32, outliers=4), quant.W8A8(), quant.W6A6(),
+                                    quant.FMPQ(group_size=32)])
 def test_attention_block_round_trips_in_each_format(config, tmp_path):
     torch.manual_seed(0)
     model = _Attention()
-    quant.quantize_(model, config)
+    x_calibration = torch.randn(4, 5, 64, generator=torch.Generator().manual_seed(4))
+    quant.quantize_(model, config, calibration=[x_calibration])
     x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(3))
     quant.export(model, x, tmp_path)
     ops = [n["op"] for n in json.loads((tmp_path / "graph.json").read_text())["nodes"]]

@@ -17,6 +17,7 @@ from einfhe import Parameters
 from ...codecs import decode_npy
 from ...errors import ServiceError
 from ...model_archive import MODEL_MEDIA_TYPES, read_model_upload
+from ...plaintext_inputs import plaintext_inputs
 from ...plaintext_worker import infer_plaintext as run_plaintext
 from ...model_registry import model_directory, program_plan, register_model
 from ...service import Service
@@ -32,8 +33,9 @@ router = APIRouter(prefix="/models", tags=["models"])
 _MODEL_BODY = {
     "requestBody": {
         "required": True,
-        "description": "quant.export_integer_model's directory (manifest.json and model.npz) as a tar (optionally "
-                       "gzipped) or zip archive, or a msgpack map {'manifest.json': ..., 'model.npz': ...}",
+        "description": "quant.export's artifact directory (manifest.json, graph.json, weights.safetensors), or "
+                       "quant.export_integer_model's (manifest.json and model.npz), as a tar (optionally gzipped) "
+                       "or zip archive, or a msgpack map {'manifest.json': ..., 'graph.json': ..., ...}",
         "content": {media: BINARY_SCHEMA for media in MODEL_MEDIA_TYPES},
     }
 }
@@ -57,6 +59,7 @@ def model_public(row: dict, service: Service) -> ModelPublic:
         programs[variant] = ModelProgram(**fields, plan=json.loads(plan_json))
     summary = row["summary"]
     return ModelPublic(id=row["id"], name=row["name"], input_shape=summary["input_shape"],
+                       encrypted_blockers=summary.get("encrypted_blockers", []),
                        n_features=summary["n_features"], n_outputs=summary["n_outputs"], layers=summary["layers"],
                        programs=programs, size=row["size"], created=row["created"])
 
@@ -76,7 +79,7 @@ def create_model(
                                                       "(Parameters.for_noise_flooding), for clients whose decryptions "
                                                       "are noise-flooded because their results are shared")] = False,
 ) -> ModelPublic:
-    """Register a quantized model's integer export and compile its single-sample and batched encrypted programs."""
+    """Register a quantized model (quant's artifact or integer export) and compile its encrypted programs."""
     if slots & (slots - 1):
         raise ServiceError("invalid_parameters", f"slots must be a power of two, not {slots}")
     files = read_model_upload(body, content_type, service.settings.max_model_bytes)
@@ -111,6 +114,11 @@ def _queue_model_job(service: Service, tenant: str, model_id: str, variant: str,
                      content_type: str, keep: bool):
     """Look the model up and queue the job on its program (the blocking half of create_model_job, in one thread)."""
     model = registered_model(model_id, tenant, service)
+    if variant not in model["programs"]:
+        blockers = model["summary"].get("encrypted_blockers")
+        raise ServiceError("unsupported_model", f"the model has no {variant!r} encrypted program" + (
+            f": it is served in plaintext only ({', '.join(blockers)} cannot run encrypted yet)" if blockers else
+            f"; it has {sorted(model['programs'])}"))
     plan, plan_json, plains = program_plan(service, model, variant)
     params = Parameters.from_json(model["programs"][variant]["params"])
     return queue_job(service, tenant, plan_id=f"{model['id']}.{variant}", plan=plan, plan_json=plan_json,
@@ -143,26 +151,16 @@ async def create_model_job(
              responses={200: {"content": {"application/octet-stream": BINARY_SCHEMA},
                               "description": "the outputs as .npy: (batch, outputs), or (outputs,) for one sample"},
                         **_ERRORS})
-def infer_plaintext(model: ModelDep, body: OperandBody, _tenant: TenantDep, service: ServiceDep) -> Response:
+def infer_plaintext(model: ModelDep, body: OperandBody, _tenant: TenantDep, service: ServiceDep,
+                    content_type: Annotated[str, Header()] = "application/octet-stream") -> Response:
     """Run the model on plaintext samples in a worker process (quant's kernels) and answer inline."""
-    x = decode_npy(body)
-    n_features = model["summary"]["n_features"]
-    single = x.ndim == 1
-    rows = x.reshape(1, -1) if single else x
-    if rows.ndim != 2 or rows.shape[1] != n_features:
-        raise ServiceError("invalid_request", f"send samples of {n_features} features as (batch, {n_features}) or "
-                                              f"({n_features},), not {x.shape}")
-    if rows.shape[0] > service.settings.max_infer_rows:
-        raise ServiceError("work_limit_exceeded", f"{rows.shape[0]} samples; this server's limit per request is "
-                                                  f"{service.settings.max_infer_rows}")
-    shape = model["summary"]["input_shape"]
-    rows = rows.reshape(-1, *shape) if shape else rows
-    with np.errstate(over="ignore"):  # an overflow is answered below, not warned about
-        rows = rows.astype(np.float32)
+    inputs, single = plaintext_inputs(model["summary"], body, content_type, service.settings.max_infer_rows)
     try:
-        y = service.executor.submit_call(run_plaintext, str(model_directory(service, model["id"])), rows).result()
+        y = service.executor.submit_call(run_plaintext, str(model_directory(service, model["id"])), *inputs).result()
     except BrokenProcessPool as exc:
         raise ServiceError("internal_error", "the worker process running this inference died") from exc
+    except (IndexError, RuntimeError, ValueError) as exc:  # torch refusing the inputs (a token id past the vocabulary)
+        raise ServiceError("invalid_request", f"the model cannot run on these inputs: {str(exc)[:300]}") from exc
     if not np.isfinite(y).all():
         raise ServiceError("invalid_request", "the samples overflow the model's float32 arithmetic (outputs would "
                                               "be infinite or NaN): send values of a sane magnitude")

@@ -13,7 +13,7 @@ from torch import nn
 
 import einfhe
 import quant
-from bench.digits_resnet import DigitsResNet, digits_split, train
+from bench.digits_resnet import export_quantized
 from einfhe.compiler import encrypted_blockers, load_artifact_model, read_artifact_graph
 from einfhe.compiler.model import IntLinear, Residual, Square, compile_model
 
@@ -24,19 +24,12 @@ ROOT = Path(__file__).resolve().parents[3]
 def digits(tmp_path_factory):
     """The digits ResNet trained (a few seconds), then quantized (head W4A16) and exported; float and quantized
     predictions on the test split."""
-    Xtr, Xte, ytr, yte = digits_split()
-    torch.manual_seed(0)
-    model = train(DigitsResNet(), Xtr, ytr)
-    with torch.no_grad():
-        float_pred = model(torch.from_numpy(Xte)).argmax(1).numpy()
-        quant.quantize_(model, quant.W4A16(group_size=64))
-        quant_pred = model(torch.from_numpy(Xte)).argmax(1).numpy()
     directory = tmp_path_factory.mktemp("resnet")
-    quant.export(model, torch.from_numpy(Xtr[:256]), directory)
+    made = export_quantized(directory)
     with torch.no_grad():
-        plain = quant.load_artifact(directory)(torch.from_numpy(Xte)).double().numpy()
-    return {"dir": directory, "Xte": Xte.reshape(len(Xte), -1), "yte": yte, "float": float_pred,
-            "quant": quant_pred, "plain": plain}
+        plain = quant.load_artifact(directory)(torch.from_numpy(made["images"])).double().numpy()
+    return {"dir": directory, "Xte": made["X"], "yte": made["y"], "float": made["float"], "quant": made["quant"],
+            "plain": plain}
 
 
 def test_the_skip_connection_becomes_a_residual_of_integer_layers(digits):
