@@ -26,7 +26,10 @@ import torch
 from torch import nn
 
 from quant import FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, quantize_
-from stdlib_text import stdlib_docstrings
+try:
+    from stdlib_text import stdlib_docstrings  # run as a script: bench/ is on sys.path
+except ModuleNotFoundError:  # imported as bench.quant_accuracy (the MiniLM artifact tests, bench/layer_bench.py)
+    from bench.stdlib_text import stdlib_docstrings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
