@@ -262,7 +262,7 @@ def main() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     recipes = ("rtn", "awq", "smoothquant")
     minilm = [("W4A16 g128", r, [W4A16(128)]) for r in recipes]
-    minilm += [("W4A8 g128", r, [W4A8(128)]) for r in recipes]
+    minilm += [(f"W4A8 g{g}", r, [W4A8(g)]) for g in (128, 64, 32) for r in recipes]
     minilm += [("W4A4 g128 o32", r, [W4A4(128, outliers=32)]) for r in ("rtn", "smoothquant")]
     minilm += [(f"FMPQ g{g} a8={f}", r, [FMPQ(g, f)]) for g, f in ((32, 0.125), (64, 0.125), (32, 0.25))
                for r in ("rtn", "smoothquant")]
