@@ -129,19 +129,22 @@ class LocalProcessExecutor(Executor):
 
     def _serve(self) -> None:
         """One executor thread: take work from the fair queue and run it in this thread's worker process; a process
-        that dies fails its own work only and is replaced at once (not when the next work, maybe another
-        tenant's, comes)."""
+        that dies fails its own work only, is replaced at once (not when the next work, maybe another tenant's,
+        comes) and puts the tenant on probation (server.fair_queue)."""
         process, holding = None, None
         while (work := self._queue.take(holding)) is not None:
             try:
                 process = process or self._start_process()
                 result = process.call(work.fn, work.args)
             except BrokenProcessPool as exc:
+                self._queue.restrict(work.tenant)
                 work.future.set_exception(exc)
                 self._stop_process(process)
                 process, holding = None, None
                 with contextlib.suppress(OSError):  # no process now: the next work starts one
                     process = self._start_process()
+                self._queue.done(work)  # only now: on probation, the tenant cannot crash another worker meanwhile
+                continue
             except BaseException as exc:  # noqa: BLE001 -- the call's own error, the caller's to handle
                 work.future.set_exception(exc)
                 holding = holding if work.keyset_id is None and not work.clears_keys else None
@@ -149,6 +152,7 @@ class LocalProcessExecutor(Executor):
                 if work.keyset_id is not None or work.clears_keys:  # a failed job clears the worker's key cache
                     holding = work.keyset_id if getattr(result, "ok", False) else None
                 work.future.set_result(result)
+            self._queue.done(work)
 
     def _start_process(self) -> "_WorkerProcess":
         process = _WorkerProcess(self.arena_bytes)

@@ -8,6 +8,10 @@ worker holds a key set that a queued job uses, it takes that job if its tenant i
 the lowest count, which saves the worker a key-set load (tens of ms to seconds) without letting one tenant run
 ahead by more than the slack. Within a tenant, jobs run in arrival order (except for that sticky pick).
 
+Probation: a tenant one of whose jobs just crashed a worker (`restrict`) runs at most one job at a time for
+`probation_seconds`, counting the crashed worker's restart as its job, so a flood of crashing jobs takes down
+one worker at a time, never all of them, while the other tenants run on the rest.
+
 `order="fifo"` serves jobs in arrival order whatever their tenant (the scheduling before issue 18, kept as the
 baseline bench/load_bench.py measures against).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -41,9 +46,13 @@ class Work:
 class FairQueue:
     """Per-tenant queues that workers take from (blocking), fairly and key-set-sticky; see the module docstring."""
 
-    def __init__(self, order: Literal["fair", "fifo"] = "fair", sticky_slack: int = 1) -> None:
+    def __init__(self, order: Literal["fair", "fifo"] = "fair", sticky_slack: int = 1,
+                 probation_seconds: float = 60.0) -> None:
         self.order = order
         self.sticky_slack = sticky_slack
+        self.probation_seconds = probation_seconds
+        self._running: dict[str, int] = {}  # works taken and not yet done, by tenant
+        self._probation: dict[str, float] = {}  # tenant -> monotonic time its probation ends
         self._queues: dict[str, deque[Work]] = {}
         self._served: dict[str, int] = {}
         self._sequence = itertools.count()
@@ -78,7 +87,9 @@ class FairQueue:
 
     def _pick(self, holding: str | None) -> Work | None:
         """Remove and return the work to serve next (under the lock), or None when nothing is queued."""
-        busy = {tenant: queue for tenant, queue in self._queues.items() if queue}
+        now = time.monotonic()
+        busy = {tenant: queue for tenant, queue in self._queues.items()
+                if queue and not (self._probation.get(tenant, 0.0) > now and self._running.get(tenant, 0) >= 1)}
         if not busy:
             return None
         if self.order == "fifo":
@@ -98,7 +109,19 @@ class FairQueue:
         self._queues[tenant].remove(work)
         self._clock = self._served[tenant]
         self._served[tenant] += 1
+        self._running[tenant] = self._running.get(tenant, 0) + 1
         return work
+
+    def done(self, work: Work) -> None:
+        """A taken work has finished: its tenant may run another if probation held it back."""
+        with self._ready:
+            self._running[work.tenant] -= 1
+            self._ready.notify()
+
+    def restrict(self, tenant: str) -> None:
+        """Put `tenant` on probation (one job at a time for probation_seconds): a job of it crashed a worker."""
+        with self._ready:
+            self._probation[tenant] = time.monotonic() + self.probation_seconds
 
     def cancel(self, tenant: str) -> int:
         """Cancel every queued work of `tenant` (their futures raise CancelledError); how many."""

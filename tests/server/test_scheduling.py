@@ -79,6 +79,24 @@ def test_cancel_and_close():
         queue.put(_work("b"))
 
 
+def test_a_tenant_on_probation_runs_one_job_at_a_time():
+    queue = FairQueue()
+    for tenant in ("flood",) * 4 + ("victim",) * 2:
+        queue.put(_work(tenant))
+    queue.restrict("flood")  # one of its jobs crashed a worker
+    first = queue.take(None)
+    assert first.tenant == "flood"
+    assert _order(queue, 2) == ["victim", "victim"]  # flood is held back while its job runs
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(queue.take(None)))
+    taker.start()
+    time.sleep(0.1)
+    assert taken == []  # only flood's jobs are left, and one of them is running
+    queue.done(first)
+    taker.join(5)
+    assert taken[0].tenant == "flood"
+
+
 def test_quarantine_after_limit_crashes_in_the_window():
     now = [0.0]
     quarantine = Quarantine(limit=3, window=10, seconds=30, clock=lambda: now[0])
