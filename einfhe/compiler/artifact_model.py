@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .integer_model import ACTIVATIONS, conv_matrix
+from .integer_model import ACTIVATIONS, checked_layers, conv_matrix
 from .model import ChebyshevActivation, IntLinear, Linear, Quadratic, Residual, Square
 
 __all__ = ["ARTIFACT_FORMAT", "encrypted_blockers", "load_artifact_model", "read_artifact_graph"]
@@ -178,12 +178,5 @@ def load_artifact_model(directory: str | Path, activation_degree: int = 2) -> tu
     blockers = encrypted_blockers(graph)
     if blockers:
         raise ModelError(f"these ops cannot run encrypted yet: {', '.join(blockers)}", path=str(directory))
-    try:
-        layers = _layers(graph, arrays, activation_degree)
-    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
-        if isinstance(exc, ModelError):
-            raise
-        raise ModelError(f"malformed model artifact: {type(exc).__name__}: {exc}", path=str(directory)) from exc
-    if not layers or not isinstance(layers[0], (Linear, IntLinear)):
-        raise ModelError("an encrypted model starts with a linear or convolution layer", path=str(directory))
+    layers = checked_layers(lambda: _layers(graph, arrays, activation_degree), "model artifact", directory)
     return layers, int(np.prod(graph["inputs"][0]["shape"]))

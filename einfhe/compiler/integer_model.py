@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ModelError
 from .model import ChebyshevActivation, IntLinear, Linear, Quadratic, Square
 
-__all__ = ["load_integer_model", "conv_matrix", "read_integer_export"]
+__all__ = ["load_integer_model", "checked_layers", "conv_matrix", "read_integer_export"]
 
 FORMAT, VERSION = "einfhe.intmodel", 1
 _ERF = np.vectorize(math.erf)
@@ -166,12 +166,19 @@ def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tup
     Smooth activations become a quadratic fit (`activation_degree=2`, one level) or a Chebyshev interpolant of
     a higher degree evaluated by OpenFHE (more accurate, 4 to 8 levels)."""
     manifest, arrays = read_integer_export(directory)
+    layers = checked_layers(lambda: _layers(manifest, arrays, activation_degree), "integer model manifest", directory)
+    return layers, int(layers[0].weight.shape[1])
+
+
+def checked_layers(build, what: str, directory: str | Path) -> list:
+    """The layers `build()` makes from a model file, a malformed file's lookup or type error raised as a
+    ModelError naming `what`, and refused unless they start with a linear or convolution layer."""
     try:
-        layers = _layers(manifest, arrays, activation_degree)
+        layers = build()
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         if isinstance(exc, ModelError):
             raise
-        raise ModelError(f"malformed integer model manifest: {type(exc).__name__}: {exc}", path=str(directory)) from exc
+        raise ModelError(f"malformed {what}: {type(exc).__name__}: {exc}", path=str(directory)) from exc
     if not layers or not isinstance(layers[0], (Linear, IntLinear)):
         raise ModelError("an encrypted model starts with a linear or convolution layer", path=str(directory))
-    return layers, int(layers[0].weight.shape[1])
+    return layers
