@@ -1,0 +1,155 @@
+"""The transformer's non-linear blocks as plan pieces: a `Plan` over one cipher operand (plus the plain operands it
+registers), built with `PlanBuilder` and run like any other plan.
+
+A piece first moves its input into the natural layout of its logical shape when it arrives in another one (a
+relayout by masked rotations: one level), so the reduced axis is the innermost slot axis, padded with zeros. A row
+sum broadcast over that axis (`PieceBuilder.row_sum`) is log2(n) rotations and additions that leave each row's sum in
+its first slot, a selector plaintext that keeps those slots (times a weight, e.g. 1/n for a mean: one level), and
+log2(n) rotations back that copy it over the row. Polynomials are OpenFHE's Chebyshev series; Newton's steps are
+ciphertext products. The arithmetic is that of `einfhe.compiler.transformer.approx`, which evaluates it in floating
+point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import ModelError
+from ...layout import Layout, natural_layout
+from ...plan import Add, CipherInput, Mul, PlainInput, Plan, Rescale, Rotate, Sub
+from ..builder import Packed, PlanBuilder
+from ..layers import ChebyshevActivation
+from .approx import PolyGelu, PolyLayerNorm, PolySoftmax
+
+__all__ = ["Piece", "PieceBuilder", "softmax_piece", "layernorm_piece", "gelu_piece"]
+
+MAX_PIECE_CTS = 1 << 12
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A plan over one cipher operand (operand 0) and the plain operands it registered, in operand order."""
+
+    plan: Plan
+    plains: tuple[np.ndarray, ...]
+
+    def operands(self, encrypted) -> tuple:
+        """The operand list for `einfhe.run(ctx, piece.plan, *piece.operands(x))`."""
+        return (encrypted, *self.plains)
+
+
+class PieceBuilder:
+    """A `PlanBuilder` over one cipher input, with plain operands registered as it goes and the slot-wise
+    arithmetic of the transformer blocks (products, constants, row sums, Newton's steps)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.builder = PlanBuilder(layout.slots, MAX_PIECE_CTS)
+        self.operands: list = [CipherInput(0, layout)]
+        self.plains: list[np.ndarray] = []
+        self.input = self.builder.load(0, layout)
+
+    def natural(self, value: Packed) -> Packed:
+        """The value in the natural (row-major, zero-padded) layout of its shape: a relayout where it is not."""
+        target = natural_layout(value.layout.shape, value.layout.slots, value.layout.indices)
+        return value if value.layout == target else self.builder.relayout(value, target)
+
+    def plain(self, array: np.ndarray) -> str:
+        """Register a plain operand; return its name in the plan."""
+        self.plains.append(np.asarray(array, dtype=np.float64))
+        self.operands.append(PlainInput(len(self.operands), self.plains[-1].shape))
+        return f"op{len(self.operands) - 1}"
+
+    def scale(self, value: Packed, array) -> Packed:
+        """Slot-wise product with a plain array of the value's shape (broadcast from a scalar or a row): one level."""
+        return self.builder.scale(value, self.plain(np.broadcast_to(array, value.layout.shape)))
+
+    def add_const(self, value: Packed, array) -> Packed:
+        """Slot-wise sum with a plain array of the value's shape (broadcast from a scalar or a row): no level."""
+        return self.builder.add_plain(value, self.plain(np.broadcast_to(array, value.layout.shape)))
+
+    def mul(self, a: Packed, b: Packed) -> Packed:
+        """Slot-wise product of two values in one layout, relinearized and rescaled: one level."""
+        emit = self.builder.emit
+        return Packed(tuple(emit(Rescale, emit(Mul, x, y)) for x, y in zip(a.cts, b.cts)), a.layout)
+
+    def sub(self, a: Packed, b: Packed) -> Packed:
+        """Slot-wise difference of two values in one layout."""
+        return Packed(tuple(self.builder.emit(Sub, x, y) for x, y in zip(a.cts, b.cts)), a.layout)
+
+    def const_minus(self, constant: float, value: Packed) -> Packed:
+        """constant - value, slot-wise (no level: the negation is a subtraction from a zero made of the value)."""
+        emit = self.builder.emit
+        negated = Packed(tuple(emit(Sub, emit(Sub, c, c), c) for c in value.cts), value.layout)
+        return self.add_const(negated, constant)
+
+    def chebyshev(self, value: Packed, series: ChebyshevActivation) -> Packed:
+        """One Chebyshev series on every ciphertext of the value."""
+        return self.builder.chebyshev(value, [(series.coeffs, series.lo, series.hi)] * len(value.cts))
+
+    def row_sum(self, value: Packed, weight: float) -> Packed:
+        """weight * (sum over the innermost axis), copied over every slot of its row: one level (the selector)."""
+        n = value.layout.dims[-1].size if value.layout.dims else 1
+        emit, cts = self.builder.emit, list(value.cts)
+        step = 1
+        while step < n:
+            cts = [emit(Add, c, emit(Rotate, c, step)) for c in cts]
+            step *= 2
+        selector = np.zeros(value.layout.shape)
+        selector[..., 0] = weight
+        firsts = self.scale(Packed(tuple(cts), value.layout), selector)
+        cts, step = list(firsts.cts), 1
+        while step < n:
+            cts = [emit(Add, c, emit(Rotate, c, -step)) for c in cts]
+            step *= 2
+        return Packed(tuple(cts), value.layout)
+
+    def plan(self, spec: str, output: Packed) -> Piece:
+        """The piece: every step emitted, `output` its result."""
+        plan = Plan(spec=spec, slots=output.layout.slots, operands=tuple(self.operands), plain_program=(),
+                    steps=tuple(self.builder.steps), outputs=output.cts, output_layout=output.layout,
+                    strategy="transformer-block")
+        return Piece(plan, tuple(self.plains))
+
+
+def _check_last_axis(layout: Layout, length: int, what: str) -> None:
+    """Refuse an input whose last axis is not the one the block was fitted for."""
+    if not layout.shape or layout.shape[-1] != length:
+        raise ModelError(f"{what} was fitted for rows of {length}, the input's last axis is "
+                         f"{layout.shape[-1] if layout.shape else 'missing'}", layout=str(layout))
+
+
+def softmax_piece(layout: Layout, softmax: PolySoftmax) -> Piece:
+    """softmax over the last axis of a cipher tensor encrypted in `layout` (scores in the fitted range)."""
+    _check_last_axis(layout, softmax.length, "the softmax")
+    pb = PieceBuilder(layout)
+    exps = pb.scale(pb.chebyshev(pb.natural(pb.input), softmax.exp), 1.0)  # the padding's exp(0) zeroed
+    sums = pb.row_sum(exps, 1.0)
+    y = pb.chebyshev(sums, softmax.reciprocal)
+    for _ in range(softmax.newton_steps):  # y (2 - s y)
+        y = pb.mul(y, pb.const_minus(2.0, pb.mul(sums, y)))
+    return pb.plan(f"softmax[{layout.indices}]", pb.mul(exps, y))
+
+
+def layernorm_piece(layout: Layout, norm: PolyLayerNorm) -> Piece:
+    """LayerNorm over the last axis of a cipher tensor encrypted in `layout` (row variances in the fitted range)."""
+    width = norm.gamma.shape[0]
+    _check_last_axis(layout, width, "the LayerNorm")
+    pb = PieceBuilder(layout)
+    x = pb.natural(pb.input)
+    mean = pb.row_sum(x, 1.0 / width)
+    variance = pb.sub(pb.row_sum(pb.mul(x, x), 1.0 / width), pb.mul(mean, mean))
+    variance = pb.add_const(variance, norm.eps)
+    half = pb.scale(variance, 0.5)
+    y = pb.chebyshev(variance, norm.inverse_sqrt)
+    for _ in range(norm.newton_steps):  # 1.5 y - y^2 (v/2) y
+        y = pb.sub(pb.scale(y, 1.5), pb.mul(pb.mul(y, y), pb.mul(half, y)))
+    centred = pb.scale(pb.sub(x, mean), norm.gamma)  # gamma's zero padding clears the padded slots
+    return pb.plan(f"layernorm[{layout.indices}]", pb.add_const(pb.mul(centred, y), norm.beta))
+
+
+def gelu_piece(layout: Layout, activation: PolyGelu) -> Piece:
+    """GELU slot-wise on a cipher tensor encrypted in `layout` (inputs in the fitted range)."""
+    pb = PieceBuilder(layout)
+    return pb.plan(f"gelu[{layout.indices}]", pb.chebyshev(pb.natural(pb.input), activation.series))
