@@ -105,19 +105,23 @@ class Client:
         return self.http.request("POST", "/models", params=params, content=buffer.getvalue(),
                                  headers={"Content-Type": "application/gzip"}).json()
 
-    def plan(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None) -> PlanInfo:
-        """Have the server plan `spec` (strings name registered operands, arrays or shapes are cipher operands);
-        with noise flooding and no `params`, on flooding parameters for the plan's depth."""
+    def plan(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None,
+             key_budget: int | None = None, upload_budget: int | None = None) -> PlanInfo:
+        """Have the server plan `spec` (strings name registered operands, arrays or shapes are cipher operands)
+        within the key and upload budgets in bytes (None: the server's defaults; a plan over them is refused with
+        code `over_budget`); with noise flooding and no `params`, on flooding parameters for the plan's depth."""
+        budgets = {name: int(value) for name, value in (("key_budget", key_budget), ("upload_budget", upload_budget))
+                   if value is not None}
         if self.noise_flooding and params is None:
-            depth = self._plan(spec, operands, slots, None).plan.depth
+            depth = self._plan(spec, operands, slots, None, budgets).plan.depth
             params = Parameters.for_noise_flooding(depth, slots)
-        return self._plan(spec, operands, slots, params)
+        return self._plan(spec, operands, slots, params, budgets)
 
-    def _plan(self, spec: str, operands, slots: int, params: Parameters | None) -> PlanInfo:
+    def _plan(self, spec: str, operands, slots: int, params: Parameters | None, budgets: dict) -> PlanInfo:
         """POST /plans once per distinct request."""
         refs = [{"plain": op} if isinstance(op, str) else {"cipher": [int(n) for n in np.shape(op)]} for op in operands]
         body = {"spec": spec, "operands": refs, "slots": slots,
-                "params": params.to_json() if params is not None else None}
+                "params": params.to_json() if params is not None else None, **budgets}
         key = json.dumps(body, sort_keys=True)
         if key not in self._plans:
             info = self.http.request("POST", "/plans", json=body, idempotent=True).json()

@@ -27,6 +27,7 @@ from .errors import (
     EinsumError,
     LayoutError,
     ModelError,
+    OverBudgetError,
     ParameterError,
     PlanError,
     SerializationError,
@@ -41,7 +42,7 @@ compile = compile_einsum  # noqa: A001  -- einfhe.compile(spec, *operands) reads
 
 __all__ = [
     "BackendError", "Cipher", "CorruptBlobError", "DistributedError", "Context", "Dim", "EinfheError", "EinsumError", "EinsumSpec", "EncryptedTensor",
-    "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "NoiseFlooding", "load_integer_model", "load_context", "save_context", "ChebyshevActivation", "CompositeReLU", "ModelPlan", "Quadratic", "Residual", "SmallBatchWarning", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
+    "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "NoiseFlooding", "OverBudgetError", "load_integer_model", "load_context", "save_context", "ChebyshevActivation", "CompositeReLU", "ModelPlan", "Quadratic", "Residual", "SmallBatchWarning", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
     "SerializationError", "cipher", "compile", "compile_einsum", "context_from_evaluation_keys", "decrypt", "einsum", "encrypt", "evaluation_keys_to_bytes",
     "measure_noise", "natural_layout", "parse_einsum", "run", "simulate", "tensor_from_bytes", "tensor_to_bytes",
 ]

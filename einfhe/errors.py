@@ -4,6 +4,7 @@
     ├── EinsumError        a spec that numpy.einsum would refuse, or operands that do not fit it
     ├── LayoutError        a tensor that does not fit a layout, or a layout that cannot exist
     ├── PlanError          a plan that cannot run: too deep, too large, missing rotation keys
+    │   └── OverBudgetError    no plan of an einsum fits the key or upload budget (it says what to raise)
     ├── ParameterError     CKKS parameters below 128-bit security or too small for a plan
     ├── SerializationError bytes that are not an einfhe blob, or one made for other parameters
     │   └── CorruptBlobError   an einfhe blob whose checksum does not match: damaged after it was written
@@ -22,6 +23,7 @@ __all__ = [
     "EinsumError",
     "LayoutError",
     "PlanError",
+    "OverBudgetError",
     "ParameterError",
     "SerializationError",
     "CorruptBlobError",
@@ -51,6 +53,15 @@ class LayoutError(EinfheError, ValueError):
 
 class PlanError(EinfheError):
     """A plan cannot be built or run as asked (depth, size, keys)."""
+
+
+class OverBudgetError(PlanError):
+    """No plan of an einsum fits the budget; `needs` maps each budget to raise ("key_budget", "upload_budget") to
+    the bytes the leanest plan tried needs (empty when no single plan fits both budgets)."""
+
+    def __init__(self, message: str, needs: dict[str, int], **context: object) -> None:
+        super().__init__(message, **context)
+        self.needs = dict(needs)
 
 
 class ParameterError(EinfheError, ValueError):

@@ -37,6 +37,7 @@ CODES: dict[str, int] = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "work_limit_exceeded": 422,
+    "over_budget": 422,
     "tenant_quarantined": 429,
     "headers_too_large": 431,
     "internal_error": 500,
@@ -46,7 +47,7 @@ CODES: dict[str, int] = {
 }
 
 JOB_CODES: tuple[str, ...] = (
-    "interrupted", "worker_crashed", "quarantined", "malformed_blob", "corrupt_blob", "key_mismatch", "keyset_deleted", "plan_error",
+    "interrupted", "worker_crashed", "quarantined", "malformed_blob", "corrupt_blob", "key_mismatch", "keyset_deleted", "plan_error", "over_budget",
     "backend_error",
     "invalid_einsum", "storage_full", "storage_unavailable", "internal_error",
 )

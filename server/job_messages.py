@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from einfhe import (
-    BackendError, CorruptBlobError, DistributedError, EinsumError, LayoutError, ParameterError, PlanError,
-    SerializationError,
+    BackendError, CorruptBlobError, DistributedError, EinsumError, LayoutError, OverBudgetError, ParameterError,
+    PlanError, SerializationError,
 )
 from einfhe.crypto import KeyMismatchError
 
@@ -69,6 +69,7 @@ _ERROR_CODES = (
     (EinsumError, "invalid_einsum"),
     (LayoutError, "invalid_einsum"),
     (ParameterError, "plan_error"),
+    (OverBudgetError, "over_budget"),  # no plan fits the key or upload budget: the message says what to raise
     (PlanError, "plan_error"),
     (BackendError, "backend_error"),
     (MemoryError, "malformed_blob"),  # openfhe answers some corrupt blobs with std::bad_alloc

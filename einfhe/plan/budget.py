@@ -12,18 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import PlanError
+from ..errors import OverBudgetError, PlanError
 from .cost import estimate_plan
 
-__all__ = ["Budget", "Footprint", "PlanChoice", "DEFAULT_KEY_BUDGET", "DEFAULT_UPLOAD_BUDGET", "over_budget_error"]
+__all__ = ["Budget", "Footprint", "PlanChoice", "DEFAULT_KEY_BUDGET", "DEFAULT_UPLOAD_BUDGET", "over_budget_error", "mib"]
 
 DEFAULT_KEY_BUDGET = 1 << 30
 DEFAULT_UPLOAD_BUDGET = 64 << 20
 
 
-def _mib(n: int) -> str:
+def mib(n: int) -> str:
     """Bytes as MiB with one decimal."""
     return f"{n / (1 << 20):,.1f} MiB"
+
+
+def _ratio(ours: int, theirs: int) -> str:
+    """`ours / theirs` as a factor."""
+    return f"{ours / theirs:.2f}x" if theirs else "n/a"
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class Budget:
                             upload_budget=self.upload_bytes)
 
     def __str__(self) -> str:
-        return f"keys <= {_mib(self.key_bytes)}, uploads <= {_mib(self.upload_bytes)}"
+        return f"keys <= {mib(self.key_bytes)}, uploads <= {mib(self.upload_bytes)}"
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class Footprint:
 
     def __str__(self) -> str:
         return (f"{self.label}: est {1e3 * self.seconds:.1f} ms, {self.steps} steps, {self.keys} rotation keys"
-                f" = {_mib(self.key_bytes)}, upload {_mib(self.upload_bytes)}")
+                f" = {mib(self.key_bytes)}, upload {mib(self.upload_bytes)}")
 
 
 @dataclass(frozen=True)
@@ -82,26 +87,32 @@ class PlanChoice:
 
     def lines(self) -> list[str]:
         """The choice as report lines (`plan.explain()` prints them)."""
-        lines = [f"  budget: {self.budget} ({self.built} candidate(s) built, {self.pruned} pruned by cost)",
-                 f"    chosen                {self.chosen}"]
-        if self.cheapest != self.chosen:
-            lines.append(f"    cheapest unconstrained {self.cheapest}")
-        return lines
+        if self.cheapest == self.chosen:
+            return [f"  budget: {self.budget} ({self.built} candidate(s) built, {self.pruned} pruned by cost)",
+                    f"    chosen, also the cheapest unconstrained: {self.chosen}"]
+        return [f"  budget: {self.budget} ({self.built} candidate(s) built, {self.pruned} pruned by cost)",
+                f"    chosen                 {self.chosen}",
+                f"    cheapest unconstrained {self.cheapest}",
+                f"    traded: {self.chosen.seconds / self.cheapest.seconds:.2f}x the time for "
+                f"{_ratio(self.chosen.key_bytes, self.cheapest.key_bytes)} the key bytes and "
+                f"{_ratio(self.chosen.upload_bytes, self.cheapest.upload_bytes)} the upload"]
 
 
-def over_budget_error(footprints: list[Footprint], budget: Budget, spec: str) -> PlanError:
+def over_budget_error(footprints: list[Footprint], budget: Budget, spec: str) -> OverBudgetError:
     """The error for an einsum none of whose candidates fits `budget`: what the leanest needs, what to raise."""
     keys = min(footprints, key=lambda f: f.key_bytes)
     upload = min(footprints, key=lambda f: f.upload_bytes)
-    wants = []
+    wants, needs = [], {}
     if keys.key_bytes > budget.key_bytes:
+        needs["key_budget"] = keys.key_bytes
         wants.append(f"key_budget={keys.key_bytes} (the fewest keys of the plans tried: {keys.keys} rotation keys = "
-                     f"{_mib(keys.key_bytes)}; the budget is {_mib(budget.key_bytes)})")
+                     f"{mib(keys.key_bytes)}; the budget is {mib(budget.key_bytes)})")
     if upload.upload_bytes > budget.upload_bytes:
+        needs["upload_budget"] = upload.upload_bytes
         wants.append(f"upload_budget={upload.upload_bytes} (the smallest upload of the plans tried is "
-                     f"{_mib(upload.upload_bytes)}; the budget is {_mib(budget.upload_bytes)})")
+                     f"{mib(upload.upload_bytes)}; the budget is {mib(budget.upload_bytes)})")
     if not wants:
         wants.append("key_budget and upload_budget together (no single plan fits both: "
                      + "; ".join(str(f) for f in footprints) + ")")
-    return PlanError("no plan of this einsum fits the budget: raise " + " and ".join(wants)
-                     + " in compile(...), or split the tensors", spec=spec)
+    return OverBudgetError("no plan of this einsum fits the budget: raise " + " and ".join(wants)
+                           + " in compile(...), or split the tensors", needs, spec=spec)

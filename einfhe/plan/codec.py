@@ -3,10 +3,11 @@ dict and returns the fields `Plan` is built from (`Plan.from_json` does that, so
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from dataclasses import astuple, fields
 
 from ..errors import PlanError
 from ..layout import Layout
+from .budget import Budget, Footprint, PlanChoice
 from .choices import RingChoice
 from .operands import CipherInput, Diagonals, PlainExpr, PlainInput, PlainOp
 from .steps import STEP_TYPES, Mask, PlainSlice, PlainTensor, Plaintext, Step
@@ -87,7 +88,8 @@ def plan_to_dict(plan) -> dict:
         "steps": [_step_to_dict(s) for s in plan.steps],
         "outputs": list(plan.outputs),
         "output_layout": plan.output_layout.to_json(),
-    } | ({"ring_choices": [list(astuple(c)) for c in plan.ring_choices]} if plan.ring_choices else {})
+    } | ({"ring_choices": [list(astuple(c)) for c in plan.ring_choices]} if plan.ring_choices else {}) \
+      | ({"choice": _choice_to_dict(plan.choice)} if plan.choice is not None else {})
 
 
 def plan_fields_from_dict(data: dict) -> dict:
@@ -110,6 +112,7 @@ def plan_fields_from_dict(data: dict) -> dict:
         output_layout=Layout.from_json(data["output_layout"]),
         strategy=str(data.get("strategy", "iteration-space")),
         ring_choices=tuple(_ring_choice(c) for c in data.get("ring_choices", ())),
+        choice=_choice_from_dict(data["choice"]) if "choice" in data else None,
     )
 
 
@@ -118,3 +121,29 @@ def _ring_choice(row: list) -> RingChoice:
     slots, ring_dim, depth, seconds, chosen, note = row
     return RingChoice(int(slots), int(ring_dim), int(depth), None if seconds is None else float(seconds), bool(chosen),
                       str(note))
+
+
+_FOOTPRINT_FIELDS = tuple(f.name for f in fields(Footprint))
+
+
+def _choice_to_dict(choice: PlanChoice) -> dict:
+    """A `PlanChoice` as JSON: the budget, the chosen and the cheapest unconstrained footprints, the counts."""
+    return {"key_budget": choice.budget.key_bytes, "upload_budget": choice.budget.upload_bytes,
+            "chosen": {k: getattr(choice.chosen, k) for k in _FOOTPRINT_FIELDS},
+            "cheapest": {k: getattr(choice.cheapest, k) for k in _FOOTPRINT_FIELDS},
+            "built": choice.built, "pruned": choice.pruned}
+
+
+def _footprint(data: dict) -> Footprint:
+    """A `Footprint` from its JSON object (every field present, nothing else)."""
+    if set(data) != set(_FOOTPRINT_FIELDS):
+        raise PlanError(f"malformed plan choice: a footprint has the fields {', '.join(_FOOTPRINT_FIELDS)}",
+                        got=sorted(data))
+    return Footprint(str(data["label"]), float(data["seconds"]),
+                     *(int(data[k]) for k in ("keys", "key_bytes", "upload_bytes", "steps")))
+
+
+def _choice_from_dict(data: dict) -> PlanChoice:
+    """A `PlanChoice` from `_choice_to_dict`'s object."""
+    return PlanChoice(Budget(int(data["key_budget"]), int(data["upload_budget"])), _footprint(data["chosen"]),
+                      _footprint(data["cheapest"]), int(data["built"]), int(data["pruned"]))

@@ -17,6 +17,7 @@ from typing import Union
 from ..errors import PlanError
 from ..layout import Layout
 from . import report
+from .budget import PlanChoice
 from .choices import RingChoice
 from .codec import plan_fields_from_dict, plan_to_dict
 from .cost import estimate_plan
@@ -39,7 +40,7 @@ class Plan:
     outputs: tuple[int, ...]
     output_layout: Layout
     strategy: str = "iteration-space"
-    choice: object = field(default=None, compare=False, repr=False)  # the compiler's PlanChoice (not serialized)
+    choice: PlanChoice | None = field(default=None, compare=False, repr=False)  # what the compiler traded
     ring_choices: tuple[RingChoice, ...] = field(default=(), compare=False)
     _levels: dict = field(default=None, init=False, repr=False, compare=False)
 

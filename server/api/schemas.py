@@ -98,6 +98,10 @@ class PlanCreate(BaseModel):
     operands: list[OperandRef] = Field(min_length=1, max_length=16)
     slots: int = Field(8192, ge=1, le=1 << 16)
     params: dict | None = None
+    key_budget: int | None = Field(None, ge=1, description="most evaluation-key bytes the plan may need (default "
+                                   "1 GiB, at most the server's key-set cap)")
+    upload_budget: int | None = Field(None, ge=1, description="most uploaded ciphertext bytes per job (default "
+                                      "64 MiB, at most the server's ciphertext cap)")
 
 
 class PlanPublic(BaseModel):

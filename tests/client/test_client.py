@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from client_helpers import SLOTS, TEST_PARAMS, TOKENS
 
-from client import Client, JobFailed, NotFound, Unauthorized
+from client import BadRequest, Client, JobFailed, NotFound, Unauthorized
 from server import LocalServer
 
 # CKKS at scale 2^40 encodes each slot with absolute error ~2^-40 * (ring noise) ~ 1e-10 here (measured
@@ -141,6 +142,18 @@ def test_job_failure_is_typed(live_server):
         # the worker recovers: the next job with the right keys succeeds
         np.testing.assert_allclose(client.einsum("ij,j->i", "W", x, slots=SLOTS, params=TEST_PARAMS), W @ x,
                                    atol=ATOL)
+
+
+def test_a_plan_over_its_budget_is_a_typed_error_and_the_named_budget_plans(live_server):
+    """key_budget travels with the plan request: too small answers over_budget with the bytes to ask for."""
+    with Client(live_server, TOKENS["alice"], progress=False) as client:
+        client.register_operand("W", np.ones((4, 8)))
+        with pytest.raises(BadRequest) as info:
+            client.plan("ij,j->i", "W", np.ones(8), slots=SLOTS, params=TEST_PARAMS, key_budget=1024)
+        assert info.value.code == "over_budget"
+        needed = int(re.search(r"set key_budget=(\d+)", str(info.value)).group(1))
+        plan = client.plan("ij,j->i", "W", np.ones(8), slots=SLOTS, params=TEST_PARAMS, key_budget=needed)
+        assert plan.plan.choice.budget.key_bytes == needed >= plan.plan.choice.chosen.key_bytes
 
 
 def test_wait_shows_progress_for_long_jobs(live_server, monkeypatch):

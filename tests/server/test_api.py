@@ -5,6 +5,7 @@ from __future__ import annotations
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import asyncio
+import re
 
 import httpx
 import msgpack
@@ -267,6 +268,30 @@ async def test_plan_errors(app, matvec):
     assert_error(await call(app, "POST", "/plans", json=huge), 422, "work_limit_exceeded")
     assert_error(await call(app, "POST", "/plans", content=b"{", headers={"Content-Type": "application/json"}),
                  400, "invalid_request")
+
+
+async def test_a_plan_over_its_budget_is_refused_with_what_to_raise(app, settings, matvec):
+    """A plan request whose key budget no plan fits answers 422 over_budget naming the bytes to ask for; asking
+    for them compiles; a budget past the server's cap, or a need past it, says so."""
+    await call(app, "PUT", "/operands/W", content=npy(matvec["W"]))
+    body = {"spec": "ij,j->i", "operands": [{"plain": "W"}, {"cipher": [8]}], "slots": SLOTS, "key_budget": 1024}
+    response = await call(app, "POST", "/plans", json=body)
+    assert_error(response, 422, "over_budget")
+    message = response.json()["error"]["message"]
+    needed = int(re.search(r"set key_budget=(\d+) in the plan request", message).group(1))
+    assert "this request's is 0.0 MiB" in message and needed > 1024
+    plan = await call(app, "POST", "/plans", json=body | {"key_budget": needed})
+    assert plan.status_code == 201, plan.text
+    assert plan.json()["plan"]["choice"]["chosen"]["key_bytes"] <= needed
+    past = body | {"key_budget": settings.max_keyset_bytes + 1}
+    assert_error(await call(app, "POST", "/plans", json=past), 422, "work_limit_exceeded")
+    small = create_app(settings.model_copy(update={"max_keyset_bytes": needed - 1}))
+    try:
+        response = await call(small, "POST", "/plans", json=body | {"key_budget": needed - 1})
+        assert_error(response, 422, "over_budget")
+        assert "EINFHE_MAX_KEYSET_BYTES" in response.json()["error"]["message"]
+    finally:
+        small.state.service.close()
 
 
 async def test_unknown_route_and_method(app):

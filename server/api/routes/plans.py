@@ -10,9 +10,11 @@ import numpy as np
 from fastapi import APIRouter
 
 import einfhe
-from einfhe import EinfheError, Parameters, Plan
+from einfhe import EinfheError, OverBudgetError, Parameters, Plan
+from einfhe.plan.budget import DEFAULT_KEY_BUDGET, DEFAULT_UPLOAD_BUDGET, mib
 
 from ...errors import ServiceError
+from ...job_messages import job_error_code
 from ...service import Service
 from ..deps import PlanDep, ServiceDep, TenantDep
 from ..schemas import ErrorResponse, PlanCreate, PlanPublic
@@ -62,14 +64,49 @@ def _compile(request: PlanCreate, values: list, service: Service) -> Plan:
     if space > settings.max_iteration_space:
         raise ServiceError("work_limit_exceeded",
                            f"the iteration space has {space} points; this server's limit is {settings.max_iteration_space}")
+    budgets = _budgets(request, settings)
     try:
-        plan = einfhe.compile(request.spec, *values, slots=request.slots, max_cts=settings.max_cts)
+        plan = einfhe.compile(request.spec, *values, slots=request.slots, max_cts=settings.max_cts, **budgets)
+    except OverBudgetError as exc:
+        raise ServiceError(job_error_code(exc), _over_budget_message(exc, budgets, settings)) from exc
     except EinfheError as exc:
         raise ServiceError("invalid_einsum", str(exc)) from exc
     if len(plan.steps) > settings.max_plan_steps:
         raise ServiceError("work_limit_exceeded",
                            f"the plan has {len(plan.steps)} steps; this server's limit is {settings.max_plan_steps}")
     return plan
+
+
+# each budget a plan request may set: the server's cap on it (a key set, a job's ciphertexts) and that cap's setting
+_BUDGET_CAPS = {"key_budget": "max_keyset_bytes", "upload_budget": "max_ciphertext_bytes"}
+_BUDGET_DEFAULTS = {"key_budget": DEFAULT_KEY_BUDGET, "upload_budget": DEFAULT_UPLOAD_BUDGET}
+
+
+def _budgets(request: PlanCreate, settings) -> dict[str, int]:
+    """The request's key and upload budgets (einfhe's defaults where it sets none, within the server's caps)."""
+    budgets = {}
+    for name, cap_name in _BUDGET_CAPS.items():
+        asked, cap = getattr(request, name), getattr(settings, cap_name)
+        if asked is not None and asked > cap:
+            raise ServiceError("work_limit_exceeded", f"{name}={asked} is past this server's limit of {mib(cap)} "
+                                                      f"(EINFHE_{cap_name.upper()})")
+        budgets[name] = asked if asked is not None else min(_BUDGET_DEFAULTS[name], cap)
+    return budgets
+
+
+def _over_budget_message(exc: OverBudgetError, budgets: dict[str, int], settings) -> str:
+    """What the leanest plan needs beside the request's budgets, and how far this server lets a request raise them."""
+    if not exc.needs:
+        return exc.message
+    parts = []
+    for name, needed in exc.needs.items():
+        cap_name = _BUDGET_CAPS[name]
+        cap = getattr(settings, cap_name)
+        where = (f"set {name}={needed} in the plan request (this server allows up to {mib(cap)})" if needed <= cap
+                 else f"that is past this server's limit of {mib(cap)} (EINFHE_{cap_name.upper()}): split the tensors")
+        parts.append(f"the leanest plan needs {name} >= {needed} bytes ({mib(needed)}; this request's is "
+                     f"{mib(budgets[name])}): {where}")
+    return "no plan of this einsum fits the budget: " + "; ".join(parts)
 
 
 def _parameters(request: PlanCreate, plan: Plan, service: Service) -> Parameters:

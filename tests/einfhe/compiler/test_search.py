@@ -2,6 +2,7 @@
 raise), power-of-two keys where a plan's own keys pass the key budget, natural layouts where client packing uploads
 too much, and pruning by the floor price, which never loses the cheapest plan."""
 
+import json
 import re
 
 import numpy as np
@@ -30,9 +31,10 @@ def _simulated_error(plan, spec, shapes, seed=0):
 def test_a_plan_over_the_key_budget_is_refused_with_the_budget_that_fits():
     spec, shapes = MANY_KEYS
     ops = [einfhe.cipher(s) for s in shapes]
-    with pytest.raises(einfhe.PlanError, match="key_budget=") as info:
+    with pytest.raises(einfhe.OverBudgetError, match="key_budget=") as info:
         einfhe.compile(spec, *ops, key_budget=1 << 20)
     needed = int(re.search(r"key_budget=(\d+)", str(info.value)).group(1))
+    assert info.value.needs == {"key_budget": needed}
     plan = einfhe.compile(spec, *ops, key_budget=needed)
     assert plan.estimate().key_bytes <= needed
     assert _simulated_error(plan, spec, shapes) < 1e-9
@@ -49,7 +51,25 @@ def test_the_key_budget_switches_to_power_keys_and_explain_shows_the_trade():
     assert bounded.estimate().key_bytes <= budget
     report = bounded.explain()
     assert "chosen" in report and "cheapest unconstrained" in report and re.search(r"pow\d+ keys", report)
+    traded = re.search(r"traded: ([\d.]+)x the time for ([\d.]+)x the key bytes", report)
+    free_estimate = free.estimate()
+    assert float(traded.group(2)) == pytest.approx(bounded.estimate().key_bytes / free_estimate.key_bytes, abs=0.01)
+    assert bounded.choice.cheapest.key_bytes == free_estimate.key_bytes
     assert _simulated_error(bounded, spec, shapes) < 1e-9
+    again = einfhe.Plan.from_json(bounded.to_json())
+    assert again.choice == bounded.choice and again.explain() == report
+
+
+def test_a_damaged_plan_choice_in_json_is_refused():
+    plan = einfhe.compile("ij,j->i", np.ones((4, 4)), einfhe.cipher((4,)), slots=64)
+    data = json.loads(plan.to_json())
+    assert data["choice"]["chosen"]["key_bytes"] == plan.estimate().key_bytes
+    data["choice"]["chosen"]["stolen"] = 1
+    with pytest.raises(einfhe.PlanError, match="malformed plan choice"):
+        einfhe.Plan.from_json(json.dumps(data))
+    del data["choice"]["chosen"]
+    with pytest.raises(einfhe.PlanError, match="malformed plan JSON"):
+        einfhe.Plan.from_json(json.dumps(data))
 
 
 def test_the_upload_budget_moves_the_replication_to_the_server():
