@@ -155,14 +155,21 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=48, help="held-out windows of 128 bytes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the rows to this JSON file")
+    parser.add_argument("--checkpoint", help="load the trained model from this file if it exists, else train and save it")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     train_bytes, test_bytes = corpus()
     model = TinyLM()
-    t0 = time.time()
-    loss = train(model, train_bytes, args.steps, args.seed)
-    print(f"trained {args.steps} steps on {len(train_bytes)} bytes in {time.time() - t0:.0f} s, last loss {loss:.3f}; "
-          f"{len(test_bytes)} held-out bytes", flush=True)
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        model.load_state_dict(torch.load(args.checkpoint))
+        print(f"loaded the trained model from {args.checkpoint}", flush=True)
+    else:
+        t0 = time.time()
+        loss = train(model, train_bytes, args.steps, args.seed)
+        print(f"trained {args.steps} steps on {len(train_bytes)} bytes in {time.time() - t0:.0f} s, last loss "
+              f"{loss:.3f}; {len(test_bytes)} held-out bytes", flush=True)
+        if args.checkpoint:
+            torch.save(model.state_dict(), args.checkpoint)
     model.eval()
     stride = (len(test_bytes) - CONTEXT) // args.windows
     windows = torch.stack([test_bytes[i * stride:i * stride + CONTEXT] for i in range(args.windows)])

@@ -5,6 +5,8 @@ here): cosine similarity of sentence embeddings to the float model's, and top-1 
 (does each query's nearest corpus sentence stay the same), on two sentence sets: template-generated
 sentences, and real prose drawn from the docstrings of the Python standard library. Each variant is
 calibrated once, on 32 sentences of each set that are not evaluated.
+Beside them, two peer libraries' 4-bit weight-only quantizers (torchao int4 and HQQ, ``bench/quant_peers.py``,
+from the ``bench`` extra) on the same model, sentences and float baseline.
 (b) an MLP trained here in seconds on sklearn's bundled digits: test accuracy.
 
 Usage: ``python bench/quant_accuracy.py [--sentences 400] [--only W8A8,FMPQ] [--json out.json]``. Runs on
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -27,8 +30,10 @@ from torch import nn
 
 from quant import FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W8A8, quantize_
 try:
-    from stdlib_text import stdlib_docstrings  # run as a script: bench/ is on sys.path
+    from quant_peers import hqq_int4, torchao_int4  # run as a script: bench/ is on sys.path
+    from stdlib_text import stdlib_docstrings
 except ModuleNotFoundError:  # imported as bench.quant_accuracy (the MiniLM artifact tests, bench/layer_bench.py)
+    from bench.quant_peers import hqq_int4, torchao_int4
     from bench.stdlib_text import stdlib_docstrings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -185,7 +190,9 @@ def minilm_rows(variants: list[tuple[str, str, list]], n_sentences: int, seed: i
     for name, recipe, configs in variants:
         t0 = time.time()
         qmodel = copy.deepcopy(model)
-        for config in configs:
+        if callable(configs):  # a peer library's quantizer (bench/quant_peers.py)
+            configs(qmodel)
+        for config in [] if callable(configs) else configs:
             quantize_(qmodel, config, calibration=calibration, recipe=recipe, seed=seed)
         seconds = round(time.time() - t0, 1)
         for set_name, (corpus, queries) in halves.items():
@@ -261,7 +268,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     recipes = ("rtn", "awq", "smoothquant")
-    minilm = [("W4A16 g128", r, [W4A16(128)]) for r in recipes]
+    minilm = [(f"W4A16 g{g}", r, [W4A16(g)]) for g in (128, 64) for r in recipes]
     minilm += [(f"W4A8 g{g}", r, [W4A8(g)]) for g in (128, 64, 32) for r in recipes]
     minilm += [("W4A4 g128 o32", r, [W4A4(128, outliers=32)]) for r in ("rtn", "smoothquant")]
     minilm += [(f"FMPQ g{g} a8={f}", r, [FMPQ(g, f)]) for g, f in ((32, 0.125), (64, 0.125), (32, 0.25))
@@ -269,6 +276,8 @@ def main() -> None:
     minilm += [("W8A8", r, [W8A8()]) for r in ("rtn", "smoothquant", "llm.int8")]
     minilm += [(f"W6A6 a8={f}", r, [W6A6(f)]) for f in (0.0, 0.25, 1.0) for r in ("rtn", "smoothquant")]
     minilm += [("KV4 g64 (float W)", "rtn", [KV4(64)])]
+    minilm += [(f"torchao int4 g{g}", "-", functools.partial(torchao_int4, group_size=g)) for g in (128, 64)]
+    minilm += [(f"HQQ 4-bit g{g}", "-", functools.partial(hqq_int4, group_size=g)) for g in (128, 64)]
     mlp = [("W4A16 g32", r, [W4A16(32)]) for r in recipes]
     mlp += [("W4A8 g32", r, [W4A8(32)]) for r in recipes]
     mlp += [("W4A4 g32 o4", r, [W4A4(32, outliers=4)]) for r in recipes]

@@ -132,17 +132,26 @@ def quantize_per_group(x: torch.Tensor, group_size: int, a8_groups: torch.Tensor
 
 
 def quantize_kv(t: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 over groups of the last axis (length a multiple of ``group_size``): uint8 codes, scales, zeros."""
-    g = t.detach().float().reshape(*t.shape[:-1], t.shape[-1] // group_size, group_size)
-    lo, hi = g.amin(dim=-1), g.amax(dim=-1)
+    """Asymmetric int4 over groups of the last axis: uint8 codes, fp16 scales, uint8 zeros per group.
+
+    A last axis that is not a multiple of ``group_size`` ends in a shorter group (padded with copies of its last
+    number, which leave the group's range unchanged); codes keep the input's shape.
+    """
+    width = t.shape[-1]
+    x = t.detach().float()
+    pad = -width % group_size
+    if pad:
+        x = torch.cat([x, x[..., -1:].expand(*x.shape[:-1], pad)], dim=-1)
+    g = x.reshape(*x.shape[:-1], x.shape[-1] // group_size, group_size)
+    lo, hi = g.amin(dim=-1).clamp(max=0), g.amax(dim=-1).clamp(min=0)  # the range holds 0: the zero point is a code
     scale = ((hi - lo) / 15.0).clamp(min=1e-6)
     zero = torch.round(-lo / scale).clamp(0, 15)
     q = torch.clamp(torch.round(g / scale[..., None]) + zero[..., None], 0, 15)
-    return q.to(torch.uint8).reshape(t.shape), scale.half(), zero.to(torch.uint8)
+    return q.to(torch.uint8).reshape(x.shape)[..., :width], scale.half(), zero.to(torch.uint8)
 
 
-def dequantize_kv(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """Invert :func:`quantize_kv` up to rounding, returning float32."""
-    group_size = q.shape[-1] // scale.shape[-1]
-    g = q.float().reshape(*q.shape[:-1], scale.shape[-1], group_size)
-    return ((g - zero.float()[..., None]) * scale.float()[..., None]).reshape(q.shape)
+def dequantize_kv(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Invert :func:`quantize_kv` up to rounding, returning float32 of the codes' shape."""
+    width = q.shape[-1]
+    per_number = lambda t: t.float().repeat_interleave(group_size, dim=-1)[..., :width]  # noqa: E731
+    return (q.float() - per_number(zero)) * per_number(scale)

@@ -1,5 +1,6 @@
 """Round-to-nearest quantizers: ranges and error bounds, on adversarial weights too."""
 
+import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -70,12 +71,27 @@ def test_per_token_quantization_bounds(rng):
         assert torch.all(q.abs().amax(dim=1) == qmax)  # each row's largest value hits the top code
 
 
-def test_kv4_round_trip_error_is_half_a_step(rng):
-    t = torch.randn(2, 3, 128, generator=rng)
+@pytest.mark.parametrize("width", [128, 100])
+def test_kv4_round_trip_error_is_half_a_step(rng, width):
+    t = torch.randn(2, 3, width, generator=rng)
     q, s, z = quantize_kv(t, 32)
-    assert q.dtype == torch.uint8 and int(q.max()) <= 15 and s.shape == (2, 3, 4)
-    back = dequantize_kv(q, s, z)
-    assert torch.all((back - t).abs() <= s.float().repeat_interleave(32, -1) * 0.51)
+    assert q.dtype == torch.uint8 and q.shape == t.shape and int(q.max()) <= 15 and s.shape == (2, 3, 4)
+    back = dequantize_kv(q, s, z, 32)
+    assert torch.all((back - t).abs() <= s.float().repeat_interleave(32, -1)[..., :width] * 0.51)
+
+
+def test_kv4_short_last_group_matches_a_group_by_group_reference(rng):
+    t = torch.randn(5, 100, generator=rng) * torch.linspace(0.5, 3, 100)
+    t[0] = t[0].abs() + 1  # a row of positive numbers only: its range still has to hold the zero point
+    back = dequantize_kv(*quantize_kv(t, 32), 32).numpy()
+    x = t.double().numpy()
+    for start in range(0, 100, 32):  # groups 0-31, 32-63, 64-95 and the short 96-99, each on its own range
+        g = x[:, start:start + 32]
+        lo, hi = np.minimum(g.min(1, keepdims=True), 0), np.maximum(g.max(1, keepdims=True), 0)
+        scale = np.float16(np.maximum((hi - lo) / 15, 1e-6)).astype(np.float64)  # stored in fp16
+        zero = np.clip(np.round(-lo / scale), 0, 15)
+        expected = (np.clip(np.round(g / scale) + zero, 0, 15) - zero) * scale
+        np.testing.assert_allclose(back[:, start:start + 32], expected, rtol=1e-6, atol=1e-6)
 
 
 def test_weights_beyond_fp16_scales_raise():

@@ -91,9 +91,25 @@ def test_kv4_wraps_only_key_and_value_projections(rng):
     quantize_(model, KV4(group_size=32))
     assert isinstance(model.key, KVQuantized) and isinstance(model.value, KVQuantized)
     assert type(model.query) is nn.Linear
-    assert torch.allclose(model.key(x), dequantize_kv(*quantize_kv(float_key, 32)))
+    assert torch.allclose(model.key(x), dequantize_kv(*quantize_kv(float_key, 32), 32))
     with pytest.raises(ConfigError, match="targets"):
         quantize_(nn.Sequential(nn.Linear(64, 64)), KV4(group_size=32))
+
+
+def test_kv4_pads_a_projection_width_that_is_not_a_multiple_of_the_group(rng):
+    model = _Attention()
+    model.key = nn.Linear(64, 100)
+    with torch.no_grad():
+        model.key.bias[96:] += 10.0  # the short last group is all positive
+    x = torch.randn(3, 64, generator=rng)
+    float_key = model.key(x).detach()
+    quantize_(model, KV4(group_size=32))  # 100 = 3 groups of 32 and one of 4, not refused
+    out = model.key(x)
+    assert out.shape == (3, 100)
+    assert torch.allclose(out, dequantize_kv(*quantize_kv(float_key, 32), 32))
+    short = float_key[:, 96:]  # the short group keeps its own range (widened to hold 0)
+    step = (short.amax(1).clamp(min=0) - short.amin(1).clamp(max=0)) / 15
+    assert torch.all((out[:, 96:] - float_key[:, 96:]).abs() <= step[:, None] * 0.51 + 1e-6)
 
 
 @pytest.mark.parametrize("config", [W4A16(64), W4A8(128)])
