@@ -1,11 +1,13 @@
 """The non-polynomial parts of a transformer as polynomials on calibrated ranges, evaluated in floating point exactly
 as the encrypted plan pieces (einfhe.compiler.transformer.pieces) evaluate them, each with its error bound.
 
-- `PolySoftmax`: exp by a Chebyshev interpolant on the calibrated score range, shifted by the range's top so every
-  term lies in (0, 1]; the row sum's reciprocal by a Chebyshev first guess refined by Newton's iteration
-  y <- y (2 - s y), which squares the relative error each step (Goldschmidt's division, as in THOR and NEXUS).
-  Subtracting the row maximum, the usual guard, needs a comparison circuit (dozens of levels); a calibrated score
-  range gives the same guarantee for the inputs it was calibrated on, at no level.
+- `PolySoftmax`: each row is first centred on its mean (a row sum: one level), then exp by a Chebyshev interpolant
+  on the calibrated range of centred scores, and the row sum's reciprocal by a Chebyshev first guess refined by
+  Newton's iteration y <- y (2 - s y) (the first guess fitted for the least relative error: `inverse_fit`), which squares the relative error each step (Goldschmidt's division, as in
+  THOR and NEXUS). Subtracting the row maximum, the usual guard, needs a comparison circuit (dozens of levels); the
+  row mean is linear, and since a row's maximum is at least its mean, the centred row's exp sum is at least 1 for
+  every input: the exp fit's absolute error stays small against every sum, and the reciprocal's range is
+  [1, calibrated top] rather than the span of the rows' maxima.
 - `PolyLayerNorm`: mean and variance are sums; 1 / sqrt(var + eps) by a Chebyshev first guess refined by Newton's
   iteration y <- y (3 - v y^2) / 2 on the calibrated variance range (its relative error e goes to about 1.5 e^2).
 - `PolyGelu`: GELU by a Chebyshev interpolant on the calibrated input range.
@@ -25,11 +27,13 @@ from ...errors import ModelError
 from ...plan import chebyshev_levels
 from ..layers import ChebyshevActivation
 
-__all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "newton_levels"]
+__all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "newton_levels", "inverse_fit", "newton_inverse",
+           "fit_newton_inverse", "FIRST_GUESS_DEGREES"]
 
 NEWTON_RECIPROCAL_LEVELS = 2   # s*y, then y*(2 - s*y)
 NEWTON_INVSQRT_LEVELS = 2      # y*y beside (v/2)*y, their product, then 1.5*y minus it
 MAX_NEWTON_STEPS = 12
+FIRST_GUESS_DEGREES = (5, 13, 27, 59)  # the largest degree at each level count of OpenFHE's Chebyshev series
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -51,13 +55,67 @@ def newton_levels(first_guess: ChebyshevActivation, steps: int, per_step: int) -
     return chebyshev_levels(len(first_guess.coeffs) - 1) + steps * per_step
 
 
+def inverse_fit(power: float, lo: float, hi: float, degree: int, iterations: int = 100) -> ChebyshevActivation:
+    """The polynomial p of `degree` on [lo, hi] (0 < lo) minimising max |1 - x**power * p(x)|: a first guess of
+    x**-power for Newton's iteration, whose convergence depends on that relative error (an interpolant of x**-power
+    is accurate in absolute terms, and far off in relative ones where x is small); Lawson's iteratively reweighted
+    least squares (Lawson 1961) on a Chebyshev basis, returned as a series in OpenFHE's convention (c0 doubled)."""
+    x = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (np.arange(4000) + 0.5) / 4000)
+    t = (2 * x - lo - hi) / (hi - lo)
+    basis = np.polynomial.chebyshev.chebvander(t, degree) * (x ** power)[:, None]
+    weights = np.full(x.size, 1.0 / x.size)
+    coeffs = np.zeros(degree + 1)
+    for _ in range(iterations):
+        root = np.sqrt(weights)
+        coeffs = np.linalg.lstsq(basis * root[:, None], root, rcond=None)[0]
+        weights = weights * np.abs(basis @ coeffs - 1)
+        weights /= weights.sum()
+    coeffs[0] *= 2
+    return ChebyshevActivation(tuple(float(c) for c in coeffs), float(lo), float(hi))
+
+
+def newton_inverse(power: float, x: np.ndarray, first_guess: ChebyshevActivation, steps: int) -> np.ndarray:
+    """x**-power (power 1 or 0.5) by the first guess and `steps` Newton steps, in floating point as the pieces
+    compute it: y (2 - x y) for the reciprocal, 1.5 y - y^2 (x/2) y for the inverse square root."""
+    y = _series(first_guess, x)
+    for _ in range(steps):
+        y = y * (2 - x * y) if power == 1 else 1.5 * y - (y * y) * (0.5 * x * y)
+    return y
+
+
+def fit_newton_inverse(power: float, lo: float, hi: float, degrees: tuple[int, ...],
+                       tolerance: float) -> tuple[ChebyshevActivation, int, float]:
+    """The first guess (one of `degrees`, by `inverse_fit`) and Newton step count that bring x**-power's relative
+    error on [lo, hi] below `tolerance` in the fewest levels: (first guess, steps, measured relative error).
+    Raises ModelError when no degree gets there within MAX_NEWTON_STEPS."""
+    grid, per_step = _grid(lo, hi), NEWTON_RECIPROCAL_LEVELS if power == 1 else NEWTON_INVSQRT_LEVELS
+    best, worst = None, 1.0
+    for degree in degrees:
+        first = inverse_fit(power, lo, hi, degree)
+        for steps in range(MAX_NEWTON_STEPS + 1):
+            error = float(np.abs(1 - grid ** power * newton_inverse(power, grid, first, steps)).max())
+            if not error < 1:
+                break
+            if error < tolerance:
+                levels = newton_levels(first, steps, per_step)
+                if best is None or levels < best[0]:
+                    best = (levels, first, steps, error)
+                break
+        worst = min(worst, error)
+    if best is None:
+        raise ModelError(f"x**-{power:g} stays {worst:.2g} (relative) from exact after {MAX_NEWTON_STEPS} Newton "
+                         f"steps from first guesses of degrees {degrees}: narrow the range", lo=lo, hi=hi)
+    return best[1:]
+
+
 def _grid(lo: float, hi: float) -> np.ndarray:
     return np.linspace(lo, hi, 20001)
 
 
 @dataclass(frozen=True)
 class PolySoftmax:
-    """softmax over the last axis on scores in [lo, hi] whose shifted exp sums lie in [sum_lo, sum_hi]."""
+    """softmax over the last axis (rows of `length`) for rows whose centred scores lie in [lo, hi] (exp and
+    reciprocal on those calibrated ranges)."""
 
     exp: ChebyshevActivation
     reciprocal: ChebyshevActivation
@@ -67,60 +125,49 @@ class PolySoftmax:
     reciprocal_error: float
 
     @classmethod
-    def fit(cls, lo: float, hi: float, length: int, sum_lo: float, sum_hi: float, *, exp_degree: int = 15,
-            reciprocal_degree: int = 15, tolerance: float = 1e-5) -> "PolySoftmax":
-        """Fit exp(x - hi) on [lo, hi] and the reciprocal on the sums' range (widened by the exp fit's error over
-        `length` terms) with the fewest Newton steps that bring its relative error below `tolerance`; raise
-        ModelError when Newton's iteration would not converge from the first guess."""
-        if not hi > lo or not 0 < sum_lo < sum_hi or length < 1 or not 0 < tolerance < 1:
-            raise ModelError("PolySoftmax.fit needs lo < hi, 0 < sum_lo < sum_hi, length >= 1, 0 < tolerance < 1",
-                             lo=lo, hi=hi, sum_lo=sum_lo, sum_hi=sum_hi)
-        exp = ChebyshevActivation.fit(lambda x: np.exp(x - hi), lo, hi, exp_degree)
+    def fit(cls, lo: float, hi: float, length: int, sum_hi: float | None = None, *, exp_degree: int = 13,
+            reciprocal_degrees: tuple[int, ...] = FIRST_GUESS_DEGREES, tolerance: float = 1e-5) -> "PolySoftmax":
+        """Fit exp on [lo, hi] (scores less their row mean) and the reciprocal on the sums' range [1, sum_hi]
+        (calibrated; at most length * exp(hi), the default), widened by the exp fit's error over `length` terms,
+        by the first guess and Newton steps that bring its relative error below `tolerance` in the fewest levels
+        (`fit_newton_inverse`)."""
+        top = length * math.exp(hi)
+        if not lo < 0 < hi or length < 1 or not 0 < tolerance < 1 or (sum_hi is not None and not 1 < sum_hi <= top):
+            raise ModelError("PolySoftmax.fit needs lo < 0 < hi (centred scores), length >= 1, 0 < tolerance < 1 "
+                             "and 1 < sum_hi <= length * exp(hi)", lo=lo, hi=hi, length=length, sum_hi=sum_hi)
+        exp = ChebyshevActivation.fit(np.exp, lo, hi, exp_degree)
         grid = _grid(lo, hi)
-        exp_error = float(np.abs(_series(exp, grid) - np.exp(grid - hi)).max())
-        s_lo, s_hi = sum_lo - length * exp_error, sum_hi + length * exp_error
-        if s_lo <= 0:
-            raise ModelError("the exp fit's error swamps the smallest row sum: raise exp_degree", exp_error=exp_error)
-        reciprocal = ChebyshevActivation.fit(lambda s: 1.0 / s, s_lo, s_hi, reciprocal_degree)
-        sums = _grid(s_lo, s_hi)
-        first = np.abs(1 - sums * _series(reciprocal, sums)).max()
-        if first >= 1:
-            raise ModelError(f"the reciprocal's first guess is off by {first:.2f} (relative): Newton's iteration "
-                             "needs < 1; raise reciprocal_degree or narrow the sums' range", sum_lo=s_lo, sum_hi=s_hi)
-        for newton_steps in range(MAX_NEWTON_STEPS + 1):
-            made = cls(exp, reciprocal, newton_steps, length, exp_error, 0.0)
-            measured = float(np.abs(1 - sums * made.invert(sums)).max())
-            if measured < tolerance:
-                return cls(exp, reciprocal, newton_steps, length, exp_error, measured)
-        raise ModelError(f"the reciprocal stays {measured:.2g} (relative) from 1/s after {MAX_NEWTON_STEPS} Newton "
-                         "steps: raise reciprocal_degree or narrow the sums' range", sum_lo=s_lo, sum_hi=s_hi)
+        exp_error = float(np.abs(_series(exp, grid) - np.exp(grid)).max())
+        s_lo, s_hi = 1 - length * exp_error, (sum_hi or top) + length * exp_error
+        if s_lo <= 0.5:
+            raise ModelError("the exp fit's error swamps the row sums: raise exp_degree", exp_error=exp_error)
+        reciprocal, steps, error = fit_newton_inverse(1.0, s_lo, s_hi, reciprocal_degrees, tolerance)
+        return cls(exp, reciprocal, steps, length, exp_error, error)
 
     @property
     def levels(self) -> int:
-        """Levels one softmax consumes: exp, the padding mask, the row-sum selector, the reciprocal, the product."""
-        return chebyshev_levels(len(self.exp.coeffs) - 1) + 2 + newton_levels(
+        """Levels one softmax consumes: the row mean, exp, the padding mask, the row-sum selector, the reciprocal,
+        the product (one level less where the rows have no padding to mask: a power-of-two length)."""
+        return 1 + chebyshev_levels(len(self.exp.coeffs) - 1) + 2 + newton_levels(
             self.reciprocal, self.newton_steps, NEWTON_RECIPROCAL_LEVELS) + 1
 
     def invert(self, sums: np.ndarray) -> np.ndarray:
         """1/s by the first guess and Newton's steps, in floating point."""
-        y = _series(self.reciprocal, sums)
-        for _ in range(self.newton_steps):
-            y = y * (2 - sums * y)
-        return y
+        return newton_inverse(1.0, sums, self.reciprocal, self.newton_steps)
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         """The approximate softmax over the last axis, as the encrypted piece computes it."""
-        e = _series(self.exp, scores)
+        scores = np.asarray(scores, dtype=np.float64)
+        e = _series(self.exp, scores - scores.mean(axis=-1, keepdims=True))
         return e * self.invert(e.sum(axis=-1, keepdims=True))
 
     @property
     def error_bound(self) -> float:
-        """Bound on |approximate - exact softmax| per entry for scores in range: with d the exp fit's error, S the
-        exact shifted sum (S >= s_lo' = the smallest sum less length * d) and r the reciprocal's relative error,
-        |e'/S'(1+r) - e/S| <= (d + length * d) / s_lo' * (1 + r) + r."""
+        """Bound on |approximate - exact softmax| per entry for centred scores in range: with d the exp fit's error,
+        S >= 1 the exact centred sum and r the reciprocal's relative error, |e'/S' (1 + r) - e/S| <= (d + length * d)
+        / (1 - length * d) * (1 + r) + r."""
         d, r = self.exp_error, self.reciprocal_error
-        s_lo = self.reciprocal.lo
-        return (d + self.length * d) / s_lo * (1 + r) + r
+        return (d + self.length * d) / self.reciprocal.lo * (1 + r) + r
 
 
 @dataclass(frozen=True)
@@ -136,11 +183,10 @@ class PolyLayerNorm:
     error: float
 
     @classmethod
-    def fit(cls, gamma, beta, var_lo: float, var_hi: float, *, eps: float = 1e-12, degree: int = 15,
-            tolerance: float = 1e-5) -> "PolyLayerNorm":
-        """Fit the inverse square root on [var_lo + eps, var_hi + eps] with the fewest Newton steps that bring its
-        relative error below `tolerance`; raise ModelError when Newton's iteration would not converge from the first
-        guess (relative error must stay below 1)."""
+    def fit(cls, gamma, beta, var_lo: float, var_hi: float, *, eps: float = 1e-12,
+            degrees: tuple[int, ...] = FIRST_GUESS_DEGREES, tolerance: float = 1e-5) -> "PolyLayerNorm":
+        """Fit the inverse square root on [var_lo + eps, var_hi + eps]: the first guess and Newton steps that bring
+        its relative error below `tolerance` in the fewest levels (`fit_newton_inverse`)."""
         if not 0 <= var_lo < var_hi or eps < 0 or var_lo + eps <= 0 or not 0 < tolerance < 1:
             raise ModelError("PolyLayerNorm.fit needs 0 <= var_lo < var_hi and var_lo + eps > 0",
                              var_lo=var_lo, var_hi=var_hi, eps=eps)
@@ -149,19 +195,8 @@ class PolyLayerNorm:
             raise ModelError("LayerNorm's gamma and beta must be vectors of one length",
                              gamma=gamma.shape, beta=beta.shape)
         lo, hi = var_lo + eps, var_hi + eps
-        first = ChebyshevActivation.fit(lambda v: 1 / np.sqrt(v), lo, hi, degree)
-        grid = _grid(lo, hi)
-        if np.abs(1 - np.sqrt(grid) * _series(first, grid)).max() >= 1:
-            raise ModelError("the inverse square root's first guess is off by more than 100%: raise degree or "
-                             "narrow the variance range", var_lo=var_lo, var_hi=var_hi)
-        for newton_steps in range(MAX_NEWTON_STEPS + 1):
-            made = cls(gamma, beta, float(eps), first, newton_steps, 0.0)
-            error = float(np.abs(1 - np.sqrt(grid) * made.inverse_sqrt_of(grid)).max())
-            if error < tolerance:
-                return cls(gamma, beta, float(eps), first, newton_steps, error)
-        raise ModelError(f"the inverse square root stays {error:.2g} (relative) from 1/sqrt(v) after "
-                         f"{MAX_NEWTON_STEPS} Newton steps: raise degree or narrow the variance range",
-                         var_lo=var_lo, var_hi=var_hi)
+        first, steps, error = fit_newton_inverse(0.5, lo, hi, degrees, tolerance)
+        return cls(gamma, beta, float(eps), first, steps, error)
 
     @property
     def levels(self) -> int:
@@ -170,10 +205,7 @@ class PolyLayerNorm:
 
     def inverse_sqrt_of(self, v: np.ndarray) -> np.ndarray:
         """1/sqrt(v) by the first guess and Newton's steps, in floating point."""
-        y = _series(self.inverse_sqrt, v)
-        for _ in range(self.newton_steps):
-            y = 1.5 * y - (y * y) * (0.5 * v * y)
-        return y
+        return newton_inverse(0.5, v, self.inverse_sqrt, self.newton_steps)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The approximate LayerNorm over the last axis, as the encrypted piece computes it."""
@@ -197,7 +229,7 @@ class PolyGelu:
     error: float
 
     @classmethod
-    def fit(cls, lo: float, hi: float, degree: int = 31) -> "PolyGelu":
+    def fit(cls, lo: float, hi: float, degree: int = 27) -> "PolyGelu":
         """Interpolate GELU on Chebyshev nodes of [lo, hi] and measure the error on a dense grid."""
         series = ChebyshevActivation.fit(gelu, lo, hi, degree)
         grid = _grid(lo, hi)

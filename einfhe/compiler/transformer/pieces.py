@@ -50,6 +50,13 @@ class PieceBuilder:
         self.plains: list[np.ndarray] = []
         self.input = self.builder.load(0, layout)
 
+    def extra_input(self, layout: Layout) -> Packed:
+        """A second cipher operand (operand 1), registered before any plain operand."""
+        if self.plains or len(self.operands) != 1:
+            raise ModelError("a piece's second cipher input comes before its plain operands")
+        self.operands.append(CipherInput(1, layout))
+        return self.builder.load(1, layout)
+
     def natural(self, value: Packed) -> Packed:
         """The value in the natural (row-major, zero-padded) layout of its shape: a relayout where it is not."""
         target = natural_layout(value.layout.shape, value.layout.slots, value.layout.indices)
@@ -73,6 +80,10 @@ class PieceBuilder:
         """Slot-wise product of two values in one layout, relinearized and rescaled: one level."""
         emit = self.builder.emit
         return Packed(tuple(emit(Rescale, emit(Mul, x, y)) for x, y in zip(a.cts, b.cts)), a.layout)
+
+    def add(self, a: Packed, b: Packed) -> Packed:
+        """Slot-wise sum of two values in one layout."""
+        return self.builder.add_values(a, b)
 
     def sub(self, a: Packed, b: Packed) -> Packed:
         """Slot-wise difference of two values in one layout."""
@@ -124,7 +135,11 @@ def softmax_piece(layout: Layout, softmax: PolySoftmax) -> Piece:
     """softmax over the last axis of a cipher tensor encrypted in `layout` (scores in the fitted range)."""
     _check_last_axis(layout, softmax.length, "the softmax")
     pb = PieceBuilder(layout)
-    exps = pb.scale(pb.chebyshev(pb.natural(pb.input), softmax.exp), 1.0)  # the padding's exp(0) zeroed
+    scores = pb.natural(pb.input)
+    exps = pb.chebyshev(pb.sub(scores, pb.row_sum(scores, 1.0 / softmax.length)), softmax.exp)
+    last = scores.layout.dims[-1] if scores.layout.dims else None
+    if last is not None and last.extent < last.size:
+        exps = pb.scale(exps, 1.0)  # the padded keys' exp zeroed (the plain's padding is zero): one level
     sums = pb.row_sum(exps, 1.0)
     y = pb.chebyshev(sums, softmax.reciprocal)
     for _ in range(softmax.newton_steps):  # y (2 - s y)
@@ -149,7 +164,10 @@ def layernorm_piece(layout: Layout, norm: PolyLayerNorm) -> Piece:
     return pb.plan(f"layernorm[{layout.indices}]", pb.add_const(pb.mul(centred, y), norm.beta))
 
 
-def gelu_piece(layout: Layout, activation: PolyGelu) -> Piece:
-    """GELU slot-wise on a cipher tensor encrypted in `layout` (inputs in the fitted range)."""
+def gelu_piece(layout: Layout, activation: PolyGelu, bias: np.ndarray | None = None) -> Piece:
+    """GELU slot-wise on a cipher tensor encrypted in `layout` (plus `bias` over its last axis first; inputs in the
+    fitted range)."""
     pb = PieceBuilder(layout)
-    return pb.plan(f"gelu[{layout.indices}]", pb.chebyshev(pb.natural(pb.input), activation.series))
+    x = pb.natural(pb.input)
+    x = x if bias is None else pb.add_const(x, bias)
+    return pb.plan(f"gelu[{layout.indices}]", pb.chebyshev(x, activation.series))

@@ -1,0 +1,161 @@
+"""An encoder layer compiled into a chain of plans: einsum plans for the products (cipher x plain projections, the
+cipher x cipher `hqe,hke->hqk` and `hqk,hke->hqe` with every head in the slots) and plan pieces for the biases,
+residual sums and polynomial blocks. Each plan keeps the layout its input arrives in (the compiler works around
+it), so no value is ever decrypted or re-encrypted between stages.
+
+`EncoderProgram.run(run_plan, x)` runs the chain with `run_plan = functools.partial(einfhe.run, ctx)` (a context
+made by `EncoderProgram.context`); `EncoderProgram.level_map()` prints the level each stage starts and ends at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ...errors import ModelError
+from ...layout import Layout
+from ...plan import Plan
+from ..einsum import cipher, compile_einsum
+from .encoder import EncoderBlocks, EncoderWeights
+from .pieces import PieceBuilder, Piece, gelu_piece, layernorm_piece, softmax_piece
+
+__all__ = ["Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece"]
+
+INPUT = "x"
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One plan of the chain: its operands are named cipher values (str) or plain arrays, its result `output`."""
+
+    name: str
+    plan: Plan
+    operands: tuple
+    output: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The cipher values the stage reads."""
+        return tuple(op for op in self.operands if isinstance(op, str))
+
+
+def bias_piece(layout: Layout, bias: np.ndarray) -> Piece:
+    """value + bias (broadcast over the value's leading axes), in the value's own layout: no level."""
+    pb = PieceBuilder(layout)
+    return pb.plan(f"bias[{layout.indices}]", pb.add_const(pb.input, bias))
+
+
+def sum_piece(first: Layout, second: Layout, bias: np.ndarray | None = None) -> Piece:
+    """a + b (+ bias) for two cipher tensors of one shape in any layouts, in the natural layout (a residual)."""
+    if first.shape != second.shape:
+        raise ModelError("a residual sum needs two tensors of one shape", first=first.shape, second=second.shape)
+    pb = PieceBuilder(first)
+    other = pb.extra_input(second)
+    total = pb.add(pb.natural(pb.input), pb.natural(other))
+    return pb.plan(f"sum[{first.indices}]", total if bias is None else pb.add_const(total, bias))
+
+
+@dataclass(frozen=True, eq=False)
+class EncoderProgram:
+    """The stages of one or more encoder layers, in order; `input_layout` is where the client encrypts x."""
+
+    stages: tuple[Stage, ...]
+    input_layout: Layout
+    output: str
+
+    @property
+    def plans(self) -> tuple[Plan, ...]:
+        """Every stage's plan (a context for the program is made for all of them)."""
+        return tuple(stage.plan for stage in self.stages)
+
+    def levels(self) -> dict[str, tuple[int, int]]:
+        """Per stage, the level it starts at and the level its result reaches (an upper bound: each plan's depth
+        added to the deepest of its inputs)."""
+        reached, spans = {INPUT: 0}, {}
+        for stage in self.stages:
+            start = max(reached[name] for name in stage.inputs)
+            reached[stage.output] = start + stage.plan.depth
+            spans[stage.name] = (start, reached[stage.output])
+        return spans
+
+    @property
+    def depth(self) -> int:
+        """Levels the whole chain consumes (the parameters' depth it needs without bootstrapping)."""
+        return max(end for _, end in self.levels().values())
+
+    def level_map(self) -> str:
+        """One line per stage: its levels, plan depth, rotations and ciphertext operations."""
+        lines = [f"{'stage':<14}{'levels':>10}{'depth':>7}{'rotations':>11}  reads"]
+        for stage, (start, end) in zip(self.stages, self.levels().values()):
+            lines.append(f"{stage.name:<14}{f'{start}->{end}':>10}{stage.plan.depth:>7}"
+                         f"{stage.plan.op_counts().get('rotate', 0):>11}  {', '.join(stage.inputs)}")
+        return "\n".join(lines)
+
+    def run(self, run_plan: Callable, x):
+        """Run the chain on the encrypted input x (in `input_layout`) with `run_plan(plan, *operands)`; return the
+        encrypted output."""
+        values = {INPUT: x}
+        for stage in self.stages:
+            values[stage.output] = run_plan(stage.plan, *(values[op] if isinstance(op, str) else op
+                                                          for op in stage.operands))
+        return values[self.output]
+
+
+class _Chain:
+    """Stages appended one by one, each plan compiled for the layouts its inputs actually have."""
+
+    def __init__(self, input_layout: Layout, slots: int) -> None:
+        self.slots = slots
+        self.layouts = {INPUT: input_layout}
+        self.stages: list[Stage] = []
+
+    def einsum(self, name: str, spec: str, *operands) -> str:
+        """An einsum stage over named cipher values (str) and plain arrays."""
+        described = [cipher(self.layouts[op].shape, self.layouts[op]) if isinstance(op, str) else op
+                     for op in operands]
+        plan = compile_einsum(spec, *described, slots=self.slots)
+        return self._add(name, plan, tuple(operands))
+
+    def piece(self, name: str, make, *inputs: str, **options) -> str:
+        """A plan-piece stage: `make(*input layouts, **options)` over the named cipher values."""
+        piece = make(*(self.layouts[op] for op in inputs), **options)
+        return self._add(name, piece.plan, (*inputs, *piece.plains))
+
+    def _add(self, name: str, plan: Plan, operands: tuple) -> str:
+        self.stages.append(Stage(name, plan, operands, name))
+        self.layouts[name] = plan.output_layout
+        return name
+
+
+def compile_encoder_layer(weights: EncoderWeights, blocks: EncoderBlocks, tokens: int, *, slots: int,
+                          input_layout: Layout | None = None) -> EncoderProgram:
+    """The layer on `tokens` tokens as a chain of plans on `slots` slots; the input in `input_layout` (by default
+    the one the query projection prefers, which the client encrypts in)."""
+    w = weights
+    if blocks.softmax.length != tokens:
+        raise ModelError(f"the softmax was calibrated for {blocks.softmax.length} tokens, not {tokens}")
+    heads, e, d = w.heads, w.head_width, w.width
+    split = (d, heads, e)
+    wq = (w.wq / np.sqrt(e)).reshape(split)  # the score's 1/sqrt(e) folded into the query projection
+    if input_layout is None:
+        input_layout = compile_einsum("sd,dhe->hse", cipher((tokens, d)), wq, slots=slots).input_layout(0)
+    chain = _Chain(input_layout, slots)
+    biased = {}
+    for key, matrix, bias in (("q", wq, w.bq / np.sqrt(e)), ("k", w.wk.reshape(split), w.bk),
+                              ("v", w.wv.reshape(split), w.bv)):
+        projected = chain.einsum(key + "@W", "sd,dhe->hse", INPUT, matrix)
+        biased[key] = chain.piece(key, bias_piece, projected, bias=bias.reshape(heads, 1, e))
+    scores = chain.einsum("q.k", "hqe,hke->hqk", biased["q"], biased["k"])
+    probs = chain.piece("softmax", softmax_piece, scores, softmax=blocks.softmax)
+    attended = chain.einsum("p.v", "hqk,hke->hqe", probs, biased["v"])
+    out = chain.einsum("out@Wo", "hqe,hed->qd", attended, w.wo.reshape(heads, e, d))
+    resid = chain.piece("x+attn", sum_piece, INPUT, out, bias=w.bo)
+    h = chain.piece("norm1", layernorm_piece, resid, norm=blocks.norm1)
+    inner = chain.einsum("h@W1", "sd,df->sf", h, w.w1)
+    activated = chain.piece("gelu", gelu_piece, inner, activation=blocks.gelu, bias=w.b1)
+    ffn = chain.einsum("g@W2", "sf,fd->sd", activated, w.w2)
+    resid2 = chain.piece("h+ffn", sum_piece, h, ffn, bias=w.b2)
+    result = chain.piece("norm2", layernorm_piece, resid2, norm=blocks.norm2)
+    return EncoderProgram(tuple(chain.stages), input_layout, result)
