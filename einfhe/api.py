@@ -15,14 +15,16 @@ from .spec import check_subscripts, parse_einsum, real_array
 __all__ = ["encrypt", "decrypt", "einsum", "run", "simulate"]
 
 
-def encrypt(ctx, x, layout: Layout | None = None) -> EncryptedTensor:
-    """Encrypt numpy array `x` in `layout` (default: row-major, padded) with the context's keys."""
+def encrypt(ctx, x, layout: Layout | None = None, *, level: int = 0) -> EncryptedTensor:
+    """Encrypt numpy array `x` in `layout` (default: row-major, padded) with the context's keys, `level` levels
+    below the top of the modulus chain (smaller and faster ciphertexts where the program needs fewer levels
+    before its first bootstrap: `ModelPlan.input_level`)."""
     x = real_array(x)
     layout = layout or natural_layout(x.shape, ctx.slots)
     if layout.slots != ctx.slots:
         raise PlanError(f"the layout has {layout.slots} slots, the context {ctx.slots}")
     packed = layout.pack(x)
-    return EncryptedTensor(tuple(ctx.backend.encrypt(row) for row in packed), layout)
+    return EncryptedTensor(tuple(ctx.backend.encrypt(row, level) for row in packed), layout)
 
 
 def decrypt(ctx, tensor: EncryptedTensor) -> np.ndarray:

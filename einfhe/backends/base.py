@@ -17,8 +17,8 @@ class Backend(ABC):
     max_depth: int
 
     @abstractmethod
-    def encrypt(self, values: np.ndarray):
-        """Encrypt one vector of `slots` real values."""
+    def encrypt(self, values: np.ndarray, level: int = 0):
+        """Encrypt one vector of `slots` real values, at `level` levels below the top of the modulus chain."""
 
     @abstractmethod
     def decrypt(self, ct) -> np.ndarray:

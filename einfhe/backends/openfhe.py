@@ -160,13 +160,16 @@ class OpenFHEBackend(Backend):
         return cls(params, cc, public_key, None, rotations)
 
     # -- the Backend interface ------------------------------------------------------------------------
-    def encrypt(self, values: np.ndarray):
+    def encrypt(self, values: np.ndarray, level: int = 0):
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (self.slots,):
             raise BackendError(f"expected {self.slots} slot values, got shape {values.shape}")
+        if not 0 <= level < self.max_depth or (level and self.params.lifted):
+            raise BackendError(f"encryption takes a level in 0..{self.max_depth - 1} (0 for lifted parameters), "
+                               f"got {level}")
         with translate_errors("encrypt"):
             if not self.params.lifted:
-                return self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(values.tolist()))
+                return self.cc.Encrypt(self.public_key, self.cc.MakeCKKSPackedPlaintext(values.tolist(), 1, level))
             # encrypted at scale 2^scale_bits * q (degree 2) and rescaled: the fresh noise is divided by q, and the
             # ciphertext starts on exactly 2^scale_bits one level down (einfhe.params.parameters)
             lifted = values * self._scale_corrections()[0]
@@ -272,7 +275,10 @@ class OpenFHEBackend(Backend):
         if not self.params.bootstrap:
             raise PlanError("this context was made without bootstrapping: derive it from the plan (Context.for_plan)")
         with translate_errors("bootstrap"):
-            return self.cc.EvalBootstrap(ct)
+            out = self.cc.EvalBootstrap(ct)
+            # OpenFHE leaves the result at degree 2 (its last step unrescaled): rescaled here, it sits BOOTSTRAP_DEPTH
+            # levels down at the nominal scale, as the plan's level accounting assumes
+            return self.cc.Rescale(out) if out.GetNoiseScaleDeg() == 2 else out
 
     def _check_room(self, ct) -> None:
         if not isinstance(ct, openfhe.Ciphertext):

@@ -36,11 +36,11 @@ class SimulatorBackend(Backend):
             raise BackendError("not a simulator ciphertext of this context", slots=self.slots)
         return ct
 
-    def encrypt(self, values: np.ndarray) -> SimCiphertext:
+    def encrypt(self, values: np.ndarray, level: int = 0) -> SimCiphertext:
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (self.slots,):
             raise BackendError(f"expected {self.slots} slot values, got shape {values.shape}")
-        return SimCiphertext(values.copy(), 0)
+        return SimCiphertext(values.copy(), level)
 
     def decrypt(self, ct) -> np.ndarray:
         return self._check(ct).values.copy()

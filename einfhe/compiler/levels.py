@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelError
-from ..params import BOOTSTRAP_DEPTH
+from ..params import BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH
 from ..plan import value_levels
 from ..plan.cost import load_cost_model
 
@@ -83,6 +83,15 @@ class LevelPlan:
         return self.bootstrap_cost + self.compute_cost
 
     @property
+    def first_stretch_levels(self) -> int | None:
+        """Levels the program uses before its first bootstrap (a deferred scale applied there included), or None
+        when it never bootstraps."""
+        if not self.bootstrap_before:
+            return None
+        first = self.layers[[layer.position for layer in self.layers].index(self.bootstrap_before[0])]
+        return _level_before(self, first.position) + first.scale_first
+
+    @property
     def bootstrapped_cts(self) -> int:
         """Ciphertexts refreshed over the whole model."""
         return sum(self.layers[p].cts_in for p in self.bootstrap_before)
@@ -133,7 +142,7 @@ class _Pricer:
 
     def __init__(self, max_depth: int, ring_dim: int, cost_model=None) -> None:
         self.model = cost_model or load_cost_model()
-        self.ring, self.total = ring_dim, max_depth + BOOTSTRAP_DEPTH
+        self.ring, self.total = ring_dim, max_depth + BOOTSTRAP_CHAIN_LEVELS
         self.cache: dict = {}
 
     def layer(self, layer: LayerLevels, start: int, refreshed: bool) -> float:

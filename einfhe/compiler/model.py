@@ -64,6 +64,13 @@ class ModelPlan:
         """Layout the client encrypts the input in ((features,) or (features, batch))."""
         return self.plan.input_layout(0)
 
+    def input_level(self, params) -> int:
+        """The level the client can encrypt the input at under `params` (einfhe.encrypt's `level`): where the plan
+        bootstraps, its first stretch's levels above where a bootstrap takes its input (the last level but one,
+        as a refreshed stretch ends: smaller ciphertexts, cheaper steps); the top (0) otherwise."""
+        first = None if self.levels is None else self.levels.first_stretch_levels
+        return 0 if first is None else params.total_depth - 1 - first
+
     def operands(self, encrypted_input) -> tuple:
         """The operand list for `einfhe.run(ctx, model.plan, *model.operands(xe))`."""
         return (encrypted_input, *self.plains)

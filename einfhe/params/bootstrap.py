@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["BOOTSTRAP_LEVEL_BUDGET", "BOOTSTRAP_DEPTH", "BOOTSTRAP_GAP", "correction_factor",
+__all__ = ["BOOTSTRAP_LEVEL_BUDGET", "BOOTSTRAP_DEPTH", "BOOTSTRAP_CHAIN_LEVELS", "BOOTSTRAP_GAP", "correction_factor",
            "bootstrap_scale_bits", "bootstrap_headroom"]
 
 # Level budget (CoeffsToSlots, SlotsToCoeffs) and the levels bootstrapping consumes with uniform ternary secrets
 # (CryptoContext.GetBootstrapDepth; a test checks the figure).
 BOOTSTRAP_LEVEL_BUDGET = (2, 2)
 BOOTSTRAP_DEPTH = 18
+# Levels bootstrapping adds to the modulus chain: its own, and one more that a bootstrap's input keeps (OpenFHE's
+# EvalBootstrap refuses a ciphertext on its last tower: "Removing last element of DCRTPoly renders it invalid"),
+# so a refreshed stretch of `depth` levels can be bootstrapped again.
+BOOTSTRAP_CHAIN_LEVELS = BOOTSTRAP_DEPTH + 1
 # the gap einfhe uses where the correction factor allows it: values below 2^4, a few bits of precision given up
 BOOTSTRAP_GAP = 5
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ParameterError
-from .bootstrap import BOOTSTRAP_DEPTH, bootstrap_scale_bits, correction_factor
+from .bootstrap import BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH, bootstrap_scale_bits, correction_factor
 
 __all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE", "SMALL_RING_FIRST_MOD_BITS"]
 
@@ -84,13 +84,14 @@ class Parameters:
         modulus does not fit take a 55-bit one, and `lift` lifts the encryption where the ring has room for it
         (module docstring)."""
         depth = max(1, int(depth))
-        log_qp = estimate_log_qp(depth + (BOOTSTRAP_DEPTH if bootstrap else 0), scale_bits or 40, first_mod_bits)
+        chain = depth + (BOOTSTRAP_CHAIN_LEVELS if bootstrap else 0)
+        log_qp = estimate_log_qp(chain, scale_bits or 40, first_mod_bits)
         small, scale = min(first_mod_bits, SMALL_RING_FIRST_MOD_BITS), scale_bits or 40
         for ring_dim, bound in sorted(MAX_LOG_QP.items()):
             if ring_dim < 2 * slots:
                 continue
             for lifted in (True, False) if lift and not bootstrap else (False,):
-                total = depth + (BOOTSTRAP_DEPTH if bootstrap else 0) + lifted
+                total = depth + (BOOTSTRAP_CHAIN_LEVELS if bootstrap else 0) + lifted
                 for first, bits in _moduli_to_try(ring_dim, slots, scale_bits, first_mod_bits, bootstrap):
                     if estimate_log_qp(total, bits, first) <= bound:
                         return cls(ring_dim, slots, depth, bits, first, SECURE, bootstrap, 0, lifted).validate()
@@ -129,9 +130,9 @@ class Parameters:
 
     @property
     def total_depth(self) -> int:
-        """Levels of the modulus chain: the program's, plus bootstrapping's own when enabled, plus the lifted
-        encryption's."""
-        return self.depth + (BOOTSTRAP_DEPTH if self.bootstrap else 0) + int(self.lifted)
+        """Levels of the modulus chain: the program's, plus bootstrapping's own and its input's when enabled, plus
+        the lifted encryption's."""
+        return self.depth + (BOOTSTRAP_CHAIN_LEVELS if self.bootstrap else 0) + int(self.lifted)
 
     @property
     def log_qp(self) -> int:
@@ -207,7 +208,7 @@ class Parameters:
         return (
             f"N={self.ring_dim} slots={self.slots} depth={self.depth} scale=2^{self.scale_bits} "
             f"first_mod={self.first_mod_bits}b log2(QP)~{self.log_qp} security: {self.security}"
-            + (f" bootstrapping (+{BOOTSTRAP_DEPTH} levels)" if self.bootstrap else "")
+            + (f" bootstrapping (+{BOOTSTRAP_CHAIN_LEVELS} levels)" if self.bootstrap else "")
             + (f" key-switching digits {self.digits}" if self.digits else "")
             + (" lifted encryption (+1 level)" if self.lifted else "")
         )

@@ -116,22 +116,64 @@ def test_unknown_placement_lists_the_valid_ones():
         compile_model(layers, 6, batch=8, slots=8, max_depth=0)
 
 
+def _amplification(layers, X, start):
+    """How much an error entering layer `start` can grow by the output: each linear layer by its largest absolute
+    row sum, each square by 2 max|input| plus the error itself (below 2^-6 here)."""
+    h, factor = X, 1.0
+    for position, layer in enumerate(layers):
+        if position >= start:
+            square = isinstance(layer, Square)
+            factor *= 2 * np.abs(h).max() + 2.0**-6 if square else np.abs(layer.weight).sum(axis=1).max()
+        h = h * h if isinstance(layer, Square) else h @ layer.weight.T
+    return factor
+
+
+def _run_encrypted(model, params, X):
+    """Encrypt at the plan's input level (so OpenFHE really bootstraps: given a ciphertext with more levels left
+    than bootstrapping needs, it returns it unchanged), run, decrypt; the output's level too."""
+    ctx = einfhe.Context.for_plan(model.plan, params=params)
+    level = model.input_level(params)
+    assert level > 0
+    xe = einfhe.encrypt(ctx, model.pack_input(X), model.input_layout, level=level)
+    ye = einfhe.run(ctx, model.plan, *model.operands(xe))
+    return model.unpack_output(einfhe.decrypt(ctx, ye)), ye.cts[0].GetLevel()
+
+
 @pytest.mark.fhe
 def test_planned_bootstraps_decrypt_to_the_plaintext_model():
     """On OpenFHE (a small insecure ring), within the bound: CKKS error of the levels (error_bound) plus the
-    bootstrap's error (2^-10: what rings up to 2^12 keep with the 5-bit gap, einfhe.params.bootstrap; about 2^-46
-    on this 16-dimensional ring, measured) carried
-    through the layers after it: the linear layers by their largest absolute row sums, the square by 2 max|h|."""
+    bootstrap's error (2^-10: what rings up to 2^12 keep with the 5-bit gap, einfhe.params.bootstrap) carried
+    through the layers after it."""
     rng = np.random.default_rng(2)
     layers, reference = _narrow_then_wide(rng)
     model = compile_model(layers, 6, batch=8, slots=8, max_depth=3)
     params = einfhe.Parameters.insecure_for_tests(3, 8, bootstrap=True)
-    ctx = einfhe.Context.for_plan(model.plan, params=params)
     X = rng.uniform(-1, 1, (8, 6))
-    xe = einfhe.encrypt(ctx, model.pack_input(X), model.input_layout)
-    got = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
-    W1, W2, W3 = (layer.weight for layer in layers[::2])
-    h = (X @ W1.T) ** 2 @ W2.T
-    amplify = np.abs(W2).sum(axis=1).max() * 2 * np.abs(h).max() * np.abs(W3).sum(axis=1).max()
-    bound = error_bound(params, float(np.abs(h).max() ** 2), 64, 3, 0) + 2.0**-10 * amplify
+    got, _ = _run_encrypted(model, params, X)
+    h = (X @ layers[0].weight.T) ** 2 @ layers[2].weight.T
+    bound = error_bound(params, float(np.abs(h).max() ** 2), 64, 3, 0) + 2.0**-10 * _amplification(layers, X, 2)
     assert np.abs(got - reference(X)).max() <= bound
+
+
+@pytest.mark.fhe
+def test_full_stretches_bootstrap_again():
+    """Every stretch uses all its levels and is bootstrapped again (three bootstraps in a row): the chain keeps the
+    level a bootstrap's input needs, and each bootstrap's error (2^-10) is carried to the output."""
+    rng = np.random.default_rng(3)
+    weights = [rng.uniform(-0.6, 0.6, shape) for shape in ((3, 4), (3, 3), (3, 3), (2, 3))]
+    layers = [Linear(weights[0]), Square(), Linear(weights[1]), Square(), Linear(weights[2]), Square(),
+              Linear(weights[3])]
+    model = compile_model(layers, 4, batch=8, slots=8, max_depth=2)
+    placed = model.levels.bootstrap_before
+    assert len(placed) == 3 and sum(layer.levels for layer in model.levels.layers[placed[1]:placed[2]]) == 2
+    params = einfhe.Parameters.insecure_for_tests(2, 8, bootstrap=True)
+    X = rng.uniform(-1, 1, (8, 4))
+    got, level = _run_encrypted(model, params, X)
+    after_last = sum(layer.levels for layer in model.levels.layers[placed[-1]:])
+    assert level == einfhe.params.BOOTSTRAP_DEPTH + after_last  # refreshed by the last bootstrap for real
+    h = X
+    for layer in layers:
+        h = h * h if isinstance(layer, Square) else h @ layer.weight.T
+    bound = sum(error_bound(params, 4.0, 4, 2, 0) + 2.0**-10 * _amplification(layers, X, start)
+                for start in (0, *placed))
+    assert np.abs(got - h).max() <= bound

@@ -46,7 +46,7 @@ def test_derived_bootstrap_parameters_fit_the_correction_factor_at_128_bit(depth
     gap = params.first_mod_bits - params.scale_bits
     assert params.secure and params.ring_dim == 65536 and params.log_qp <= MAX_LOG_QP[65536]
     assert 1 <= gap <= correction_factor(params.ring_dim, slots)
-    assert params.total_depth == depth + BOOTSTRAP_DEPTH
+    assert params.total_depth == depth + BOOTSTRAP_DEPTH + 1  # the level a bootstrap's input keeps
 
 
 def test_the_issue_case_gets_a_gap_openfhe_accepts():
