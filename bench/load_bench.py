@@ -1,9 +1,13 @@
 """Load: concurrent tenants' clients against `einfhe serve` for a bounded time, every answer decrypted and checked.
 
-    PYTHONPATH=. .venv/bin/python bench/load_bench.py [--clients 16] [--seconds 30] [--workers 2] [--scheduling fifo fair]
+    PYTHONPATH=. .venv/bin/python bench/load_bench.py [--clients 16] [--seconds 30] [--workers 2] [--in-flight 4]
+        [--scheduling fifo fair]
 
 Each client is its own tenant with its own keys at ring 2^14 (128-bit parameters the server derives) and its own
-registered 64x128 W; it sends ij,j->i with a fresh x back to back (bench/load_client.py's run_load): the timed window opens
+registered 64x128 W; it sends ij,j->i with a fresh x, `--in-flight` requests outstanding at a time (so that a tenant
+has jobs queued, as one sending a batch or serving several users does; with one, a worker that has just served a
+tenant never finds another job of it queued, and no placement can save a key load), bench/load_client.py's
+run_load: the timed window opens
 once every client has uploaded its keys. Printed: requests sent, answered correctly, wrong, lost (sent but not
 answered correctly or not among the server's succeeded jobs), throughput, latency p50/p95/max per request
 (encrypt, upload, run in a worker, inline answer, decrypt), the median time a job spent in a worker, and memory:
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=2, help="the server's worker processes")
+    parser.add_argument("--in-flight", type=int, default=4, help="requests each client keeps outstanding")
     parser.add_argument("--scheduling", nargs="+", default=["fifo", "fair"], choices=("fifo", "fair"),
                         help="the server's job orders to measure, one run each (the first is the baseline)")
     args = parser.parse_args()
@@ -63,17 +68,19 @@ def _run(args, order: str) -> tuple[float, float, float]:
         with einfhe_serve(tmp / "data", tmp / "tokens.txt", args.workers,
                           env={"EINFHE_SCHEDULING": order}) as (server, url):
             with MemorySampler(server.pid) as sampler:
-                report = run_load(url, tokens, seconds=args.seconds)
+                report = run_load(url, tokens, seconds=args.seconds, in_flight=args.in_flight)
                 window_start = time.monotonic() - report.seconds
             peaks = {"API process": peak_rss(server.pid)}
-            workers = [p for p in psutil.Process(server.pid).children(recursive=True)
-                       if "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's helper
+            workers = [p for p in psutil.Process(server.pid).children(recursive=True)  # not multiprocessing's helpers
+                       if "resource_tracker" not in " ".join(p.cmdline())  # (the fork server's children are workers)
+                       and not (p.ppid() == server.pid and "multiprocessing.forkserver" in " ".join(p.cmdline()))]
             for i, worker in enumerate(workers):
                 peaks[f"worker {i + 1}"] = peak_rss(worker.pid)
 
     first = sorted(c.first_call for c in report.clients)
-    print(f"== scheduling {order}: {args.clients} clients (one tenant and key set each), ij,j->i W 64x128 at ring "
-          f"2^14, 128-bit; server: {args.workers} worker processes; window {report.seconds:.1f} s")
+    print(f"== scheduling {order}: {args.clients} clients (one tenant and key set each, {args.in_flight} requests "
+          f"in flight each), ij,j->i W 64x128 at ring 2^14, 128-bit; server: {args.workers} worker processes; "
+          f"window {report.seconds:.1f} s")
     print(f"first call per client (plan, keygen, key upload, einsum): median {first[len(first) // 2]:.1f} s, "
           f"max {first[-1]:.1f} s")
     print(f"requests sent {report.sent}, answered correctly {report.correct}, wrong {report.wrong}, "
@@ -85,6 +92,11 @@ def _run(args, order: str) -> tuple[float, float, float]:
           f"computing): median {np.median(in_worker) * 1e3:.0f} ms")
     print(f"latency per request: p50 {report.latency(0.5) * 1e3:.0f} ms, p95 {report.latency(0.95) * 1e3:.0f} ms, "
           f"max {report.latency(1.0) * 1e3:.0f} ms")
+    rates = sorted(len(c.latencies) / report.seconds for c in report.clients)
+    p95s = sorted(float(np.quantile(c.latencies, 0.95)) * 1e3 for c in report.clients if c.latencies)
+    print(f"per tenant: throughput min / median / max {rates[0]:.2f} / {rates[len(rates) // 2]:.2f} / "
+          f"{rates[-1]:.2f} requests/s; p95 min / median / max {p95s[0]:.0f} / {p95s[len(p95s) // 2]:.0f} / "
+          f"{p95s[-1]:.0f} ms")
     print("peak memory (VmHWM): " + ", ".join(f"{name} {rss / _MIB:.0f} MiB" for name, rss in peaks.items())
           + f"; their sum sampled every 50 ms: peak {sampler.peak() / _MIB:.0f} MiB, in the timed window "
             f"{sampler.peak(window_start) / _MIB:.0f} MiB")

@@ -6,7 +6,8 @@ answer decrypted and checked against numpy, and the server's own job list compar
 
 Each tenant registers its own random plaintext W (so an answer computed with another tenant's operand or keys
 would be caught as wrong), generates its keys and uploads them once (that first call is timed apart), then sends
-`ij,j->i` with a fresh random x until the time is up. A request is lost when it was sent but never answered
+`ij,j->i` with a fresh random x until the time is up, from `in_flight` lanes at once (a lane sends its next request
+when its last is answered). A request is lost when it was sent but never answered
 correctly: it raised, it decrypted to the wrong values, or the server holds no succeeded job for it.
 """
 
@@ -44,6 +45,7 @@ class ClientLoad:
     server_jobs: int = 0  # the tenant's jobs on the server after the run
     server_succeeded: int = 0
     server_seconds: list[float] = field(default_factory=list)  # each succeeded job's time in a worker
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the counts, from several lanes
 
 
 @dataclass
@@ -98,7 +100,8 @@ class _Window:
 
 def _call(einsum, plan: PlanInfo, W: np.ndarray, x: np.ndarray, load: ClientLoad) -> float:
     """One `einsum(x)`, its answer checked against W @ x within the plan's error bound; returns its seconds."""
-    load.sent += 1
+    with load.lock:
+        load.sent += 1
     start = time.perf_counter()
     try:
         y = einsum(x)
@@ -108,16 +111,17 @@ def _call(einsum, plan: PlanInfo, W: np.ndarray, x: np.ndarray, load: ClientLoad
     elapsed = time.perf_counter() - start
     atol = error_bound(plan.params, float(np.abs(W).max() * np.abs(x).max()), W.shape[1], plan.plan.depth,
                        plan.plan.keyswitches)
-    if np.allclose(y, W @ x, rtol=0, atol=atol):
-        load.correct += 1
-    else:
-        load.wrong += 1
+    right = np.allclose(y, W @ x, rtol=0, atol=atol)
+    with load.lock:
+        load.correct += right
+        load.wrong += not right
     return elapsed
 
 
 def _one_client(url: str, token: str, seed: int, window: _Window, shape: tuple[int, int], slots: int,
-                params: Parameters | None) -> ClientLoad:
-    """Register W and make the first call (keys uploaded), then run einsums until the window closes."""
+                params: Parameters | None, in_flight: int) -> ClientLoad:
+    """Register W and make the first call (keys uploaded), then run einsums until the window closes, `in_flight`
+    at a time (each lane sends its next one when its last is answered)."""
     load = ClientLoad()
     rng = np.random.default_rng(seed)
     W = rng.standard_normal(shape)
@@ -132,8 +136,17 @@ def _one_client(url: str, token: str, seed: int, window: _Window, shape: tuple[i
             load.first_call = _call(einsum, plan, W, rng.standard_normal(shape[1]), load)
         finally:
             deadline = window.enter()
-        while time.monotonic() < deadline:
-            load.latencies.append(_call(einsum, plan, W, rng.standard_normal(shape[1]), load))
+
+        def lane(lane_seed: int) -> None:
+            lane_rng = np.random.default_rng([seed, lane_seed])
+            while time.monotonic() < deadline:
+                load.latencies.append(_call(einsum, plan, W, lane_rng.standard_normal(shape[1]), load))
+
+        lanes = [threading.Thread(target=lane, args=(i,)) for i in range(in_flight)]
+        for thread in lanes:
+            thread.start()
+        for thread in lanes:
+            thread.join()
         jobs = client.http.request("GET", "/jobs").json()
     load.server_jobs = len(jobs)
     load.server_seconds = [job["seconds"] for job in jobs if job["status"] == "succeeded"]
@@ -142,12 +155,13 @@ def _one_client(url: str, token: str, seed: int, window: _Window, shape: tuple[i
 
 
 def run_load(url: str, tokens: list[str], *, seconds: float, shape: tuple[int, int] = (64, 128), slots: int = 8192,
-             params: Parameters | None = None) -> LoadReport:
+             params: Parameters | None = None, in_flight: int = 1) -> LoadReport:
     """One concurrent client per token (each a tenant with no jobs yet), all sending for `seconds` once every
-    client has made its first call; the report's `seconds` is the window's wall time."""
+    client has made its first call, each with `in_flight` requests outstanding; the report's `seconds` is the
+    window's wall time."""
     window = _Window(len(tokens), seconds)
     with ThreadPoolExecutor(len(tokens)) as pool:
-        futures = [pool.submit(_one_client, url, token, seed, window, shape, slots, params)
+        futures = [pool.submit(_one_client, url, token, seed, window, shape, slots, params, in_flight)
                    for seed, token in enumerate(tokens)]
         clients = [f.result() for f in futures]
     return LoadReport(clients, time.monotonic() - window.deadline + seconds)

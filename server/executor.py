@@ -55,14 +55,16 @@ class Executor(ABC):
         """Stop accepting work and release the workers."""
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """In a worker: end this process once the service that started it is gone, so a killed service leaves no workers.
+def die_with_parent() -> None:
+    """In a worker: end this process once the process that started it is gone, so a killed service leaves no workers.
 
     A daemon thread polls the parent's pid (a dead parent's children are re-parented), so a worker in the middle of
-    a long job ends too, not only an idle one that finds its pipe closed. Linux's PR_SET_PDEATHSIG is not used: it
+    a long job ends too, not only an idle one that finds its pipe closed. The parent is the service itself or its
+    fork server, which exits as soon as the service is gone. Linux's PR_SET_PDEATHSIG is not used: it
     fires when the *thread* that spawned the worker ends, not the process, which once killed healthy workers
     mid-service (spawned from request threads that anyio retires after 10 idle seconds).
     """
+    parent_pid = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -73,20 +75,22 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 class LocalProcessExecutor(Executor):
-    """`workers` worker processes (spawned), each driven by one thread of this executor over a pipe of its own.
+    """`workers` worker processes (forked from a fork server: `start`), each driven by one thread of this executor
+    over a pipe of its own.
 
     A job runs on one of the executor's threads, which hands it to that thread's worker process and reads the
     outcome back from the same pipe: no manager or feeder thread in between (ProcessPoolExecutor's ~0.5 ms of
     hand-offs per job), and a worker serves one job at a time.
 
-    Each worker runs OpenFHE with `threads` OpenMP threads (OMP_NUM_THREADS, inherited by the spawned processes,
+    Each worker runs OpenFHE with `threads` OpenMP threads (OMP_NUM_THREADS, inherited by the worker processes,
     unless the environment already sets it): the workers already use the cores in parallel, and OpenMP threads
     on top of them oversubscribe the machine (a batched model inference measured 54 s instead of 7 s under load).
     For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.runtime.scheduler`).
 
     A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) takes only
     its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), its thread starts a fresh
-    process at once, and every other job, another tenant's among them, runs on as if nothing had happened.
+    process at once (forked from the fork server, ~30 ms; a spawned interpreter took ~0.6 s of a core), and every
+    other job, another tenant's among them, runs on as if nothing had happened.
 
     Which queued work a free thread takes is `server.fair_queue`'s choice (`order`): fair between tenants and
     sticky to the key set its worker holds, or in arrival order.
@@ -97,15 +101,16 @@ class LocalProcessExecutor(Executor):
     """
 
     def __init__(self, workers: int = 2, threads: int = 1, arena_bytes: int = _ARENA_BYTES,
-                 order: str = "fair") -> None:
+                 order: str = "fair", start: str = "forkserver") -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         os.environ.setdefault("EINFHE_WORKERS", "1")
         self.workers = workers
         self.arena_bytes = arena_bytes
-        self._queue = FairQueue(order)
+        self._context = _worker_context(start)
+        self._queue = FairQueue(order, workers=workers)
         self._lock = threading.Lock()
         self._processes: set[_WorkerProcess] = set()
-        self._threads = [threading.Thread(target=self._serve, name=f"einfhe-job-{i}", daemon=True)
+        self._threads = [threading.Thread(target=self._serve, args=(i,), name=f"einfhe-job-{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
             thread.start()
@@ -127,17 +132,17 @@ class LocalProcessExecutor(Executor):
 
         return self._queue.put(Work(check.tenant, None, worker.check_keyset, (check,), clears_keys=True))
 
-    def _serve(self) -> None:
-        """One executor thread: take work from the fair queue and run it in this thread's worker process; a process
-        that dies fails its own work only, is replaced at once (not when the next work, maybe another tenant's,
-        comes) and puts the tenant on probation (server.fair_queue)."""
+    def _serve(self, index: int) -> None:
+        """Executor thread `index`: take work from the fair queue and run it in this thread's worker process; a
+        process that dies fails its own work only, is replaced at once (not when the next work, maybe another
+        tenant's, comes) and puts the tenant on probation on this thread's worker (server.fair_queue)."""
         process, holding = None, None
-        while (work := self._queue.take(holding)) is not None:
+        while (work := self._queue.take(holding, index)) is not None:
             try:
                 process = process or self._start_process()
                 result = process.call(work.fn, work.args)
             except BrokenProcessPool as exc:
-                self._queue.restrict(work.tenant)
+                self._queue.restrict(work.tenant, index)
                 work.future.set_exception(exc)
                 self._stop_process(process)
                 process, holding = None, None
@@ -155,7 +160,7 @@ class LocalProcessExecutor(Executor):
             self._queue.done(work)
 
     def _start_process(self) -> "_WorkerProcess":
-        process = _WorkerProcess(self.arena_bytes)
+        process = _WorkerProcess(self._context, self.arena_bytes)
         with self._lock:
             self._processes.add(process)
         return process
@@ -178,12 +183,12 @@ class LocalProcessExecutor(Executor):
 
 
 class _WorkerProcess:
-    """One spawned worker process, the parent's end of its pipe and their shared buffer (None without one)."""
+    """One worker process, started from `context`, the parent's end of its pipe and their shared buffer (None
+    without one)."""
 
-    def __init__(self, arena_bytes: int) -> None:
-        context = multiprocessing.get_context("spawn")
+    def __init__(self, context, arena_bytes: int) -> None:
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve_calls, args=(child, os.getpid()), daemon=True,
+        self._process = context.Process(target=_serve_calls, args=(child,), daemon=True,
                                         name="einfhe-worker")
         self._process.start()
         child.close()
@@ -256,10 +261,24 @@ def _reserved_memfd(size: int) -> int | None:
     return fd
 
 
-def _serve_calls(conn, parent_pid: int) -> None:
+def _worker_context(start: str):
+    """Where worker processes come from (`start`): "forkserver", forked from a fork server that has already imported
+    the worker's modules (OpenFHE among them), so a worker that crashed is replaced in tens of milliseconds and
+    without the CPU second a fresh interpreter's imports take from the other workers (spawned where the platform
+    has no fork server); or "spawn", a fresh interpreter each."""
+    if start not in ("forkserver", "spawn"):
+        raise ValueError(f"unknown worker start method {start!r}: forkserver or spawn")
+    if start == "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["server.worker"])  # no effect once this process's fork server runs
+    return context
+
+
+def _serve_calls(conn) -> None:
     """A worker process's loop: take the shared buffer, then run each call received on `conn` and send back
     (True, result) or (False, error), until the pipe closes or the parent is gone."""
-    die_with_parent(parent_pid)
+    die_with_parent()
     try:
         arena_bytes = conn.recv()
         arena = None

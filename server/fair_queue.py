@@ -8,12 +8,23 @@ worker holds a key set that a queued job uses, it takes that job if its tenant i
 the lowest count, which saves the worker a key-set load (tens of ms to seconds) without letting one tenant run
 ahead by more than the slack. Within a tenant, jobs run in arrival order (except for that sticky pick).
 
-Probation: a tenant one of whose jobs just crashed a worker (`restrict`) runs at most one job at a time for
-`probation_seconds`, counting the crashed worker's restart as its job, so a flood of crashing jobs takes down
-one worker at a time, never all of them, while the other tenants run on the rest.
+Placement: a job whose key set an idle worker holds goes to that worker rather than to another idle one, which
+would load the keys again (at ring 2^14, loading a key set takes several times as long as a small einsum); a job
+that needs keys no idle worker holds goes to an idle worker that holds none, if there is one, so the keys loaded
+elsewhere stay for their tenant's next job.
 
-`order="fifo"` serves jobs in arrival order whatever their tenant (the scheduling before issue 18, kept as the
-baseline bench/load_bench.py measures against).
+Sharing: with more than one worker, a tenant runs at most `workers - 1` jobs at once while another tenant has work
+queued or running or had some within the last `share_seconds`, so one tenant's burst never holds every worker
+from a tenant between two requests; alone, a tenant uses every worker.
+
+Probation: a tenant one of whose jobs just crashed a worker (`restrict`) runs, for `probation_seconds`, at most one
+job at a time (the crashed worker's restart counted as its job), only on the worker it crashed, and only when no
+other tenant has work queued or running or had some within `share_seconds`: a flood of crashing jobs takes down
+that one worker, in the other tenants' idle time, while they run on the rest with their keys loaded.
+
+`order="fifo"` serves jobs in arrival order whatever their tenant, with none of the placement, sharing and probation
+rules above (the scheduling before issue 18, kept as the baseline bench/load_bench.py and bench/attack_bench.py
+measure against).
 """
 
 from __future__ import annotations
@@ -47,12 +58,17 @@ class FairQueue:
     """Per-tenant queues that workers take from (blocking), fairly and key-set-sticky; see the module docstring."""
 
     def __init__(self, order: Literal["fair", "fifo"] = "fair", sticky_slack: int = 1,
-                 probation_seconds: float = 60.0) -> None:
+                 probation_seconds: float = 60.0, workers: int = 1, share_seconds: float = 1.0) -> None:
         self.order = order
         self.sticky_slack = sticky_slack
         self.probation_seconds = probation_seconds
+        self.workers = workers
+        self.share_seconds = share_seconds
         self._running: dict[str, int] = {}  # works taken and not yet done, by tenant
+        self._last_active: dict[str, float] = {}  # tenant -> monotonic time it last queued or finished work
         self._probation: dict[str, float] = {}  # tenant -> monotonic time its probation ends
+        self._pinned: dict[str, int] = {}  # tenant on probation -> the worker it may run on
+        self._idle: dict[int, str | None] = {}  # worker waiting in take -> the key set it holds
         self._queues: dict[str, deque[Work]] = {}
         self._served: dict[str, int] = {}
         self._sequence = itertools.count()
@@ -66,35 +82,66 @@ class FairQueue:
             if self._closed:
                 raise RuntimeError("the queue is closed")
             work.sequence = next(self._sequence)
+            self._last_active[work.tenant] = time.monotonic()
             if not self._queues.get(work.tenant):  # back from idle: no credit for the idle time
                 self._served[work.tenant] = max(self._served.get(work.tenant, 0), self._clock)
             self._queues.setdefault(work.tenant, deque()).append(work)
-            self._ready.notify()
+            self._ready.notify_all()  # every idle worker: the one holding its key set should take it
         return work.future
 
-    def take(self, holding: str | None) -> Work | None:
-        """The next work for a worker holding key set `holding` (blocks until there is some); None once closed."""
+    def take(self, holding: str | None, worker: int = 0) -> Work | None:
+        """The next work for worker `worker`, which holds key set `holding` (blocks until there is some); None once
+        closed."""
         with self._ready:
-            while True:
-                if self._closed:
-                    return None
-                work = self._pick(holding)
-                if work is None:
-                    self._ready.wait()
-                    continue
-                if work.future.set_running_or_notify_cancel():
-                    return work
+            self._idle[worker] = holding
+            try:
+                while True:
+                    if self._closed:
+                        return None
+                    work = self._pick(holding, worker)
+                    if work is None:  # a sharing window or a probation may end without a notify: look again soon
+                        self._ready.wait(self.share_seconds if any(self._queues.values()) else None)
+                        continue
+                    if work.future.set_running_or_notify_cancel():
+                        return work
+                    self._running[work.tenant] -= 1  # cancelled while queued
+            finally:
+                del self._idle[worker]
 
-    def _pick(self, holding: str | None) -> Work | None:
-        """Remove and return the work to serve next (under the lock), or None when nothing is queued."""
+    def _may_run(self, tenant: str, worker: int, now: float) -> bool:
+        """Whether worker `worker` may start another job of `tenant` now (probation and sharing; under the lock)."""
+        running = self._running.get(tenant, 0)
+        on_probation = self._probation.get(tenant, 0.0) > now
+        if on_probation and (running or self._pinned.get(tenant, worker) != worker):
+            return False
+        if not on_probation and (self.workers < 2 or running < self.workers - 1):
+            return True
+        return not any(other != tenant and (self._running.get(other) or self._queues.get(other)
+                                            or self._last_active.get(other, -1e18) > now - self.share_seconds)
+                       for other in self._last_active)
+
+    def _better_elsewhere(self, work: Work, holding: str | None, worker: int) -> bool:
+        """Whether another idle worker should take `work` rather than this one, which holds `holding`: one that
+        holds the work's key set, or, when the work needs other keys than this worker's, one that holds none (so
+        the keys loaded here stay for their tenant's next job). Under the lock."""
+        if not (work.clears_keys or work.keyset_id not in (None, holding)):
+            return False  # runs here without loading keys
+        others = {keys for other, keys in self._idle.items() if other != worker}
+        return (work.keyset_id is not None and work.keyset_id in others) or (holding is not None and None in others)
+
+    def _pick(self, holding: str | None, worker: int) -> Work | None:
+        """Remove and return the work to serve next (under the lock), or None when nothing is queued that this
+        worker should take."""
+        if self.order == "fifo":  # arrival order, no placement, sharing or probation: the scheduling before issue 18
+            heads = [queue[0] for queue in self._queues.values() if queue]
+            work = min(heads, key=lambda w: w.sequence, default=None)
+            return work and self._serve(work.tenant, work)
         now = time.monotonic()
         busy = {tenant: queue for tenant, queue in self._queues.items()
-                if queue and not (self._probation.get(tenant, 0.0) > now and self._running.get(tenant, 0) >= 1)}
+                if queue and self._may_run(tenant, worker, now)
+                and (self._probation.get(tenant, 0.0) > now or not self._better_elsewhere(queue[0], holding, worker))}
         if not busy:
             return None
-        if self.order == "fifo":
-            tenant = min(busy, key=lambda t: busy[t][0].sequence)
-            return self._serve(tenant, busy[tenant][0])
         lowest = min(self._served[t] for t in busy)
         if holding is not None:
             near = [t for t in busy if self._served[t] <= lowest + self.sticky_slack]
@@ -116,12 +163,15 @@ class FairQueue:
         """A taken work has finished: its tenant may run another if probation held it back."""
         with self._ready:
             self._running[work.tenant] -= 1
-            self._ready.notify()
+            self._last_active[work.tenant] = time.monotonic()
+            self._ready.notify_all()
 
-    def restrict(self, tenant: str) -> None:
-        """Put `tenant` on probation (one job at a time for probation_seconds): a job of it crashed a worker."""
+    def restrict(self, tenant: str, worker: int = 0) -> None:
+        """Put `tenant` on probation (one job at a time, on worker `worker` only, for probation_seconds): a job of it
+        crashed that worker."""
         with self._ready:
             self._probation[tenant] = time.monotonic() + self.probation_seconds
+            self._pinned[tenant] = worker
 
     def cancel(self, tenant: str) -> int:
         """Cancel every queued work of `tenant` (their futures raise CancelledError); how many."""

@@ -26,7 +26,8 @@ def _make_executor(settings: Settings) -> Executor:
         from .dask_executor import DaskExecutor
 
         return DaskExecutor(settings.scheduler, workers=settings.workers, threads=settings.worker_threads)
-    return LocalProcessExecutor(settings.workers, settings.worker_threads, order=settings.scheduling)
+    return LocalProcessExecutor(settings.workers, settings.worker_threads, order=settings.scheduling,
+                                start=settings.worker_start)
 
 
 class Service:

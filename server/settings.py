@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # Which queued job a free local worker runs: fair between tenants and sticky to the key set it holds, or in
     # arrival order (the baseline bench/load_bench.py compares with).
     scheduling: Literal["fair", "fifo"] = "fair"
+    # How local workers start: forked from a fork server that has imported OpenFHE (a crashed worker is replaced in
+    # ~30 ms), or each a fresh interpreter (~0.6 s of a core; the start before issue 18, bench/attack_bench.py's
+    # baseline).
+    worker_start: Literal["forkserver", "spawn"] = "forkserver"
     # A tenant whose jobs crash `crash_limit` workers within `crash_window_seconds` is refused jobs (429) for
     # `quarantine_seconds`.
     crash_limit: int = Field(3, ge=1)

@@ -79,22 +79,72 @@ def test_cancel_and_close():
         queue.put(_work("b"))
 
 
-def test_a_tenant_on_probation_runs_one_job_at_a_time():
-    queue = FairQueue()
-    for tenant in ("flood",) * 4 + ("victim",) * 2:
+def _take_in_thread(queue: FairQueue, holding: str | None, worker: int, taken: dict) -> threading.Thread:
+    """Start a worker thread that takes one work from `queue` into taken[worker]."""
+    thread = threading.Thread(target=lambda: taken.__setitem__(worker, queue.take(holding, worker)), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_tenant_on_probation_runs_one_job_at_a_time_on_its_worker_in_the_others_idle_time():
+    queue = FairQueue(workers=2, share_seconds=0.2)
+    for tenant in ("flood",) * 3 + ("victim",):
         queue.put(_work(tenant))
-    queue.restrict("flood")  # one of its jobs crashed a worker
-    first = queue.take(None)
-    assert first.tenant == "flood"
-    assert _order(queue, 2) == ["victim", "victim"]  # flood is held back while its job runs
-    taken = []
-    taker = threading.Thread(target=lambda: taken.append(queue.take(None)))
-    taker.start()
+    queue.restrict("flood", worker=0)  # one of its jobs crashed worker 0
+    victim = queue.take(None, 0)
+    assert victim.tenant == "victim"  # flood came first, but yields while another tenant has work
+    taken: dict = {}
+    threads = [_take_in_thread(queue, None, w, taken) for w in (0, 1)]
     time.sleep(0.1)
-    assert taken == []  # only flood's jobs are left, and one of them is running
+    assert taken == {}  # the victim's job runs: flood waits
+    queue.done(victim)
+    finished = time.monotonic()
+    threads[0].join(5)
+    assert taken[0].tenant == "flood" and time.monotonic() - finished >= 0.15  # after the victim's idle window
+    time.sleep(0.3)
+    assert 1 not in taken  # never on worker 1, never two at once
+    queue.done(taken[0])
+    time.sleep(0.3)
+    assert 1 not in taken  # worker 1 still may not run it
+    queue.close()
+    threads[1].join(5)
+
+
+def test_a_job_goes_to_the_idle_worker_that_holds_its_keys_or_to_one_that_holds_none():
+    queue = FairQueue(workers=2)
+    taken: dict = {}
+    threads = [_take_in_thread(queue, "keys-a", 0, taken), _take_in_thread(queue, None, 1, taken)]
+    time.sleep(0.1)  # both wait
+    queue.put(_work("a", "keys-a"))
+    threads[0].join(5)
+    assert taken[0].tenant == "a" and 1 not in taken
+    threads[0] = _take_in_thread(queue, "keys-a", 0, taken)
+    time.sleep(0.1)
+    queue.put(_work("b", "keys-b"))  # keys nobody holds: the worker holding none loads them, a's stay loaded
+    threads[1].join(5)
+    assert taken[1].tenant == "b" and taken[0].tenant == "a"
+    queue.close()
+    threads[0].join(5)
+    assert taken[0] is None
+
+
+def test_a_tenant_keeps_a_worker_free_for_another_active_tenant_and_uses_all_alone():
+    queue = FairQueue(workers=2, share_seconds=0.2)
+    for _ in range(4):
+        queue.put(_work("big"))
+    first, second = queue.take(None, 0), queue.take(None, 1)
+    assert (first.tenant, second.tenant) == ("big", "big")  # alone: every worker
+    queue.put(small := _work("small"))
     queue.done(first)
-    taker.join(5)
-    assert taken[0].tenant == "flood"
+    assert queue.take(None, 0) is small
+    queue.done(small)
+    taken: dict = {}
+    thread = _take_in_thread(queue, None, 0, taken)
+    time.sleep(0.1)
+    assert taken == {}  # big runs one job (worker 1) while small was active less than share_seconds ago
+    thread.join(5)
+    assert taken[0].tenant == "big"  # the window passed: big takes the second worker again
+    queue.close()
 
 
 def test_quarantine_after_limit_crashes_in_the_window():
