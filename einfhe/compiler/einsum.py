@@ -96,8 +96,8 @@ def compile_einsum(
 
     `strategy` names how cipher contractions are lowered (`auto`: each by the cheapest strategy that fits,
     by the calibrated cost model; a named one where it fits, iteration space elsewhere). `rotation_basis`
-    `pow2`, `pow4`, `pow16` rewrite every rotation into powers of 2, 4 or 16 (fewer distinct keys, more key
-    switches), `plan` keeps one key per offset, `auto` keeps them unless they pass `key_budget`. The plan's
+    `bsgs` rewrites every rotation into a giant and a baby step, `pow2`, `pow4`, `pow16` into powers of 2, 4 or
+    16 (fewer distinct keys, more key switches), `plan` keeps one key per offset, `auto` keeps them unless they pass `key_budget`. The plan's
     evaluation keys must fit in `key_budget` bytes and its uploaded ciphertexts in `upload_budget` bytes
     (`einfhe.plan.budget`): candidates (opt_einsum's path; with `optimize="auto"` also the plain operands
     contracted first, and the operands taken in order, each joining the running result; cipher operands in
@@ -296,20 +296,23 @@ def _lower(lw: Lowerer, contraction: Contraction, strategy: str, used: list[str]
     """Lower one contraction by `strategy`, or under `auto` by the cheapest strategy that fits it.
 
     Under `auto` the general iteration-space strategy is tried last, so that when no other fits, its trial is
-    kept rather than built twice; a trial that passes the builder's cost cap counts as not fitting."""
+    kept rather than built twice; a trial that passes the builder's cost cap, or that needs more ciphertexts than
+    `max_cts` (a `PlanError`), counts as not fitting; that error is raised when no strategy fits."""
     from ..plan.cost import lowering_seconds
 
     if strategy == AUTO:
         names = sorted(STRATEGIES, key=lambda name: name == "iteration-space")
     else:
         names = list(dict.fromkeys([strategy, "iteration-space"]))
-    fits = []
+    fits, too_large = [], None
     for position, name in enumerate(names):
         mark = lw.checkpoint()
         try:
             result = get_strategy(name)(lw, contraction)
         except CostCapExceeded:
             result = None
+        except PlanError as exc:  # e.g. the iteration space of a large product passes max_cts
+            result, too_large = None, exc
         if result is not None:
             fits.append((lowering_seconds(lw, mark, model), list(STRATEGIES).index(name), name))  # ties: registry order
             if position == len(names) - 1 and min(fits)[2] == name:
@@ -319,6 +322,8 @@ def _lower(lw: Lowerer, contraction: Contraction, strategy: str, used: list[str]
         if strategy != AUTO and fits:
             break
     if not fits:
+        if too_large is not None:
+            raise too_large
         raise CostCapExceeded("every strategy for this contraction passed the cost cap", cap_seconds=lw.builder.cap)
     name = min(fits)[2]
     used.append(name)

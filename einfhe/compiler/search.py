@@ -5,7 +5,8 @@ packed by the client in whatever layout the plan asks for, or encrypted in their
 upload; the server moves them). Each is built under a cost cap: the builder prices every step it emits at its
 floor price (`einfhe.compiler.pricing`) and gives up once that lower bound passes the cost of the cheapest plan
 already known to fit (branch and bound), so a hopeless candidate costs a fraction of its full build. A plan whose
-own rotation keys pass the key budget is tried again with keys for the powers of 2, then of 4, then of 16
+own rotation keys pass the key budget is tried again with a baby-step giant-step key basis (two rotations at most), then with keys for the powers of 2,
+then of 4, then of 16
 (`einfhe.plan.keybasis`: fewer keys, more rotations); natural
 layouts are tried only when no client-packed candidate fits and some pass the upload budget. The cheapest candidate that fits
 wins; the plan records what it traded (`PlanChoice`, printed by `plan.explain()`), and when none fits the error

@@ -1,8 +1,11 @@
-"""Rotation-key bases: a plan's own rotation set (one key per offset), or powers of a radix 2, 4 or 16 (each
-rotation by r decomposed into r's digits in that radix, digit d at place p giving d rotations by radix^p), trading
-key bytes for key switches: log_radix(slots) keys at most, (radix - 1) rotations per digit at worst.
+"""Rotation-key bases: a plan's own rotation set (one key per offset); a baby-step giant-step basis (each offset r
+as a giant step r - r mod n1 and a baby step r mod n1, n1 a power of two chosen for the plan to need the fewest
+keys: two rotations at most, about 2 sqrt(offsets' range) keys at most, Halevi-Shoup's BSGS split applied to the
+keys); or powers of a radix 2, 4 or 16 (each rotation by r decomposed into r's digits in that radix, digit d at
+place p giving d rotations by radix^p), trading key bytes for key switches: log_radix(slots) keys at most,
+(radix - 1) rotations per digit at worst.
 
-    plan2 = einfhe.plan.keybasis.with_rotation_basis(plan, "pow2")
+    plan2 = einfhe.plan.keybasis.with_rotation_basis(plan, "bsgs")
     for row in einfhe.plan.keybasis.basis_tradeoff(plan): print(row)
 """
 
@@ -17,9 +20,9 @@ from .steps import HoistedRotate, Rotate
 if TYPE_CHECKING:  # a plan's methods use this module: no import of it at run time
     from .plan import Plan
 
-__all__ = ["BASES", "with_rotation_basis", "basis_tradeoff"]
+__all__ = ["BASES", "with_rotation_basis", "basis_tradeoff", "baby_step_width"]
 
-BASES = ("plan", "pow2", "pow4", "pow16")
+BASES = ("plan", "bsgs", "pow2", "pow4", "pow16")
 _RADIX = {"pow2": 2, "pow4": 4, "pow16": 16}
 
 
@@ -33,12 +36,32 @@ def _powers(offset: int, radix: int) -> list[int]:
     return parts
 
 
+def baby_step_width(offsets, slots: int) -> int:
+    """The power of two n1 for which splitting `offsets` into giant (multiples of n1) and baby (below n1) steps
+    needs the fewest keys (ties: the larger n1, fewer offsets split in two)."""
+    def keys(n1: int) -> int:
+        return len({r % n1 for r in offsets} - {0}) + len({r - r % n1 for r in offsets} - {0})
+
+    return min((1 << p for p in range(slots.bit_length())), key=lambda n1: (keys(n1), -n1))
+
+
+def _bsgs_parts(offset: int, baby: int) -> list[int]:
+    """The giant and baby steps of `offset` (each left out when zero)."""
+    return [part for part in (offset - offset % baby, offset % baby) if part]
+
+
 def with_rotation_basis(plan: Plan, basis: str) -> Plan:
-    """The same computation with every rotation expressed in `basis` (`plan`: unchanged; `powR`: powers of R)."""
+    """The same computation with every rotation expressed in `basis` (`plan`: unchanged; `bsgs`: a giant and a
+    baby step; `powR`: powers of R)."""
     if basis not in BASES:
         raise PlanError(f"unknown rotation basis {basis!r}; valid bases: {', '.join(BASES)}")
     if basis == "plan":
         return plan
+    if basis == "bsgs":
+        baby = baby_step_width(plan.rotations, plan.slots)
+        parts_of = lambda offset: _bsgs_parts(offset, baby)  # noqa: E731
+    else:
+        parts_of = lambda offset: _powers(offset, _RADIX[basis])  # noqa: E731
     ids: dict[int, int] = {}
     steps = []
 
@@ -49,7 +72,7 @@ def with_rotation_basis(plan: Plan, basis: str) -> Plan:
     for step in plan.steps:
         fields = {name: ids[getattr(step, name)] for name in step.inputs}
         if isinstance(step, (Rotate, HoistedRotate)):
-            parts = _powers(step.offset % plan.slots, _RADIX[basis]) or [0]
+            parts = parts_of(step.offset % plan.slots) or [0]
             value = fields["src"]
             for position, power in enumerate(parts):
                 if isinstance(step, HoistedRotate) and position == 0:

@@ -13,6 +13,7 @@ from einfhe.compiler.einsum import PLAIN_FIRST, _compile
 from einfhe.compiler.pricing import FloorPrices
 from einfhe.plan import step_level
 from einfhe.plan.budget import Footprint
+from einfhe.plan.keybasis import baby_step_width
 
 UNBOUNDED = {"key_budget": 1 << 62, "upload_budget": 1 << 62}
 # all cipher, the client's replication tiles the operands over many ciphertexts (114 MiB unconstrained)
@@ -152,3 +153,23 @@ def test_a_chain_of_encrypted_matrices_is_contracted_in_order_without_relayouts(
     assert len(plan.rotations) < len(paired.rotations) and len(plan.steps) < len(paired.steps)
     assert Footprint.of(plan, "").seconds < Footprint.of(paired, "").seconds
     assert _simulated_error(plan, spec, shapes) < 1e-9
+
+
+def test_the_bsgs_key_basis_sits_between_the_plans_keys_and_powers_of_two():
+    """A giant and a baby step per offset: fewer keys than the plan's own, fewer rotations than powers of 2, at
+    most two rotations where the plan had one, the same result; a key budget between the two picks it."""
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((16, 16)), rng.standard_normal((16, 16))
+    ops = [einfhe.cipher((16, 16)), einfhe.cipher((16, 16))]
+    own = einfhe.compile("ij,jk->ik", *ops, slots=512, strategy="jkls", rotation_basis="plan", **UNBOUNDED)
+    bsgs = einfhe.compile("ij,jk->ik", *ops, slots=512, strategy="jkls", rotation_basis="bsgs", **UNBOUNDED)
+    pow2 = einfhe.compile("ij,jk->ik", *ops, slots=512, strategy="jkls", rotation_basis="pow2", **UNBOUNDED)
+    rotations = {p: p.op_counts()["rotate"] + p.op_counts()["rotate_hoisted"] for p in (own, bsgs, pow2)}
+    assert len(pow2.rotations) < len(bsgs.rotations) < len(own.rotations)
+    assert rotations[own] < rotations[bsgs] <= 2 * rotations[own] and rotations[bsgs] < rotations[pow2]
+    baby = baby_step_width(own.rotations, 512)
+    assert all(r % baby == 0 or r < baby for r in bsgs.rotations)
+    np.testing.assert_allclose(einfhe.simulate(bsgs, a, b), a @ b, atol=1e-9)
+    bounded = einfhe.compile("ij,jk->ik", *ops, slots=512, strategy="jkls", upload_budget=1 << 62,
+                             key_budget=bsgs.estimate().key_bytes)
+    assert bounded.rotations == bsgs.rotations and "bsgs keys" in bounded.strategy

@@ -108,7 +108,7 @@ def test_pow2_basis_keeps_the_result_with_power_of_two_keys():
     rows = {r["basis"]: r for r in basis_tradeoff(plan)}
     assert rows["pow2"]["rotations"] >= rows["plan"]["rotations"]
     assert rows["plan"]["keys"] == len(plan.rotations) and rows["pow2"]["keys"] == len(pow2.rotations)
-    with pytest.raises(einfhe.PlanError, match="valid bases: plan, pow2"):
+    with pytest.raises(einfhe.PlanError, match="valid bases: plan, bsgs, pow2"):
         with_rotation_basis(plan, "naf")
 
 
@@ -131,3 +131,15 @@ def test_diagonal_method_hoists_every_rotation(n, slots):
     counts, replicas = plan.op_counts(), replicas_for(n, slots)
     assert plan.strategy == "diagonal" and counts["rotate"] == replicas.bit_length() - 1  # only replica sums
     assert counts["rotate_hoisted"] == n // replicas - 1 and len(plan.rotations) >= len(bsgs.rotations)
+
+
+def test_a_product_too_large_for_the_iteration_space_is_lowered_by_a_strategy_that_fits():
+    """A plain matrix times a batch of cipher vectors whose iteration space passes max_cts: bsgs fits it in one
+    ciphertext, so `auto` takes it; where no strategy fits, the max_cts error says what to change."""
+    rng = np.random.default_rng(3)
+    W, X = rng.standard_normal((64, 64)), rng.standard_normal((64, 8))
+    plan = einfhe.compile("ij,jk->ik", W, einfhe.cipher(X.shape), slots=512, max_cts=16)
+    assert plan.strategy == "bsgs" and plan.cts_in == 1
+    np.testing.assert_allclose(einfhe.simulate(plan, W, X), W @ X, atol=1e-9)
+    with pytest.raises(einfhe.PlanError, match="more than the limit of 16"):
+        einfhe.compile("ij,jk->ik", W, einfhe.cipher((64, 16)), slots=512, max_cts=16)
