@@ -20,7 +20,9 @@ a square matrix filling the slots) and a final rotate-and-sum of log2(m) steps o
 (the result sits at slot t*m, the other m - 1 slots hold junk). The diagonal plaintexts are computed by the
 server in numpy (`Diagonals`); those that the padding makes zero are skipped. A batch of vectors sits inside
 each slot block (x packed as [j | batch]), so every rotation is a multiple of the batch block and the
-diagonals are replicated across it.
+diagonals are replicated across it; batch axes that do not fit one ciphertext beside j tile it over several
+([outer batch | j | inner batch]), each ciphertext taking the same diagonals: the products are emitted diagonal
+by diagonal over all ciphertexts, so each diagonal plaintext is encoded once per run.
 """
 
 from __future__ import annotations
@@ -69,16 +71,29 @@ def bsgs_shape(c: Contraction, slots: int):
     if tuple(sizes[x] for x in cipher_indices) != tuple(cipher_shape) or sizes[i] < 2 and sizes[j] < 2:
         return None
     d = max(next_pow2(sizes[i]), next_pow2(sizes[j]))
-    block = d * math.prod(next_pow2(sizes[b]) for b in batch if sizes[b] > 1)
-    if block > slots or d < 2:
+    if d > slots or d < 2:
         return None
+    outer, inner = _split_batch(batch, d, sizes, slots)
+    if outer and d * math.prod(next_pow2(sizes[b]) for b in inner) != slots:
+        return None  # tiles must fill their ciphertexts, or a rotation would cross into the next tile
     return plain, cipher, i, j, batch
 
 
+def _split_batch(batch: str, d: int, sizes: dict, slots: int) -> tuple[str, str]:
+    """(outer, inner): the batch axes (of size > 1) that tile ciphertexts, and the trailing ones that fit one
+    ciphertext beside the d slots of j."""
+    axes = [b for b in batch if sizes[b] > 1]
+    inner, block = [], d
+    while axes and block * next_pow2(sizes[axes[-1]]) <= slots:
+        block *= next_pow2(sizes[axes[-1]])
+        inner.insert(0, axes.pop())
+    return "".join(axes), "".join(inner)
+
+
 def _input_layout(cipher_indices: str, j: str, batch: str, d: int, sizes: dict, slots: int) -> Layout:
-    dims = (Dim(j, d, "axis", sizes[j]),) + tuple(
-        Dim(b, next_pow2(sizes[b]), "axis", sizes[b]) for b in batch if sizes[b] > 1
-    )
+    outer, inner = _split_batch(batch, d, sizes, slots)
+    axis = lambda b: Dim(b, next_pow2(sizes[b]), "axis", sizes[b])  # noqa: E731
+    dims = tuple(map(axis, outer)) + (Dim(j, d, "axis", sizes[j]),) + tuple(map(axis, inner))
     return Layout(dims, slots, cipher_indices, tuple(sizes[x] for x in cipher_indices))
 
 
@@ -121,9 +136,10 @@ def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
     if isinstance(cipher, Packed):
         if cipher.layout != layout:
             return None
-        x = cipher.cts[0]
+        xs = cipher.cts
     else:
-        x = lw.load_free(cipher, layout).cts[0]
+        xs = lw.load_free(cipher, layout).cts
+    outer = layout.position(j)
     stride = layout.stride(j)
     span = lw.slots // stride
     replicas = replicas_for(d, span)
@@ -136,31 +152,40 @@ def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
         lw.program.append(PlainExpr(src, f"{plain.indices}->{i}{j}", (plain.name,)))
     op = Diagonals(f"diag{len(lw.program)}_{src}", src, d, baby, giant, replicas, d * replicas)
     lw.program.append(op)
-    reps = tuple(Dim(builder.fresh_dim_name(), dim.size, "rep") for dim in layout.dims[1:])
+    reps = tuple(Dim(builder.fresh_dim_name(), dim.size, "rep") for dim in layout.dims[outer + 1:])
     diag_layout = Layout((Dim(i, op.span, "axis", op.span),) + reps, lw.slots, i, (op.span,))
     nonzero = _nonzero_diagonals(sizes[i], sizes[j], d, baby, giant, replicas)
     groups: dict[int, list[int]] = {}
     for k in nonzero:
         groups.setdefault(k // baby, []).append(k % baby)
     needed = sorted({b for bs in groups.values() for b in bs if b})
-    rotated = {0: x}
-    if needed:
-        digits = builder.emit(RotatePrecompute, x)
-        rotated.update({b: builder.emit(HoistedRotate, x, digits, b * shift) for b in needed})
-    parts = []
+    rotated = [{0: x} for x in xs]
+    for x, rotations in zip(xs, rotated):
+        if needed:
+            digits = builder.emit(RotatePrecompute, x)
+            rotations.update({b: builder.emit(HoistedRotate, x, digits, b * shift) for b in needed})
+    parts: list[list[int]] = [[] for _ in xs]
     for g, bs in sorted(groups.items()):
-        inner = builder.emit(Rescale, builder.sum_values([
-            builder.emit(MulPlain, rotated[b], PlainSlice(op.out, diag_layout, g * baby + b)) for b in bs
-        ]))
-        parts.append(builder.emit(Rotate, inner, g * baby * shift) if g else inner)
-    out = builder.sum_values(parts)
-    step = 1
-    while step < replicas:
-        out = builder.emit(Add, out, builder.emit(Rotate, out, step * stride))
-        step *= 2
-    out_dims = (Dim(i, d, "axis", sizes[i]),)
+        products: list[list[int]] = [[] for _ in xs]
+        for b in bs:  # one diagonal over every ciphertext before the next: its plaintext is encoded once
+            diagonal = PlainSlice(op.out, diag_layout, g * baby + b)
+            for rotations, terms in zip(rotated, products):
+                terms.append(builder.emit(MulPlain, rotations[b], diagonal))
+        for terms, partial in zip(products, parts):
+            inner = builder.emit(Rescale, builder.sum_values(terms))
+            partial.append(builder.emit(Rotate, inner, g * baby * shift) if g else inner)
+    outs = []
+    for partial in parts:
+        out = builder.sum_values(partial)
+        step = 1
+        while step < replicas:
+            out = builder.emit(Add, out, builder.emit(Rotate, out, step * stride))
+            step *= 2
+        outs.append(out)
+    out_dims = layout.dims[:outer] + (Dim(i, d, "axis", sizes[i]),)
     if replicas > 1:
         out_dims += (Dim(builder.fresh_dim_name(), replicas, "junk"),)
-    out_dims += layout.dims[1:]
-    out_indices = i + "".join(b for b in batch if sizes[b] > 1)
-    return Packed((out,), Layout(out_dims, lw.slots, out_indices, tuple(sizes[x] for x in out_indices)))
+    out_dims += layout.dims[outer + 1:]
+    out_indices = "".join(dim.name for dim in layout.dims[:outer]) + i + "".join(
+        dim.name for dim in layout.dims[outer + 1:])
+    return Packed(tuple(outs), Layout(out_dims, lw.slots, out_indices, tuple(sizes[x] for x in out_indices)))

@@ -12,6 +12,7 @@ from einfhe.plan.keybasis import basis_tradeoff, with_rotation_basis
 from einfhe.plan import Diagonals
 from einfhe.compiler.strategies import strategy_names
 from einfhe.compiler.strategies.bsgs import replicas_for
+from einfhe.layout import next_pow2
 
 NAMES = strategy_names()
 
@@ -143,3 +144,18 @@ def test_a_product_too_large_for_the_iteration_space_is_lowered_by_a_strategy_th
     np.testing.assert_allclose(einfhe.simulate(plan, W, X), W @ X, atol=1e-9)
     with pytest.raises(einfhe.PlanError, match="more than the limit of 16"):
         einfhe.compile("ij,jk->ik", W, einfhe.cipher((64, 16)), slots=512, max_cts=16)
+
+
+@pytest.mark.parametrize("strategy", ["bsgs", "diagonal"])
+@pytest.mark.parametrize("n, tiles, k, slots", [(16, 4, 4, 64), (16, 3, 2, 32), (12, 2, 4, 64), (8, 5, 4, 32)])
+def test_a_batch_too_large_for_one_ciphertext_tiles_it_with_each_diagonal_taken_once(n, tiles, k, slots, strategy):
+    """W @ X for X of n x tiles x k: each ciphertext holds one tile [j | k], all take the same diagonals, and the
+    products of one diagonal are consecutive steps (its plaintext is encoded once while the cache holds it)."""
+    rng = np.random.default_rng(n + tiles)
+    W, X = rng.standard_normal((n, n)), rng.standard_normal((n, tiles, k))
+    plan = einfhe.compile("ij,jtk->itk", W, einfhe.cipher(X.shape), slots=slots, strategy=strategy)
+    assert plan.strategy == strategy and plan.cts_in == plan.cts_out == next_pow2(tiles)
+    np.testing.assert_allclose(einfhe.simulate(plan, W, X), np.einsum("ij,jtk->itk", W, X), atol=1e-9)
+    diagonals_used = [s.plain.index for s in plan.steps if s.op == "mul_plain"]
+    runs = [d for position, d in enumerate(diagonals_used) if position == 0 or diagonals_used[position - 1] != d]
+    assert len(runs) == len(set(runs)) and len(diagonals_used) == len(runs) * plan.cts_in
