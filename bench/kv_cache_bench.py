@@ -3,12 +3,13 @@
 The model is byte-level (2 layers, d_model 128, 2 heads of 64, rotate-half RoPE, context 128), trained for
 ``--steps`` on the docstrings of the Python standard library (every Python ships them; nothing is
 downloaded); one module in eight is held out for evaluation. The float perplexity runs the whole window at
-once; the quantized ones decode token by token through :class:`quant.QuantKVCache` (keys after RoPE) and
+once; the quantized ones decode token by token through :class:`quant.QuantKVCache` (keys after RoPE; per
+head, or with keys in smaller groups of channels) and
 the decode attention's torch reference (on CUDA the Triton kernel, tested equal to it), so the cache that
 is measured is the one that is read. Prints each perplexity's ratio to float and the cache's bytes against
 an fp16 cache of the same tokens.
 
-Usage: ``python bench/kv_cache_bench.py [--steps 500] [--windows 48] [--json out.json]``.
+Usage: ``python bench/kv_cache_bench.py [--steps 500] [--windows 400] [--checkpoint lm.pt] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -149,10 +150,10 @@ def smoothed_copy(model: TinyLM, calibration: torch.Tensor) -> TinyLM:
 
 
 def main() -> None:
-    """Train, then measure perplexity and cache bytes for float, KV8, KV4 and KV4 + SmoothAttention."""
+    """Train, then measure perplexity and cache bytes for float, KV8, KV4 (+ SmoothAttention, + key groups)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--windows", type=int, default=48, help="held-out windows of 128 bytes")
+    parser.add_argument("--windows", type=int, default=400, help="held-out windows of 128 bytes (400: all of them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the rows to this JSON file")
     parser.add_argument("--checkpoint", help="load the trained model from this file if it exists, else train and save it")
@@ -178,14 +179,20 @@ def main() -> None:
     fp16_bytes = 2 * len(model.blocks) * windows.numel() * model.blocks[0].q_proj.out_features * 2
     rows = [{"cache": "float (fp16 bytes)", "perplexity": base, "ratio": 1.0, "cache_bytes": fp16_bytes}]
     calibration = train_bytes[:CONTEXT * 16].view(16, CONTEXT)
-    for name, bits, lm in (("KV8", 8, model), ("KV4", 4, model), ("KV4 + SmoothAttention", 4, smoothed_copy(model, calibration))):
-        caches = [QuantKVCache(bits) for _ in lm.blocks]
+    print(f"{rows[0]['cache']:<34} perplexity {base:.4f}  cache {fp16_bytes} bytes", flush=True)
+    smoothed = smoothed_copy(model, calibration)
+    for name, bits, key_group, lm in (("KV8", 8, None, model), ("KV4", 4, None, model),
+                                      ("KV4 + SmoothAttention (alpha 0.5)", 4, None, smoothed),
+                                      ("KV4, keys in groups of 32", 4, 32, model),
+                                      ("KV4, keys in groups of 16", 4, 16, model)):
+        caches = [QuantKVCache(bits, key_group=key_group) for _ in lm.blocks]
         ppl = perplexity(lm.decode(windows, caches), windows)
         rows.append({"cache": name, "perplexity": ppl, "ratio": ppl / base,
                      "cache_bytes": sum(c.nbytes() for c in caches)})
-    for row in rows:
-        print(f"{row['cache']:<24} perplexity {row['perplexity']:.4f}  x{row['ratio']:.4f} of float  "
-              f"cache {row['cache_bytes']} bytes  ({fp16_bytes / row['cache_bytes']:.2f}x smaller than fp16)")
+        row = rows[-1]
+        print(f"{row['cache']:<34} perplexity {row['perplexity']:.4f}  x{row['ratio']:.4f} of float  "
+              f"cache {row['cache_bytes']} bytes  ({fp16_bytes / row['cache_bytes']:.2f}x smaller than fp16)",
+              flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -1,12 +1,12 @@
 """Decode attention over an int4 KV cache: one new query per (batch, head) against every cached token.
 
 The cache is :class:`quant.kv_cache.QuantKVCache`'s: per head and token, asymmetric int4 codes packed two a
-byte (the head's first half of channels in the low nibbles, the second half in the high ones) with an fp16
-scale and a uint8 zero point. The kernel streams the packed keys and values once (decode is bound by reading the
-cache, the reason for KV4: QServe, Lin et al. 2024, section 5.3), unpacks the two halves with a shift and a
-mask, uses ``q . k = s (q . c - z sum(q))`` so keys are never dequantized, and keeps an online softmax
-(FlashAttention's running max and sum). ``reference_decode_attention`` (dequantize, then softmax in float32)
-is the oracle.
+byte (the head's first half of channels in the low nibbles, the second half in the high ones) with, per group
+of channels, a uint8 log2 scale code and an int8 zero point. The kernel streams the packed keys and values once
+(decode is bound by reading the cache, the reason for KV4: QServe, Lin et al. 2024, section 5.3), unpacks the
+two halves with a shift and a mask, dequantizes each block of tokens in registers (each channel's group
+scale and zero gathered by ``channel // group``), and keeps an online softmax (FlashAttention's running max
+and sum). ``reference_decode_attention`` (dequantize, then softmax in float32) is the oracle.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["reference_decode_attention", "triton_decode_attention"]
 def reference_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: torch.Tensor, k_zero: torch.Tensor,
                                v_codes: torch.Tensor, v_scale: torch.Tensor, v_zero: torch.Tensor,
                                sm_scale: float) -> torch.Tensor:
-    """Attend ``q [B, H, D]`` over a cache's codes and ``[B, H, T]`` scales and zeros; return float32 ``[B, H, D]``.
+    """Attend ``q [B, H, D]`` over a cache: codes, ``[B, H, T, groups]`` scale codes and zeros; float32 ``[B, H, D]``.
 
     Codes ``[B, H, T, D/2]`` are packed int4, ``[B, H, T, D]`` int8 (the KV8 cache, which has no kernel here).
     """
@@ -35,13 +35,24 @@ def reference_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: 
 
 
 @triton.jit
+def _dequantize_half(codes, scale_ptr, zero_ptr, rows, offs_d, mask_t, FIRST: tl.constexpr, HALF: tl.constexpr,
+                     GROUP: tl.constexpr):
+    """One packed half of a block of tokens as float32 ``[BT, HALF]``: ``(code - zero) * 2 ** ((scale - 128) / 8)``."""
+    groups = 2 * HALF // GROUP
+    idx = rows[:, None] * groups + ((FIRST + offs_d) // GROUP)[None, :]
+    scale = tl.load(scale_ptr + idx, mask=mask_t[:, None], other=128).to(tl.float32)
+    zero = tl.load(zero_ptr + idx, mask=mask_t[:, None], other=0).to(tl.float32)
+    nibble = (codes & 15) if FIRST == 0 else (codes >> 4)
+    return (nibble.to(tl.float32) - zero) * tl.exp2((scale - 128.0) / 8.0)
+
+
+@triton.jit
 def _decode_kernel(q_ptr, kc_ptr, ks_ptr, kz_ptr, vc_ptr, vs_ptr, vz_ptr, o_ptr, T, sm_scale,
-                   HALF: tl.constexpr, BT: tl.constexpr):
+                   HALF: tl.constexpr, KG: tl.constexpr, VG: tl.constexpr, BT: tl.constexpr):
     bh = tl.program_id(0)
     offs_d = tl.arange(0, HALF)
     q_lo = tl.load(q_ptr + bh * 2 * HALF + offs_d).to(tl.float32)
     q_hi = tl.load(q_ptr + bh * 2 * HALF + HALF + offs_d).to(tl.float32)
-    q_sum = tl.sum(q_lo, axis=0) + tl.sum(q_hi, axis=0)
     m_i = tl.zeros([1], dtype=tl.float32) - float("inf")
     l_i = tl.zeros([1], dtype=tl.float32)
     acc_lo = tl.zeros([HALF], dtype=tl.float32)
@@ -49,23 +60,21 @@ def _decode_kernel(q_ptr, kc_ptr, ks_ptr, kz_ptr, vc_ptr, vs_ptr, vz_ptr, o_ptr,
     for t0 in range(0, T, BT):
         offs_t = t0 + tl.arange(0, BT)
         mask_t = offs_t < T
-        rows = (bh * T + offs_t)[:, None] * HALF + offs_d[None, :]
-        kc = tl.load(kc_ptr + rows, mask=mask_t[:, None], other=0).to(tl.int32)
-        ks = tl.load(ks_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
-        kz = tl.load(kz_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
-        dot = tl.sum((kc & 15).to(tl.float32) * q_lo[None, :], axis=1) + \
-            tl.sum((kc >> 4).to(tl.float32) * q_hi[None, :], axis=1)
-        s = tl.where(mask_t, (dot - kz * q_sum) * ks * sm_scale, float("-inf"))
+        rows = bh * T + offs_t
+        packed = rows[:, None] * HALF + offs_d[None, :]
+        kc = tl.load(kc_ptr + packed, mask=mask_t[:, None], other=0).to(tl.int32)
+        dot = tl.sum(_dequantize_half(kc, ks_ptr, kz_ptr, rows, offs_d, mask_t, 0, HALF, KG) * q_lo[None, :], axis=1) \
+            + tl.sum(_dequantize_half(kc, ks_ptr, kz_ptr, rows, offs_d, mask_t, HALF, HALF, KG) * q_hi[None, :], axis=1)
+        s = tl.where(mask_t, dot * sm_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=0))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=0)
-        vc = tl.load(vc_ptr + rows, mask=mask_t[:, None], other=0).to(tl.int32)
-        vs = tl.load(vs_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
-        vz = tl.load(vz_ptr + bh * T + offs_t, mask=mask_t, other=0.0).to(tl.float32)
-        pv = p * vs  # the scale of each token's value row folds into its probability
-        acc_lo = acc_lo * alpha + tl.sum(pv[:, None] * ((vc & 15).to(tl.float32) - vz[:, None]), axis=0)
-        acc_hi = acc_hi * alpha + tl.sum(pv[:, None] * ((vc >> 4).to(tl.float32) - vz[:, None]), axis=0)
+        vc = tl.load(vc_ptr + packed, mask=mask_t[:, None], other=0).to(tl.int32)
+        v_lo = _dequantize_half(vc, vs_ptr, vz_ptr, rows, offs_d, mask_t, 0, HALF, VG)
+        v_hi = _dequantize_half(vc, vs_ptr, vz_ptr, rows, offs_d, mask_t, HALF, HALF, VG)
+        acc_lo = acc_lo * alpha + tl.sum(p[:, None] * v_lo, axis=0)
+        acc_hi = acc_hi * alpha + tl.sum(p[:, None] * v_hi, axis=0)
         m_i = m_new
     tl.store(o_ptr + bh * 2 * HALF + offs_d, acc_lo / l_i)
     tl.store(o_ptr + bh * 2 * HALF + HALF + offs_d, acc_hi / l_i)
@@ -81,7 +90,15 @@ def triton_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: tor
             or t == 0:
         raise ShapeError("decode attention needs q [B, H, D] (D/2 a power of two) and codes [B, H, T>0, D/2]",
                          q=tuple(q.shape), k_codes=tuple(k_codes.shape), v_codes=tuple(v_codes.shape))
+    groups = {}
+    for name, scale, zero in (("keys", k_scale, k_zero), ("values", v_scale, v_zero)):
+        g = scale.shape[-1] if scale.dim() == 4 else 0
+        if g == 0 or d % g or scale.shape != (b, h, t, g) or zero.shape != scale.shape:
+            raise ShapeError(f"the {name}' scales and zeros must be [B, H, T, groups] with groups dividing D",
+                             scale=tuple(scale.shape), zero=tuple(zero.shape), head_dim=d)
+        groups[name] = d // g
     out = torch.empty(b, h, d, device=q.device, dtype=torch.float32)
     args = [x.contiguous() for x in (q, k_codes, k_scale, k_zero, v_codes, v_scale, v_zero)]
-    _decode_kernel[(b * h,)](*args, out, t, float(sm_scale), HALF=d // 2, BT=block_t, num_warps=4)
+    _decode_kernel[(b * h,)](*args, out, t, float(sm_scale), HALF=d // 2, KG=groups["keys"], VG=groups["values"],
+                             BT=block_t, num_warps=4)
     return out

@@ -1,29 +1,60 @@
-"""The int4/int8 KV cache (per head and token, packed halves) and SmoothAttention, against plain float math."""
+"""The int4/int8 KV cache (per head and token, groups of channels, packed halves) and SmoothAttention, against plain float math."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from quant import QuantKVCache, ShapeError, dequantize_heads, fold_smooth_attention, quantize_heads, smooth_attention_scales
+from quant import (QuantKVCache, ShapeError, decode_scales, dequantize_heads, encode_scales, fold_smooth_attention,
+                   quantize_heads, smooth_attention_scales)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_codes_are_within_half_a_step_of_each_head_vector(bits, rng):
+def _naive(x: np.ndarray, bits: int, group: int) -> np.ndarray:
+    """The cache's rounding written out in numpy: per group, log2 scale in eighths, zero widened to 0 if far."""
+    levels, offset = 2**bits - 1, 0 if bits == 4 else 128
+    out = np.empty_like(x)
+    for start in range(0, x.shape[-1], group):
+        g = x[..., start:start + group]
+        lo, hi = g.min(-1, keepdims=True), g.max(-1, keepdims=True)
+        for _ in range(2):
+            s = 2.0 ** (np.clip(np.round(np.log2(np.maximum((hi - lo) / levels, 2.0**-16)) * 8) + 128, 0, 255) / 8 - 16)
+            z = np.round(-lo / s)
+            far = (z < offset - 128) | (z > offset + 127)
+            lo, hi = np.where(far, np.minimum(lo, 0), lo), np.where(far, np.maximum(hi, 0), hi)
+        out[..., start:start + group] = (np.clip(np.round(g / s) + z, 0, levels) - z) * s
+    return out
+
+
+@pytest.mark.parametrize("bits, group", [(4, None), (4, 16), (8, None), (8, 32)])
+def test_codes_match_a_numpy_reference_within_half_a_step(bits, group, rng):
     t = torch.randn(2, 3, 5, 64, generator=rng) * torch.linspace(0.1, 4, 64)
-    codes, scale, zero = quantize_heads(t, bits)
-    assert codes.shape == (2, 3, 5, 64 if bits == 8 else 32) and scale.shape == zero.shape == (2, 3, 5)
+    t[0, 0, 0] = t[0, 0, 0].abs() + 50  # one vector far from 0 for its spread: its range is widened to hold 0
+    codes, scale, zero = quantize_heads(t, bits, group)
+    groups = 64 // (group or 64)
+    assert codes.shape == (2, 3, 5, 64 if bits == 8 else 32) and scale.shape == zero.shape == (2, 3, 5, groups)
+    assert scale.dtype == torch.uint8 and zero.dtype == torch.int8
     back = dequantize_heads(codes, scale, zero, bits)
-    step = (t.amax(-1) - t.amin(-1)) / (2**bits - 1)
-    assert torch.all((back - t).abs() <= step[..., None] * 0.5 + 1e-3 * step[..., None] + 1e-6)
+    np.testing.assert_allclose(back.double().numpy(), _naive(t.double().numpy(), bits, group or 64), rtol=1e-5,
+                               atol=1e-5)
+    step = decode_scales(scale).repeat_interleave(group or 64, dim=-1)
+    lo = t.view(2, 3, 5, groups, -1).amin(-1).clamp(max=0).repeat_interleave(group or 64, dim=-1)
+    inside = t >= lo  # (every number is: the range is the group's own, or widened to 0)
+    assert bool(inside.all()) and torch.all((back - t).abs() <= step * 0.5 * 1.001 + step * (2**bits - 1) * 0.044)
+
+
+def test_scale_codes_are_eighths_of_a_power_of_two(rng):
+    s = torch.rand(1000, generator=rng) * 100 + 1e-4
+    back = decode_scales(encode_scales(s))
+    assert torch.all((back / s - 1).abs() <= 2 ** (1 / 16) - 1 + 1e-6)
+    assert torch.equal(encode_scales(decode_scales(torch.arange(256, dtype=torch.uint8))), torch.arange(256).to(torch.uint8))
 
 
 def test_int4_packs_first_half_low_second_half_high(rng):
     t = torch.randn(1, 1, 1, 8, generator=rng)
     codes, scale, zero = quantize_heads(t, 4)
     x = t[0, 0, 0].double().numpy()
-    s = float(scale[0, 0, 0])
-    naive = np.clip(np.round(x / s) + int(zero[0, 0, 0]), 0, 15).astype(int)  # the schema, written out
+    s = float(decode_scales(scale)[0, 0, 0, 0])
+    naive = np.clip(np.round(x / s) + int(zero[0, 0, 0, 0]), 0, 15).astype(int)  # the schema, written out
     assert [int(c) & 15 for c in codes[0, 0, 0]] == list(naive[:4])
     assert [int(c) >> 4 for c in codes[0, 0, 0]] == list(naive[4:])
 
@@ -37,12 +68,18 @@ def test_cache_appends_and_counts_its_bytes(rng):
     whole = QuantKVCache(4)
     whole.append(k, v)
     assert all(torch.equal(a, b) for a, b in zip(cache.keys + cache.values, whole.keys + whole.values))
-    # per head and token: 16 bytes of codes + 2 (fp16 scale) + 1 (uint8 zero), for keys and values
-    assert cache.nbytes() == 2 * 2 * 4 * 7 * (16 + 3)
+    # per head and token: 16 bytes of codes + 1 (scale code) + 1 (zero), for keys and values
+    assert cache.nbytes() == 2 * 2 * 4 * 7 * (16 + 2)
+    grouped = QuantKVCache(4, key_group=8)  # keys in 4 groups of 8 channels: 3 more bytes of keys per head and token
+    grouped.append(k, v)
+    assert grouped.keys[1].shape == (2, 4, 7, 4) and grouped.values[1].shape == (2, 4, 7, 1)
+    assert grouped.nbytes() == 2 * 4 * 7 * (16 + 2 * 4 + 16 + 2)
     with pytest.raises(ShapeError):
         cache.append(k, v[..., :16])
     with pytest.raises(ShapeError):
         QuantKVCache(3)
+    with pytest.raises(ShapeError):
+        QuantKVCache(4, key_group=5).append(k, v)
 
 
 def test_smooth_attention_keeps_scores_and_flattens_keys(rng):

@@ -1,4 +1,4 @@
-"""Triton decode attention over the int4 cache (TRITON_INTERPRET=1) against its reference and numpy float attention."""
+"""Triton decode attention over the int4 cache (TRITON_INTERPRET=1, whole-head and grouped scales) against its reference and numpy."""
 
 import numpy as np
 import pytest
@@ -10,11 +10,15 @@ from quant.kernels import reference_decode_attention, triton_decode_attention
 pytestmark = pytest.mark.triton
 
 
-@pytest.mark.parametrize("b, h, t, d, block", [(2, 3, 70, 32, 16), (1, 2, 5, 64, 64)])
-def test_kernel_matches_reference_and_numpy(b, h, t, d, block, rng):
+@pytest.mark.parametrize("b, h, t, d, block, key_group, value_group",
+                         [(2, 3, 70, 32, 16, None, None), (1, 2, 5, 64, 64, None, None), (2, 2, 37, 32, 16, 8, 32),
+                          (1, 3, 20, 16, 8, 4, 16)])
+def test_kernel_matches_reference_and_numpy(b, h, t, d, block, key_group, value_group, rng):
     q = torch.randn(b, h, d, generator=rng)
     k, v = torch.randn(b, h, t, d, generator=rng) * 2, torch.randn(b, h, t, d, generator=rng)
-    cache = QuantKVCache(4)
+    if key_group:
+        k[..., :key_group] += 6.0  # outlier key channels, which a group of their own serves better
+    cache = QuantKVCache(4, key_group=key_group, value_group=value_group)
     cache.append(k, v)
     out = triton_decode_attention(q, *cache.keys, *cache.values, d**-0.5, block_t=block)
     ref = reference_decode_attention(q, *cache.keys, *cache.values, d**-0.5)
@@ -28,4 +32,10 @@ def test_kernel_matches_reference_and_numpy(b, h, t, d, block, rng):
     np.testing.assert_allclose(ref.numpy(), expected, rtol=1e-4, atol=1e-5)
     # and the int4 cache stays close to attention over the float keys and values
     exact = torch.einsum("bht,bhtd->bhd", (torch.einsum("bhd,bhtd->bht", q, k) * d**-0.5).softmax(-1), v)
-    assert float((out - exact).norm() / exact.norm()) < 0.2
+    error = float((out - exact).norm() / exact.norm())
+    assert error < 0.2
+    if key_group:  # the same data through whole-head scales loses more
+        whole = QuantKVCache(4)
+        whole.append(k, v)
+        whole_error = reference_decode_attention(q, *whole.keys, *whole.values, d**-0.5) - exact
+        assert error < float(whole_error.norm() / exact.norm())
