@@ -4,7 +4,7 @@ The model is byte-level (2 layers, d_model 128, 2 heads of 64, rotate-half RoPE,
 ``--steps`` on the docstrings of the Python standard library (every Python ships them; nothing is
 downloaded); one module in eight is held out for evaluation. The float perplexity runs the whole window at
 once; the quantized ones decode token by token through :class:`quant.QuantKVCache` (keys after RoPE; per
-head, or with keys in smaller groups of channels) and
+head, or with keys in smaller groups of channels; plain or centered on the calibration means) and
 the decode attention's torch reference (on CUDA the Triton kernel, tested equal to it), so the cache that
 is measured is the one that is read. Prints each perplexity's ratio to float and the cache's bytes against
 an fp16 cache of the same tokens.
@@ -23,8 +23,8 @@ import time
 import torch
 from torch import nn
 
-from quant import QuantKVCache, fold_smooth_attention, smooth_attention_scales
-from quant.kernels import reference_decode_attention
+from quant import QuantKVCache, fold_smooth_attention, kv_centers, smooth_attention_scales
+from quant.kernels import decode_attention
 from stdlib_text import stdlib_docstrings
 
 CONTEXT = 128
@@ -97,7 +97,7 @@ class TinyLM(nn.Module):
             for block, cache in zip(self.blocks, caches):
                 q, k, v = block.qkv(h, torch.tensor([t]))
                 cache.append(k, v)
-                attended = reference_decode_attention(q[:, :, 0], *cache.keys, *cache.values, q.shape[-1] ** -0.5)
+                attended = decode_attention(q[:, :, 0], cache, q.shape[-1] ** -0.5)
                 h = block.finish(h, attended[:, :, None])
             out.append(self.head(self.ln(h)))
         return torch.cat(out, dim=1)
@@ -149,6 +149,17 @@ def smoothed_copy(model: TinyLM, calibration: torch.Tensor) -> TinyLM:
     return smoothed
 
 
+@torch.no_grad()
+def calibration_centers(model: TinyLM, calibration: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's key (after RoPE) and value means per head and channel on the calibration windows."""
+    centers, h = [], model.embed(calibration)
+    for block in model.blocks:
+        _, k, v = block.qkv(h, torch.arange(h.shape[1]))
+        centers.append(kv_centers(k, v))
+        h = block(h)
+    return centers
+
+
 def main() -> None:
     """Train, then measure perplexity and cache bytes for float, KV8, KV4 (+ SmoothAttention, + key groups)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -156,7 +167,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=400, help="held-out windows of 128 bytes (400: all of them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the rows to this JSON file")
-    parser.add_argument("--checkpoint", help="load the trained model from this file if it exists, else train and save it")
+    parser.add_argument("--checkpoint", help="load the trained model from this file if it exists, else train and "
+                                             "save it there")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     train_bytes, test_bytes = corpus()
@@ -180,12 +192,13 @@ def main() -> None:
     rows = [{"cache": "float (fp16 bytes)", "perplexity": base, "ratio": 1.0, "cache_bytes": fp16_bytes}]
     calibration = train_bytes[:CONTEXT * 16].view(16, CONTEXT)
     print(f"{rows[0]['cache']:<34} perplexity {base:.4f}  cache {fp16_bytes} bytes", flush=True)
-    smoothed = smoothed_copy(model, calibration)
-    for name, bits, key_group, lm in (("KV8", 8, None, model), ("KV4", 4, None, model),
-                                      ("KV4 + SmoothAttention (alpha 0.5)", 4, None, smoothed),
-                                      ("KV4, keys in groups of 32", 4, 32, model),
-                                      ("KV4, keys in groups of 16", 4, 16, model)):
-        caches = [QuantKVCache(bits, key_group=key_group) for _ in lm.blocks]
+    smoothed, centers = smoothed_copy(model, calibration), calibration_centers(model, calibration)
+    for name, bits, key_group, lm, centered in (
+            ("KV8", 8, None, model, False), ("KV4", 4, None, model, False),
+            ("KV4 + SmoothAttention (alpha 0.5)", 4, None, smoothed, False),
+            ("KV4, keys in groups of 16", 4, 16, model, False),
+            ("KV4 centered", 4, None, model, True), ("KV4 centered, keys in groups of 32", 4, 32, model, True)):
+        caches = [QuantKVCache(bits, key_group=key_group, centers=c if centered else None) for c in centers]
         ppl = perplexity(lm.decode(windows, caches), windows)
         rows.append({"cache": name, "perplexity": ppl, "ratio": ppl / base,
                      "cache_bytes": sum(c.nbytes() for c in caches)})

@@ -20,7 +20,7 @@ from quant.graph_export import export
 from quant.graph_module import ArtifactModule, load_artifact
 from quant.integer_torch import integer_module, load_integer_module
 from quant.kv import KVQuantized
-from quant.kv_cache import QuantKVCache, decode_scales, dequantize_heads, encode_scales, quantize_heads
+from quant.kv_cache import QuantKVCache, decode_scales, dequantize_heads, encode_scales, kv_centers, quantize_heads
 from quant.layer_base import QuantLayer
 from quant.linear import QuantLinear
 from quant.packing import pack_int4, unpack_int4
@@ -57,6 +57,7 @@ __all__ = [
     "dequantize_heads",
     "encode_scales",
     "decode_scales",
+    "kv_centers",
     "smooth_attention_scales",
     "fold_smooth_attention",
     "pack_int4",

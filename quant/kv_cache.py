@@ -9,6 +9,13 @@ Per group the cache keeps two bytes: the scale as an 8-bit base-2 logarithm in e
 4.4% that the rounding of the codes absorbs) and an int8 zero point. Int4 codes are packed two a byte, the
 first half of the head's channels in the low nibbles and the second half in the high ones: the pairs that
 rotate-half RoPE rotates together share a byte, and a kernel unpacks the two halves without any interleave.
+
+Centers (per head and channel, e.g. the calibration means of keys and values from :func:`kv_centers`) are
+subtracted before quantizing, which narrows each token's range where channels carry constant offsets. They
+cost nothing in accuracy: a key center shifts every score of one query by the same ``q . center``, which the
+softmax ignores (SageAttention, Zhang et al. 2025, section 3.2, "smooth K"), and since a query's attention
+weights sum to 1 a value center comes back exactly as ``+ center`` on the output
+(:func:`quant.kernels.decode_attention` adds it).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import torch
 
 from quant.errors import ShapeError
 
-__all__ = ["quantize_heads", "dequantize_heads", "encode_scales", "decode_scales", "QuantKVCache"]
+__all__ = ["quantize_heads", "dequantize_heads", "encode_scales", "decode_scales", "kv_centers", "QuantKVCache"]
 
 _LOG_STEPS = 8  # scale codes count eighths of a power of two
 
@@ -80,16 +87,30 @@ def dequantize_heads(codes: torch.Tensor, scale_codes: torch.Tensor, zero: torch
     return (codes.float() - per_channel(zero) - _zero_offset(bits)) * per_channel(decode_scales(scale_codes))
 
 
+def kv_centers(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per head and channel means ``[H, D]`` of calibration keys (after RoPE) and values ``[B, H, T, D]``."""
+    if keys.dim() != 4 or values.dim() != 4 or keys.shape[1] != values.shape[1]:
+        raise ShapeError("calibration keys and values must be [batch, heads, tokens, head_dim]",
+                         keys=tuple(keys.shape), values=tuple(values.shape))
+    return keys.detach().float().mean(dim=(0, 2)), values.detach().float().mean(dim=(0, 2))
+
+
 class QuantKVCache:
     """Keys and values of one attention layer, ``[batch, heads, tokens, head_dim]``, held as int4 or int8 codes.
 
-    ``key_group`` and ``value_group`` are the channels that share a scale (default: the whole head).
+    ``key_group`` and ``value_group`` are the channels that share a scale (default: the whole head);
+    ``centers`` (``[H, D]`` for keys and for values, see :func:`kv_centers`) are subtracted before quantizing.
     """
 
-    def __init__(self, bits: int = 4, key_group: int | None = None, value_group: int | None = None) -> None:
+    def __init__(self, bits: int = 4, key_group: int | None = None, value_group: int | None = None,
+                 centers: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         if bits not in (4, 8):
             raise ShapeError("QuantKVCache holds 4- or 8-bit codes", bits=bits)
+        if centers is not None and (len(centers) != 2 or centers[0].dim() != 2 or centers[0].shape != centers[1].shape):
+            raise ShapeError("centers are ([heads, head_dim] for keys, the same for values)",
+                             shapes=[tuple(c.shape) for c in centers])
         self.bits, self.key_group, self.value_group = bits, key_group, value_group
+        self.centers = None if centers is None else tuple(c.detach().float() for c in centers)
         self.keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -102,6 +123,12 @@ class QuantKVCache:
         if k.dim() != 4 or k.shape != v.shape:
             raise ShapeError("keys and values must both be [batch, heads, tokens, head_dim]",
                              keys=tuple(k.shape), values=tuple(v.shape))
+        if self.centers is not None:
+            if self.centers[0].shape != (k.shape[1], k.shape[3]):
+                raise ShapeError("the centers do not match the keys' heads and head_dim",
+                                 centers=tuple(self.centers[0].shape), keys=tuple(k.shape))
+            k = k.float() - self.centers[0].to(k.device)[:, None, :]
+            v = v.float() - self.centers[1].to(v.device)[:, None, :]
         new_k = quantize_heads(k, self.bits, self.key_group)
         new_v = quantize_heads(v, self.bits, self.value_group)
         if self.keys is None:
@@ -111,5 +138,6 @@ class QuantKVCache:
             self.values = tuple(torch.cat([old, new], dim=2) for old, new in zip(self.values, new_v))
 
     def nbytes(self) -> int:
-        """Bytes held: codes plus the scale codes and zero points of keys and values."""
-        return sum(t.numel() * t.element_size() for part in (self.keys or (), self.values or ()) for t in part)
+        """Bytes held: codes plus the scale codes and zero points of keys and values, and the centers."""
+        parts = (*(self.keys or ()), *(self.values or ()), *(self.centers or ()))
+        return sum(t.numel() * t.element_size() for t in parts)

@@ -1,7 +1,7 @@
 """Triton kernels (W4Ax, FMPQ, the int8 GEMM, int4-cache decode attention), each beside its torch reference."""
 
 from quant.kernels._launch import DEQUANT_GEMM_MIN_M, Blocks, pick_blocks, use_dequant_gemm
-from quant.kernels.decode_attention import reference_decode_attention, triton_decode_attention
+from quant.kernels.decode_attention import decode_attention, reference_decode_attention, triton_decode_attention
 from quant.kernels.dequant import triton_dequant_w4a4, triton_dequant_w4a8, triton_dequant_w4a16
 from quant.kernels.int8_gemm import int8_gemm_scaled, reference_int8_gemm_scaled
 from quant.kernels.w4a4 import reference_w4a4, triton_w4a4
@@ -10,6 +10,7 @@ from quant.kernels.fmpq import reference_fmpq, triton_fmpq
 from quant.kernels.w4a16 import dequantize_w4a16, reference_w4a16, triton_w4a16
 
 __all__ = [
+    "decode_attention",
     "reference_decode_attention",
     "triton_decode_attention",
     "Blocks",

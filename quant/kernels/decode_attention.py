@@ -16,9 +16,21 @@ import triton
 import triton.language as tl
 
 from quant.errors import ShapeError
-from quant.kv_cache import dequantize_heads
+from quant.kv_cache import QuantKVCache, dequantize_heads
 
-__all__ = ["reference_decode_attention", "triton_decode_attention"]
+__all__ = ["decode_attention", "reference_decode_attention", "triton_decode_attention"]
+
+
+def decode_attention(q: torch.Tensor, cache: QuantKVCache, sm_scale: float) -> torch.Tensor:
+    """Attend ``q [B, H, D]`` over everything ``cache`` holds: the Triton kernel for int4 on CUDA, else the reference.
+
+    The cache's value centers, if any, are added back to the output (the key centers need nothing).
+    """
+    if len(cache) == 0:
+        raise ShapeError("the cache holds no tokens yet; append the current token's key and value first")
+    attend = triton_decode_attention if q.is_cuda and cache.bits == 4 else reference_decode_attention
+    out = attend(q, *cache.keys, *cache.values, sm_scale)
+    return out if cache.centers is None else out + cache.centers[1].to(out.device)
 
 
 def reference_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: torch.Tensor, k_zero: torch.Tensor,

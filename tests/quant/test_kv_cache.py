@@ -1,4 +1,4 @@
-"""The int4/int8 KV cache (per head and token, groups of channels, packed halves) and SmoothAttention, against plain float math."""
+"""The int4/int8 KV cache (grouped scales per head and token, packed halves, centers) and SmoothAttention vs float."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from quant import (QuantKVCache, ShapeError, decode_scales, dequantize_heads, encode_scales, fold_smooth_attention,
-                   quantize_heads, smooth_attention_scales)
+                   kv_centers, quantize_heads, smooth_attention_scales)
 
 
 def _naive(x: np.ndarray, bits: int, group: int) -> np.ndarray:
@@ -46,7 +46,8 @@ def test_scale_codes_are_eighths_of_a_power_of_two(rng):
     s = torch.rand(1000, generator=rng) * 100 + 1e-4
     back = decode_scales(encode_scales(s))
     assert torch.all((back / s - 1).abs() <= 2 ** (1 / 16) - 1 + 1e-6)
-    assert torch.equal(encode_scales(decode_scales(torch.arange(256, dtype=torch.uint8))), torch.arange(256).to(torch.uint8))
+    every_code = torch.arange(256).to(torch.uint8)
+    assert torch.equal(encode_scales(decode_scales(every_code)), every_code)
 
 
 def test_int4_packs_first_half_low_second_half_high(rng):
@@ -102,3 +103,34 @@ def test_smooth_attention_keeps_scores_and_flattens_keys(rng):
     fold_smooth_attention(q_proj, k_proj, scales)
     assert torch.allclose(scores(False), exact, rtol=1e-4, atol=1e-2)  # scores unchanged by the fold
     assert float((scores(True) - exact).norm()) < 0.5 * plain_error
+
+
+def test_centered_cache_attends_like_the_uncentered_keys_and_values(rng):
+    from quant.kernels import decode_attention
+
+    b, h, t, d = 2, 3, 9, 32
+    offset = torch.linspace(-6, 6, d)  # constant per-channel offsets: they widen every token's range
+    k, v = torch.randn(b, h, t, d, generator=rng) + offset, torch.randn(b, h, t, d, generator=rng) - offset
+    q = torch.randn(b, h, d, generator=rng)
+    centers = kv_centers(k, v)
+    np.testing.assert_allclose(centers[0].numpy(), k.double().mean(dim=(0, 2)).numpy(), rtol=1e-5, atol=1e-6)
+    cache = QuantKVCache(4, centers=centers)
+    cache.append(k, v)
+    # numpy: softmax attention over the dequantized codes plus the centers
+    kd = dequantize_heads(*cache.keys, 4).double().numpy() + centers[0].double().numpy()[:, None, :]
+    vd = dequantize_heads(*cache.values, 4).double().numpy() + centers[1].double().numpy()[:, None, :]
+    scores = np.einsum("bhd,bhtd->bht", q.double().numpy(), kd) * d**-0.5
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = np.einsum("bht,bhtd->bhd", p / p.sum(-1, keepdims=True), vd)
+    out = decode_attention(q, cache, d**-0.5)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-5)
+    # and centering loses less than the plain cache against float attention
+    exact = torch.einsum("bht,bhtd->bhd", (torch.einsum("bhd,bhtd->bht", q, k) * d**-0.5).softmax(-1), v)
+    plain = QuantKVCache(4)
+    plain.append(k, v)
+    assert float((out - exact).norm()) < float((decode_attention(q, plain, d**-0.5) - exact).norm())
+    assert cache.nbytes() == plain.nbytes() + 2 * h * d * 4  # the two float32 center tables
+    with pytest.raises(ShapeError):
+        QuantKVCache(4, centers=(centers[0], centers[1][:, :8]))
+    with pytest.raises(ShapeError):
+        decode_attention(q, QuantKVCache(4), d**-0.5)

@@ -1,4 +1,4 @@
-"""Triton decode attention over the int4 cache (TRITON_INTERPRET=1, whole-head and grouped scales) against its reference and numpy."""
+"""Triton decode attention over the int4 cache (TRITON_INTERPRET=1; whole-head, grouped scales) vs reference, numpy."""
 
 import numpy as np
 import pytest
