@@ -1,7 +1,8 @@
 """Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`,
 with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`), the ring
 choice (`rings`), the contraction strategies (`strategies`), the model compiler (`model`, over the layers of
-`layers`, with the composite ReLU of `activations`), its bootstrap placement (`levels`), CNN layers as linear
+`layers`, with the composite ReLU of `activations` and the per-layer ReLU choice of `activation_choice`), its
+bootstrap placement (`levels`), CNN layers as linear
 layers (`cnn`), the integer-model reader (`integer_model`) and the model-artifact reader (`artifact_model`)."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from .levels import LevelPlan, greedy_levels, plan_levels
 from .pricing import FloorPrices, MemoizedCostModel
 from .relayout import Move, relayout_moves
 from .search import choose_plan
-from .layers import ChebyshevActivation, CompositeReLU, IntLinear, Linear, Quadratic, Residual, Square
+from .activation_choice import ReLUChoice, choose_relu
+from .layers import ChebyshevActivation, CompositeReLU, IntLinear, Linear, Quadratic, ReLUWithin, Residual, Square
 from .model import ModelPlan, SmallBatchWarning, compile_model
 
 __all__ = [
@@ -24,5 +26,5 @@ __all__ = [
     "Linear", "ModelPlan", "Packed", "PlanBuilder", "Quadratic", "Residual", "SmallBatchWarning", "Square", "cipher",
     "compile_einsum", "compile_model", "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export",
     "avg_pool2d", "conv2d", "conv_output_shape", "fold_batchnorm", "encrypted_blockers", "load_artifact_model",
-    "read_artifact_graph",
+    "read_artifact_graph", "ReLUChoice", "ReLUWithin", "choose_relu",
 ]

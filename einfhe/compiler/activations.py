@@ -22,7 +22,7 @@ from numpy.polynomial import chebyshev, polynomial
 from ..errors import ModelError
 from ..plan import chebyshev_levels
 
-__all__ = ["CompositeReLU", "minimax_odd_sign"]
+__all__ = ["CompositeReLU", "minimax_odd_sign", "relu_error"]
 
 
 def minimax_odd_sign(degree: int, lo: float, hi: float, iterations: int = 200) -> tuple[np.ndarray, float]:
@@ -93,9 +93,14 @@ class CompositeReLU:
         return cls(tuple(stages), float(bound), float(eps), made.measure_error())
 
     def measure_error(self) -> float:
-        """max |approximation - ReLU| on [-bound, bound]: a grid of 20,001 points, refined around its worst point."""
-        grid = np.linspace(-self.bound, self.bound, 20001)
-        errors = np.abs(self(grid) - np.maximum(grid, 0))
-        worst, step = grid[int(np.argmax(errors))], grid[1] - grid[0]
-        fine = np.clip(np.linspace(worst - 2 * step, worst + 2 * step, 4001), -self.bound, self.bound)
-        return float(max(errors.max(), np.abs(self(fine) - np.maximum(fine, 0)).max()))
+        """max |approximation - ReLU| on [-bound, bound] (relu_error)."""
+        return relu_error(self, self.bound)
+
+
+def relu_error(fn, bound: float) -> float:
+    """max |fn(x) - max(x, 0)| on [-bound, bound]: a grid of 20,001 points, refined around its worst point."""
+    grid = np.linspace(-bound, bound, 20001)
+    errors = np.abs(fn(grid) - np.maximum(grid, 0))
+    worst, step = grid[int(np.argmax(errors))], grid[1] - grid[0]
+    fine = np.clip(np.linspace(worst - 2 * step, worst + 2 * step, 4001), -bound, bound)
+    return float(max(errors.max(), np.abs(fn(fine) - np.maximum(fine, 0)).max()))

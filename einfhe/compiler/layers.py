@@ -1,5 +1,6 @@
 """The layers a sequential model is made of: linear (float or integer), activations (with the composite ReLU of
-einfhe.compiler.activations), residual blocks."""
+einfhe.compiler.activations, and a ReLU within an error budget whose polynomial the compiler chooses), residual
+blocks."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 from ..errors import ModelError
 from .activations import CompositeReLU
 
-__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "Residual", "Layer"]
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "ReLUWithin",
+           "Residual", "Layer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,10 +83,19 @@ class ChebyshevActivation:
 
 
 @dataclass(frozen=True)
+class ReLUWithin:
+    """ReLU for inputs in [-bound, bound] (the calibrated range) to within `max_error`: the compiler lowers it with
+    the cheapest polynomial that meets the budget (einfhe.compiler.activation_choice), printed in the level map."""
+
+    bound: float
+    max_error: float
+
+
+@dataclass(frozen=True)
 class Residual:
     """x + f(x), with f the given layers (which keep the width); batched packing only."""
 
     layers: tuple
 
 
-Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, CompositeReLU, Residual]
+Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, CompositeReLU, ReLUWithin, Residual]

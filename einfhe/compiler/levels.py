@@ -28,6 +28,8 @@ from ..errors import ModelError
 from ..params import BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH
 from ..plan import value_levels
 from ..plan.cost import load_cost_model
+from .activation_choice import relu_choice
+from .layers import ReLUWithin
 
 __all__ = ["LayerLevels", "LevelPlan", "plan_levels", "greedy_levels", "profile_layer", "bootstrap_seconds",
            "BOOTSTRAP_SECONDS", "PLACEMENTS"]
@@ -62,6 +64,7 @@ class LayerLevels:
     cts_in: int
     scale_first: bool
     ops: tuple[tuple[str, int], ...]
+    choice: str = ""  # for a ReLUWithin: the polynomial chosen and its error
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class LevelPlan:
                              f"{' (deferred scale applied first, 1 level)' if layer.scale_first else ''}: {why}")
             bar = "." * start + "#" * layer.levels + " " * max(0, self.max_depth - start - layer.levels)
             lines.append(f"  {layer.position:>3} {layer.name:<22} levels {start}->{start + layer.levels} "
-                         f"[{bar}] {layer.cts_in} ct in")
+                         f"[{bar}] {layer.cts_in} ct in" + (f"  ({layer.choice})" if layer.choice else ""))
         lines.append(f"  total: {len(self.bootstrap_before)} bootstrap point(s), {self.bootstrapped_cts} ciphertexts "
                      f"refreshed, {self.bootstrap_cost:.1f} s bootstrapping + {self.compute_cost:.2f} s compute "
                      f"= {self.seconds:.1f} s")
@@ -124,8 +127,13 @@ def profile_layer(lowering, layer, position: int) -> LayerLevels:
     scale_first, width = not np.all(lowering.pending == 1), lowering.width
     lowering.apply(layer, position)
     levels = value_levels(lowering.builder.steps)
+    choice = ""
+    if isinstance(layer, ReLUWithin):
+        chosen = relu_choice(layer)
+        choice = f"{chosen.label}: error {chosen.error:.2g} <= {layer.max_error:g} on +-{layer.bound:g}"
+    ops = tuple((s.op, levels[s.out] - level) for s in lowering.builder.steps[start:])
     return LayerLevels(position, f"{type(layer).__name__} {width}->{lowering.width}", lowering.level - level, cts,
-                       scale_first, tuple((s.op, levels[s.out] - level) for s in lowering.builder.steps[start:]))
+                       scale_first, ops, choice)
 
 
 def _level_before(plan: LevelPlan, position: int) -> int:

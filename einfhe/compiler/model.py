@@ -33,11 +33,13 @@ from ..layout import Dim, Layout, next_pow2
 from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
 from .builder import Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
-from .layers import ChebyshevActivation, CompositeReLU, IntLinear, Layer, Linear, Quadratic, Residual, Square
+from .activation_choice import relu_choice
+from .layers import (ChebyshevActivation, CompositeReLU, IntLinear, Layer, Linear, Quadratic, ReLUWithin, Residual,
+                     Square)
 from .levels import PLACEMENTS, LevelPlan, profile_layer
 
-__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "Residual",
-           "ModelPlan", "SmallBatchWarning", "compile_model"]
+__all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "ReLUWithin",
+           "Residual", "ModelPlan", "SmallBatchWarning", "compile_model"]
 
 BATCH_INDEX = "Z"
 
@@ -130,6 +132,8 @@ class _ModelLowering:
 
     def apply(self, layer: Layer, position: int) -> None:
         """Lower one layer onto the current value."""
+        if isinstance(layer, ReLUWithin):  # the cheapest polynomial within the layer's error budget
+            layer = relu_choice(layer).activation
         if isinstance(layer, (Square, Quadratic, ChebyshevActivation, CompositeReLU)):
             if self.value is None:
                 raise ModelError("a model starts with a Linear layer")
@@ -147,7 +151,7 @@ class _ModelLowering:
             return
         if not isinstance(layer, (Linear, IntLinear)):
             raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square, "
-                             "Quadratic, ChebyshevActivation, CompositeReLU, Residual", layer=position)
+                             "Quadratic, ChebyshevActivation, CompositeReLU, ReLUWithin, Residual", layer=position)
         weight = np.asarray(layer.weight, dtype=np.float64)
         if weight.ndim != 2 or weight.shape[1] != self.width:
             raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {self.width}",
