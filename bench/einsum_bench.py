@@ -6,10 +6,12 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
     einfhe bench --quick
     OMP_NUM_THREADS=1 .venv/bin/python bench/einsum_bench.py --ring-choice  # old vs new parameter choice
 
-`--ring-choice` times each quick case the way main ran it before issue 23 (8192 slots, N=2^14, every plaintext
+`--ring-choice [--orion PYTHON]` times each quick case the way main ran it before issue 23 (8192 slots, N=2^14, every plaintext
 encoded on every run) and the new way (`compile(..., slots="auto")`: the cheapest 128-bit ring by the cost model;
 lifted encryption where the ring has room; plaintexts encoded once per backend) in interleaved rounds on one worker; the new side's first (cold) run is shown
-apart. Errors, upload bytes and the op-count lower bound (restated on each one's ring) are printed beside.
+apart. Errors, upload bytes and the op-count lower bound (restated on each one's ring) are printed beside. With
+`--orion`, Orion (bench/orion_peer.py, in its own venv) runs the plain-matrix x cipher-vector cases in the same
+rounds, one thread, 128-bit at ring 2^13.
 
 Times are medians of `--repeats` runs of the server computation alone (einfhe.run / TenSEAL's op, plaintext
 encoding included in both); keys, encryption and decryption are outside the timing. Client encryption of
@@ -227,21 +229,35 @@ def _prepared(case: Case, arrays, slots, main_way: bool = False) -> tuple:
     return plan, ctx, inputs
 
 
-def compare_ring_choice(cases, rounds: int) -> None:
-    """Old (8192 slots) and new (slots="auto") parameter choice per case, timed in interleaved rounds."""
+def _orion_matvec(case: Case, arrays, python: str | None):
+    """Orion on a plain-matrix x cipher-vector case (the only einsum its API expresses), or None."""
+    if case.spec != "ij,j->i" or case.cipher != (False, True) or not python:
+        return None
+    from bench.orion_peer import start_peer  # run from the checkout root (PYTHONPATH=.), as `--orion` documents
+
+    return start_peer(python, [(arrays[0], None)], arrays[1])
+
+
+def compare_ring_choice(cases, rounds: int, orion_python: str | None = None) -> None:
+    """Old (8192 slots) and new (slots="auto") parameter choice per case, and Orion where it applies, timed in
+    interleaved rounds."""
     print("| case | old N | old ms | old bound ms | new N (slots) | new ms (first run) | new bound ms | old / new | "
-          "old error | new error | old upload | new upload |")
-    print("|" + "---|" * 12)
+          "old error | new error | old upload | new upload | Orion ms | Orion / new | Orion error |")
+    print("|" + "---|" * 15)
     rng = np.random.default_rng(0)
     for case in cases:
         arrays = [rng.uniform(-1, 1, s) for s in case.shapes]
         setups = {"old": _prepared(case, arrays, 8192, main_way=True), "new": _prepared(case, arrays, "auto")}
+        peer = _orion_matvec(case, arrays, orion_python)
         times = {name: [] for name in setups}
+        orion_ms = []
         for _ in range(rounds):
             for name, (plan, ctx, inputs) in setups.items():
                 start = time.perf_counter()
                 einfhe.run(ctx, plan, *inputs, workers=1)
                 times[name].append(time.perf_counter() - start)
+            if peer is not None:
+                orion_ms.append(peer.run_ms())
         cold_ms = 1e3 * times["new"][0]
         row = {}
         for name, (plan, ctx, inputs) in setups.items():
@@ -254,10 +270,19 @@ def compare_ring_choice(cases, rounds: int) -> None:
                               if isinstance(t, einfhe.EncryptedTensor) for ct in t.cts),
             }
         old, new = row["old"], row["new"]
+        orion_cells = "- | - | -"
+        if peer is not None:
+            # Orion takes float32 weights and inputs: its reference is the einsum of those, in float64
+            rounded = [a.astype(np.float32).astype(np.float64) for a in arrays]
+            expected = np.einsum(case.spec, *rounded)
+            orion_error = float(np.abs(peer.result()[:expected.size] - expected).max())
+            peer.close()
+            orion = statistics.median(orion_ms)
+            orion_cells = f"{orion:.1f} | {orion / new['ms']:.2f}x | {orion_error:.1e}"
         print(f"| {case.name} | 2^{int(math.log2(old['ring']))} | {old['ms']:.1f} | {old['bound']:.1f} | "
               f"2^{int(math.log2(new['ring']))} ({new['slots']}) | {new['ms']:.1f} ({cold_ms:.1f}) | {new['bound']:.1f} | "
               f"{old['ms'] / new['ms']:.2f}x | {old['error']:.1e} | {new['error']:.1e} | "
-              f"{_fmt_bytes(old['upload'])} | {_fmt_bytes(new['upload'])} |", flush=True)
+              f"{_fmt_bytes(old['upload'])} | {_fmt_bytes(new['upload'])} | {orion_cells} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rings", type=int, nargs="+", default=[14, 15], help="log2 ring dimensions")
     parser.add_argument("--ring-choice", action="store_true", help="old (8192 slots) vs new (slots='auto') only")
+    parser.add_argument("--orion", metavar="PYTHON", help="with --ring-choice: Orion's interpreter (bench/orion_peer.py)")
     args = parser.parse_args(argv)
     if args.ring_choice:
         _print_header(argv)
-        compare_ring_choice([c for c in CASES if c.quick], max(args.repeats, 5))
+        compare_ring_choice([c for c in CASES if c.quick], max(args.repeats, 5), args.orion)
         return 0
     rings = [14] if args.quick else args.rings
     repeats = 2 if args.quick else args.repeats

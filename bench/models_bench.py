@@ -14,10 +14,13 @@ einfhe's reader of the same files.
 
     .venv/bin/python bench/models_bench.py --one-sample [--repeats 7]
 
-times the digits MLP's single sample three ways in interleaved rounds: `compile_model(..., batch=1)` as main
+times the digits MLP's single sample four ways in interleaved rounds: `compile_model(..., batch=1)` as main
 compiled it before issue 23 (the batched packing: 64 ciphertexts in), main's one-sample program (unlifted,
 every plaintext encoded on every run), and `compile_model(..., batch=1)` now (the one-sample program, lifted
-encryption, plaintexts encoded once per backend), with each one's error against the 4-bit plaintext logits and its upload bytes.
+encryption, plaintexts encoded once per backend), and the same at N=2^13 (depth 3 fits there at 128-bit only with a
+2^35 scale in four key-switching digits), with each one's error against the float64 evaluation of the same weights
+and the 4-bit plaintext logits, and its upload bytes.
+`--orion PYTHON` adds Orion (bench/orion_peer.py, its own venv) on the same weights in the same rounds.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch import nn
 import quant
 from bench.digits_resnet import DigitsResNet, digits_split, train
 from einfhe.compiler import load_artifact_model
+from einfhe.compiler.layers import Square
 from einfhe.compiler.model import IntLinear, Linear, Residual, _compile_program, compile_model
 
 
@@ -110,36 +114,75 @@ def _tenseal_latency(layers, X, samples):
     return statistics.median(times), np.array(outs)
 
 
-def _one_sample_ways(layers, n_features, x, logits, rounds: int) -> None:
-    """Main's batch=1 (batched packing), main's one-sample program, and batch=1 now, in interleaved rounds."""
+def _float64_logits(layers, x: np.ndarray) -> np.ndarray:
+    """The MLP (Linear and Square layers, the 4-bit weights dequantized) evaluated in float64: the reference the
+    encrypted programs' errors are measured against (the float32 plaintext logits floor them near 1e-5)."""
+    for layer in _float_layers(layers):
+        x = x ** 2 if isinstance(layer, Square) else np.asarray(layer.weight) @ x + (
+            0 if layer.bias is None else np.asarray(layer.bias))
+    return x
+
+
+def _orion_peer(layers, x, python: str | None):
+    """Orion on the same MLP (its 4-bit weights dequantized: Linear, square, Linear), or None."""
+    if not python:
+        return None
+    from bench.orion_peer import start_peer
+
+    return start_peer(python, [(layer.weight, layer.bias) for layer in _float_layers(layers)
+                               if isinstance(layer, Linear)], x)
+
+
+def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: str | None = None) -> None:
+    """Main's batch=1 (batched packing), main's one-sample program, batch=1 now and Orion, in interleaved rounds;
+    errors against the float64 evaluation of the same weights (and, as before, the 4-bit plaintext logits)."""
+    exact = _float64_logits(layers, x)
     ways = {
         "main, batch=1 (batched packing)": (_compile_program(layers, n_features, 1, slots=8192, max_cts=1 << 16,
-                                                              max_depth=None, placement="cost", ring_dim=65536), False),
-        "main, one-sample program": (compile_model(layers, n_features), False),
-        "now, batch=1": (compile_model(layers, n_features, batch=1), True),
+                                                              max_depth=None, placement="cost", ring_dim=65536), "main"),
+        "main, one-sample program": (compile_model(layers, n_features), "main"),
+        "now, batch=1": (compile_model(layers, n_features, batch=1), "now"),
+        # depth 3 fits N=2^13 at 128-bit only in four key-switching digits with a 35-bit scale (not chosen: error)
+        "N=2^13, 2^35 scale, 4 digits": (compile_model(layers, n_features, batch=1, slots=4096),
+                                         einfhe.Parameters(8192, 4096, 3, 35, 50, digits=4)),
     }
     ready = {}
-    for label, (model, new) in ways.items():
-        if new:
+    for label, (model, way) in ways.items():
+        if way == "now":
             ctx = einfhe.Context.for_plan(model.plan)
-        else:  # main before issue 23: unlifted parameters, every plaintext encoded on every run
+        elif way == "main":  # main before issue 23: unlifted parameters, every plaintext encoded on every run
             ctx = einfhe.Context.for_plan(model.plan, params=einfhe.Parameters.derive(model.plan.depth, model.plan.slots))
             ctx.backend.plaintexts.max_bytes = 0
+        else:
+            ctx = einfhe.Context.for_plan(model.plan, params=way)
         xe = einfhe.encrypt(ctx, model.pack_input(x[None, :] if model.batch else x), model.input_layout)
         ready[label] = (model, ctx, xe, [])
+    peer, orion_ms = _orion_peer(layers, x, orion_python), []
     for _ in range(rounds):
         for model, ctx, xe, times in ready.values():
             start = time.perf_counter()
             einfhe.run(ctx, model.plan, *model.operands(xe), workers=1)
             times.append(time.perf_counter() - start)
+        if peer is not None:
+            orion_ms.append(peer.run_ms())
     base = statistics.median(ready["main, one-sample program"][3])
     for label, (model, ctx, xe, times) in ready.items():
         out = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe), workers=1)))
         error = float(np.abs(np.reshape(out, -1) - logits).max())
+        error64 = float(np.abs(np.reshape(out, -1) - exact).max())
         upload = sum(len(ctx.backend.serialize_ciphertext(ct)) for ct in xe.cts)
         print(f"  {label:32s} N={ctx.params.ring_dim} depth {model.plan.depth}  {1e3 * statistics.median(times):7.1f} ms "
               f"(first {1e3 * times[0]:.1f})  x{base / statistics.median(times):.2f} vs main's one-sample  "
-              f"max |error| vs 4-bit logits {error:.1e}  upload {upload / 2**20:.2f} MiB ({len(xe.cts)} ct)")
+              f"max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}  upload {upload / 2**20:.2f} MiB "
+              f"({len(xe.cts)} ct)")
+    if peer is not None:
+        got = peer.result()[:logits.size]
+        error, error64 = float(np.abs(got - logits).max()), float(np.abs(got - exact).max())
+        peer.close()
+        orion = statistics.median(orion_ms)
+        now = statistics.median(ready["now, batch=1"][3])
+        print(f"  {'Orion (N=2^13 conjugate-invariant)':32s} {orion:7.1f} ms (first {orion_ms[0]:.1f})  "
+              f"Orion / now x{orion / (1e3 * now):.2f}  max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}")
 
 
 def run(name: str, kind: str, args) -> None:
@@ -163,7 +206,8 @@ def run(name: str, kind: str, args) -> None:
     print(f"\n=== {name} {kind}: {len(Xtr)} train / {len(Xte)} test samples; float accuracy {float_acc:.4f}, "
           f"4-bit plaintext {q_acc:.4f}")
     if args.one_sample:
-        _one_sample_ways(layers, n_features, Xte[0].astype(np.float64), quantized_plain[0], max(5, args.repeats))
+        _one_sample_ways(layers, n_features, Xte[0].astype(np.float64), quantized_plain[0], max(5, args.repeats),
+                         args.orion)
         return
     for label, program in (("float weights", _float_layers(layers)), ("4-bit integer", layers)):
         model, ctx, seconds, out = _encrypted(program, n_features, Xte, args.repeats)
@@ -229,6 +273,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tenseal-samples", type=int, default=10, help="0 skips the TenSEAL baseline")
     parser.add_argument("--one-sample", action="store_true", help="the digits MLP's single sample, three ways, only")
+    parser.add_argument("--orion", metavar="PYTHON", help="with --one-sample: Orion's interpreter (bench/orion_peer.py)")
     parser.add_argument("--models", default="mlp,cnn,cancer,resnet", help="comma-separated subset to run")
     args = parser.parse_args()
     chosen = "mlp" if args.one_sample else args.models

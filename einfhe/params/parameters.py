@@ -4,7 +4,8 @@ The security bound is the HomomorphicEncryption.org standard's table for ternary
 security (Albrecht et al., "Homomorphic Encryption Standard", 2018, Table 1), which is what OpenFHE enforces:
 the ring dimension N must satisfy log2(Q*P) <= MAX_LOG_QP[N]. Q is the ciphertext modulus (the first modulus
 plus one scaling modulus per level) and P the key-switching modulus, estimated as OpenFHE's hybrid key
-switching sizes it (three digits; P a whole number of 60-bit primes above the largest digit).
+switching sizes it (three digits unless `digits` says otherwise; P a whole number of 60-bit primes above the
+largest digit).
 
 With `small_first_modulus`, when the default 60-bit first modulus does not fit a ring, `derive` tries that ring
 again with a 55-bit first modulus and three key-switching digits (`digits`, OpenFHE's HYBRID dnum), which keeps P
@@ -40,10 +41,11 @@ _P_PRIME_BITS = 60
 SMALL_RING_FIRST_MOD_BITS = 55
 
 
-def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int) -> int:
-    """Bits of Q*P for a CKKS context of `depth` levels with OpenFHE's hybrid key switching."""
+def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int, digits: int = 0) -> int:
+    """Bits of Q*P for a CKKS context of `depth` levels with OpenFHE's hybrid key switching in `digits` digits
+    (0: three, OpenFHE's default)."""
     towers = depth + 1
-    alpha = math.ceil(towers / _DIGITS)
+    alpha = math.ceil(towers / (digits or _DIGITS))
     digit_bits = first_mod_bits + (alpha - 1) * scale_bits
     p_bits = _P_PRIME_BITS * math.ceil((digit_bits + 1) / _P_PRIME_BITS)
     return first_mod_bits + depth * scale_bits + p_bits
@@ -137,7 +139,7 @@ class Parameters:
     @property
     def log_qp(self) -> int:
         """Estimated bits of the full modulus Q*P."""
-        return estimate_log_qp(self.total_depth, self.scale_bits, self.first_mod_bits)
+        return estimate_log_qp(self.total_depth, self.scale_bits, self.first_mod_bits, self.digits)
 
     def validate(self) -> "Parameters":
         """Check the set is well formed and, unless marked insecure, 128-bit secure; return it."""

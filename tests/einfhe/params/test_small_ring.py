@@ -41,3 +41,19 @@ def test_digits_round_trip_and_default_sets_keep_their_json():
     assert "digits" not in Parameters.derive(2, 8192).to_json()  # older fingerprints unchanged
     with pytest.raises(einfhe.ParameterError, match="digits"):
         Parameters(8192, 4096, 1, digits=5).validate()
+
+
+def test_the_security_estimate_counts_explicit_digits():
+    # depth 3 at N=2^13: one tower per digit keeps P to one 60-bit prime (50 + 3*35 + 60 = 215 bits), three digits
+    # put two towers in one digit (85 bits) and need two P primes (275 bits: refused)
+    assert Parameters(8192, 4096, 3, 35, 50, digits=4).validate().log_qp == 50 + 3 * 35 + 60
+    with pytest.raises(einfhe.ParameterError, match="below 128-bit"):
+        Parameters(8192, 4096, 3, 35, 50).validate()
+
+
+@pytest.mark.fhe
+def test_openfhe_accepts_depth_three_in_four_digits_at_the_small_ring():
+    params = Parameters(8192, 4096, 3, 35, 50, digits=4).validate()
+    backend = OpenFHEBackend.generate(params, [1])  # OpenFHE checks 128-bit (HEStd_128_classic) itself
+    assert backend.cc.GetRingDimension() == 8192
+    assert backend.cc.GetElementParams().GetModulus().bit_length() in range(154, 157)
