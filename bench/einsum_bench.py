@@ -9,7 +9,8 @@ iteration-space plan and TenSEAL on the same sizes and ring, with op counts, key
 `--ring-choice [--orion PYTHON]` times each quick case the way main ran it before issue 23 (8192 slots, N=2^14, every plaintext
 encoded on every run) and the new way (`compile(..., slots="auto")`: the cheapest 128-bit ring by the cost model;
 lifted encryption where the ring has room; plaintexts encoded once per backend) in interleaved rounds on one worker; the new side's first (cold) run is shown
-apart. Errors, upload bytes and the op-count lower bound (restated on each one's ring) are printed beside. With
+apart. Errors, upload bytes and the op-count lower bound (restated on each one's ring) are printed beside, and
+the new way compiled with `rescale="late"` (rotations before the rescale: more precise, slower). With
 `--orion`, Orion (bench/orion_peer.py, in its own venv) runs the plain-matrix x cipher-vector cases in the same
 rounds, one thread, 128-bit at ring 2^13.
 
@@ -214,11 +215,11 @@ def _print_header(argv) -> None:
     print(f"# command: {' '.join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))}")
 
 
-def _prepared(case: Case, arrays, slots, main_way: bool = False) -> tuple:
+def _prepared(case: Case, arrays, slots, main_way: bool = False, rescale: str = "early") -> tuple:
     """Compile at `slots` (or "auto"), make the plan's context (as main did before issue 23: unlifted, every
     plaintext encoded on every run) and encrypt the cipher operands."""
     operands = [einfhe.cipher(a.shape) if c else a for a, c in zip(arrays, case.cipher)]
-    plan = einfhe.compile(case.spec, *operands, slots=slots)
+    plan = einfhe.compile(case.spec, *operands, slots=slots, rescale=rescale)
     if main_way:
         ctx = einfhe.Context.for_plan(plan, params=einfhe.Parameters.derive(max(1, plan.depth), plan.slots))
         ctx.backend.plaintexts.max_bytes = 0
@@ -242,12 +243,14 @@ def compare_ring_choice(cases, rounds: int, orion_python: str | None = None) -> 
     """Old (8192 slots) and new (slots="auto") parameter choice per case, and Orion where it applies, timed in
     interleaved rounds."""
     print("| case | old N | old ms | old bound ms | new N (slots) | new ms (first run) | new bound ms | old / new | "
-          "old error | new error | old upload | new upload | Orion ms | Orion / new | Orion error |")
-    print("|" + "---|" * 15)
+          "old error | new error | old upload | new upload | late-rescale ms | late / new | late error | "
+          "Orion ms | Orion / new | Orion error |")
+    print("|" + "---|" * 18)
     rng = np.random.default_rng(0)
     for case in cases:
         arrays = [rng.uniform(-1, 1, s) for s in case.shapes]
-        setups = {"old": _prepared(case, arrays, 8192, main_way=True), "new": _prepared(case, arrays, "auto")}
+        setups = {"old": _prepared(case, arrays, 8192, main_way=True), "new": _prepared(case, arrays, "auto"),
+                  "late": _prepared(case, arrays, "auto", rescale="late")}
         peer = _orion_matvec(case, arrays, orion_python)
         times = {name: [] for name in setups}
         orion_ms = []
@@ -269,7 +272,7 @@ def compare_ring_choice(cases, rounds: int, orion_python: str | None = None) -> 
                 "upload": sum(len(ctx.backend.serialize_ciphertext(ct)) for t in inputs
                               if isinstance(t, einfhe.EncryptedTensor) for ct in t.cts),
             }
-        old, new = row["old"], row["new"]
+        old, new, late = row["old"], row["new"], row["late"]
         orion_cells = "- | - | -"
         if peer is not None:
             # Orion takes float32 weights and inputs: its reference is the einsum of those, in float64
@@ -282,7 +285,8 @@ def compare_ring_choice(cases, rounds: int, orion_python: str | None = None) -> 
         print(f"| {case.name} | 2^{int(math.log2(old['ring']))} | {old['ms']:.1f} | {old['bound']:.1f} | "
               f"2^{int(math.log2(new['ring']))} ({new['slots']}) | {new['ms']:.1f} ({cold_ms:.1f}) | {new['bound']:.1f} | "
               f"{old['ms'] / new['ms']:.2f}x | {old['error']:.1e} | {new['error']:.1e} | "
-              f"{_fmt_bytes(old['upload'])} | {_fmt_bytes(new['upload'])} | {orion_cells} |", flush=True)
+              f"{_fmt_bytes(old['upload'])} | {_fmt_bytes(new['upload'])} | {late['ms']:.1f} | "
+              f"{late['ms'] / new['ms']:.2f}x | {late['error']:.1e} | {orion_cells} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

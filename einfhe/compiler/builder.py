@@ -38,9 +38,11 @@ class Packed:
 class PlanBuilder:
     """Emits plan steps for contractions, reductions and relayouts, numbering values as it goes."""
 
-    def __init__(self, slots: int, max_cts: int, floor=None, cap: float = float("inf")) -> None:
+    def __init__(self, slots: int, max_cts: int, floor=None, cap: float = float("inf"),
+                 late_rescale: bool = False) -> None:
         self.slots = slots
         self.max_cts = max_cts
+        self.late_rescale = late_rescale  # multiply_reduce rescales after its rotations, not before
         self.steps: list[Step] = []
         self._next_value = 0
         self._next_dim = 0
@@ -266,8 +268,15 @@ class PlanBuilder:
 
     def multiply_reduce(self, left: list[int], right: list, joint: Layout, reduced: str) -> Packed:
         """Products summed over `reduced`: dimensions that lie wholly across ciphertexts are summed by
-        additions before a single rescale per output ciphertext (lazy rescaling); the rest by `reduce`."""
+        additions before a single rescale per output ciphertext (lazy rescaling); the rest by `reduce`. With
+        `late_rescale` the rotations of `reduce` run before that rescale too, at the product's scale, so their
+        key-switching noise is divided by the rescale (on one more tower: slower, more precise)."""
         across = [n for n in reduced if n in {d.name for d in joint.dims} and joint.stride(n) >= self.slots]
+        if self.late_rescale:
+            products = [self._emit(MulPlain, a, b) if isinstance(b, PlainTensor) else self._emit(Mul, a, b)
+                        for a, b in zip(left, right)]
+            summed = self.reduce(Packed(tuple(products), joint), reduced)
+            return Packed(tuple(self._emit(Rescale, ct) for ct in summed.cts), summed.layout)
         if not across:
             return self.reduce(Packed(tuple(self.multiply(left, right)), joint), reduced)
         dims = tuple(d for d in joint.dims if d.name not in across)

@@ -8,7 +8,8 @@ d slots, y = sum_k diag_k(W) * rot(x, k). Writing k = g*n1 + b,
     y = sum_g rot( sum_b rot(diag_{g*n1+b}, -g*n1) * rot(x, b), g*n1 ),
 
 so the n1 - 1 baby-step rotations of x share one key-switch precomputation (hoisting) and only the giant
-steps rotate on their own, each after its group is rescaled (a rotation of a rescaled ciphertext is cheaper).
+steps rotate on their own, each after its group is rescaled (a rotation of a rescaled ciphertext is cheaper;
+with the builder's `late_rescale`, before: one rescale at the end, for less key-switching error).
 
 When d is smaller than the slot block (span slots, x repeating in it span / d times), m = min(d, span / d)
 copies share the work (the "hybrid" extended diagonals of GAZELLE, Juvekar et al., USENIX Security 2018,
@@ -172,7 +173,8 @@ def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
             for rotations, terms in zip(rotated, products):
                 terms.append(builder.emit(MulPlain, rotations[b], diagonal))
         for terms, partial in zip(products, parts):
-            inner = builder.emit(Rescale, builder.sum_values(terms))
+            inner = builder.sum_values(terms)
+            inner = inner if builder.late_rescale else builder.emit(Rescale, inner)
             partial.append(builder.emit(Rotate, inner, g * baby * shift) if g else inner)
     outs = []
     for partial in parts:
@@ -181,6 +183,8 @@ def _lower_diagonals(lw: Lowerer, c: Contraction, baby_of) -> Packed | None:
         while step < replicas:
             out = builder.emit(Add, out, builder.emit(Rotate, out, step * stride))
             step *= 2
+        if builder.late_rescale:  # the giant steps and the rotate-and-sum ran at the products' scale
+            out = builder.emit(Rescale, out)
         outs.append(out)
     out_dims = layout.dims[:outer] + (Dim(i, d, "axis", sizes[i]),)
     if replicas > 1:
