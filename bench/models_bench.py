@@ -14,12 +14,12 @@ einfhe's reader of the same files.
 
     .venv/bin/python bench/models_bench.py --one-sample [--repeats 7]
 
-times the digits MLP's single sample four ways in interleaved rounds: `compile_model(..., batch=1)` as main
+times the digits MLP's single sample six ways in interleaved rounds: `compile_model(..., batch=1)` as main
 compiled it before issue 23 (the batched packing: 64 ciphertexts in), main's one-sample program (unlifted,
 every plaintext encoded on every run), and `compile_model(..., batch=1)` now (the one-sample program, lifted
-encryption, plaintexts encoded once per backend), and the same at N=2^13 (depth 3 fits there at 128-bit only with a
-2^35 scale in four key-switching digits), with each one's error against the float64 evaluation of the same weights
-and the 4-bit plaintext logits, and its upload bytes.
+encryption, plaintexts encoded once per backend), the same with `rescale="late"`, and both at N=2^13 (depth 3 fits
+there at 128-bit only with a 2^35 scale in four key-switching digits), with each one's error against the float64
+evaluation of the same weights and the 4-bit plaintext logits, and its upload bytes.
 `--orion PYTHON` adds Orion (bench/orion_peer.py, its own venv) on the same weights in the same rounds.
 """
 
@@ -137,14 +137,16 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: s
     """Main's batch=1 (batched packing), main's one-sample program, batch=1 now and Orion, in interleaved rounds;
     errors against the float64 evaluation of the same weights (and, as before, the 4-bit plaintext logits)."""
     exact = _float64_logits(layers, x)
+    small = einfhe.Parameters(8192, 4096, 3, 35, 50, digits=4)
     ways = {
         "main, batch=1 (batched packing)": (_compile_program(layers, n_features, 1, slots=8192, max_cts=1 << 16,
                                                               max_depth=None, placement="cost", ring_dim=65536), "main"),
         "main, one-sample program": (compile_model(layers, n_features), "main"),
         "now, batch=1": (compile_model(layers, n_features, batch=1), "now"),
+        "now, batch=1, rescale='late'": (compile_model(layers, n_features, batch=1, rescale="late"), "now"),
         # depth 3 fits N=2^13 at 128-bit only in four key-switching digits with a 35-bit scale (not chosen: error)
-        "N=2^13, 2^35 scale, 4 digits": (compile_model(layers, n_features, batch=1, slots=4096),
-                                         einfhe.Parameters(8192, 4096, 3, 35, 50, digits=4)),
+        "N=2^13, 2^35 scale, 4 digits": (compile_model(layers, n_features, batch=1, slots=4096), small),
+        "N=2^13, 2^35, 4 digits, late": (compile_model(layers, n_features, batch=1, slots=4096, rescale="late"), small),
     }
     ready = {}
     for label, (model, way) in ways.items():
@@ -171,7 +173,7 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: s
         error = float(np.abs(np.reshape(out, -1) - logits).max())
         error64 = float(np.abs(np.reshape(out, -1) - exact).max())
         upload = sum(len(ctx.backend.serialize_ciphertext(ct)) for ct in xe.cts)
-        print(f"  {label:32s} N={ctx.params.ring_dim} depth {model.plan.depth}  {1e3 * statistics.median(times):7.1f} ms "
+        print(f"  {label:34s} N={ctx.params.ring_dim} depth {model.plan.depth}  {1e3 * statistics.median(times):7.1f} ms "
               f"(first {1e3 * times[0]:.1f})  x{base / statistics.median(times):.2f} vs main's one-sample  "
               f"max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}  upload {upload / 2**20:.2f} MiB "
               f"({len(xe.cts)} ct)")

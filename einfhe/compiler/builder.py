@@ -20,7 +20,7 @@ from ..plan import Add, AddPlain, Bootstrap, Chebyshev, Load, Mask, Mul, MulPlai
 from ..plan.steps import step_level
 from .relayout import relayout_moves
 
-__all__ = ["Packed", "PlanBuilder", "CostCapExceeded"]
+__all__ = ["Packed", "PlanBuilder", "CostCapExceeded", "EARLY", "LATE", "RESCALES"]
 
 
 class CostCapExceeded(PlanError):
@@ -33,6 +33,10 @@ class Packed:
 
     cts: tuple[int, ...]
     layout: Layout
+
+
+EARLY, LATE = "early", "late"  # where a contraction's rescale goes: before its rotations (faster) or after
+RESCALES = (EARLY, LATE)
 
 
 class PlanBuilder:

@@ -21,7 +21,7 @@ from ..plan.budget import DEFAULT_KEY_BUDGET, DEFAULT_UPLOAD_BUDGET, Budget
 from ..plan.cost import load_cost_model
 from ..plan.keybasis import BASES
 from ..spec import check_subscripts, parse_einsum, refuse_complex
-from .builder import CostCapExceeded, Packed, PlanBuilder
+from .builder import LATE, RESCALES, CostCapExceeded, Packed, PlanBuilder
 from .pricing import FloorPrices, MemoizedCostModel
 from .search import AUTO_BASIS, choose_plan
 from .rings import AUTO_SLOTS, CANDIDATE_SLOTS, choose_ring
@@ -31,8 +31,6 @@ __all__ = ["Cipher", "cipher", "compile_einsum", "DEFAULT_SLOTS", "DEFAULT_MAX_C
 
 DEFAULT_SLOTS = 8192
 DEFAULT_MAX_CTS = 1024
-EARLY, LATE = "early", "late"  # where a contraction's rescale goes: before its rotations (faster) or after
-RESCALES = (EARLY, LATE)
 PLAIN_FIRST = "plain-first"
 SEQUENTIAL = "sequential"
 
@@ -93,7 +91,7 @@ def compile_einsum(
     cost_model=None,
     key_budget: int = DEFAULT_KEY_BUDGET,
     upload_budget: int = DEFAULT_UPLOAD_BUDGET,
-    rescale: str = EARLY,
+    rescale: str = "early",
 ) -> Plan:
     """Compile `subscripts` over operands (numpy arrays are plain; `cipher(...)`/encrypted tensors are cipher).
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import EinfheError, ModelError
 from ..layout import Dim, Layout, next_pow2
 from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
-from .builder import Packed, PlanBuilder
+from .builder import LATE, RESCALES, Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
 from .activation_choice import relu_choice
 from .layers import (ChebyshevActivation, CompositeReLU, IntLinear, Layer, Linear, Quadratic, ReLUWithin, Residual,
@@ -108,8 +108,8 @@ class _ModelLowering:
     """State of one model compilation: the builder, the current value and its deferred per-channel scale."""
 
     def __init__(self, n_features: int, batch: int | None, slots: int, max_cts: int,
-                 max_depth: int | None = None) -> None:
-        self.builder = PlanBuilder(slots, max_cts)
+                 max_depth: int | None = None, late_rescale: bool = False) -> None:
+        self.builder = PlanBuilder(slots, max_cts, late_rescale=late_rescale)
         self.max_depth, self.level = max_depth, 0
         self.slots, self.batch = slots, batch
         self.letters = iter("abcdefghijklmnopqrstuvwxy")
@@ -328,19 +328,23 @@ class _ModelLowering:
 
 def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None, slots: int = DEFAULT_SLOTS,
                   max_cts: int = 1 << 16, max_depth: int | None = None, placement: str = "cost",
-                  ring_dim: int = 65536) -> ModelPlan:
+                  ring_dim: int = 65536, rescale: str = "early") -> ModelPlan:
     """Compile a sequential model on inputs of `n_features` into one plan (see the module docstring).
 
     With `max_depth` (levels between bootstraps; off by default: models that fit a practical ring need none), a
     level plan places the bootstraps: `placement="cost"` where they cost least (einfhe.compiler.levels, priced
-    at `ring_dim`), `"greedy"` just before the first layer that would not fit. `ModelPlan.levels` holds it."""
+    at `ring_dim`), `"greedy"` just before the first layer that would not fit. `ModelPlan.levels` holds it.
+    `rescale="late"` sums each linear layer's rotations before its rescale (einfhe.compile's option)."""
     if not layers or not isinstance(layers[0], (Linear, IntLinear)):
         raise ModelError("a model starts with a Linear layer")
     if batch is not None and not 1 <= batch <= slots:
         raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
     if placement not in PLACEMENTS:
         raise ModelError(f"unknown bootstrap placement {placement!r}; valid placements: {', '.join(PLACEMENTS)}")
-    options = dict(slots=slots, max_cts=max_cts, max_depth=max_depth, placement=placement, ring_dim=ring_dim)
+    if rescale not in RESCALES:
+        raise ModelError(f"unknown rescale placement {rescale!r}; valid placements: {', '.join(RESCALES)}")
+    options = dict(slots=slots, max_cts=max_cts, max_depth=max_depth, placement=placement, ring_dim=ring_dim,
+                   late_rescale=rescale == LATE)
     if batch == 1:  # the one-sample program (no samples to share the slots with)
         return replace(_compile_program(layers, n_features, None, **options), batch=1)
     program = _compile_program(layers, n_features, batch, **options)
@@ -369,18 +373,18 @@ def _warn_if_small(batched: "ModelPlan", layers, n_features: int, options: dict)
 
 
 def _compile_program(layers, n_features: int, batch: int | None, *, slots: int, max_cts: int, max_depth,
-                     placement: str, ring_dim: int) -> ModelPlan:
+                     placement: str, ring_dim: int, late_rescale: bool = False) -> ModelPlan:
     """Lower the layers in the packing `batch` chooses (None: one sample), bootstraps placed by `placement`."""
     input_scale = None
     if isinstance(layers[0], IntLinear) and layers[0].input_scale is not None:
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
         layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
-    state = _ModelLowering(n_features, batch, slots, max_cts)
+    state = _ModelLowering(n_features, batch, slots, max_cts, late_rescale=late_rescale)
     profile = tuple(profile_layer(state, layer, position) for position, layer in enumerate(layers))
     level_plan = None
     if max_depth is not None:
         level_plan = PLACEMENTS[placement](profile, max_depth, slots, ring_dim=ring_dim)
-        state = _ModelLowering(n_features, batch, slots, max_cts, max_depth)
+        state = _ModelLowering(n_features, batch, slots, max_cts, max_depth, late_rescale)
         for position, layer in enumerate(layers):
             if position in level_plan.bootstrap_before:
                 state.refresh()

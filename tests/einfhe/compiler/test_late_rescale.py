@@ -65,3 +65,20 @@ def test_late_rescale_takes_the_rotations_key_switching_error_out():
             errors[name].append(np.abs(_run(ctx, plan, [W, x], [False, True]) - W @ x).max())
     assert max(errors["late"]) < error_bound(params, 1.0, terms=32, depth=1, keyswitches=0)
     assert statistics.median(errors["late"]) < statistics.median(errors["early"])
+
+
+@pytest.mark.parametrize("batch", [None, 1])
+def test_a_late_one_sample_program_computes_the_mlp_and_never_rotates_a_rescaled_product(batch):
+    W1, b1, W2, b2 = RNG.normal(size=(16, 32)), RNG.normal(size=16), RNG.normal(size=(4, 16)), RNG.normal(size=4)
+    x = RNG.uniform(-1, 1, (1, 32)) if batch else RNG.uniform(-1, 1, 32)
+    layers = [einfhe.Linear(W1, b1), einfhe.Square(), einfhe.Linear(W2, b2)]
+    model = einfhe.compile_model(layers, 32, batch=batch, slots=2048, rescale="late")
+    ctx = einfhe.Context.for_plan(model.plan, backend="simulator")
+    out = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(
+        einfhe.encrypt(ctx, model.pack_input(x), model.input_layout)))))
+    expected = W2 @ (W1 @ x.reshape(32) + b1) ** 2 + b2
+    np.testing.assert_allclose(out, expected.reshape(out.shape), rtol=1e-9, atol=1e-9)
+    rescaled = {s.out for s in model.plan.steps if isinstance(s, Rescale)}
+    assert not any(isinstance(s, Rotate) and s.src in rescaled for s in model.plan.steps)
+    with pytest.raises(einfhe.ModelError, match="valid placements: early, late"):
+        einfhe.compile_model(layers, 32, batch=batch, rescale="soon")
