@@ -7,8 +7,7 @@ numpy product measured in the same run.
 The plan is whatever `einfhe.compile` chooses under the default budgets (BSGS with extended diagonals: n / m
 plaintext products for m = slots / n copies of each row, hoisted baby steps). For scale: Bae et al. (CRYPTO'24)
 report a 4096 x 4096 plaintext x ciphertext *matrix* product in 17.1 s on one thread of a Xeon Gold 6242; this
-bench does a matrix-vector product (the matrix-matrix one is not built: its iteration space, 4096^3 slots, is
-far past max_cts, and einfhe has no plaintext-ciphertext matrix-multiplication algorithm of their kind).
+bench does a matrix-vector product (bench/matmat_bench.py does the matrix product, by column tiles).
 """
 
 from __future__ import annotations
