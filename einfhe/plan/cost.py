@@ -20,7 +20,7 @@ from ..params import Parameters
 from .steps import value_levels
 
 __all__ = ["CostModel", "Estimate", "load_cost_model", "estimate_plan", "lowering_seconds",
-           "ring_for", "step_seconds", "critical_path", "PRICED_OPS"]
+           "ring_for", "key_depth", "step_seconds", "critical_path", "PRICED_OPS"]
 
 # ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there)
 PRICED_OPS = ("mul_plain", "add_plain", "mul", "add", "sub", "rotate", "hoist", "rotate_hoisted", "rescale",
@@ -118,6 +118,17 @@ def ring_for(slots: int, depth: int) -> int:
         return 2 * slots
 
 
+@lru_cache(maxsize=256)
+def key_depth(slots: int, depth: int, ring_dim: int, small_first_modulus: bool = False) -> int:
+    """Levels the evaluation keys of a `depth`-level plan span on the parameters `Context.for_plan` derives for it:
+    one more where the ring has room to lift the encryption (a key holds a tower per level of the chain)."""
+    try:
+        params = Parameters.derive(depth, slots, small_first_modulus=small_first_modulus, lift=True)
+    except ParameterError:
+        return depth
+    return params.total_depth if params.ring_dim == ring_dim else depth
+
+
 def _plan_ring(plan, depth: int) -> int:
     """The ring `plan` runs on: the one its compilation chose, else the one its slots and depth get."""
     chosen = plan.chosen_ring
@@ -156,11 +167,15 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
         if step.op not in unpriced:
             by_op[step.op] = by_op.get(step.op, 0.0) + step_seconds(model, step, ring, depth, levels)
     cts = plan.cts_in
+    if params is not None:
+        chain = params.total_depth
+    else:
+        chain = depth if plan.bootstraps else key_depth(plan.slots, depth, ring, plan.chosen_ring is not None)
     return Estimate(
         ring_dim=ring, depth=depth, seconds_by_op=by_op,
         encrypt_seconds=cts * model.price("encrypt", ring, depth, 0),
         upload_cts=cts, upload_bytes=cts * model.ct_bytes(ring, depth, 0),
-        keys=len(plan.rotations), key_bytes=model.key_bytes(ring, depth, len(plan.rotations)),
+        keys=len(plan.rotations), key_bytes=model.key_bytes(ring, chain, len(plan.rotations)),
         unpriced=tuple(unpriced),
     )
 

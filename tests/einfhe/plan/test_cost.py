@@ -55,7 +55,9 @@ def test_estimate_is_the_sum_of_step_prices():
     expected = sum(model.price(s.op, RING, 1, levels[s.src if s.op == "rescale" else s.out]) for s in plan.steps)
     assert est.seconds == pytest.approx(expected)
     assert est.seconds_by_op["rescale"] == pytest.approx(model.price("rescale", RING, 1, 0))  # on its level-0 input
-    assert est.upload_bytes == plan.cts_in * 1000 and est.key_bytes == 50 + 100 * len(plan.rotations)
+    assert est.upload_bytes == plan.cts_in * 1000
+    # the context lifts the encryption one level, so each key spans 3 towers where the table's depth-1 keys span 2
+    assert est.key_bytes == int(1.5 * 50 + len(plan.rotations) * 1.5 * 100)
 
 
 def test_explain_shows_estimated_and_measured_time_and_bytes():
@@ -120,3 +122,21 @@ def test_a_final_product_free_reduction_rotates_one_level_down():
     np.testing.assert_allclose(einfhe.simulate(plan, x), x.sum(axis=1), rtol=1e-9, atol=1e-9)
     product = einfhe.compile("ij,j->i", np.ones((64, 64)), einfhe.cipher((64,)), slots=RING // 2)
     assert product.op_counts()["level_reduce"] == 0
+
+
+@pytest.mark.parametrize("spec, operands", [
+    ("ij,j->i", lambda: (np.ones((64, 64)), einfhe.cipher((64,)))),
+    ("ij,jk->ik", lambda: (einfhe.cipher((8, 8)), einfhe.cipher((8, 8)))),
+])
+def test_key_bytes_are_the_serialized_keys_of_the_context_made_for_the_plan(spec, operands):
+    """Context.for_plan lifts the encryption one level where the ring has room, and every key spans that level too:
+    the estimate is the serialized evaluation keys less the public key, which is the size of a fresh ciphertext on
+    the whole chain (two polynomials over every tower)."""
+    plan = einfhe.compile(spec, *operands())
+    ctx = einfhe.Context.for_plan(plan)
+    assert ctx.params.lifted
+    estimate, model = plan.estimate(), load_cost_model()
+    public_key = model.ct_bytes(estimate.ring_dim, ctx.params.total_depth, 0)
+    serialized = len(einfhe.evaluation_keys_to_bytes(ctx))
+    assert abs(serialized - estimate.key_bytes - public_key) <= 0.01 * serialized
+    assert plan.estimate(ctx.params).key_bytes == estimate.key_bytes
