@@ -16,6 +16,7 @@ import mmap
 import multiprocessing
 import os
 import pickle
+import resource
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -98,14 +99,19 @@ class LocalProcessExecutor(Executor):
     A job's input tensors cross to its worker through a shared-memory buffer of `arena_bytes` per worker (a memfd
     reserved once), not the pipe, whose 1 MiB of socket ping-pong per one-sample inference cost ~0.3 ms; inputs
     larger than the buffer, or a system without memfd, use the pipe (`arena_bytes=0`: always).
+
+    Each worker's address space is capped at `memory_bytes` (RLIMIT_AS; None: no cap), so a forged ciphertext whose
+    serialized sizes make OpenFHE allocate gigabytes fails with MemoryError (`malformed_blob`) instead of taking
+    the machine's memory (one such mutation grew a worker past 13 GiB).
     """
 
     def __init__(self, workers: int = 2, threads: int = 1, arena_bytes: int = _ARENA_BYTES,
-                 order: str = "fair", start: str = "forkserver") -> None:
+                 order: str = "fair", start: str = "forkserver", memory_bytes: int | None = None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         os.environ.setdefault("EINFHE_WORKERS", "1")
         self.workers = workers
         self.arena_bytes = arena_bytes
+        self.memory_bytes = memory_bytes
         self._context = _worker_context(start)
         self._queue = FairQueue(order, workers=workers)
         self._lock = threading.Lock()
@@ -160,7 +166,7 @@ class LocalProcessExecutor(Executor):
             self._queue.done(work)
 
     def _start_process(self) -> "_WorkerProcess":
-        process = _WorkerProcess(self._context, self.arena_bytes)
+        process = _WorkerProcess(self._context, self.arena_bytes, self.memory_bytes)
         with self._lock:
             self._processes.add(process)
         return process
@@ -186,9 +192,9 @@ class _WorkerProcess:
     """One worker process, started from `context`, the parent's end of its pipe and their shared buffer (None
     without one)."""
 
-    def __init__(self, context, arena_bytes: int) -> None:
+    def __init__(self, context, arena_bytes: int, memory_bytes: int | None) -> None:
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve_calls, args=(child,), daemon=True,
+        self._process = context.Process(target=_serve_calls, args=(child, memory_bytes), daemon=True,
                                         name="einfhe-worker")
         self._process.start()
         child.close()
@@ -275,10 +281,12 @@ def _worker_context(start: str):
     return context
 
 
-def _serve_calls(conn) -> None:
+def _serve_calls(conn, memory_bytes: int | None) -> None:
     """A worker process's loop: take the shared buffer, then run each call received on `conn` and send back
     (True, result) or (False, error), until the pipe closes or the parent is gone."""
     die_with_parent()
+    if memory_bytes is not None:  # the soft limit: allocations past it fail (MemoryError, std::bad_alloc)
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, resource.getrlimit(resource.RLIMIT_AS)[1]))
     try:
         arena_bytes = conn.recv()
         arena = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from einfhe import ParameterError, Parameters
 
@@ -26,8 +27,10 @@ def _make_executor(settings: Settings) -> Executor:
         from .dask_executor import DaskExecutor
 
         return DaskExecutor(settings.scheduler, workers=settings.workers, threads=settings.worker_threads)
+    memory = settings.worker_memory_bytes or \
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (settings.workers + 1)
     return LocalProcessExecutor(settings.workers, settings.worker_threads, order=settings.scheduling,
-                                start=settings.worker_start)
+                                start=settings.worker_start, memory_bytes=memory)
 
 
 class Service:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # ~30 ms), or each a fresh interpreter (~0.6 s of a core; the start before issue 18, bench/attack_bench.py's
     # baseline).
     worker_start: Literal["forkserver", "spawn"] = "forkserver"
+    # Address space of each local worker process (RLIMIT_AS); unset: the machine's memory / (workers + 1).
+    worker_memory_bytes: int | None = Field(None, ge=256 * _MIB)
     # A tenant whose jobs crash `crash_limit` workers within `crash_window_seconds` is refused jobs (429) for
     # `quarantine_seconds`.
     crash_limit: int = Field(3, ge=1)

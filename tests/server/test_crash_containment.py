@@ -48,3 +48,18 @@ def test_shutdown_cancels_queued_jobs_instead_of_rerunning_them():
     assert running.result(timeout=60) == 4
     assert all(f.cancelled() or f.result(timeout=60) == n * n for f, n in zip(queued, range(3, 8)))
     assert any(f.cancelled() for f in queued)
+
+
+def allocate(n: int) -> int:
+    """In a worker: allocate and touch n bytes, return how many."""
+    return len(bytearray(n))
+
+
+def test_a_worker_past_its_memory_cap_fails_the_call_with_memory_error_and_serves_on():
+    executor = LocalProcessExecutor(1, memory_bytes=1 << 30)
+    try:
+        with pytest.raises(MemoryError):
+            executor.submit_call(allocate, 2 << 30).result(timeout=240)
+        assert executor.submit_call(allocate, 64 << 20).result(timeout=240) == 64 << 20  # below the cap: served
+    finally:
+        executor.shutdown()
