@@ -90,7 +90,7 @@ class LocalProcessExecutor(Executor):
 
     A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) takes only
     its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), its thread starts a fresh
-    process at once (forked from the fork server, ~30 ms; a spawned interpreter took ~0.6 s of a core), and every
+    process at once (forked from the fork server: 30-70 ms; a spawned interpreter: 0.6-1 s), and every
     other job, another tenant's among them, runs on as if nothing had happened.
 
     Which queued work a free thread takes is `server.fair_queue`'s choice (`order`): fair between tenants and

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # arrival order (the baseline bench/load_bench.py compares with).
     scheduling: Literal["fair", "fifo"] = "fair"
     # How local workers start: forked from a fork server that has imported OpenFHE (a crashed worker is replaced in
-    # ~30 ms), or each a fresh interpreter (~0.6 s of a core; the start before issue 18, bench/attack_bench.py's
+    # 30-70 ms), or each a fresh interpreter (0.6-1 s; the start before issue 18, bench/attack_bench.py's
     # baseline).
     worker_start: Literal["forkserver", "spawn"] = "forkserver"
     # Address space of each local worker process (RLIMIT_AS); unset: the machine's memory / (workers + 1).
