@@ -115,7 +115,12 @@ def _grid(lo: float, hi: float) -> np.ndarray:
 @dataclass(frozen=True)
 class PolySoftmax:
     """softmax over the last axis (rows of `length`) for rows whose centred scores lie in [lo, hi] (exp and
-    reciprocal on those calibrated ranges)."""
+    reciprocal on those calibrated ranges), after `squarings` halvings of the scores undone by squaring.
+
+    A range too wide for one polynomial exp (MiniLM's first layer has centred scores past 30: e^30 overflows a CKKS
+    ciphertext's headroom) is divided by 2^k first, and softmax(2z) = softmax(z)^2 / sum(softmax(z)^2) applied k
+    times (Cho, Hong, Kim, Lee, Lee, Shin, "Fast and Accurate Homomorphic Softmax Evaluation", CCS 2024): every
+    value stays in [0, 1] and each renormalising reciprocal works on [1/length, 1]."""
 
     exp: ChebyshevActivation
     reciprocal: ChebyshevActivation
@@ -123,33 +128,51 @@ class PolySoftmax:
     length: int
     exp_error: float
     reciprocal_error: float
+    squarings: int = 0
+    renormal: ChebyshevActivation | None = None
+    renormal_steps: int = 0
+    renormal_error: float = 0.0
 
     @classmethod
-    def fit(cls, lo: float, hi: float, length: int, sum_hi: float | None = None, *, exp_degree: int = 13,
-            reciprocal_degrees: tuple[int, ...] = FIRST_GUESS_DEGREES, tolerance: float = 1e-5) -> "PolySoftmax":
-        """Fit exp on [lo, hi] (scores less their row mean) and the reciprocal on the sums' range [1, sum_hi]
-        (calibrated; at most length * exp(hi), the default), widened by the exp fit's error over `length` terms,
-        by the first guess and Newton steps that bring its relative error below `tolerance` in the fewest levels
-        (`fit_newton_inverse`)."""
-        top = length * math.exp(hi)
-        if not lo < 0 < hi or length < 1 or not 0 < tolerance < 1 or (sum_hi is not None and not 1 < sum_hi <= top):
-            raise ModelError("PolySoftmax.fit needs lo < 0 < hi (centred scores), length >= 1, 0 < tolerance < 1 "
-                             "and 1 < sum_hi <= length * exp(hi)", lo=lo, hi=hi, length=length, sum_hi=sum_hi)
-        exp = ChebyshevActivation.fit(np.exp, lo, hi, exp_degree)
+    def fit(cls, lo: float, hi: float, length: int, sum_hi: float | None = None, *, squarings: int = 0,
+            exp_degree: int = 13, reciprocal_degrees: tuple[int, ...] = FIRST_GUESS_DEGREES,
+            tolerance: float = 1e-5) -> "PolySoftmax":
+        """Fit exp(x / 2^squarings) on [lo, hi] (scores less their row mean) and the reciprocal on the sums' range
+        [1, sum_hi] (calibrated; at most length * exp(hi / 2^squarings), the default), widened by the exp fit's
+        error over `length` terms, by the first guess and Newton steps that bring its relative error below
+        `tolerance` in the fewest levels (`fit_newton_inverse`); with squarings, the renormalising reciprocal on
+        [1/length, 1] likewise."""
+        shrink = 2.0 ** -squarings
+        top = length * math.exp(hi * shrink)
+        if not lo < 0 < hi or length < 1 or not 0 < tolerance < 1 or squarings < 0 or (
+                sum_hi is not None and not 1 < sum_hi <= top):
+            raise ModelError("PolySoftmax.fit needs lo < 0 < hi (centred scores), length >= 1, 0 < tolerance < 1, "
+                             "squarings >= 0 and 1 < sum_hi <= length * exp(hi / 2^squarings)",
+                             lo=lo, hi=hi, length=length, sum_hi=sum_hi)
+        exp = ChebyshevActivation.fit(lambda x: np.exp(x * shrink), lo, hi, exp_degree)
         grid = _grid(lo, hi)
-        exp_error = float(np.abs(_series(exp, grid) - np.exp(grid)).max())
+        exp_error = float(np.abs(_series(exp, grid) - np.exp(grid * shrink)).max())
         s_lo, s_hi = 1 - length * exp_error, (sum_hi or top) + length * exp_error
         if s_lo <= 0.5:
-            raise ModelError("the exp fit's error swamps the row sums: raise exp_degree", exp_error=exp_error)
+            raise ModelError("the exp fit's error swamps the row sums: raise exp_degree or squarings",
+                             exp_error=exp_error)
         reciprocal, steps, error = fit_newton_inverse(1.0, s_lo, s_hi, reciprocal_degrees, tolerance)
-        return cls(exp, reciprocal, steps, length, exp_error, error)
+        if not squarings:
+            return cls(exp, reciprocal, steps, length, exp_error, error)
+        renormal = fit_newton_inverse(1.0, 0.99 / length, 1.01, reciprocal_degrees, tolerance)
+        return cls(exp, reciprocal, steps, length, exp_error, error, squarings, *renormal)
 
     @property
     def levels(self) -> int:
         """Levels one softmax consumes: the row mean, exp, the padding mask, the row-sum selector, the reciprocal,
-        the product (one level less where the rows have no padding to mask: a power-of-two length)."""
-        return 1 + chebyshev_levels(len(self.exp.coeffs) - 1) + 2 + newton_levels(
+        the product (one level less where the rows have no padding to mask: a power-of-two length), and per
+        squaring the square, its row sum's selector, the reciprocal and the product."""
+        base = 1 + chebyshev_levels(len(self.exp.coeffs) - 1) + 2 + newton_levels(
             self.reciprocal, self.newton_steps, NEWTON_RECIPROCAL_LEVELS) + 1
+        if not self.squarings:
+            return base
+        return base + self.squarings * (2 + newton_levels(self.renormal, self.renormal_steps,
+                                                          NEWTON_RECIPROCAL_LEVELS) + 1)
 
     def invert(self, sums: np.ndarray) -> np.ndarray:
         """1/s by the first guess and Newton's steps, in floating point."""
@@ -159,15 +182,26 @@ class PolySoftmax:
         """The approximate softmax over the last axis, as the encrypted piece computes it."""
         scores = np.asarray(scores, dtype=np.float64)
         e = _series(self.exp, scores - scores.mean(axis=-1, keepdims=True))
-        return e * self.invert(e.sum(axis=-1, keepdims=True))
+        p = e * self.invert(e.sum(axis=-1, keepdims=True))
+        for _ in range(self.squarings):
+            q = p * p
+            p = q * newton_inverse(1.0, q.sum(axis=-1, keepdims=True), self.renormal, self.renormal_steps)
+        return p
 
     @property
     def error_bound(self) -> float:
-        """Bound on |approximate - exact softmax| per entry for centred scores in range: with d the exp fit's error,
-        S >= 1 the exact centred sum and r the reciprocal's relative error, |e'/S' (1 + r) - e/S| <= (d + length * d)
-        / (1 - length * d) * (1 + r) + r."""
+        """Bound on |approximate - exact softmax| per entry for centred scores in range. Before any squaring, with d
+        the exp fit's error, S >= 1 the exact centred sum and r the reciprocal's relative error,
+        |e'/S' (1 + r) - e/S| <= (d + length * d) / (1 - length * d) * (1 + r) + r. A squaring turns an error e
+        into (4 e + (length + 1) e^2) / (1/length - 2 e - length e^2) * (1 + r') + r' (r' the renormalising
+        reciprocal's relative error; sum p^2 >= 1/length)."""
         d, r = self.exp_error, self.reciprocal_error
-        return (d + self.length * d) / self.reciprocal.lo * (1 + r) + r
+        e = (d + self.length * d) / self.reciprocal.lo * (1 + r) + r
+        n, r = self.length, self.renormal_error
+        for _ in range(self.squarings):
+            floor = 1 / n - 2 * e - n * e * e
+            e = (4 * e + (n + 1) * e * e) / floor * (1 + r) + r if floor > 0 else 1.0
+        return min(e, 1.0)
 
 
 @dataclass(frozen=True)

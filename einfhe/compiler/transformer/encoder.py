@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from .approx import PolyGelu, PolyLayerNorm, PolySoftmax, gelu
 __all__ = ["EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder", "heads_of"]
 
 RANGE_MARGIN = 1.25      # calibrated ranges are widened by this factor around their centre
+GELU_DEGREES = (13, 27, 59, 119)  # the largest degree at each level count of OpenFHE's Chebyshev series, 5..8
+SOFTMAX_REACH = 8.0      # centred scores past this are halved (and the softmax squared back) until they are not
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,11 +136,12 @@ def _widened(values: np.ndarray) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def calibrate_encoder(weights: EncoderWeights, samples, *, exp_degree: int = 13, gelu_degree: int = 27,
-                      tolerance: float = 1e-4) -> EncoderBlocks:
+def calibrate_encoder(weights: EncoderWeights, samples, *, exp_degree: int = 13,
+                      gelu_degrees: tuple[int, ...] = GELU_DEGREES, tolerance: float = 1e-4) -> EncoderBlocks:
     """Fit the layer's blocks on the ranges the exact layer meets on `samples` (arrays of (tokens, width)), widened
     by RANGE_MARGIN (variances from half their least, the softmax's row sums by the factor the widened range lets
-    its largest term grow). Inputs outside these ranges make the polynomials diverge: calibrate on inputs like
+    its largest term grow; scores wider than SOFTMAX_REACH halved and squared back, `PolySoftmax`), GELU by the
+    cheapest of `gelu_degrees` within `tolerance`. Inputs outside these ranges make the polynomials diverge: calibrate on inputs like
     the ones the layer will see."""
     trace: dict = {}
     for x in samples:
@@ -147,17 +151,23 @@ def calibrate_encoder(weights: EncoderWeights, samples, *, exp_degree: int = 13,
     centred = [s - s.mean(axis=-1, keepdims=True) for s in trace["scores"]]
     lo, hi = _widened(np.concatenate([c.ravel() for c in centred]))
     length = centred[0].shape[-1]
+    squarings = max(0, math.ceil(math.log2(max(-lo, hi) / SOFTMAX_REACH)))
+    shrink = 2.0 ** -squarings
     # the largest row sum, grown as the widened range lets the largest term grow (exp(hi - the largest score seen))
     top = max(float(c.max()) for c in centred)
-    sums = max(float(np.exp(c).sum(axis=-1).max()) for c in centred) * np.exp(hi - top)
-    softmax = PolySoftmax.fit(lo, hi, length, min(sums, length * np.exp(hi)), exp_degree=exp_degree,
-                              tolerance=tolerance)
+    sums = max(float(np.exp(c * shrink).sum(axis=-1).max()) for c in centred) * np.exp((hi - top) * shrink)
+    softmax = PolySoftmax.fit(lo, hi, length, min(sums, length * np.exp(hi * shrink)), squarings=squarings,
+                              exp_degree=exp_degree, tolerance=tolerance)
 
     def norm(name, gamma, beta):
         var = np.concatenate([v.var(axis=-1) for v in trace[name]])
         return PolyLayerNorm.fit(gamma, beta, var.min() / 2, var.max() * RANGE_MARGIN, eps=weights.eps,
                                  tolerance=tolerance)
 
-    inner = np.concatenate([v.ravel() for v in trace["gelu"]])
-    return EncoderBlocks(softmax, norm("norm1", weights.ln1_gamma, weights.ln1_beta),
-                         PolyGelu.fit(*_widened(inner), gelu_degree), norm("norm2", weights.ln2_gamma, weights.ln2_beta))
+    inner = _widened(np.concatenate([v.ravel() for v in trace["gelu"]]))
+    for degree in gelu_degrees:  # the cheapest degree within the tolerance (the last one otherwise)
+        activation = PolyGelu.fit(*inner, degree)
+        if activation.error <= tolerance:
+            break
+    return EncoderBlocks(softmax, norm("norm1", weights.ln1_gamma, weights.ln1_beta), activation,
+                         norm("norm2", weights.ln2_gamma, weights.ln2_beta))

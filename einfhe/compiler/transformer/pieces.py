@@ -142,9 +142,20 @@ def softmax_piece(layout: Layout, softmax: PolySoftmax) -> Piece:
         exps = pb.scale(exps, 1.0)  # the padded keys' exp zeroed (the plain's padding is zero): one level
     sums = pb.row_sum(exps, 1.0)
     y = pb.chebyshev(sums, softmax.reciprocal)
-    for _ in range(softmax.newton_steps):  # y (2 - s y)
+    probs = pb.mul(exps, _newton_reciprocal(pb, sums, y, softmax.newton_steps))
+    for _ in range(softmax.squarings):  # softmax(2z) = softmax(z)^2 / sum(softmax(z)^2)
+        squares = pb.mul(probs, probs)
+        sums = pb.row_sum(squares, 1.0)
+        inverse = _newton_reciprocal(pb, sums, pb.chebyshev(sums, softmax.renormal), softmax.renormal_steps)
+        probs = pb.mul(squares, inverse)
+    return pb.plan(f"softmax[{layout.indices}]", probs)
+
+
+def _newton_reciprocal(pb: PieceBuilder, sums: Packed, y: Packed, steps: int) -> Packed:
+    """Newton's steps y (2 - s y) from the first guess y: two levels each."""
+    for _ in range(steps):
         y = pb.mul(y, pb.const_minus(2.0, pb.mul(sums, y)))
-    return pb.plan(f"softmax[{layout.indices}]", pb.mul(exps, y))
+    return y
 
 
 def layernorm_piece(layout: Layout, norm: PolyLayerNorm) -> Piece:

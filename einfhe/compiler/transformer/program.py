@@ -14,16 +14,17 @@ from typing import Callable
 
 import numpy as np
 
-from ...errors import ModelError
-from ...layout import Layout
+from ...errors import ModelError, PlanError
+from ...layout import Layout, natural_layout
 from ...plan import Plan
 from ..einsum import cipher, compile_einsum
 from .encoder import EncoderBlocks, EncoderWeights
 from .pieces import PieceBuilder, Piece, gelu_piece, layernorm_piece, softmax_piece
 
-__all__ = ["Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece"]
+__all__ = ["Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece"]
 
 INPUT = "x"
+INTERMEDIATE_BUDGET = 1 << 40  # a stage's cipher inputs are the server's own values, never uploaded
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,12 @@ def bias_piece(layout: Layout, bias: np.ndarray) -> Piece:
     """value + bias (broadcast over the value's leading axes), in the value's own layout: no level."""
     pb = PieceBuilder(layout)
     return pb.plan(f"bias[{layout.indices}]", pb.add_const(pb.input, bias))
+
+
+def natural_piece(layout: Layout) -> Piece:
+    """The value moved to the natural layout of its shape (a relayout: one level)."""
+    pb = PieceBuilder(layout)
+    return pb.plan(f"natural[{layout.indices}]", pb.natural(pb.input))
 
 
 def sum_piece(first: Layout, second: Layout, bias: np.ndarray | None = None) -> Piece:
@@ -112,11 +119,26 @@ class _Chain:
         self.stages: list[Stage] = []
 
     def einsum(self, name: str, spec: str, *operands) -> str:
-        """An einsum stage over named cipher values (str) and plain arrays."""
+        """An einsum stage over named cipher values (str) and plain arrays. Where the layouts a cipher operand
+        arrives in make the contraction too large to lower (junk dimensions multiply its joint layout), the
+        operands are first moved to their natural layouts (a relayout stage each: one level) and it is compiled
+        again."""
+        try:
+            plan = self._compile(spec, operands)
+        except PlanError:
+            operands = tuple(self.piece(f"{op}~", natural_piece, op) if isinstance(op, str) and op != INPUT
+                             and self.layouts[op] != self._natural(op) else op for op in operands)
+            plan = self._compile(spec, operands)
+        return self._add(name, plan, tuple(operands))
+
+    def _natural(self, name: str) -> Layout:
+        layout = self.layouts[name]
+        return natural_layout(layout.shape, layout.slots, layout.indices)
+
+    def _compile(self, spec: str, operands: tuple) -> Plan:
         described = [cipher(self.layouts[op].shape, self.layouts[op]) if isinstance(op, str) else op
                      for op in operands]
-        plan = compile_einsum(spec, *described, slots=self.slots)
-        return self._add(name, plan, tuple(operands))
+        return compile_einsum(spec, *described, slots=self.slots, upload_budget=INTERMEDIATE_BUDGET)
 
     def piece(self, name: str, make, *inputs: str, **options) -> str:
         """A plan-piece stage: `make(*input layouts, **options)` over the named cipher values."""

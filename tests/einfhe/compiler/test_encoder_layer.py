@@ -3,14 +3,17 @@ post-LayerNorm encoder layer (BERT's, MiniLM's), the calibrated polynomial block
 the polynomial layer exactly on the simulator, and on a small insecure OpenFHE ring within the CKKS error of its
 levels (einfhe.params.error_bound)."""
 
+import dataclasses
 import functools
 
 import numpy as np
 import pytest
 
 import einfhe
-from einfhe.compiler.transformer import EncoderWeights, calibrate_encoder, compile_encoder_layer, encoder_layer, gelu
+from einfhe.compiler.transformer import (EncoderWeights, calibrate_encoder, compile_encoder_layer, encoder_layer, gelu,
+                                         natural_piece)
 from einfhe.errors import ModelError
+from einfhe.layout import Dim, Layout, natural_layout
 from einfhe.params.precision import error_bound
 
 WIDTH, HEADS, INNER, TOKENS, SLOTS = 16, 2, 32, 8, 256
@@ -105,3 +108,27 @@ def test_bad_layers_are_refused(layer):
         EncoderWeights.random(np.random.default_rng(0), 15, 2, 8)
     with pytest.raises(ModelError, match="at least one sample"):
         calibrate_encoder(weights, [])
+
+
+def test_wide_ranges_get_squarings_and_a_higher_gelu_degree():
+    """Scores and feed-forward inputs as wide as MiniLM's first layer's: the calibration halves the scores (and
+    squares the softmax back) and raises GELU's degree until the fit is within its tolerance, and the layer stays
+    near the exact one."""
+    rng = np.random.default_rng(3)
+    base = EncoderWeights.random(rng, WIDTH, HEADS, INNER)
+    weights = dataclasses.replace(base, wq=base.wq * 3, wk=base.wk * 3, w1=base.w1 * 6)
+    samples = [rng.normal(size=(TOKENS, WIDTH)) for _ in range(32)]
+    blocks = calibrate_encoder(weights, samples)
+    assert blocks.softmax.squarings >= 1
+    assert len(blocks.gelu.series.coeffs) - 1 > 27 and blocks.gelu.error <= 1e-4
+    x = samples[0] * 0.9
+    assert np.abs(encoder_layer(weights, x, blocks) - encoder_layer(weights, x)).max() < 1e-3
+
+
+def test_natural_piece_moves_a_value_and_keeps_it():
+    layout = Layout((Dim("r", 2, "rep"), Dim("s", 8, "axis", TOKENS), Dim("d", 16, "axis", WIDTH)), SLOTS, "sd",
+                    (TOKENS, WIDTH))
+    x = np.random.default_rng(4).normal(size=(TOKENS, WIDTH))
+    piece = natural_piece(layout)
+    assert piece.plan.output_layout == natural_layout((TOKENS, WIDTH), SLOTS, "sd")
+    np.testing.assert_array_equal(einfhe.simulate(piece.plan, x, *piece.plains), x)

@@ -73,11 +73,29 @@ def test_gelu_fit_is_within_its_error_of_numpy():
     assert activation.error < 1e-5
 
 
-@pytest.mark.parametrize("make", ["softmax", "layernorm", "gelu"])
+def _wide_scores(rng, shape=(2, 4, 8), bound=30.0):
+    """Scores as wide as MiniLM's first layer's, and a softmax that halves them three times and squares back."""
+    x = rng.uniform(-bound, bound, shape)
+    centred = x - x.mean(axis=-1, keepdims=True)
+    return x, PolySoftmax.fit(centred.min() * 1.1, centred.max() * 1.1, shape[-1], squarings=3)
+
+
+def test_a_wide_softmax_is_squared_back_within_its_bound():
+    """exp(30) overflows a ciphertext; exp(30 / 8) does not, and softmax(2z) = softmax(z)^2 / sum softmax(z)^2."""
+    rng = np.random.default_rng(7)
+    x, softmax = _wide_scores(rng, (50, 8))
+    error = np.abs(softmax(x) - _softmax(x)).max()
+    assert error <= softmax.error_bound  # the propagated bound is loose (x 4 length per squaring)
+    assert error < 1e-4
+    with pytest.raises(ModelError, match="swamps"):
+        PolySoftmax.fit(-30.0, 30.0, 8)  # the same range without squarings
+
+
+@pytest.mark.parametrize("make", ["softmax", "wide softmax", "layernorm", "gelu"])
 def test_each_piece_computes_its_fit_on_the_simulator(make):
     rng = np.random.default_rng(3)
-    if make == "softmax":
-        x, block = _scores(rng)
+    if make in ("softmax", "wide softmax"):
+        x, block = _scores(rng) if make == "softmax" else _wide_scores(rng)
         piece, levels = softmax_piece(natural_layout(x.shape, SLOTS), block), block.levels
     elif make == "layernorm":
         x, block = _layernorm(rng)
@@ -87,7 +105,7 @@ def test_each_piece_computes_its_fit_on_the_simulator(make):
         piece, levels = gelu_piece(natural_layout(x.shape, SLOTS), block), block.levels
     got = einfhe.simulate(piece.plan, x, *piece.plains)
     np.testing.assert_allclose(got, block(x), rtol=1e-9, atol=1e-12)
-    assert piece.plan.depth == levels
+    assert piece.plan.depth == levels - (make == "wide softmax")  # rows of 8: no padding to mask
 
 
 def test_a_piece_moves_an_input_in_another_layout_to_its_natural_one():
@@ -116,15 +134,15 @@ def test_bad_input_is_refused():
 
 
 @pytest.mark.fhe
-@pytest.mark.parametrize("make", ["softmax", "layernorm", "gelu"])
+@pytest.mark.parametrize("make", ["softmax", "wide softmax", "layernorm", "gelu"])
 def test_each_piece_on_openfhe(make):
     """The piece's error to numpy is the fit's plus the CKKS error of its levels. Magnitudes: the softmax's largest
     values are its exp terms (at most exp(hi)), summed over a row of `length`; LayerNorm's largest is its inverse square root times the centred row; GELU's its input range."""
     rng = np.random.default_rng(6)
-    if make == "softmax":
-        x, block = _scores(rng)
+    if make in ("softmax", "wide softmax"):
+        x, block = _scores(rng) if make == "softmax" else _wide_scores(rng)
         piece, exact, fit = softmax_piece(natural_layout(x.shape, SLOTS), block), _softmax(x), block.error_bound
-        magnitude, terms = np.exp(block.exp.hi), x.shape[-1]
+        magnitude, terms = np.exp(block.exp.hi / 2 ** block.squarings), x.shape[-1]
     elif make == "layernorm":
         x, block = _layernorm(rng)
         piece, exact = layernorm_piece(natural_layout(x.shape, SLOTS), block), block.exact(x)

