@@ -14,7 +14,8 @@ under both). That is the accuracy of the encrypted program's arithmetic; CKKS no
 layer by the OpenFHE tests of tests/einfhe/compiler/test_encoder_layer.py). Then layer 0 is compiled into its
 chain of plans at 32,768 slots: per stage its levels, rotations and ciphertext operations, the distinct rotation
 keys the chain needs, the refreshes a 128-bit ring with bootstrapping would need for its depth and the bytes of
-those keys (the cost model's key size, einfhe/data/costs.json: an estimate, not a run); with
+those keys (the cost model's key size, einfhe/data/costs.json: an estimate, not a run), in the plans' own
+rotation basis and in the pow2 and pow16 bases (keys for powers of the radix only, more rotations); with
 `--simulate`, the chain runs on the exact slot simulator and is compared with the polynomial layer in float (and
 timed against the float layer, the baseline).
 """
@@ -146,6 +147,7 @@ def compiled_layer(weights, blocks, tokens: int, simulate: bool, x: np.ndarray) 
     program = compile_encoder_layer(weights, blocks, tokens, slots=SLOTS)
     compile_s = time.perf_counter() - start
     rotations = sorted({r for plan in program.plans for r in plan.rotations})
+    total_rotations = sum(plan.op_counts().get("rotate", 0) for plan in program.plans)
     cts = sum(op.layout.num_cts for plan in program.plans for op in plan.cipher_inputs)
     print(f"  layer 0 compiled at {SLOTS} slots in {compile_s:.1f} s: depth {program.depth}, "
           f"{len(rotations)} distinct rotation keys, {sum(len(p.steps) for p in program.plans)} steps, "
@@ -157,6 +159,13 @@ def compiled_layer(weights, blocks, tokens: int, simulate: bool, x: np.ndarray) 
           f"{math.ceil(blocks.softmax.levels / secure.depth) - 1}); the rotation keys would take "
           f"{load_cost_model().key_bytes(secure.ring_dim, secure.depth, len(rotations)) / 2**30:,.0f} GiB (cost model's "
           "key size, einfhe/data/costs.json)")
+    for basis in ("pow2", "pow16"):
+        rebased = program.with_rotation_basis(basis)
+        keys = {r for plan in rebased.plans for r in plan.rotations}
+        count = sum(plan.op_counts().get("rotate", 0) for plan in rebased.plans)
+        print(f"  in the {basis} rotation basis: {len(keys)} rotation keys "
+              f"({load_cost_model().key_bytes(secure.ring_dim, secure.depth, len(keys)) / 2**30:,.1f} GiB), "
+              f"{count:,} rotations ({count / total_rotations:.1f}x the plan basis' {total_rotations:,})")
     if not simulate:
         return
     params = einfhe.Parameters.insecure_for_tests(min(program.depth, 60), SLOTS)

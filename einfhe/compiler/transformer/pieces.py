@@ -1,5 +1,5 @@
-"""The transformer's non-linear blocks as plan pieces: a `Plan` over one cipher operand (plus the plain operands it
-registers), built with `PlanBuilder` and run like any other plan.
+"""The transformer's non-linear blocks as plan pieces: a `Plan` over one cipher operand (two for a residual sum,
+`PieceBuilder.extra_input`) plus the plain operands it registers, built with `PlanBuilder` and run like any plan.
 
 A piece first moves its input into the natural layout of its logical shape when it arrives in another one (a
 relayout by masked rotations: one level), so the reduced axis is the innermost slot axis, padded with zeros. A row

@@ -4,12 +4,13 @@ residual sums and polynomial blocks. Each plan keeps the layout its input arrive
 it), so no value is ever decrypted or re-encrypted between stages.
 
 `EncoderProgram.run(run_plan, x)` runs the chain with `run_plan = functools.partial(einfhe.run, ctx)` (a context
-made by `EncoderProgram.context`); `EncoderProgram.level_map()` prints the level each stage starts and ends at.
+made for `EncoderProgram.plans`, whose rotation keys it holds); `EncoderProgram.level_map()` prints the level each
+stage starts and ends at.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from ...errors import ModelError, PlanError
 from ...layout import Layout, natural_layout
 from ...plan import Plan
+from ...plan.keybasis import with_rotation_basis
 from ..einsum import cipher, compile_einsum
 from .encoder import EncoderBlocks, EncoderWeights
 from .pieces import PieceBuilder, Piece, gelu_piece, layernorm_piece, softmax_piece
@@ -66,7 +68,7 @@ def sum_piece(first: Layout, second: Layout, bias: np.ndarray | None = None) -> 
 
 @dataclass(frozen=True, eq=False)
 class EncoderProgram:
-    """The stages of one or more encoder layers, in order; `input_layout` is where the client encrypts x."""
+    """The stages of an encoder layer, in order; `input_layout` is where the client encrypts x."""
 
     stages: tuple[Stage, ...]
     input_layout: Layout
@@ -99,6 +101,12 @@ class EncoderProgram:
             lines.append(f"{stage.name:<14}{f'{start}->{end}':>10}{stage.plan.depth:>7}"
                          f"{stage.plan.op_counts().get('rotate', 0):>11}  {', '.join(stage.inputs)}")
         return "\n".join(lines)
+
+    def with_rotation_basis(self, basis: str) -> "EncoderProgram":
+        """The same chain with every rotation in `basis` ("pow2", "pow4", "pow16": keys for the powers of the radix
+        only, more key switches; einfhe.plan.keybasis)."""
+        stages = tuple(replace(stage, plan=with_rotation_basis(stage.plan, basis)) for stage in self.stages)
+        return EncoderProgram(stages, self.input_layout, self.output)
 
     def run(self, run_plan: Callable, x):
         """Run the chain on the encrypted input x (in `input_layout`) with `run_plan(plan, *operands)`; return the

@@ -132,3 +132,15 @@ def test_natural_piece_moves_a_value_and_keeps_it():
     piece = natural_piece(layout)
     assert piece.plan.output_layout == natural_layout((TOKENS, WIDTH), SLOTS, "sd")
     np.testing.assert_array_equal(einfhe.simulate(piece.plan, x, *piece.plains), x)
+
+
+def test_a_chain_in_the_power_of_two_basis_computes_the_same_with_log_many_keys(layer):
+    weights, blocks, program, x = layer
+    pow2 = program.with_rotation_basis("pow2")
+    rotations = {r for plan in pow2.plans for r in plan.rotations}
+    assert all(r & (r - 1) == 0 or (SLOTS - r) & (SLOTS - r - 1) == 0 for r in rotations)
+    assert len(rotations) <= 2 * np.log2(SLOTS) < len({r for plan in program.plans for r in plan.rotations})
+    params = einfhe.Parameters.insecure_for_tests(pow2.depth, SLOTS)
+    ctx = einfhe.Context.for_plan(*pow2.plans, backend="simulator", params=params)
+    out = pow2.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, pow2.input_layout))
+    np.testing.assert_allclose(einfhe.decrypt(ctx, out), encoder_layer(weights, x, blocks), rtol=1e-9, atol=1e-9)
