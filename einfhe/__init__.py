@@ -12,7 +12,8 @@ import openfhe as _openfhe  # noqa: F401  -- load openfhe's libgomp before any o
 
 from .api import decrypt, einsum, encrypt, run, simulate
 from .compiler import (
-    ChebyshevActivation, Cipher, CompositeReLU, IntLinear, Linear, ModelPlan, Quadratic, ReLUWithin, Residual,
+    ChebyshevActivation, Cipher, CompositeReLU, IntLinear, Linear, MatMul, ModelPlan, Quadratic, ReLUWithin, Reorder,
+    Residual,
     SmallBatchWarning, Square, cipher, compile_einsum, compile_model, load_integer_model,
 )
 from .crypto import (
@@ -42,7 +43,7 @@ compile = compile_einsum  # noqa: A001  -- einfhe.compile(spec, *operands) reads
 
 __all__ = [
     "BackendError", "Cipher", "CorruptBlobError", "DistributedError", "Context", "Dim", "EinfheError", "EinsumError", "EinsumSpec", "EncryptedTensor",
-    "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "NoiseFlooding", "OverBudgetError", "load_integer_model", "load_context", "save_context", "ChebyshevActivation", "CompositeReLU", "ModelPlan", "Quadratic", "ReLUWithin", "Residual", "SmallBatchWarning", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
+    "IntLinear", "Layout", "LayoutError", "Linear", "ModelError", "NoiseFlooding", "OverBudgetError", "load_integer_model", "load_context", "save_context", "ChebyshevActivation", "CompositeReLU", "MatMul", "ModelPlan", "Quadratic", "Reorder", "ReLUWithin", "Residual", "SmallBatchWarning", "Square", "compile_model", "ParameterError", "Parameters", "Plan", "PlanError", "RunStats",
     "SerializationError", "cipher", "compile", "compile_einsum", "context_from_evaluation_keys", "decrypt", "einsum", "encrypt", "evaluation_keys_to_bytes",
     "measure_noise", "natural_layout", "parse_einsum", "run", "simulate", "tensor_from_bytes", "tensor_to_bytes",
 ]

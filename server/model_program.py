@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 import einfhe
-from einfhe import EinfheError, ModelError, ModelPlan, Residual
-from einfhe.compiler import encrypted_blockers, load_artifact_model, read_artifact_graph, read_integer_export
+from einfhe import EinfheError, ModelError, ModelPlan
+from einfhe.compiler import (BATCHED_ONLY, encrypted_blockers, load_artifact_model, read_artifact_graph,
+                             read_integer_export)
 from .errors import ServiceError
 
 __all__ = ["VARIANTS", "CompiledModel", "UploadedModel", "compile_variants", "read_checked"]
@@ -79,7 +80,7 @@ def compile_variants(directory: Path, model: UploadedModel, slots: int) -> Compi
     programs = {}
     try:
         programs["batch"] = einfhe.compile_model(layers, n_features, batch=slots, slots=slots)
-        if not any(isinstance(layer, Residual) for layer in layers):  # the one-sample packing has no residuals
+        if not any(isinstance(layer, BATCHED_ONLY) for layer in layers):  # no residuals, products, reorders
             programs["single"] = einfhe.compile_model(layers, n_features, slots=slots)
     except EinfheError as exc:
         raise ServiceError("unsupported_model", f"the model does not compile: {exc}") from exc

@@ -1,13 +1,14 @@
 """Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`,
 with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`), the ring
 choice (`rings`), the contraction strategies (`strategies`), the model compiler (`model`, over the layers of
-`layers`, with the composite ReLU of `activations` and the per-layer ReLU choice of `activation_choice`), its
-bootstrap placement (`levels`), CNN layers as linear
+`layers`, with the composite ReLU of `activations`, the per-layer ReLU choice of `activation_choice` and the
+branching layers of `branches`), its bootstrap placement (`levels`), CNN layers as linear
 layers (`cnn`), the integer-model reader (`integer_model`) and the model-artifact reader (`artifact_model`)."""
 
 from __future__ import annotations
 
 from .artifact_model import encrypted_blockers, load_artifact_model, read_artifact_graph
+from .branches import BATCHED_ONLY
 from .builder import CostCapExceeded, Packed, PlanBuilder
 from .cnn import avg_pool2d, conv2d, conv_output_shape, fold_batchnorm
 from .einsum import DEFAULT_MAX_CTS, DEFAULT_SLOTS, Cipher, cipher, compile_einsum
@@ -17,13 +18,14 @@ from .pricing import FloorPrices, MemoizedCostModel
 from .relayout import Move, relayout_moves
 from .search import choose_plan
 from .activation_choice import ReLUChoice, choose_relu
-from .layers import ChebyshevActivation, CompositeReLU, IntLinear, Linear, Quadratic, ReLUWithin, Residual, Square
+from .layers import (ChebyshevActivation, CompositeReLU, IntLinear, Linear, MatMul, Quadratic, ReLUWithin, Reorder,
+                     Residual, Square)
 from .model import ModelPlan, SmallBatchWarning, compile_model
 
 __all__ = [
-    "CostCapExceeded", "FloorPrices", "MemoizedCostModel", "Move", "choose_plan", "relayout_moves",
+    "BATCHED_ONLY", "CostCapExceeded", "FloorPrices", "MemoizedCostModel", "Move", "choose_plan", "relayout_moves",
     "ChebyshevActivation", "Cipher", "CompositeReLU", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "LevelPlan",
-    "Linear", "ModelPlan", "Packed", "PlanBuilder", "Quadratic", "Residual", "SmallBatchWarning", "Square", "cipher",
+    "Linear", "MatMul", "ModelPlan", "Packed", "PlanBuilder", "Quadratic", "Reorder", "Residual", "SmallBatchWarning", "Square", "cipher",
     "compile_einsum", "compile_model", "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export",
     "avg_pool2d", "conv2d", "conv_output_shape", "fold_batchnorm", "encrypted_blockers", "load_artifact_model",
     "read_artifact_graph", "ReLUChoice", "ReLUWithin", "choose_relu",

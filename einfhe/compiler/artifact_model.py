@@ -1,13 +1,16 @@
 """Read quant's model artifact (`quant.artifact` v1: graph.json + weights.safetensors) with numpy, into einfhe layers.
 
-The artifact's DAG becomes the model compiler's sequence of layers: a skip connection (an `add` of the current
-value and an earlier one) becomes a `Residual` over the layers in between, whose deferred scales the compiler
-aligns; linear layers keep their integers where one scale per row allows (`IntLinear`: W4A16 with one group per
-row, W8A16), convolutions and average pooling become the sparse integer matrices they are on flattened (C, H, W)
-features (`conv_matrix`), activations become polynomials fitted on the calibrated input range the export
-recorded, and flatten/reshape are free. An op with no encrypted form yet (softmax, layernorm, matmul between
-activations, per-token quantized activations, ...) is refused with its node's name: `encrypted_blockers` lists
-them all, so a service can still serve such a model in plaintext. torch is never imported (safetensors.numpy).
+The artifact's DAG becomes the model compiler's nested sequence of layers. Every value is reached from the one
+before it on its path: a one-input node from its input, a node joining two values from the value where their
+paths meet (the two branches its layers are). A skip connection (an `add` of a value and a branch from it) becomes
+a `Residual`, whose deferred scales the compiler aligns; a `matmul` or elementwise `mul` of two encrypted values a
+`MatMul` of the two branches (cipher x cipher). What each op becomes is in `einfhe.compiler.artifact_ops`'s
+tables: linear layers keep their integers where one scale per row allows, convolutions and average pooling
+become the sparse integer matrices they are on flattened (C, H, W) features, activations polynomials fitted on the
+calibrated input range the export recorded, reshapes are free and permutes rename ciphertexts. An op with no
+encrypted form yet (softmax, layernorm, per-token quantized activations, ...) is refused with its node's name:
+`encrypted_blockers` lists them all, so a service can still serve such a model in plaintext. torch is never
+imported (safetensors.numpy).
 """
 
 from __future__ import annotations
@@ -19,15 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .integer_model import ACTIVATIONS, checked_layers, conv_matrix
-from .model import ChebyshevActivation, IntLinear, Linear, Quadratic, Residual, Square
+from .artifact_ops import INTEGER_FORMATS, JOINS, UNARY
+from .integer_model import checked_layers
 
 __all__ = ["ARTIFACT_FORMAT", "encrypted_blockers", "load_artifact_model", "read_artifact_graph"]
 
 ARTIFACT_FORMAT, ARTIFACT_VERSION = "quant.artifact", 1
-_FREE = ("flatten", "reshape")
-_ENCRYPTED = ("linear", "conv2d", "avgpool", "add", "square", *ACTIVATIONS, *_FREE)
-_INTEGER_FORMATS = ("W4A16", "W8A16")
 
 
 def read_artifact_graph(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -56,11 +56,10 @@ def read_artifact_graph(directory: str | Path) -> tuple[dict, dict[str, np.ndarr
 def _blocker(node: dict) -> str | None:
     """Why a node has no encrypted form, or None when it has one."""
     op, attrs, label = node.get("op"), node.get("attrs", {}), node.get("module") or node.get("name")
-    if op not in _ENCRYPTED:
-        return f"{label} ({op})"
-    if op == "add" and "constant" in attrs:
-        return f"{label} (add of a constant)"
-    if op == "linear" and attrs.get("format") not in _INTEGER_FORMATS:
+    two = len(node.get("inputs", [])) == 2
+    if op not in (JOINS if two else UNARY):
+        return f"{label} ({op}{' of two values' if two and op in UNARY else ''})"
+    if op == "linear" and attrs.get("format") not in INTEGER_FORMATS:
         return f"{label} (linear {attrs.get('format')}: per-token quantized activations)"
     return None
 
@@ -73,102 +72,53 @@ def encrypted_blockers(graph: dict) -> list[str]:
     return reasons + [reason for node in graph["nodes"] if (reason := _blocker(node)) is not None]
 
 
-def _unpack_int4(packed: np.ndarray) -> np.ndarray:
-    """quant's packed int4 words [K_padded // 8, N] (quant.packing: 256-row tiles, nibble i = rows 32 i..32 i + 31)
-    back to [K_padded, N] codes 0..15."""
-    words = packed.view(np.uint32).reshape(packed.shape[0] // 32, 1, 32, packed.shape[1])
-    shifts = (4 * np.arange(8, dtype=np.uint32)).reshape(1, 8, 1, 1)
-    return ((words >> shifts) & 15).reshape(packed.shape[0] * 8, packed.shape[1]).astype(np.int64)
+class _Paths:
+    """Each value of the DAG as the value its layers start from and those layers."""
 
+    def __init__(self, graph: dict, arrays: dict[str, np.ndarray], degree: int) -> None:
+        self.source = graph["inputs"][0]["name"]
+        self.shapes = {self.source: tuple(graph["inputs"][0]["shape"])}
+        self.start: dict[str, str] = {}
+        self.layers: dict[str, list] = {}
+        for node in graph["nodes"]:
+            name, inputs = node["name"], list(node["inputs"])
+            if name in self.shapes or any(value not in self.shapes for value in inputs):
+                raise ModelError(f"node {name!r} repeats a name or reads a value not computed before it")
+            if len(inputs) == 2:
+                left, right = inputs
+                meet = next(value for value in self._back(left) if value in set(self._back(right)))
+                self.start[name] = meet
+                self.layers[name] = [JOINS[node["op"]](node, tuple(self.path(left, meet)),
+                                                       tuple(self.path(right, meet)), self.shapes[left],
+                                                       self.shapes[right])]
+            else:
+                weights = {key: arrays[tensor] for key, tensor in node.get("weights", {}).items()}
+                self.start[name] = inputs[0]
+                self.layers[name] = UNARY[node["op"]](node, weights, self.shapes[inputs[0]], degree)
+            self.shapes[name] = tuple(node["shape"])
 
-def _linear(node: dict, weights: dict[str, np.ndarray]):
-    """A W4A16 or W8A16 linear node as IntLinear (one scale per row) or Linear (float weight)."""
-    attrs, bias, smooth = node["attrs"], weights.get("bias"), weights.get("input_scale")
-    if attrs["format"] == "W8A16":
-        return IntLinear(weights["weight"].astype(np.int64), weights["scale"].astype(np.float64), bias, smooth)
-    layer = attrs["layer"]
-    k, gs = int(layer["in_features"]), int(json.loads(layer["config"])["fields"]["group_size"])
-    codes = _unpack_int4(weights["qweight"])[:k].T
-    groups = np.arange(k) // gs
-    zeros, scales = weights["zeros"].astype(np.float64).T, weights["scales"].astype(np.float64).T  # [N, G]
-    if groups[-1] == 0 and np.all(zeros == np.round(zeros)):
-        q = codes - zeros[:, :1].astype(np.int64)
-        return IntLinear(q, scales[:, 0], bias, smooth)
-    weight = (codes - zeros[:, groups]) * scales[:, groups]
-    return Linear(weight if smooth is None else weight * smooth[None, :], bias)
+    def _back(self, value: str) -> list[str]:
+        """The value and every value its path goes back through, to the model's input."""
+        trail = [value]
+        while trail[-1] != self.source:
+            trail.append(self.start[trail[-1]])
+        return trail
 
-
-def _conv(node: dict, weights: dict[str, np.ndarray], shape: tuple) -> tuple[IntLinear, tuple]:
-    """A convolution as the integer matrix it is on flattened (C, H, W) features, one scale per output row."""
-    matrix, out_shape = conv_matrix(weights["weight"].astype(np.int64), shape, node["attrs"]["stride"],
-                                    node["attrs"]["padding"])
-    positions = out_shape[1] * out_shape[2]
-    bias = weights.get("bias")
-    return IntLinear(matrix, np.repeat(weights["scale"].astype(np.float64), positions),
-                     None if bias is None else np.repeat(bias.astype(np.float64), positions)), out_shape
-
-
-def _avgpool(node: dict, shape: tuple) -> tuple[IntLinear, tuple]:
-    """Average pooling as a 0/1 matrix with the 1 / window scale deferred."""
-    c = shape[0]
-    kh, kw = node["attrs"]["kernel_size"]
-    ones = np.ones((c, c, kh, kw), dtype=np.int64) * np.eye(c, dtype=np.int64)[:, :, None, None]
-    matrix, out_shape = conv_matrix(ones, shape, node["attrs"]["stride"], (0, 0))
-    return IntLinear(matrix, np.full(matrix.shape[0], 1.0 / (kh * kw))), out_shape
-
-
-def _activation(node: dict, degree: int):
-    """An activation node as Square or a polynomial fitted on its calibrated input range."""
-    if node["op"] == "square":
-        return Square()
-    if not node.get("range"):
-        raise ModelError(f"activation {node['name']!r} has no calibrated range: export with example inputs")
-    lo, hi = map(float, node["range"])
-    fn = ACTIVATIONS[node["op"]]
-    return Quadratic.fit(fn, lo, hi) if degree == 2 else ChebyshevActivation.fit(fn, lo, hi, degree)
+    def path(self, value: str, base: str) -> list:
+        """The layers that compute `value` from `base` (an earlier value on its path)."""
+        pieces = []
+        while value != base:
+            pieces.append(self.layers[value])
+            value = self.start[value]
+        return [layer for piece in reversed(pieces) for layer in piece]
 
 
 def _layers(graph: dict, arrays: dict[str, np.ndarray], degree: int) -> list:
-    """The DAG as a sequence of einfhe layers, each skip connection a Residual over the layers it skips."""
-    if len(graph.get("inputs", [])) != 1:
-        raise ModelError("an encrypted model takes exactly one input")
-    current = graph["inputs"][0]["name"]
-    shape = tuple(graph["inputs"][0]["shape"])
-    layers: list = []
-    starts = {current: 0}  # a value still readable by a skip connection -> where its layers end
-    for node in graph["nodes"]:
-        inputs = node["inputs"]
-        if node["op"] == "add":
-            skip = next((name for name in inputs if name != current), None)
-            if len(inputs) != 2 or current not in inputs or skip not in starts:
-                raise ModelError(f"node {node['name']!r}: an add must join the current value and an earlier one "
-                                 "on the same path (a skip connection)")
-            start = starts[skip]
-            layers[start:] = [Residual(tuple(layers[start:]))]
-            starts = {name: end for name, end in starts.items() if end <= start}
-        elif inputs != [current]:
-            raise ModelError(f"node {node['name']!r} reads {inputs}, not the value before it: only chains and skip "
-                             "connections run encrypted")
-        else:
-            weights = {key: arrays[name] for key, name in node.get("weights", {}).items()}
-            if node["op"] == "linear":
-                layers.append(_linear(node, weights))
-                shape = (layers[-1].weight.shape[0],)
-            elif node["op"] == "conv2d":
-                converted, shape = _conv(node, weights, shape)
-                layers.append(converted)
-            elif node["op"] == "avgpool":
-                converted, shape = _avgpool(node, shape)
-                layers.append(converted)
-            elif node["op"] in _FREE:
-                shape = (int(np.prod(shape)),)
-            else:
-                layers.append(_activation(node, degree))
-        current = node["name"]
-        starts[current] = len(layers)
-    if graph.get("outputs") != [current]:
-        raise ModelError("an encrypted model has one output: its last node")
-    return layers
+    """The DAG as the layers that compute its one output from its one input."""
+    if len(graph.get("inputs", [])) != 1 or len(graph.get("outputs", [])) != 1:
+        raise ModelError("an encrypted model takes exactly one input and gives one output")
+    paths = _Paths(graph, arrays, degree)
+    return paths.path(graph["outputs"][0], paths.source)
 
 
 def load_artifact_model(directory: str | Path, activation_degree: int = 2) -> tuple[list, int]:

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ModelError
 from .model import ChebyshevActivation, IntLinear, Linear, Quadratic, Square
 
-__all__ = ["load_integer_model", "checked_layers", "conv_matrix", "read_integer_export"]
+__all__ = ["load_integer_model", "avgpool_layer", "checked_layers", "conv_matrix", "read_integer_export"]
 
 FORMAT, VERSION = "einfhe.intmodel", 1
 _ERF = np.vectorize(math.erf)
@@ -105,7 +105,9 @@ def _conv(arrays, layer: dict, shape: tuple):
     return IntLinear(matrix, row_scale, row_bias), out_shape
 
 
-def _avgpool(layer: dict, shape: tuple):
+def avgpool_layer(layer: dict, shape: tuple) -> tuple[IntLinear, tuple]:
+    """Average pooling (`kernel_size`, `stride` in `layer`) on (C, H, W) features as a 0/1 integer matrix with the
+    1 / window scale deferred, and the output shape."""
     c, h, w = shape
     kh, kw = layer["kernel_size"]
     ones = np.ones((c, c, kh, kw), dtype=np.int64) * np.eye(c, dtype=np.int64)[:, :, None, None]
@@ -133,7 +135,7 @@ def _layers(manifest: dict, arrays: dict, activation_degree: int) -> list:
             layers.append(Quadratic.fit(fn, lo, hi) if activation_degree == 2
                           else ChebyshevActivation.fit(fn, lo, hi, activation_degree))
         elif op in ("conv2d", "avgpool") and len(shape) == 3:
-            converted, shape = _conv(arrays, layer, shape) if op == "conv2d" else _avgpool(layer, shape)
+            converted, shape = _conv(arrays, layer, shape) if op == "conv2d" else avgpool_layer(layer, shape)
             layers.append(converted)
         elif op == "flatten":
             shape = (int(np.prod(shape)),)
@@ -167,18 +169,20 @@ def load_integer_model(directory: str | Path, activation_degree: int = 2) -> tup
     a higher degree evaluated by OpenFHE (more accurate, 4 to 8 levels)."""
     manifest, arrays = read_integer_export(directory)
     layers = checked_layers(lambda: _layers(manifest, arrays, activation_degree), "integer model manifest", directory)
+    if not isinstance(layers[0], (Linear, IntLinear)):
+        raise ModelError("an integer model starts with a linear or convolution layer", path=str(directory))
     return layers, int(layers[0].weight.shape[1])
 
 
 def checked_layers(build, what: str, directory: str | Path) -> list:
     """The layers `build()` makes from a model file, a malformed file's lookup or type error raised as a
-    ModelError naming `what`, and refused unless they start with a linear or convolution layer."""
+    ModelError naming `what`, and refused when there are none."""
     try:
         layers = build()
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         if isinstance(exc, ModelError):
             raise
         raise ModelError(f"malformed {what}: {type(exc).__name__}: {exc}", path=str(directory)) from exc
-    if not layers or not isinstance(layers[0], (Linear, IntLinear)):
-        raise ModelError("an encrypted model starts with a linear or convolution layer", path=str(directory))
+    if not layers:
+        raise ModelError("the model has no layer to run encrypted", path=str(directory))
     return layers

@@ -1,6 +1,6 @@
 """The layers a sequential model is made of: linear (float or integer), activations (with the composite ReLU of
 einfhe.compiler.activations, and a ReLU within an error budget whose polynomial the compiler chooses), residual
-blocks."""
+blocks, products of two encrypted branches, feature reorders."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..errors import ModelError
 from .activations import CompositeReLU
 
 __all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "ReLUWithin",
-           "Residual", "Layer"]
+           "Residual", "MatMul", "Reorder", "Layer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,4 +98,32 @@ class Residual:
     layers: tuple
 
 
-Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, CompositeReLU, ReLUWithin, Residual]
+@dataclass(frozen=True)
+class MatMul:
+    """left(x) @ right(x) per sample, both branches encrypted (cipher x cipher, one level; batched packing only).
+
+    Each branch is a tuple of layers applied to the current value (empty: the value itself); its output, flat, is
+    viewed as a tensor of `left_shape` (..., m, k) or `right_shape` (..., k, n), leading axes equal, and the
+    product is (..., m, n), flat. An elementwise product of two branches is the matmul of (..., 1, 1) views."""
+
+    left: tuple
+    right: tuple
+    left_shape: tuple
+    right_shape: tuple
+
+    @property
+    def out_shape(self) -> tuple:
+        """The product's shape per sample, (..., m, n)."""
+        return tuple(self.left_shape[:-1]) + (self.right_shape[-1],)
+
+
+@dataclass(frozen=True)
+class Reorder:
+    """Features permuted (a transpose or permute of the per-sample tensor): output feature i is input feature
+    `index[i]`. Free in the batched packing, where it only renames ciphertexts."""
+
+    index: tuple
+
+
+Layer = Union[Linear, IntLinear, Square, Quadratic, ChebyshevActivation, CompositeReLU, ReLUWithin, Residual, MatMul,
+              Reorder]

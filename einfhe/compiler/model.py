@@ -1,4 +1,5 @@
-"""Sequential models (linear layers, square activations) compiled into one einfhe plan.
+"""Sequential models (linear layers, activations, residual blocks, products of two encrypted branches) compiled into
+one einfhe plan.
 
 Two packings, chosen by `batch`:
 - one sample (`batch=None`, or `batch=1`, whose plan packs and unpacks a (1, features) batch): the client packs
@@ -31,23 +32,22 @@ import numpy as np
 from ..errors import EinfheError, ModelError
 from ..layout import Dim, Layout, next_pow2
 from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
+from .branches import LOWERINGS
 from .builder import LATE, RESCALES, Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
 from .activation_choice import relu_choice
-from .layers import (ChebyshevActivation, CompositeReLU, IntLinear, Layer, Linear, Quadratic, ReLUWithin, Residual,
-                     Square)
+from .layers import (ChebyshevActivation, CompositeReLU, IntLinear, Layer, Linear, MatMul, Quadratic, ReLUWithin,
+                     Reorder, Residual, Square)
 from .levels import PLACEMENTS, LevelPlan, profile_layer
 
 __all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "ReLUWithin",
-           "Residual", "ModelPlan", "SmallBatchWarning", "compile_model"]
+           "Residual", "MatMul", "Reorder", "ModelPlan", "SmallBatchWarning", "compile_model"]
 
 BATCH_INDEX = "Z"
 
 
 class SmallBatchWarning(UserWarning):
     """A batch too small for the batched packing to pay: its samples run one by one would cost less."""
-
-
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,13 @@ class _ModelLowering:
             else:
                 self.chebyshev(layer)
             return
-        if isinstance(layer, Residual):
-            self.residual(layer, position)
+        if type(layer) in LOWERINGS:
+            LOWERINGS[type(layer)](self, layer, position)
             return
         if not isinstance(layer, (Linear, IntLinear)):
             raise ModelError(f"unsupported layer {type(layer).__name__}; supported: Linear, IntLinear, Square, "
-                             "Quadratic, ChebyshevActivation, CompositeReLU, ReLUWithin, Residual", layer=position)
+                             "Quadratic, ChebyshevActivation, CompositeReLU, ReLUWithin, Residual, MatMul, Reorder",
+                             layer=position)
         weight = np.asarray(layer.weight, dtype=np.float64)
         if weight.ndim != 2 or weight.shape[1] != self.width:
             raise ModelError(f"layer {position} expects {weight.shape[-1]} inputs but receives {self.width}",
@@ -165,22 +166,6 @@ class _ModelLowering:
                 raise ModelError(f"layer {position}'s bias must have shape ({weight.shape[0]},)", layer=position)
             self.bias(bias)
         self.current, self.width = out, weight.shape[0]
-
-    def residual(self, layer: "Residual", position: int) -> None:
-        """x + f(x) in the batched packing: f's output lands in x's geometry; unequal deferred scales cost x one
-        level to match f's."""
-        if self.batch is None or self.value is None:
-            raise ModelError("residual blocks need the batched packing (batch=...) after a first layer",
-                             layer=position)
-        skip, skip_pending, width = self.value, self.pending, self.width
-        for inner in layer.layers:
-            self.apply(inner, position)
-        if self.width != width:
-            raise ModelError(f"a residual block must keep the width ({width}), its layers give {self.width}",
-                             layer=position)
-        if not np.allclose(skip_pending, self.pending, rtol=1e-12, atol=0):
-            skip = self.builder.scale(skip, self.channel_plain(skip_pending / self.pending))
-        self.value = self.builder.add_values(self.value, skip)
 
     def spend(self, levels: int) -> None:
         """Account for an operation of `levels` levels since the input or the last bootstrap."""
@@ -335,8 +320,8 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
     level plan places the bootstraps: `placement="cost"` where they cost least (einfhe.compiler.levels, priced
     at `ring_dim`), `"greedy"` just before the first layer that would not fit. `ModelPlan.levels` holds it.
     `rescale="late"` sums each linear layer's rotations before its rescale (einfhe.compile's option)."""
-    if not layers or not isinstance(layers[0], (Linear, IntLinear)):
-        raise ModelError("a model starts with a Linear layer")
+    if not layers or (batch in (None, 1) and not isinstance(layers[0], (Linear, IntLinear))):
+        raise ModelError("a model starts with a Linear layer (the batched packing, batch=..., takes any first layer)")
     if batch is not None and not 1 <= batch <= slots:
         raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
     if placement not in PLACEMENTS:
