@@ -14,7 +14,7 @@ from quant.configs import ALLOWED_CONFIGS, FMPQ, KV4, W4A4, W4A8, W4A16, W6A6, W
 from quant.errors import CalibrationError, ConfigError, FormatError, QuantError, ShapeError
 from quant.integer_export import export_integer_model
 from quant.fmpq_linear import FMPQLinear
-from quant.int8_layers import Int8Conv2d, Int8Linear
+from quant.int8_layers import Int8Conv2d
 from quant.integer_format import IntegerModel, read_integer_model, run_integer_model
 from quant.graph_export import export
 from quant.graph_module import ArtifactModule, load_artifact
@@ -77,7 +77,6 @@ __all__ = [
     "run_integer_model",
     "integer_module",
     "load_integer_module",
-    "Int8Linear",
     "Int8Conv2d",
     "QuantError",
     "ConfigError",

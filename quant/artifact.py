@@ -17,7 +17,8 @@ output's shape without the batch axis (the first axis, always the batch). Ops an
   ``oweight``/``oscale``/``outlier_idx``; ``W8A8Linear``, ``FMPQLinear``: theirs; ``bias``, ``input_scale``);
   or, without ``layer``, ``{"format": "W8A16" | "W8A8", "in_features", "out_features"}`` with ``weight`` int8
   [N, K], ``scale`` float32 [N] and ``bias``, ``input_scale`` (W8A8: activations int8 per token): a float
-  ``nn.Linear`` quantized at export, or an ``Int8Linear``.
+  ``nn.Linear`` quantized at export, or a ``W8A8Linear`` with float activations (``act_bits=16``); both read
+  back as a ``W8A8Linear``.
 - ``conv2d`` ``{"format": "W8A16", "stride", "padding"}``: ``weight`` int8 [Cout, Cin, kh, kw], ``scale``,
   ``bias``; a BatchNorm right after a convolution is folded into it at export.
 - ``batchnorm`` (one not folded): ``scale``, ``shift`` float32 per channel (axis 1).

@@ -20,12 +20,13 @@ from quant.activations import Square
 from quant.artifact import write_artifact
 from quant.errors import FormatError
 from quant.graph_functions import translate_call
-from quant.int8_layers import Int8Conv2d, Int8Linear, int8_per_channel
+from quant.int8_layers import Int8Conv2d, int8_per_channel
 from quant.layer_base import QuantLayer
+from quant.w8a8_linear import W8A8Linear
 
 __all__ = ["export"]
 
-_LEAVES = (QuantLayer, Int8Linear, Int8Conv2d, Square)
+_LEAVES = (QuantLayer, Int8Conv2d, Square)
 _ACT_MODULES = {nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
                 Square: "square"}
 _ALIASES = (nn.Dropout, nn.Identity)
@@ -123,7 +124,7 @@ class _Exporter:
         elif type(module) in _ACT_MODULES:
             attrs = {"approximate": module.approximate} if isinstance(module, nn.GELU) else {}
             self.add(node, _ACT_MODULES[type(module)], [x], attrs)
-        elif isinstance(module, (QuantLayer, Int8Linear, nn.Linear)):
+        elif isinstance(module, (QuantLayer, nn.Linear)):
             self.add(node, "linear", [x], *_linear(module))
         elif isinstance(module, nn.Conv2d):
             self.add(node, "conv2d", [x], *self.conv2d(node, module))
@@ -191,16 +192,15 @@ def _batchnorm_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _linear(module: nn.Module) -> tuple[dict, dict]:
     """A linear layer's attrs and tensors in its own format (float ``nn.Linear`` quantized to W8A16)."""
-    if isinstance(module, QuantLayer):
+    if isinstance(module, W8A8Linear) and module.act_bits == 16:  # float activations: the plain W8A16 node
+        q, scale, bias, smooth = module.w8, module.wscale, module.bias, module.input_scale
+    elif isinstance(module, QuantLayer):
         return {"format": type(module.config).__name__, "layer": module.describe()}, dict(module.state_dict())
-    if isinstance(module, Int8Linear):
-        attrs = {"format": "W8A8" if module.activation_bits == 8 else "W8A16", "in_features": module.in_features,
-                 "out_features": module.out_features}
-        return attrs, dict(module.state_dict())
-    q, scale = int8_per_channel(module.weight)
-    bias = None if module.bias is None else module.bias.detach().float()
+    else:
+        q, scale = int8_per_channel(module.weight)
+        bias, smooth = None if module.bias is None else module.bias.detach().float(), None
     return ({"format": "W8A16", "in_features": module.in_features, "out_features": module.out_features},
-            {"weight": q, "scale": scale, "bias": bias})
+            {"weight": q, "scale": scale, "bias": bias, "input_scale": smooth})
 
 
 def _short_name(node: fx.Node) -> str:

@@ -1,8 +1,9 @@
 """An artifact loaded back into torch: ``ArtifactModule`` runs the DAG on quant's layers and kernel dispatch.
 
 Linear layers become the quantized layer of their format (``QuantLinear`` for W4A16, W4A8, W4A4; ``W8A8Linear``,
-``FMPQLinear``, ...: their buffers loaded as exported) or ``Int8Linear`` (W8A16), convolutions ``Int8Conv2d``: on CUDA tensors they run the Triton kernels, elsewhere the torch
-references beside them. The other ops are the torch functions they were traced from.
+``FMPQLinear``, ...: their buffers loaded as exported; a plain W8A16 or W8A8 node a ``W8A8Linear`` from its int8
+codes), convolutions ``Int8Conv2d``: on CUDA tensors they run the Triton kernels, elsewhere the torch references
+beside them. The other ops are the torch functions they were traced from.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from torch import nn
 
 from quant.artifact import read_artifact
 from quant.errors import FormatError
-from quant.int8_layers import Int8Conv2d, Int8Linear
+from quant.int8_layers import Int8Conv2d
 from quant.layers import layer_from_description
+from quant.w8a8_linear import W8A8Linear
 
 __all__ = ["ArtifactModule", "load_artifact"]
 
@@ -97,9 +99,9 @@ def _layer(node: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
         layer.load_state_dict(weights, strict=True)
         return layer
     if op == "linear":
-        return Int8Linear(weights["weight"], weights["scale"], weights.get("bias"),
-                          activation_bits=8 if attrs["format"] == "W8A8" else None,
-                          input_scale=weights.get("input_scale"))
+        return W8A8Linear.from_int8(weights["weight"], weights["scale"], weights.get("bias"),
+                                    act_bits=8 if attrs["format"] == "W8A8" else 16,
+                                    input_scale=weights.get("input_scale"))
     if op == "conv2d":
         return Int8Conv2d(weights["weight"], weights["scale"], weights.get("bias"), stride=attrs["stride"],
                           padding=attrs["padding"])

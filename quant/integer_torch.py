@@ -1,8 +1,8 @@
 """Load an integer export (``quant.integer_format``) back into torch modules that run on quant's kernels.
 
 W4A16 and W4A4 layers become ``QuantLinear`` again (their int4 codes repacked as the kernels read them), W4A8
-layers keep their exact int8 intermediate and run the int8 GEMM (``Int8Linear`` with int8 activations), int8
-float-activation layers and convolutions become ``Int8Linear`` / ``Int8Conv2d``. On CUDA tensors the layers run
+layers keep their exact int8 intermediate and run the int8 GEMM (``W8A8Linear`` with int8 activations), int8
+float-activation layers and convolutions become ``W8A8Linear`` (W8A16, ``act_bits=16``) / ``Int8Conv2d``. On CUDA tensors the layers run
 the Triton kernels, elsewhere their torch references: this is how the service answers plaintext requests.
 """
 
@@ -18,10 +18,11 @@ from torch import nn
 from quant.activations import Square
 from quant.configs import W4A4, W4A16
 from quant.errors import FormatError
-from quant.int8_layers import Int8Conv2d, Int8Linear
+from quant.int8_layers import Int8Conv2d
 from quant.integer_format import IntegerModel, read_integer_model
 from quant.linear import QuantLinear
 from quant.packing import pack_int4, padded_k
+from quant.w8a8_linear import W8A8Linear
 
 __all__ = ["integer_module", "load_integer_module"]
 
@@ -89,9 +90,9 @@ def _int8_linear(model: IntegerModel, layer: dict[str, Any]) -> nn.Module:
     weight, zero = _tensor(model, layer, "weight"), _tensor(model, layer, "zero")
     if zero is not None and bool(zero.any()):
         raise FormatError("int8 layers are symmetric: their zero points must be 0", layer=layer.get("name"))
-    bits = 8 if layer["activation"]["scheme"] == "per_token_symmetric" else None
-    return Int8Linear(weight, _tensor(model, layer, "scale")[:, 0], _tensor(model, layer, "bias"), activation_bits=bits,
-                      input_scale=_tensor(model, layer, "input_scale"))
+    bits = 8 if layer["activation"]["scheme"] == "per_token_symmetric" else 16
+    return W8A8Linear.from_int8(weight, _tensor(model, layer, "scale")[:, 0], _tensor(model, layer, "bias"),
+                                act_bits=bits, input_scale=_tensor(model, layer, "input_scale"))
 
 
 def _module(model: IntegerModel, layer: dict[str, Any]) -> nn.Module:

@@ -10,6 +10,7 @@ from torch import nn
 import quant
 from bench.digits_resnet import DigitsResNet
 from quant import W4A4, W4A8, W4A16, FormatError, QuantLinear
+from quant.int8_layers import int8_per_channel
 
 
 def _resnet() -> DigitsResNet:
@@ -131,3 +132,29 @@ def test_a_changed_weight_file_is_refused(tmp_path):
     (tmp_path / "weights.safetensors").write_bytes(bytes(data))
     with pytest.raises(FormatError, match="checksum"):
         quant.load_artifact(tmp_path)
+
+
+def test_int8_linear_nodes_load_as_w8a8linear(tmp_path):
+    """A float nn.Linear is exported as a plain W8A16 node; it and a plain W8A8 node (per-token int8 activations)
+    load as the one int8 linear layer, computing x @ (w8 * scale).T + b with x as is or rounded per token."""
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 5)
+    x = torch.randn(6, 16)
+    quant.export(nn.Sequential(linear), x, tmp_path)
+    graph = json.loads((tmp_path / "graph.json").read_text())
+    assert graph["nodes"][0]["attrs"]["format"] == "W8A16" and "layer" not in graph["nodes"][0]["attrs"]
+    w8, scale = int8_per_channel(linear.weight)
+    dequantized = w8.float() * scale[:, None]
+    loaded = quant.load_artifact(tmp_path)
+    layer = next(m for m in loaded.modules() if isinstance(m, quant.W8A8Linear))
+    assert layer.act_bits == 16
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), x @ dequantized.T + linear.bias, rtol=1e-5, atol=1e-5)
+    graph["nodes"][0]["attrs"]["format"] = "W8A8"
+    tensors = quant.read_artifact(tmp_path)[1]
+    quant.write_artifact(tmp_path, graph, tensors)
+    step = x.abs().amax(dim=1, keepdim=True) / 127
+    rounded = torch.round(x / step) * step
+    with torch.no_grad():
+        torch.testing.assert_close(quant.load_artifact(tmp_path)(x), rounded @ dequantized.T + linear.bias,
+                                   rtol=1e-5, atol=1e-5)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 import quant
-from quant import W4A4, W4A8, W4A16, FormatError, Int8Conv2d, Int8Linear, QuantLinear, export_integer_model, quantize_
+from quant import (W4A4, W4A8, W4A16, FormatError, Int8Conv2d, QuantLinear, W8A8Linear, export_integer_model,
+                   quantize_)
 
 
 def _mlp() -> nn.Sequential:
@@ -15,7 +16,7 @@ def _mlp() -> nn.Sequential:
 
 
 @pytest.mark.parametrize("config, recipe, kind", [
-    (W4A16(32), "awq", QuantLinear), (W4A8(32), "smoothquant", Int8Linear), (W4A4(32, outliers=3), "rtn", QuantLinear)])
+    (W4A16(32), "awq", QuantLinear), (W4A8(32), "smoothquant", W8A8Linear), (W4A4(32, outliers=3), "rtn", QuantLinear)])
 def test_loaded_modules_compute_the_quantized_model(config, recipe, kind, tmp_path, rng):
     x = torch.randn(40, 64, generator=rng)
     model = _mlp()
@@ -49,7 +50,7 @@ def test_conv_and_int8_layers_match_the_numpy_forward(tmp_path, rng):
     x = torch.randn(5, 1, 8, 8, generator=rng)
     export_integer_model(model, tmp_path, example_input=x)
     loaded = quant.load_integer_module(tmp_path)
-    assert isinstance(loaded[0], Int8Conv2d) and isinstance(loaded[4], Int8Linear)
+    assert isinstance(loaded[0], Int8Conv2d) and isinstance(loaded[4], W8A8Linear) and loaded[4].act_bits == 16
     expected = quant.run_integer_model(quant.read_integer_model(tmp_path), x.numpy())
     with torch.no_grad():
         np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-5, atol=1e-5)
