@@ -1,10 +1,10 @@
 """`EncryptedModel`: inference on a model the server holds, with inputs and outputs encrypted by this client.
 
     quant.quantize_(net, quant.W4A16(group_size=64))  # the operator: any torch module, quantized,
-    quant.export(net, X_train[:256], "artifact/")      # exported (torch.fx) as one artifact,
+    quant.export(net, torch.from_numpy(X_train[:256]), "artifact/")   # exported (torch.fx) as one artifact,
     Client(url, operator_token).register_model("digits", "artifact/")   # and registered
     model = EncryptedModel("http://127.0.0.1:8000", "digits", token=token)
-    probabilities = model.infer(x)                   # x: (features,) or (batch, features), encrypted here
+    probabilities = model.infer(x)                   # x: one sample or a batch (flat or in the input shape)
     same_model = model.infer(x, encrypted=False)      # plaintext, on quant's kernels in a server worker
 
 On first encrypted use the client reads the model's requirements (`GET /models/{id}`: per program, parameters,
@@ -50,6 +50,7 @@ class EncryptedModel:
         self.timeout = timeout
         self._info: dict | None = None
         self._programs: dict[str, tuple[ModelPlan, PlanInfo]] = {}
+        self._table: np.ndarray | None = None  # the model's embedding table, for a model with a client-side lookup
 
     def close(self) -> None:
         """Close the HTTP connections (the keys go with this object)."""
@@ -97,8 +98,10 @@ class EncryptedModel:
             self.client.context_for(self._program(variant)[1])
 
     def infer(self, x, *, encrypted: bool = True) -> np.ndarray:
-        """The model's outputs for one sample (features,) or a batch (batch, features), as a numpy array; a model
-        with several inputs (token ids and a mask) takes a dict {input name: batch} in plaintext."""
+        """The model's outputs for one sample (features,) or a batch (batch, features), either also in the model's
+        input shape (an image [1, 8, 8] or a batch of them), as a numpy array; a model whose export marked its
+        embedding lookup client-side takes token ids (looked up here before encrypting); a model with several
+        inputs (token ids and a mask) takes a dict {input name: batch} in plaintext."""
         if not encrypted:
             if isinstance(x, dict):
                 content, media = msgpack.packb({name: _npy(v) for name, v in x.items()}), "application/msgpack"
@@ -107,14 +110,19 @@ class EncryptedModel:
             response = self.client.http.request("POST", f"/models/{self.info['id']}/infer", content=content,
                                                 headers={"Content-Type": media}, idempotent=True)
             return np.load(io.BytesIO(response.content), allow_pickle=False)
+        if self.info.get("client_lookup"):
+            x = self._look_up(x)
         x = np.asarray(x, dtype=np.float64)
         if not self.info["programs"]:
             raise ValueError(f"the model is served in plaintext only ({', '.join(self.info['encrypted_blockers'])} "
                              "cannot run encrypted yet): call infer(x, encrypted=False)")
         n_features = self.info["n_features"]
+        shape = tuple(self.info.get("input_shape") or ())
+        if len(shape) > 1 and x.ndim in (len(shape), len(shape) + 1) and x.shape[x.ndim - len(shape):] == shape:
+            x = x.reshape(x.shape[:x.ndim - len(shape)] + (n_features,))  # samples in the model's input shape
         if x.shape[-1:] != (n_features,) or x.ndim not in (1, 2):
             raise ValueError(f"the model takes samples of {n_features} features: (features,) or (batch, features), "
-                             f"not {x.shape}")
+                             f"or in its input shape {list(shape)}, not {x.shape}")
         if x.ndim == 1 and "single" in self.info["programs"]:
             return self._run("single", x)
         if x.ndim == 1:  # a model with skip connections has the batched program only: a batch of one
@@ -129,6 +137,21 @@ class EncryptedModel:
             padded[:len(chunk)] = chunk
             outputs.append(self._run("batch", padded)[:len(chunk)])
         return np.concatenate(outputs) if outputs else np.zeros((0, self.info["n_outputs"]))
+
+    def _look_up(self, ids) -> np.ndarray:
+        """Token ids (one sample in the model's input shape, or a batch of them) as the flat embeddings the
+        encrypted program takes, looked up here in the model's table (fetched once): the ids never leave."""
+        if self._table is None:
+            response = self.client.http.request("GET", f"/models/{self.info['id']}/lookup")
+            self._table = np.load(io.BytesIO(response.content), allow_pickle=False).astype(np.float64)
+        ids, shape = np.asarray(ids), tuple(self.info["input_shape"])
+        if ids.dtype.kind not in "iu" or ids.shape[ids.ndim - len(shape):] != shape or ids.ndim > len(shape) + 1:
+            raise ValueError(f"the model takes integer token ids of shape {list(shape)} (or a batch of them), not "
+                             f"{ids.dtype} {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self._table)):
+            raise ValueError(f"token ids must lie in 0..{len(self._table) - 1}")
+        embedded = self._table[ids]
+        return embedded.reshape(embedded.shape[:ids.ndim - len(shape)] + (-1,))
 
     def _run(self, variant: str, x: np.ndarray) -> np.ndarray:
         """Encrypt `x` in the program's layout, run the job on the server, decrypt and unpack its output."""

@@ -24,6 +24,7 @@ import einfhe
 from einfhe import EinfheError, ModelError, ModelPlan
 from einfhe.compiler import (BATCHED_ONLY, encrypted_blockers, load_artifact_model, read_artifact_graph,
                              read_integer_export)
+from einfhe.compiler.artifact_model import client_lookup_node
 from .errors import ServiceError
 
 __all__ = ["VARIANTS", "CompiledModel", "UploadedModel", "compile_variants", "read_checked"]
@@ -44,6 +45,7 @@ class UploadedModel:
     blockers: list[str]
     n_outputs: int | None = None
     inputs: list[dict] | None = None  # an artifact's inputs: name, shape (batch axis excluded), dtype
+    lookup: dict | None = None  # an embedding lookup the client does before encrypting: {"vocab", "dim"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ def compile_variants(directory: Path, model: UploadedModel, slots: int) -> Compi
     if model.blockers:
         return CompiledModel({}, int(np.prod(model.input_shape)), int(model.n_outputs))
     layers, n_features = _load_layers(directory, model)
-    if model.input_shape is not None and int(np.prod(model.input_shape)) != n_features:
+    dim = model.lookup["dim"] if model.lookup else 1  # the client encrypts each token id's embedding
+    if model.input_shape is not None and int(np.prod(model.input_shape)) * dim != n_features:
         raise ServiceError("malformed_model",
                            f"the manifest's input shape {model.input_shape} does not feed {n_features} features")
     programs = {}
@@ -115,13 +118,17 @@ def _read_artifact(directory: Path) -> UploadedModel:
         (output,) = graph["outputs"]
         last = next(node for node in nodes if node["name"] == output)
         blockers = encrypted_blockers(graph)
+        lookup = client_lookup_node(graph)
+        if lookup is not None:
+            vocab, dim = (int(n) for n in arrays[lookup["weights"]["weight"]].shape)
+            lookup = {"vocab": vocab, "dim": dim}
     except ModelError as exc:
         raise ServiceError("malformed_model", f"not a readable quant artifact: {exc.message}") from exc
     except (*_MALFORMED, StopIteration) as exc:
         raise ServiceError("malformed_model", f"the artifact's graph is malformed: {exc!r}") from exc
     _check_arrays(arrays, "weights.safetensors")
     layers = [f"{node['op']}:{node.get('module') or node['name']}" for node in nodes]
-    return UploadedModel("artifact", shape, layers, blockers, int(np.prod(last["shape"])), inputs)
+    return UploadedModel("artifact", shape, layers, blockers, int(np.prod(last["shape"])), inputs, lookup)
 
 
 def read_checked(directory: Path) -> UploadedModel:

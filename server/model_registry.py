@@ -117,7 +117,7 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
         shutil.rmtree(work, ignore_errors=True)
     summary = {"input_shape": uploaded.input_shape, "n_features": compiled.n_features,
                "n_outputs": compiled.n_outputs, "layers": uploaded.layers, "kind": uploaded.kind,
-               "encrypted_blockers": uploaded.blockers, "inputs": uploaded.inputs}
+               "encrypted_blockers": uploaded.blockers, "inputs": uploaded.inputs, "client_lookup": uploaded.lookup}
     size = sum(len(data) for data in files.values())
     return service.store.insert("models", id=model_id, tenant=tenant, name=name, summary=summary,
                                 programs=programs, size=size)

@@ -1,7 +1,7 @@
 """The inputs of a plaintext inference, checked in the API process before a worker sees them.
 
-A model with one input takes one .npy of samples: (batch, features) or one sample (features,), reshaped to the
-model's input shape. A model with several (a sequence model's token ids and attention mask) takes a msgpack map
+A model with one input takes one .npy of samples: (batch, features) or one sample (features,), either also in
+the model's input shape (batch, *shape) or (*shape), reshaped to that shape. A model with several (a sequence model's token ids and attention mask) takes a msgpack map
 {input name: .npy bytes}, each (batch, ...) with the same batch; integer inputs stay integers. Every array is
 decoded by the bounded .npy reader (shape checked against the bytes before anything is allocated).
 """
@@ -56,15 +56,17 @@ def plaintext_inputs(summary: dict, body: bytes, content_type: str, max_rows: in
     if len(specs) > 1:
         return _named_inputs(specs, body, content_type, max_rows), False
     x = decode_npy(body)
-    n_features = summary["n_features"]
+    shape = tuple(summary["input_shape"] or ())
+    n_features = int(np.prod(shape)) if shape else summary["n_features"]  # token ids, not their embeddings
+    if len(shape) > 1 and x.ndim in (len(shape), len(shape) + 1) and x.shape[x.ndim - len(shape):] == shape:
+        x = x.reshape(x.shape[:x.ndim - len(shape)] + (n_features,))  # samples in the model's input shape
     single = x.ndim == 1
     rows = x.reshape(1, -1) if single else x
     if rows.ndim != 2 or rows.shape[1] != n_features:
         raise ServiceError("invalid_request", f"send samples of {n_features} features as (batch, {n_features}) or "
-                                              f"({n_features},), not {x.shape}")
+                                              f"({n_features},), or in the input shape {list(shape)}, not {x.shape}")
     if rows.shape[0] > max_rows:
         raise ServiceError("work_limit_exceeded", f"{rows.shape[0]} samples; this server's limit per request is "
                                                   f"{max_rows}")
-    shape = summary["input_shape"]
     rows = rows.reshape(-1, *shape) if shape else rows
     return (_cast(rows, specs[0].get("dtype", "float32") if specs else "float32"),), single

@@ -7,7 +7,7 @@ layers (`cnn`), the integer-model reader (`integer_model`) and the model-artifac
 
 from __future__ import annotations
 
-from .artifact_model import encrypted_blockers, load_artifact_model, read_artifact_graph
+from .artifact_model import client_lookup, encrypted_blockers, load_artifact_model, read_artifact_graph
 from .branches import BATCHED_ONLY
 from .builder import CostCapExceeded, Packed, PlanBuilder
 from .cnn import avg_pool2d, conv2d, conv_output_shape, fold_batchnorm
@@ -27,6 +27,6 @@ __all__ = [
     "ChebyshevActivation", "Cipher", "CompositeReLU", "DEFAULT_MAX_CTS", "DEFAULT_SLOTS", "IntLinear", "LevelPlan",
     "Linear", "MatMul", "ModelPlan", "Packed", "PlanBuilder", "Quadratic", "Reorder", "Residual", "SmallBatchWarning", "Square", "cipher",
     "compile_einsum", "compile_model", "greedy_levels", "load_integer_model", "plan_levels", "read_integer_export",
-    "avg_pool2d", "conv2d", "conv_output_shape", "fold_batchnorm", "encrypted_blockers", "load_artifact_model",
-    "read_artifact_graph", "ReLUChoice", "ReLUWithin", "choose_relu",
+    "avg_pool2d", "conv2d", "conv_output_shape", "fold_batchnorm", "client_lookup", "encrypted_blockers",
+    "load_artifact_model", "read_artifact_graph", "ReLUChoice", "ReLUWithin", "choose_relu",
 ]

@@ -7,10 +7,11 @@ a `Residual`, whose deferred scales the compiler aligns; a `matmul` or elementwi
 `MatMul` of the two branches (cipher x cipher). What each op becomes is in `einfhe.compiler.artifact_ops`'s
 tables: linear layers keep their integers where one scale per row allows, convolutions and average pooling
 become the sparse integer matrices they are on flattened (C, H, W) features, activations polynomials fitted on the
-calibrated input range the export recorded, reshapes are free and permutes rename ciphertexts. An op with no
-encrypted form yet (softmax, layernorm, per-token quantized activations, ...) is refused with its node's name:
-`encrypted_blockers` lists them all, so a service can still serve such a model in plaintext. torch is never
-imported (safetensors.numpy).
+calibrated input range the export recorded, reshapes are free and permutes rename ciphertexts. An embedding
+lookup of the model's input marked client-side is the client's (`client_lookup`): the encrypted program starts
+from its output. An op with no encrypted form yet (softmax, layernorm, a linear format it cannot read, ...) is
+refused with its node's name: `encrypted_blockers` lists them all, so a service can still serve such a model in
+plaintext. torch is never imported (safetensors.numpy).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .artifact_ops import INTEGER_FORMATS, JOINS, UNARY
+from .artifact_ops import JOINS, LINEAR_FORMATS, UNARY
 from .integer_model import checked_layers
 
-__all__ = ["ARTIFACT_FORMAT", "encrypted_blockers", "load_artifact_model", "read_artifact_graph"]
+__all__ = ["ARTIFACT_FORMAT", "client_lookup", "client_lookup_node", "encrypted_blockers", "load_artifact_model",
+           "read_artifact_graph"]
 
 ARTIFACT_FORMAT, ARTIFACT_VERSION = "quant.artifact", 1
 
@@ -59,28 +61,54 @@ def _blocker(node: dict) -> str | None:
     two = len(node.get("inputs", [])) == 2
     if op not in (JOINS if two else UNARY):
         return f"{label} ({op}{' of two values' if two and op in UNARY else ''})"
-    if op == "linear" and attrs.get("format") not in INTEGER_FORMATS:
-        return f"{label} (linear {attrs.get('format')}: per-token quantized activations)"
+    if op == "linear" and attrs.get("format") not in LINEAR_FORMATS:
+        return f"{label} (linear {attrs.get('format')}: a format with no encrypted form)"
+    return None
+
+
+def client_lookup_node(graph: dict) -> dict | None:
+    """The embedding lookup the client does before encrypting: the one node that reads the model's one input, when
+    the export marked it client-side (token ids never reach the server, their embeddings arrive encrypted)."""
+    if len(graph.get("inputs", [])) != 1:
+        return None
+    source = graph["inputs"][0]["name"]
+    readers = [node for node in graph["nodes"] if source in node.get("inputs", [])]
+    if len(readers) == 1 and readers[0].get("op") == "embedding" and readers[0].get("attrs", {}).get("client_side"):
+        return readers[0]
     return None
 
 
 def encrypted_blockers(graph: dict) -> list[str]:
     """Every node of the graph that cannot run encrypted yet, as "name (op)" (the torch module path for a module),
-    after "inputs (...)" when the graph has more than one input."""
+    after "inputs (...)" when the graph has more than one input; a client-side lookup of the input is none."""
     count = len(graph.get("inputs", []))
     reasons = [] if count == 1 else [f"inputs ({count} model inputs: an encrypted model takes one)"]
-    return reasons + [reason for node in graph["nodes"] if (reason := _blocker(node)) is not None]
+    lookup = client_lookup_node(graph)
+    return reasons + [reason for node in graph["nodes"]
+                      if node is not lookup and (reason := _blocker(node)) is not None]
+
+
+def client_lookup(directory: str | Path) -> np.ndarray | None:
+    """The embedding table [vocab, dim] the client looks the model's token ids up in before encrypting (the input
+    of the encrypted program is then `table[ids]`, flattened), or None when the model takes features."""
+    graph, arrays = read_artifact_graph(directory)
+    node = client_lookup_node(graph)
+    return None if node is None else np.asarray(arrays[node["weights"]["weight"]], dtype=np.float64)
 
 
 class _Paths:
     """Each value of the DAG as the value its layers start from and those layers."""
 
     def __init__(self, graph: dict, arrays: dict[str, np.ndarray], degree: int) -> None:
-        self.source = graph["inputs"][0]["name"]
-        self.shapes = {self.source: tuple(graph["inputs"][0]["shape"])}
+        lookup = client_lookup_node(graph)
+        source = graph["inputs"][0] if lookup is None else lookup  # the client looks ids up before encrypting
+        self.source = source["name"]
+        self.shapes = {self.source: tuple(source["shape"])}
         self.start: dict[str, str] = {}
         self.layers: dict[str, list] = {}
         for node in graph["nodes"]:
+            if node is lookup:
+                continue
             name, inputs = node["name"], list(node["inputs"])
             if name in self.shapes or any(value not in self.shapes for value in inputs):
                 raise ModelError(f"node {name!r} repeats a name or reads a value not computed before it")
@@ -129,4 +157,5 @@ def load_artifact_model(directory: str | Path, activation_degree: int = 2) -> tu
     if blockers:
         raise ModelError(f"these ops cannot run encrypted yet: {', '.join(blockers)}", path=str(directory))
     layers = checked_layers(lambda: _layers(graph, arrays, activation_degree), "model artifact", directory)
-    return layers, int(np.prod(graph["inputs"][0]["shape"]))
+    source = client_lookup_node(graph) or graph["inputs"][0]
+    return layers, int(np.prod(source["shape"]))

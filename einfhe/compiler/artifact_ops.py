@@ -23,9 +23,7 @@ from ..errors import ModelError
 from .integer_model import ACTIVATIONS, avgpool_layer, conv_matrix
 from .layers import ChebyshevActivation, IntLinear, Linear, MatMul, Quadratic, Reorder, Residual, Square
 
-__all__ = ["JOINS", "UNARY", "INTEGER_FORMATS"]
-
-INTEGER_FORMATS = ("W4A16", "W8A16")
+__all__ = ["JOINS", "LINEAR_FORMATS", "UNARY"]
 
 
 def _unpack_int4(packed: np.ndarray) -> np.ndarray:
@@ -48,22 +46,81 @@ def _per_token(layer, rows: int):
     return Linear(np.kron(eye, layer.weight), bias)
 
 
+def _int4(weights: dict[str, np.ndarray], k: int) -> np.ndarray:
+    """A QuantLinear's or FMPQLinear's int4 codes as [N, K] (0..15)."""
+    return _unpack_int4(weights["qweight"])[:k].T
+
+
+def _grouped(q: np.ndarray, scales: np.ndarray, gs: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Integer codes [N, K] with one scale per (row, group of `gs` inputs), scales [G, N]: the codes and the row
+    scales when one group spans the row, else the float weight and None."""
+    groups = np.arange(q.shape[1]) // gs
+    scales = scales.astype(np.float64).T
+    if groups[-1] == 0:
+        return q, scales[:, 0]
+    return q * scales[:, groups], None
+
+
+def _w4a16(weights, k, gs):
+    """Asymmetric int4 codes with fp16 scales and zero points per group (integer when the zero points are)."""
+    codes, zeros = _int4(weights, k), weights["zeros"].astype(np.float64).T
+    groups = np.arange(k) // gs
+    if groups[-1] == 0 and np.all(zeros == np.round(zeros)):
+        return codes - zeros[:, :1].astype(np.int64), weights["scales"].astype(np.float64)[0]
+    return (codes - zeros[:, groups]) * weights["scales"].astype(np.float64).T[:, groups], None
+
+
+def _w4a8(weights, k, gs):
+    """QServe's progressive weights: (codes - zero) * scale per group is an int8 integer, one float scale per row."""
+    groups = np.arange(k) // gs
+    zero, scale = weights["gzero"].astype(np.int64).T[:, groups], weights["gscale"].astype(np.int64).T[:, groups]
+    return (_int4(weights, k) - zero) * scale, weights["wscale"].astype(np.float64)
+
+
+def _w4a4(weights, k, gs):
+    """Symmetric int4 codes per group, the outlier input channels' int8 columns with their own row scales."""
+    q, scale = _grouped(_int4(weights, k) - 8, weights["scales"], gs)
+    index = weights["outlier_idx"].astype(np.int64)
+    if index.size == 0:
+        return q, scale
+    weight = q * scale[:, None] if scale is not None else q
+    weight[:, index] = weights["oweight"].astype(np.float64).T * weights["oscale"].astype(np.float64)[:, None]
+    return weight, None
+
+
+def _fmpq(weights, k, gs):
+    """Symmetric int4 codes per group over the input channels in the stored order `perm`."""
+    stored, scale = _grouped(_int4(weights, k) - 8, weights["scales"], gs)
+    own = np.empty_like(stored, dtype=np.float64 if scale is None else stored.dtype)
+    own[:, weights["perm"].astype(np.int64)] = stored
+    return own, scale
+
+
+def _w8(weights, k, gs):
+    """Per-channel int8 (or int6) codes and scales: an exported float layer, W8A8 and W6A6."""
+    return (weights.get("weight", weights.get("w8")).astype(np.int64),
+            weights.get("scale", weights.get("wscale")).astype(np.float64))
+
+
+# weights of each linear format -> (integer codes [N, K], row scales [N]) or (float weight [N, K], None)
+LINEAR_FORMATS = {"W8A16": _w8, "W8A8": _w8, "W6A6": _w8, "W4A16": _w4a16, "W4A8": _w4a8, "W4A4": _w4a4,
+                  "FMPQ": _fmpq}
+
+
 def _linear(node: dict, weights: dict[str, np.ndarray], shape: tuple, degree: int) -> list:
-    """A W4A16 or W8A16 linear node as IntLinear (one scale per row) or Linear (float weight), per token."""
+    """A linear node in any of quant's formats: its weights exactly as quantized, as IntLinear (integer codes, one
+    scale per row: no level in the batched packing) or Linear (float weight), acting on each token. Activations
+    stay unrounded: a per-token activation format's rounding has no CKKS circuit, so the encrypted result is the
+    quantized weights on exact activations (within that rounding of the plaintext run)."""
     attrs, bias, smooth = node["attrs"], weights.get("bias"), weights.get("input_scale")
-    if attrs["format"] == "W8A16":
-        layer = IntLinear(weights["weight"].astype(np.int64), weights["scale"].astype(np.float64), bias, smooth)
+    config = attrs.get("layer")
+    k = int(config["in_features"]) if config else int(attrs["in_features"])
+    gs = int(json.loads(config["config"])["fields"].get("group_size", k)) if config else k
+    weight, scale = LINEAR_FORMATS[attrs["format"]](weights, k, gs)
+    if scale is not None:
+        layer = IntLinear(weight, scale, bias, smooth)
     else:
-        config = attrs["layer"]
-        k, gs = int(config["in_features"]), int(json.loads(config["config"])["fields"]["group_size"])
-        codes = _unpack_int4(weights["qweight"])[:k].T
-        groups = np.arange(k) // gs
-        zeros, scales = weights["zeros"].astype(np.float64).T, weights["scales"].astype(np.float64).T  # [N, G]
-        if groups[-1] == 0 and np.all(zeros == np.round(zeros)):
-            layer = IntLinear(codes - zeros[:, :1].astype(np.int64), scales[:, 0], bias, smooth)
-        else:
-            weight = (codes - zeros[:, groups]) * scales[:, groups]
-            layer = Linear(weight if smooth is None else weight * smooth[None, :], bias)
+        layer = Linear(weight if smooth is None else weight * smooth[None, :], bias)
     return [_per_token(layer, math.prod(shape[:-1]))]
 
 

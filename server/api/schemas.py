@@ -175,5 +175,9 @@ class ModelPublic(BaseModel):
     encrypted_blockers: list[str] = Field(default_factory=list,
                                           description="the ops (\"name (op)\") that cannot run encrypted yet: "
                                                       "when any, the model is served in plaintext only")
+    client_lookup: dict[str, int] | None = Field(default=None,
+                                                 description="{vocab, dim} when the client looks the model's "
+                                                             "token ids up in its embedding table (GET "
+                                                             "/models/{id}/lookup) and encrypts the embeddings")
     size: int
     created: float

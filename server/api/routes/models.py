@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from einfhe import Parameters
+from einfhe.compiler import client_lookup
 
 from ...codecs import decode_npy
 from ...errors import ServiceError
@@ -42,7 +43,8 @@ _MODEL_BODY = {
 _NPY_BODY = {
     "requestBody": {
         "required": True,
-        "description": "plaintext samples as .npy (numpy.save): (batch, features) or one sample (features,)",
+        "description": "plaintext samples as .npy (numpy.save): (batch, features) or one sample (features,), "
+                       "either also in the model's input shape",
         "content": {"application/octet-stream": BINARY_SCHEMA},
     }
 }
@@ -60,6 +62,7 @@ def model_public(row: dict, service: Service) -> ModelPublic:
     summary = row["summary"]
     return ModelPublic(id=row["id"], name=row["name"], input_shape=summary["input_shape"],
                        encrypted_blockers=summary.get("encrypted_blockers", []),
+                       client_lookup=summary.get("client_lookup"),
                        n_features=summary["n_features"], n_outputs=summary["n_outputs"], layers=summary["layers"],
                        programs=programs, size=row["size"], created=row["created"])
 
@@ -145,6 +148,19 @@ async def create_model_job(
     row, done = await run_in_threadpool(_queue_model_job, service, tenant, model_id, variant, keyset_id, body,
                                         content_type, keep)
     return await answer_job(service, tenant, row, done, wait)
+
+
+@router.get("/{model_id}/lookup", operation_id="get_model_lookup", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": BINARY_SCHEMA},
+                             "description": "the embedding table [vocab, dim] as float32 .npy"}, **_ERRORS})
+def get_lookup(model: ModelDep, _tenant: TenantDep, service: ServiceDep) -> Response:
+    """The embedding table a client looks its token ids up in before encrypting (a model with `client_lookup`)."""
+    if not model["summary"].get("client_lookup"):
+        raise ServiceError("invalid_request", "this model takes features: it has no client-side lookup")
+    table = client_lookup(model_directory(service, model["id"]))
+    buffer = io.BytesIO()
+    np.save(buffer, table.astype(np.float32), allow_pickle=False)
+    return Response(content=buffer.getvalue(), media_type="application/octet-stream")
 
 
 @router.post("/{model_id}/infer", operation_id="infer_plaintext", response_class=Response, openapi_extra=_NPY_BODY,
