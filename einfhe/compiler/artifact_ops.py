@@ -34,6 +34,16 @@ def _unpack_int4(packed: np.ndarray) -> np.ndarray:
     return ((words >> shifts) & 15).reshape(packed.shape[0] * 8, packed.shape[1]).astype(np.int64)
 
 
+MAX_DENSE = 1 << 24  # entries of the dense matrix a layer on the flat features may become (128 MiB of int64)
+
+
+def _dense(node: dict, rows: int, cols: int) -> None:
+    """Refuse, before allocating, a layer that would be a dense rows x cols matrix past MAX_DENSE."""
+    if rows * cols > MAX_DENSE:
+        raise ModelError(f"node {node['name']!r} would be a dense {rows} x {cols} matrix on the flat features, more "
+                         f"than the {MAX_DENSE} entries an encrypted program takes: a smaller model or input")
+
+
 def _per_token(layer, rows: int):
     """A linear layer on each of `rows` leading positions: the block-diagonal layer on the flat features."""
     if rows == 1:
@@ -121,17 +131,26 @@ def _linear(node: dict, weights: dict[str, np.ndarray], shape: tuple, degree: in
         layer = IntLinear(weight, scale, bias, smooth)
     else:
         layer = Linear(weight if smooth is None else weight * smooth[None, :], bias)
-    return [_per_token(layer, math.prod(shape[:-1]))]
+    rows = math.prod(shape[:-1])
+    _dense(node, rows * weight.shape[0], rows * weight.shape[1])
+    return [_per_token(layer, rows)]
 
 
 def _conv(node: dict, weights: dict[str, np.ndarray], shape: tuple, degree: int) -> list:
     """A convolution as the integer matrix it is on flattened (C, H, W) features, one scale per output row."""
+    _dense(node, math.prod(node["shape"]), math.prod(shape))
     matrix, out_shape = conv_matrix(weights["weight"].astype(np.int64), shape, node["attrs"]["stride"],
                                     node["attrs"]["padding"])
     positions = out_shape[1] * out_shape[2]
     bias = weights.get("bias")
     return [IntLinear(matrix, np.repeat(weights["scale"].astype(np.float64), positions),
                       None if bias is None else np.repeat(bias.astype(np.float64), positions))]
+
+
+def _avgpool(node: dict, weights: dict, shape: tuple, degree: int) -> list:
+    """Average pooling as a 0/1 integer matrix on flattened (C, H, W) features, 1 / window deferred."""
+    _dense(node, math.prod(node["shape"]), math.prod(shape))
+    return [avgpool_layer(node["attrs"], shape)[0]]
 
 
 def _activation(node: dict, weights: dict, shape: tuple, degree: int) -> list:
@@ -181,6 +200,7 @@ def _constant(node: dict, weights: dict, shape: tuple, degree: int) -> list:
     if not math.isfinite(scale) or scale == 0:
         raise ModelError(f"node {node['name']!r} scales by {c}: zero or infinite")
     bias = {"add": c, "sub": -c if not reversed_ else c}.get(op)
+    _dense(node, width, width)
     eye = sign * np.eye(width, dtype=np.int64)
     return [IntLinear(eye, np.full(width, scale), None if bias is None else np.full(width, bias))]
 
@@ -194,6 +214,7 @@ def _reduce(node: dict, weights: dict, shape: tuple, degree: int) -> list:
     index = np.arange(math.prod(shape)).reshape(shape)
     kept = [d - 1 for d in range(1, rank) if d not in axes]
     grouped = index.transpose(kept + [d - 1 for d in axes]).reshape(-1, math.prod(shape[d - 1] for d in axes))
+    _dense(node, grouped.shape[0], index.size)
     q = np.zeros((grouped.shape[0], index.size), dtype=np.int64)
     q[np.arange(grouped.shape[0])[:, None], grouped] = 1
     scale = 1.0 / grouped.shape[1] if node["op"] == "mean" else 1.0
@@ -229,8 +250,7 @@ def _mul(node: dict, left: tuple, right: tuple, left_shape: tuple, right_shape: 
 
 
 UNARY: dict[str, Callable[..., list]] = {
-    "linear": _linear, "conv2d": _conv, "avgpool": lambda node, weights, shape, degree: [
-        avgpool_layer(node["attrs"], shape)[0]],
+    "linear": _linear, "conv2d": _conv, "avgpool": _avgpool,
     "flatten": _reshape, "reshape": _reshape, "permute": _reorder, "transpose": _reorder,
     "add": _constant, "sub": _constant, "mul": _constant, "div": _constant, "sum": _reduce, "mean": _reduce,
     "square": _activation, **{name: _activation for name in ACTIVATIONS},

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..errors import ModelError
+from ..layout import next_pow2
 from ..plan import Mul, Rescale, Sub
 from .builder import Packed
 from .layers import MatMul, Reorder, Residual
@@ -48,7 +49,7 @@ def lower_residual(state, layer: Residual, position: int) -> None:
 
 def _padded(state, cts: list[int], width: int) -> tuple[int, ...]:
     """`cts` followed by zero ciphertexts up to the batched layout's power-of-two count."""
-    layout_cts = state._batched_layout("a", width).num_cts
+    layout_cts = next_pow2(width)
     if len(cts) == layout_cts:
         return tuple(cts)
     zero = state.builder.emit(Sub, cts[0], cts[0])
@@ -82,7 +83,7 @@ def _branch(state, layers: tuple, shape: tuple, start: tuple, position: int) -> 
 def _applied(state, cts: np.ndarray, pending: np.ndarray) -> np.ndarray:
     """The ciphertexts with their deferred scale multiplied in (one level), for a product whose scales mix."""
     width = cts.size
-    value = Packed(_padded(state, cts.ravel().tolist(), width), state._batched_layout(state.current, width))
+    value = Packed(_padded(state, cts.ravel().tolist(), width), state.batched_layout(state.current, width))
     scaled = state.builder.scale(value, state.channel_plain(pending.ravel()))
     return np.array(scaled.cts[:width], dtype=np.int64).reshape(cts.shape)
 
@@ -115,7 +116,7 @@ def lower_matmul(state, layer: MatMul, position: int) -> None:
     out = next(state.letters)
     state.sizes[out] = width
     state.current, state.width = out, width
-    state.value = Packed(_padded(state, cts, width), state._batched_layout(out, width))
+    state.value = Packed(_padded(state, cts, width), state.batched_layout(out, width))
     state.pending = (left_pending[..., :, :1] * right_pending[..., :1, :]).reshape(width)
 
 

@@ -122,11 +122,13 @@ class _ModelLowering:
         self.extra = BATCH_INDEX if batch is not None else ""
         if batch is not None:
             self.sizes[BATCH_INDEX] = batch
-            layout = self._batched_layout(self.current, self.width)
+            layout = self.batched_layout(self.current, self.width)
             self.operands.append(CipherInput(0, layout))
             self.value = self.builder.load(0, layout)
 
-    def _batched_layout(self, letter: str, width: int) -> Layout:
+    def batched_layout(self, letter: str, width: int) -> Layout:
+        """The batched packing's layout of `width` features named `letter`: one ciphertext per feature (a power of
+        two of them, the padding zero), the samples in the slots."""
         dims = (Dim(letter, next_pow2(width), "axis", width), Dim(BATCH_INDEX, self.slots, "axis", self.batch))
         return Layout(dims, self.slots, letter + BATCH_INDEX, (width, self.batch))
 
@@ -230,7 +232,7 @@ class _ModelLowering:
             cts = [o * inputs + f for f in range(min(inputs, weight.shape[1]))
                    if o < weight.shape[0] and weight[o, f] != 0]
             rows.append(builder.weighted_sum([left[c] for c in cts], [refs[c] for c in cts], left[0]))
-        return Packed(tuple(rows), self._batched_layout(out, weight.shape[0]))
+        return Packed(tuple(rows), self.batched_layout(out, weight.shape[0]))
 
     def int_linear(self, layer: IntLinear) -> str:
         """Integer layer in the batched packing: additions only, the row scales deferred (no level)."""
@@ -241,7 +243,7 @@ class _ModelLowering:
         inputs = list(self.value.cts)
         rows = [self.builder.int_combination(inputs, q[o]) if o < q.shape[0]
                 else self.builder.int_combination(inputs, np.zeros(len(inputs), dtype=int)) for o in range(padded)]
-        self.value = Packed(tuple(rows), self._batched_layout(out, q.shape[0]))
+        self.value = Packed(tuple(rows), self.batched_layout(out, q.shape[0]))
         self.pending = self.uniform_rows(q) * np.asarray(layer.scale, dtype=np.float64)
         return out
 

@@ -67,3 +67,12 @@ def test_elementwise_products_constants_and_reductions_from_an_artifact(tmp_path
     got, _ = _run(layers, X.double().numpy().reshape(B, -1))
     # float32 rounding in torch (eps 6e-8) over sums of 6 terms and two products: 1e-5 of the largest output
     np.testing.assert_allclose(got, plain, rtol=0, atol=1e-5 * np.abs(plain).max())
+
+
+def test_a_layer_too_large_for_a_dense_matrix_is_refused_before_allocating(tmp_path):
+    from einfhe.compiler.artifact_ops import MAX_DENSE
+
+    tokens = int(MAX_DENSE ** 0.5) // 8 + 1  # the per-token layer becomes (8 tokens) x (8 tokens) entries
+    quant.export(nn.Sequential(nn.Linear(8, 8)), torch.randn(2, tokens, 8), tmp_path)
+    with pytest.raises(einfhe.ModelError, match="dense"):
+        load_artifact_model(tmp_path)
