@@ -47,6 +47,7 @@ CASES = [
     # models are shared by design: every tenant may read the operator's models and run them (with its own keys)
     ("GET", "/models/{alice.model_id}", {}, None, 200),
     ("POST", "/models/{alice.model_id}/infer", {}, "sample", 200),
+    ("GET", "/models/{alice.model_id}/lookup", {}, None, 404),  # a model of features has no lookup table
 ]
 
 

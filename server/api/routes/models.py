@@ -156,7 +156,7 @@ async def create_model_job(
 def get_lookup(model: ModelDep, _tenant: TenantDep, service: ServiceDep) -> Response:
     """The embedding table a client looks its token ids up in before encrypting (a model with `client_lookup`)."""
     if not model["summary"].get("client_lookup"):
-        raise ServiceError("invalid_request", "this model takes features: it has no client-side lookup")
+        raise ServiceError("not_found", "this model takes features: it has no client-side lookup table")
     table = client_lookup(model_directory(service, model["id"]))
     buffer = io.BytesIO()
     np.save(buffer, table.astype(np.float32), allow_pickle=False)
