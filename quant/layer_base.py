@@ -93,10 +93,12 @@ class QuantLayer(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if self.input_scale is not None:
             x2 = x2 * self.input_scale.to(x2.dtype)
+        return self._linear(x2).to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def _linear(self, x2: torch.Tensor) -> torch.Tensor:
+        """Multiply a 2-D (smoothed) input by the quantized weight and add the bias."""
         y = self._matmul(x2)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """Multiply a 2-D (smoothed) input by the quantized weight: the format's kernel or reference."""

@@ -1,7 +1,8 @@
 """``QuantLinear``: an ``nn.Linear`` replacement that holds packed int4 weights and dispatches to a kernel.
 
-On CUDA tensors the forward runs the Triton kernel of its format; elsewhere it runs the torch reference
-beside that kernel. Shape-based choices (GEMV-like split-K for small M, large tiles for large M) are made
+On CUDA tensors the forward runs the kernel of its format (for W4A16 at small batches the CUDA kernel of
+:mod:`quant.kernels.w4a16_cuda`, bias fused, where it builds; otherwise Triton); elsewhere it runs the torch
+reference beside that kernel. Shape-based choices (GEMV-like split-K for small M, large tiles for large M) are made
 by :func:`quant.kernels.pick_blocks`. What every quantized layer shares (bias, smoothing, the recipe, the
 ``weight`` view) lives in :class:`quant.layer_base.QuantLayer`.
 """
@@ -14,7 +15,7 @@ from torch import nn
 from quant.configs import W4A4, W4A8, W4A16, QuantConfig
 from quant.errors import ConfigError, ShapeError
 from quant.kernels import (dequantize_w4a8_int8, dequantize_w4a16, reference_w4a4, reference_w4a8,
-                           reference_w4a16, triton_w4a4, triton_w4a8, triton_w4a16)
+                           reference_w4a16, triton_w4a4, triton_w4a8, w4a16_matmul)
 from quant.layer_base import QuantLayer
 from quant.packing import padded_k, unpack_int4
 from quant.quantizers import (quantize_per_token, quantize_w4a4_weight, quantize_w4a8_weight,
@@ -91,12 +92,17 @@ class QuantLinear(QuantLayer):
         w[self.outlier_idx] = self.oweight.float() * self.oscale[None, :]
         return w.t().contiguous()
 
+    def _linear(self, x2: torch.Tensor) -> torch.Tensor:
+        """W4A16 on CUDA: one call with the bias fused where the CUDA kernel runs; other cases as the base."""
+        if isinstance(self.config, W4A16) and x2.is_cuda:
+            return w4a16_matmul(x2, self.qweight, self.scales, self.zeros, self.config.group_size, self.bias)
+        return super()._linear(x2)
+
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """Run the format's kernel (CUDA) or torch reference (elsewhere) on a 2-D input."""
         gs, cuda = self.config.group_size, x2.is_cuda
         if isinstance(self.config, W4A16):
-            fn = triton_w4a16 if cuda else reference_w4a16
-            return fn(x2, self.qweight, self.scales, self.zeros, gs).float()
+            return reference_w4a16(x2, self.qweight, self.scales, self.zeros, gs)
         if isinstance(self.config, W4A8):
             xq, xs = quantize_per_token(x2, 8)
             fn = triton_w4a8 if cuda else reference_w4a8

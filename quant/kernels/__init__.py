@@ -1,4 +1,5 @@
-"""Triton kernels (W4Ax, FMPQ, the int8 GEMM, int4-cache decode attention), each beside its torch reference."""
+"""Triton kernels (W4Ax, FMPQ, the int8 GEMM, int4-cache decode attention) and a CUDA W4A16 kernel for small
+batches, each beside its torch reference."""
 
 from quant.kernels._launch import DEQUANT_GEMM_MIN_M, Blocks, pick_blocks, use_dequant_gemm
 from quant.kernels.decode_attention import decode_attention, reference_decode_attention, triton_decode_attention
@@ -8,6 +9,7 @@ from quant.kernels.w4a4 import reference_w4a4, triton_w4a4
 from quant.kernels.w4a8 import dequantize_w4a8_int8, reference_w4a8, triton_w4a8
 from quant.kernels.fmpq import reference_fmpq, triton_fmpq
 from quant.kernels.w4a16 import dequantize_w4a16, reference_w4a16, triton_w4a16
+from quant.kernels.w4a16_cuda import cuda_w4a16, w4a16_matmul
 
 __all__ = [
     "decode_attention",
@@ -25,6 +27,8 @@ __all__ = [
     "dequantize_w4a16",
     "reference_w4a16",
     "triton_w4a16",
+    "cuda_w4a16",
+    "w4a16_matmul",
     "dequantize_w4a8_int8",
     "reference_w4a8",
     "triton_w4a8",

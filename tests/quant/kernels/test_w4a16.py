@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from quant.kernels import Blocks, reference_w4a16, triton_w4a16
+from quant.kernels import Blocks, cuda_w4a16, reference_w4a16, triton_w4a16, w4a16_matmul
 from quant.quantizers import quantize_w4a16_weight
 
 pytestmark = pytest.mark.triton
@@ -47,3 +47,20 @@ def test_split_k_reuses_its_workspace(rng):
         ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], 64)
         bound = (x.float().abs() @ reference_w4a16(torch.eye(k), t["qweight"], t["scales"], t["zeros"], 64).abs())
         assert torch.all((y.float() - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3)
+
+
+def test_matmul_without_cuda_falls_back_to_triton_and_adds_the_bias(rng):
+    # QuantLinear's W4A16 entry point: the CUDA kernel only takes CUDA tensors, so here the Triton kernel runs
+    # and the bias is added in float32 (the CUDA kernel is checked against the reference on the GPU by
+    # bench/kernels_bench.py before it is timed)
+    m, k, n, gs = 3, 384, 40, 64
+    w = torch.randn(n, k, generator=rng)
+    x = torch.randn(m, k, generator=rng).half()
+    bias = torch.randn(n, generator=rng)
+    t = quantize_w4a16_weight(w, gs)
+    assert cuda_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs, bias) is None
+    y = w4a16_matmul(x, t["qweight"], t["scales"], t["zeros"], gs, bias)
+    ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs) + bias
+    bound = (x.float().abs() @ reference_w4a16(torch.eye(k), t["qweight"], t["scales"], t["zeros"], gs).abs())
+    assert y.dtype == torch.float32 and y.shape == (m, n)
+    assert torch.all((y - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3)

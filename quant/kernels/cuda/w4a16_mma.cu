@@ -1,0 +1,205 @@
+// W4A16 for small batches (up to 16 rows per launch tile): fp16 activations times group-wise int4 weights
+// stored in quant.packing's layout, dequantized in registers straight into mma.sync B fragments.
+//
+// The weight stays in its stored layout; the permutation is on the activation side. A packed word holds
+// nibbles j and j + 4 in bits 4j and 4j + 16, K rows 128 apart, so one LOP3 with 0x000f000f (or 0x00f000f0)
+// and the fp16 magic 0x6400 turns two nibbles into an fp16 pair (1024 + q, or 1024 + 16 q): one MMA operand
+// register once the activation register pairs the same two K rows. Lane (g, tq) of a warp reads packed rows
+// 8 tq .. 8 tq + 7 of each 256-row tile for block columns 4 g .. 4 g + 3 (one 16-byte load per row) and the
+// activation chunks x[row, 32 m + 8 tq .. + 7] (m = 0..7), whose halves it pairs with one PRMT per register.
+// Warps of a block split K by tile and sum their fp32 fragments in shared memory; one pass adds the bias and
+// stores fp16.
+#include <torch/extension.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_fp16.h>
+#include <cstdint>
+
+namespace {
+
+template <uint32_t MASK>
+__device__ __forceinline__ uint32_t magic_pair(uint32_t w) {
+  uint32_t r;  // (w & MASK) | 0x64006400 in one LOP3
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(w), "n"(MASK), "n"(0x64006400));
+  return r;
+}
+
+__device__ __forceinline__ uint32_t as_u32(half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+__device__ __forceinline__ half2 as_h2(uint32_t u) { return *reinterpret_cast<half2*>(&u); }
+
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint4 load_stream(const int32_t* p) {
+  uint4 r;  // weights are read once: do not keep them in L1
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// Four B registers (nibble pairs j = 0..3 of one word) as (q - zero) * scale, one rounding each.
+__device__ __forceinline__ void dequant_word(uint32_t w, const uint32_t* s, const uint32_t* nzs, uint32_t* b) {
+  const half2 k1024 = __float2half2_rn(1024.f), k16th = __float2half2_rn(1.f / 16.f);
+  const half2 km64 = __float2half2_rn(-64.f);
+  const uint32_t w8 = w >> 8;
+  half2 q0 = __hsub2(as_h2(magic_pair<0x000f000f>(w)), k1024);        // nibbles 0, 4
+  half2 q1 = __hfma2(as_h2(magic_pair<0x00f000f0>(w)), k16th, km64);  // nibbles 1, 5
+  half2 q2 = __hsub2(as_h2(magic_pair<0x000f000f>(w8)), k1024);       // nibbles 2, 6
+  half2 q3 = __hfma2(as_h2(magic_pair<0x00f000f0>(w8)), k16th, km64); // nibbles 3, 7
+  b[0] = as_u32(__hfma2(q0, as_h2(s[0]), as_h2(nzs[0])));
+  b[1] = as_u32(__hfma2(q1, as_h2(s[1]), as_h2(nzs[1])));
+  b[2] = as_u32(__hfma2(q2, as_h2(s[2]), as_h2(nzs[2])));
+  b[3] = as_u32(__hfma2(q3, as_h2(s[3]), as_h2(nzs[3])));
+}
+
+// The product runs transposed (y^T = W^T x^T): dequantized weights are the A operand (16 output columns, two
+// of each lane's four), activations the B operand (8 rows each). ROWS: 8 or 16 activation rows per launch tile.
+// NJ: distinct scale rows among the 4 nibble pairs of a word (4 for groups of 32, 2 for 64, 1 for >= 128).
+template <int ROWS, int NJ>
+__global__ void __launch_bounds__(256) w4a16_mma_kernel(
+    const half* __restrict__ x, const int32_t* __restrict__ qw, const half* __restrict__ scales,
+    const half* __restrict__ zeros, const float* __restrict__ bias, half* __restrict__ out,
+    int M, int N, int K, int n_tiles, int group_log2) {
+  constexpr int NB = ROWS / 8;
+  __shared__ float red[16 * 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int g = lane >> 2, tq = lane & 3;
+  // lanes past the last column or row read column N - 4 or row 0 instead: their results are never stored
+  const int n0 = blockIdx.x * 32, m0 = blockIdx.y * 16, col = min(n0 + 4 * g, N - 4);
+  for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) red[i] = 0.f;
+  __syncthreads();
+  const half* xr[NB];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) xr[nb] = x + (size_t)(m0 + 8 * nb + g < M ? m0 + 8 * nb + g : 0) * K + 8 * tq;
+  float acc[2][NB][4] = {};
+  for (int t = warp; t < n_tiles; t += warps) {
+    uint4 w[8];
+    const int32_t* wp = qw + (size_t)(t * 32 + 8 * tq) * N + col;
+#pragma unroll
+    for (int u = 0; u < 8; ++u) w[u] = load_stream(wp + (size_t)u * N);
+    uint4 xc[NB][8];
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+      for (int m = 0; m < 8; ++m) xc[nb][m] = __ldg(reinterpret_cast<const uint4*>(xr[nb] + t * 256 + 32 * m));
+    uint32_t s2[NJ][4], nzs2[NJ][4];  // per distinct pair j and column c: (scale, -zero * scale) of rows j, j + 4
+#pragma unroll
+    for (int jg = 0; jg < NJ; ++jg) {
+      const int klo = t * 256 + 32 * jg * (4 / NJ);
+      const size_t rlo = (size_t)(klo >> group_log2) * N + col, rhi = (size_t)((klo + 128) >> group_log2) * N + col;
+      const uint2 slo = __ldg(reinterpret_cast<const uint2*>(scales + rlo));
+      const uint2 shi = __ldg(reinterpret_cast<const uint2*>(scales + rhi));
+      const uint2 zlo = __ldg(reinterpret_cast<const uint2*>(zeros + rlo));
+      const uint2 zhi = __ldg(reinterpret_cast<const uint2*>(zeros + rhi));
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const uint32_t sel = c & 1 ? 0x7632 : 0x5410;
+        const uint32_t sp = __byte_perm(c < 2 ? slo.x : slo.y, c < 2 ? shi.x : shi.y, sel);
+        const uint32_t zp = __byte_perm(c < 2 ? zlo.x : zlo.y, c < 2 ? zhi.x : zhi.y, sel);
+        s2[jg][c] = sp;
+        nzs2[jg][c] = as_u32(__hneg2(__hmul2(as_h2(zp), as_h2(sp))));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      // B fragments of steps 2u (pairs j = 0, 1) and 2u + 1 (pairs 2, 3): element u of chunks m and m + 4
+      const uint32_t sel = u & 1 ? 0x7632 : 0x5410;
+      uint32_t b[NB][2][2];
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          b[nb][p][0] = __byte_perm(word(xc[nb][2 * p], u >> 1), word(xc[nb][2 * p + 4], u >> 1), sel);
+          b[nb][p][1] = __byte_perm(word(xc[nb][2 * p + 1], u >> 1), word(xc[nb][2 * p + 5], u >> 1), sel);
+        }
+#pragma unroll
+      for (int cp = 0; cp < 2; ++cp) {  // A rows g and g + 8: this lane's columns 2 cp and 2 cp + 1
+        uint32_t d[2][4];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int c = 2 * cp + h;
+          uint32_t s[4], nzs[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            s[j] = s2[j / (4 / NJ)][c];
+            nzs[j] = nzs2[j / (4 / NJ)][c];
+          }
+          dequant_word(word(w[u], c), s, nzs, d[h]);
+        }
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const uint32_t a[4] = {d[0][2 * p], d[1][2 * p], d[0][2 * p + 1], d[1][2 * p + 1]};
+#pragma unroll
+          for (int nb = 0; nb < NB; ++nb) mma16816(acc[cp][nb], a, b[nb][p][0], b[nb][p][1]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int cp = 0; cp < 2; ++cp)  // fragment (A row g [+8] = column 4 g + 2 cp [+1], B column 2 tq [+1] = row)
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      const int r = 8 * nb + 2 * tq, c = 4 * g + 2 * cp;
+      atomicAdd(&red[r * 32 + c], acc[cp][nb][0]);
+      atomicAdd(&red[(r + 1) * 32 + c], acc[cp][nb][1]);
+      atomicAdd(&red[r * 32 + c + 1], acc[cp][nb][2]);
+      atomicAdd(&red[(r + 1) * 32 + c + 1], acc[cp][nb][3]);
+    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < ROWS * 32; i += blockDim.x) {
+    const int row = m0 + (i >> 5), n = n0 + (i & 31);
+    if (row < M && n < N) out[(size_t)row * N + n] = __float2half_rn(red[i] + (bias ? bias[n] : 0.f));
+  }
+}
+
+template <int ROWS>
+void launch_rows(int nj, dim3 grid, dim3 block, cudaStream_t stream, const half* x, const int32_t* qw,
+                 const half* s, const half* z, const float* bias, half* out, int M, int N, int K, int tiles,
+                 int glog) {
+  if (nj == 4)
+    w4a16_mma_kernel<ROWS, 4><<<grid, block, 0, stream>>>(x, qw, s, z, bias, out, M, N, K, tiles, glog);
+  else if (nj == 2)
+    w4a16_mma_kernel<ROWS, 2><<<grid, block, 0, stream>>>(x, qw, s, z, bias, out, M, N, K, tiles, glog);
+  else
+    w4a16_mma_kernel<ROWS, 1><<<grid, block, 0, stream>>>(x, qw, s, z, bias, out, M, N, K, tiles, glog);
+}
+
+}  // namespace
+
+// x [M, Kp] fp16 contiguous (zero columns past K up to the weight's Kp rows), qweight [Kp / 8, N] int32
+// (N % 4 == 0), scales/zeros [Kp / G, N] fp16, bias fp32 [N] or empty; returns fp16 [M, N] = x @ W + bias.
+// The caller checks shapes and dtypes.
+torch::Tensor w4a16_mma(torch::Tensor x, torch::Tensor qweight, torch::Tensor scales, torch::Tensor zeros,
+                        torch::Tensor bias, int64_t group_size, int64_t warps) {
+  const at::cuda::OptionalCUDAGuard guard(x.device());
+  const int M = x.size(0), K = x.size(1), N = qweight.size(1), tiles = qweight.size(0) / 32;
+  auto out = torch::empty({M, N}, x.options());
+  const int glog = 31 - __builtin_clz((unsigned)group_size);
+  const int nj = group_size >= 128 ? 1 : group_size == 64 ? 2 : 4;
+  const dim3 grid((N + 31) / 32, (M + 15) / 16), block(32 * warps);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  const half* xp = reinterpret_cast<const half*>(x.data_ptr<at::Half>());
+  const half* sp = reinterpret_cast<const half*>(scales.data_ptr<at::Half>());
+  const half* zp = reinterpret_cast<const half*>(zeros.data_ptr<at::Half>());
+  const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
+  half* op = reinterpret_cast<half*>(out.data_ptr<at::Half>());
+  if (M > 8)
+    launch_rows<16>(nj, grid, block, stream, xp, qweight.data_ptr<int32_t>(), sp, zp, bp, op, M, N, K, tiles, glog);
+  else
+    launch_rows<8>(nj, grid, block, stream, xp, qweight.data_ptr<int32_t>(), sp, zp, bp, op, M, N, K, tiles, glog);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("w4a16_mma", &w4a16_mma, "W4A16 x @ W + bias for up to 16 rows per tile (mma.sync, register dequant)");
+}

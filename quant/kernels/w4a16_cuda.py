@@ -1,0 +1,87 @@
+"""The CUDA W4A16 kernel for small batches (``cuda/w4a16_mma.cu``), built on first use by torch's extension loader.
+
+Triton cannot pair two nibbles into one fp16 MMA register without a shuffle (BENCHMARKS.md, issue 22), so
+this second backend dequantizes with one LOP3 per nibble pair straight into ``mma.sync`` fragments. It reads
+the weights in :mod:`quant.packing`'s layout (no second copy) and fuses the bias. The build needs nvcc and
+a CUDA device of compute capability 8.0 or newer; where either is missing, or the build fails (with one
+warning), :func:`cuda_w4a16` returns None and callers keep the Triton kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from quant.kernels.w4a16 import triton_w4a16
+
+__all__ = ["CUDA_W4A16_MAX_M", "cuda_w4a16", "cuda_w4a16_fits", "w4a16_matmul"]
+
+# Batches up to this many rows run the CUDA kernel (one launch tile per 16 rows, each re-reading the weight
+# through L2); taller batches are compute-bound and take "dequantize once + cuBLAS" (quant.kernels._launch).
+CUDA_W4A16_MAX_M = 64
+
+_SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "w4a16_mma.cu")
+
+
+@functools.lru_cache(maxsize=None)
+def _extension():
+    """Build (or load from torch's extension cache) the CUDA module; None, with one warning, if that fails."""
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name="einfhe_w4a16_mma", sources=[_SOURCE], extra_cuda_cflags=["-O3"], verbose=False)
+    except Exception as exc:  # no nvcc, no ninja, a compiler error: the Triton kernel still serves
+        warnings.warn(f"the CUDA W4A16 kernel could not be built ({type(exc).__name__}: {exc}); "
+                      "using the Triton kernel", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def cuda_w4a16_fits(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
+    """Return True when the CUDA kernel takes this product: a CUDA device of compute capability >= 8.0,
+    at most :data:`CUDA_W4A16_MAX_M` rows and N a multiple of 4 (its 16-byte weight loads)."""
+    if not (x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= CUDA_W4A16_MAX_M):
+        return False
+    n = qweight.shape[1]
+    return n >= 4 and n % 4 == 0 and group_size >= 32 and torch.cuda.get_device_capability(x.device)[0] >= 8
+
+
+def _warps(m: int, n: int, n_tiles: int) -> int:
+    """Warps per block (each takes every warps-th 256-row tile): about 16 warps per multiprocessor in all."""
+    blocks = -(-n // 32) * -(-m // 16)
+    warps = 1
+    while warps < 8 and blocks * warps < 2048 and warps < n_tiles:
+        warps *= 2
+    return warps
+
+
+def cuda_w4a16(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
+               bias: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Return fp16 ``x @ W (+ bias)`` from the CUDA kernel, or None where it does not fit or cannot be built."""
+    if not cuda_w4a16_fits(x, qweight, group_size):
+        return None
+    ext = _extension()
+    if ext is None:
+        return None
+    x = x.to(torch.float16).contiguous()
+    kp = qweight.shape[0] * 8
+    if x.shape[1] != kp:  # zero columns up to the weight's padded K: the kernel reads whole 256-row tiles
+        x = F.pad(x, (0, kp - x.shape[1]))
+    b = torch.empty(0, device=x.device) if bias is None else bias.to(torch.float32).contiguous()
+    return ext.w4a16_mma(x, qweight.contiguous(), scales.to(torch.float16).contiguous(),
+                         zeros.to(torch.float16).contiguous(), b, group_size,
+                         _warps(x.shape[0], qweight.shape[1], qweight.shape[0] // 32))
+
+
+def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Return ``x @ W (+ bias)`` on the GPU path ``QuantLinear`` takes: the CUDA kernel (fp16, bias fused) where
+    it fits and builds, else the Triton kernel (or dequantize + cuBLAS for large M) and a float32 bias add."""
+    y = cuda_w4a16(x, qweight, scales, zeros, group_size, bias)
+    if y is not None:
+        return y
+    y = triton_w4a16(x, qweight, scales, zeros, group_size)
+    return y if bias is None else y.float() + bias
