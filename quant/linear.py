@@ -14,12 +14,11 @@ from torch import nn
 
 from quant.configs import W4A4, W4A8, W4A16, QuantConfig
 from quant.errors import ConfigError, ShapeError
-from quant.kernels import (dequantize_w4a8_int8, dequantize_w4a16, reference_w4a4, reference_w4a8,
-                           reference_w4a16, triton_w4a4, triton_w4a8, w4a16_matmul)
+from quant.kernels import (dequantize_w4a8_int8, dequantize_w4a16, quantize_tokens, reference_w4a4,
+                           reference_w4a8, reference_w4a16, triton_w4a4, triton_w4a8, w4a16_matmul)
 from quant.layer_base import QuantLayer
 from quant.packing import padded_k, unpack_int4
-from quant.quantizers import (quantize_per_token, quantize_w4a4_weight, quantize_w4a8_weight,
-                              quantize_w4a16_weight)
+from quant.quantizers import quantize_w4a4_weight, quantize_w4a8_weight, quantize_w4a16_weight
 
 __all__ = ["QuantLinear"]
 
@@ -104,10 +103,10 @@ class QuantLinear(QuantLayer):
         if isinstance(self.config, W4A16):
             return reference_w4a16(x2, self.qweight, self.scales, self.zeros, gs)
         if isinstance(self.config, W4A8):
-            xq, xs = quantize_per_token(x2, 8)
+            xq, xs = quantize_tokens(x2, 8)
             fn = triton_w4a8 if cuda else reference_w4a8
-            return fn(xq, xs, self.qweight, self.gscale, self.gzero, self.wscale, gs).float()
-        xoq, xos = quantize_per_token(x2[:, self.outlier_idx], 8)
-        xq, xs = quantize_per_token(x2.index_fill(1, self.outlier_idx, 0.0), 4)
+            return fn(xq, xs, self.qweight, self.gscale, self.gzero, self.wscale, gs)
+        xoq, xos = quantize_tokens(x2[:, self.outlier_idx], 8)
+        xq, xs = quantize_tokens(x2.index_fill(1, self.outlier_idx, 0.0), 4)
         fn = triton_w4a4 if cuda else reference_w4a4
-        return fn(xq, xs, xoq, xos, self.qweight, self.scales, self.oweight, self.oscale, gs).float()
+        return fn(xq, xs, xoq, xos, self.qweight, self.scales, self.oweight, self.oscale, gs)

@@ -23,9 +23,9 @@ from torch import nn
 
 from quant.configs import W6A6, W8A8, QuantConfig
 from quant.errors import ConfigError, ShapeError
-from quant.kernels import int8_gemm_scaled, reference_int8_gemm_scaled
+from quant.kernels import int8_gemm_scaled, quantize_tokens, reference_int8_gemm_scaled
 from quant.layer_base import QuantLayer
-from quant.quantizers import quantize_channel_weight, quantize_per_token
+from quant.quantizers import quantize_channel_weight
 
 __all__ = ["W8A8Linear", "LLM_INT8_THRESHOLD"]
 
@@ -92,9 +92,9 @@ class W8A8Linear(QuantLayer):
         columns = (x2.detach().abs().amax(dim=0) >= self.threshold).nonzero().squeeze(1) \
             if self.recipe == "llm.int8" else None
         if columns is None or columns.numel() == 0:
-            xq, xs = quantize_per_token(x2, self.act_bits)
+            xq, xs = quantize_tokens(x2, self.act_bits)
             return fn(xq, self.w8, xs, self.wscale, torch.float32)
-        xq, xs = quantize_per_token(x2.index_fill(1, columns, 0.0), 8)
+        xq, xs = quantize_tokens(x2.index_fill(1, columns, 0.0), 8)
         x16 = x2[:, columns].half()
         w16 = (self.w8[:, columns].float() * self.wscale[:, None]).half()
         outlier = x16 @ w16.t() if x2.is_cuda else x16.float() @ w16.float().t()  # fp16 operands either way

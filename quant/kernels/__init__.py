@@ -1,6 +1,7 @@
 """Triton kernels (W4Ax, FMPQ, the int8 GEMM, int4-cache decode attention) and a CUDA W4A16 kernel for small
 batches, each beside its torch reference."""
 
+from quant.kernels.act_quant import quantize_tokens
 from quant.kernels._launch import DEQUANT_GEMM_MIN_M, Blocks, pick_blocks, use_dequant_gemm
 from quant.kernels.decode_attention import decode_attention, reference_decode_attention, triton_decode_attention
 from quant.kernels.dequant import triton_dequant_w4a4, triton_dequant_w4a8, triton_dequant_w4a16
@@ -13,6 +14,7 @@ from quant.kernels.w4a16_cuda import cuda_w4a16, w4a16_matmul
 
 __all__ = [
     "decode_attention",
+    "quantize_tokens",
     "reference_decode_attention",
     "triton_decode_attention",
     "Blocks",
