@@ -3,7 +3,7 @@
 Four tables, each against a baseline measured in the same run:
 
 - ``peers``: for each weight shape (K, N) and batch M, einfhe's W4A16 (``w4a16_matmul``, the path QuantLinear
-  takes: the CUDA kernel at M <= 64; ``einfhe_triton`` is the Triton kernel; on CPU the torch reference),
+  takes: the CUDA kernel at M <= 8; ``einfhe_triton`` is the Triton kernel; on CPU the torch reference),
   torch's tinygemm (``_weight_int4pack_mm``, the int4 kernel torchao uses; on CPU its ``_for_cpu`` variant),
   GemLite's A16W4 (pure Triton, CUDA only, when the ``gemlite`` package is installed; its shipped H100 tuning
   where it has none for the GPU) and the dense fp16 product (cuBLAS; float32 on CPU). Every peer gets the same

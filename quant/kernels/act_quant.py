@@ -17,7 +17,7 @@ from quant.quantizers import quantize_per_token
 
 __all__ = ["quantize_tokens", "triton_quantize_per_token"]
 
-_ROUND = 12582912.0  # 1.5 * 2^23: x + _ROUND - _ROUND rounds |x| < 2^22 to the nearest even integer in float32
+_ROUND = tl.constexpr(12582912.0)  # 1.5 * 2^23: x + _ROUND - _ROUND rounds |x| < 2^22 to the nearest even integer
 
 
 @triton.jit

@@ -1,4 +1,5 @@
-"""The CUDA W4A16 kernel for small batches (``cuda/w4a16_mma.cu``), built on first use by torch's extension loader.
+"""The CUDA W4A16 kernel for batches of up to 8 rows (``cuda/w4a16_mma.cu``), built on first use by torch's
+extension loader.
 
 Triton cannot pair two nibbles into one fp16 MMA register without a shuffle (BENCHMARKS.md, issue 22), so
 this second backend dequantizes with one LOP3 per nibble pair straight into ``mma.sync`` fragments. It reads
@@ -20,9 +21,10 @@ from quant.kernels.w4a16 import triton_w4a16
 
 __all__ = ["CUDA_W4A16_MAX_M", "cuda_w4a16", "cuda_w4a16_fits", "w4a16_matmul"]
 
-# Batches up to this many rows run the CUDA kernel (one launch tile per 16 rows, each re-reading the weight
-# through L2); taller batches are compute-bound and take "dequantize once + cuBLAS" (quant.kernels._launch).
-CUDA_W4A16_MAX_M = 64
+# Batches up to this many rows (one 8-row MMA operand) run the CUDA kernel. At 9..64 rows on an H200 a 16-row
+# variant (twice the MMAs and activation registers, half the occupancy) lost to the Triton kernel: 29.2 against
+# 22.9 us at 8192^2, M = 16 (BENCHMARKS.md, issue 22), so those batches keep Triton.
+CUDA_W4A16_MAX_M = 8
 
 _SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "w4a16_mma.cu")
 
@@ -51,7 +53,7 @@ def cuda_w4a16_fits(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> 
 
 def _warps(m: int, n: int, n_tiles: int) -> int:
     """Warps per block (each takes every warps-th 256-row tile): about 16 warps per multiprocessor in all."""
-    blocks = -(-n // 32) * -(-m // 16)
+    blocks = -(-n // 32) * -(-m // 8)
     warps = 1
     while warps < 8 and blocks * warps < 2048 and warps < n_tiles:
         warps *= 2
@@ -84,4 +86,4 @@ def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     if y is not None:
         return y
     y = triton_w4a16(x, qweight, scales, zeros, group_size)
-    return y if bias is None else y.float() + bias
+    return y if bias is None else y + bias  # one float32 add (type promotion), no separate cast

@@ -1,4 +1,4 @@
-// W4A16 for small batches (up to 16 rows per launch tile): fp16 activations times group-wise int4 weights
+// W4A16 for small batches (8 activation rows per launch tile): fp16 activations times group-wise int4 weights
 // stored in quant.packing's layout, dequantized in registers straight into mma.sync B fragments.
 //
 // The weight stays in its stored layout; the permutation is on the activation side. A packed word holds
@@ -62,35 +62,35 @@ __device__ __forceinline__ void dequant_word(uint32_t w, const uint32_t* s, cons
 }
 
 // The product runs transposed (y^T = W^T x^T): dequantized weights are the A operand (16 output columns, two
-// of each lane's four), activations the B operand (8 rows each). ROWS: 8 or 16 activation rows per launch tile.
-// NJ: distinct scale rows among the 4 nibble pairs of a word (4 for groups of 32, 2 for 64, 1 for >= 128).
-template <int ROWS, int NJ>
-__global__ void __launch_bounds__(256) w4a16_mma_kernel(
+// of each lane's four), activations the B operand (the 8 rows of this block's row tile). NJ: distinct scale
+// rows among the 4 nibble pairs of a word (4 for groups of 32, 2 for 64, 1 for >= 128). A warp loads the
+// weights of its next tile before it computes the current one.
+template <int NJ>
+__global__ void __launch_bounds__(256, 2) w4a16_mma_kernel(
     const half* __restrict__ x, const int32_t* __restrict__ qw, const half* __restrict__ scales,
     const half* __restrict__ zeros, const float* __restrict__ bias, half* __restrict__ out,
     int M, int N, int K, int n_tiles, int group_log2) {
-  constexpr int NB = ROWS / 8;
-  __shared__ float red[16 * 32];
+  __shared__ float red[8 * 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, tq = lane & 3;
   // lanes past the last column or row read column N - 4 or row 0 instead: their results are never stored
-  const int n0 = blockIdx.x * 32, m0 = blockIdx.y * 16, col = min(n0 + 4 * g, N - 4);
-  for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) red[i] = 0.f;
+  const int n0 = blockIdx.x * 32, m0 = blockIdx.y * 8, col = min(n0 + 4 * g, N - 4);
+  for (int i = threadIdx.x; i < 8 * 32; i += blockDim.x) red[i] = 0.f;
   __syncthreads();
-  const half* xr[NB];
+  const half* xr = x + (size_t)(m0 + g < M ? m0 + g : 0) * K + 8 * tq;
+  const int32_t* wp = qw + (size_t)(8 * tq) * N + col;
+  float acc[2][4] = {};
+  uint4 w[8];  // the host gives a block no more warps than tiles
 #pragma unroll
-  for (int nb = 0; nb < NB; ++nb) xr[nb] = x + (size_t)(m0 + 8 * nb + g < M ? m0 + 8 * nb + g : 0) * K + 8 * tq;
-  float acc[2][NB][4] = {};
+  for (int u = 0; u < 8; ++u) w[u] = load_stream(wp + (size_t)(warp * 32 + u) * N);
   for (int t = warp; t < n_tiles; t += warps) {
-    uint4 w[8];
-    const int32_t* wp = qw + (size_t)(t * 32 + 8 * tq) * N + col;
+    uint4 xc[8];
 #pragma unroll
-    for (int u = 0; u < 8; ++u) w[u] = load_stream(wp + (size_t)u * N);
-    uint4 xc[NB][8];
+    for (int m = 0; m < 8; ++m) xc[m] = __ldg(reinterpret_cast<const uint4*>(xr + t * 256 + 32 * m));
+    uint4 wn[8];  // the next tile's words, in flight while this one is computed
+    const int tn = t + warps < n_tiles ? t + warps : t;
 #pragma unroll
-    for (int nb = 0; nb < NB; ++nb)
-#pragma unroll
-      for (int m = 0; m < 8; ++m) xc[nb][m] = __ldg(reinterpret_cast<const uint4*>(xr[nb] + t * 256 + 32 * m));
+    for (int u = 0; u < 8; ++u) wn[u] = load_stream(wp + (size_t)(tn * 32 + u) * N);
     uint32_t s2[NJ][4], nzs2[NJ][4];  // per distinct pair j and column c: (scale, -zero * scale) of rows j, j + 4
 #pragma unroll
     for (int jg = 0; jg < NJ; ++jg) {
@@ -113,14 +113,12 @@ __global__ void __launch_bounds__(256) w4a16_mma_kernel(
     for (int u = 0; u < 8; ++u) {
       // B fragments of steps 2u (pairs j = 0, 1) and 2u + 1 (pairs 2, 3): element u of chunks m and m + 4
       const uint32_t sel = u & 1 ? 0x7632 : 0x5410;
-      uint32_t b[NB][2][2];
+      uint32_t b[2][2];
 #pragma unroll
-      for (int nb = 0; nb < NB; ++nb)
-#pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          b[nb][p][0] = __byte_perm(word(xc[nb][2 * p], u >> 1), word(xc[nb][2 * p + 4], u >> 1), sel);
-          b[nb][p][1] = __byte_perm(word(xc[nb][2 * p + 1], u >> 1), word(xc[nb][2 * p + 5], u >> 1), sel);
-        }
+      for (int p = 0; p < 2; ++p) {
+        b[p][0] = __byte_perm(word(xc[2 * p], u >> 1), word(xc[2 * p + 4], u >> 1), sel);
+        b[p][1] = __byte_perm(word(xc[2 * p + 1], u >> 1), word(xc[2 * p + 5], u >> 1), sel);
+      }
 #pragma unroll
       for (int cp = 0; cp < 2; ++cp) {  // A rows g and g + 8: this lane's columns 2 cp and 2 cp + 1
         uint32_t d[2][4];
@@ -138,39 +136,26 @@ __global__ void __launch_bounds__(256) w4a16_mma_kernel(
 #pragma unroll
         for (int p = 0; p < 2; ++p) {
           const uint32_t a[4] = {d[0][2 * p], d[1][2 * p], d[0][2 * p + 1], d[1][2 * p + 1]};
-#pragma unroll
-          for (int nb = 0; nb < NB; ++nb) mma16816(acc[cp][nb], a, b[nb][p][0], b[nb][p][1]);
+          mma16816(acc[cp], a, b[p][0], b[p][1]);
         }
       }
     }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) w[u] = wn[u];
   }
 #pragma unroll
-  for (int cp = 0; cp < 2; ++cp)  // fragment (A row g [+8] = column 4 g + 2 cp [+1], B column 2 tq [+1] = row)
-#pragma unroll
-    for (int nb = 0; nb < NB; ++nb) {
-      const int r = 8 * nb + 2 * tq, c = 4 * g + 2 * cp;
-      atomicAdd(&red[r * 32 + c], acc[cp][nb][0]);
-      atomicAdd(&red[(r + 1) * 32 + c], acc[cp][nb][1]);
-      atomicAdd(&red[r * 32 + c + 1], acc[cp][nb][2]);
-      atomicAdd(&red[(r + 1) * 32 + c + 1], acc[cp][nb][3]);
-    }
+  for (int cp = 0; cp < 2; ++cp) {  // fragment (A row g [+8] = column 4 g + 2 cp [+1], B column 2 tq [+1] = row)
+    const int r = 2 * tq, c = 4 * g + 2 * cp;
+    atomicAdd(&red[r * 32 + c], acc[cp][0]);
+    atomicAdd(&red[(r + 1) * 32 + c], acc[cp][1]);
+    atomicAdd(&red[r * 32 + c + 1], acc[cp][2]);
+    atomicAdd(&red[(r + 1) * 32 + c + 1], acc[cp][3]);
+  }
   __syncthreads();
-  for (int i = threadIdx.x; i < ROWS * 32; i += blockDim.x) {
+  for (int i = threadIdx.x; i < 8 * 32; i += blockDim.x) {
     const int row = m0 + (i >> 5), n = n0 + (i & 31);
     if (row < M && n < N) out[(size_t)row * N + n] = __float2half_rn(red[i] + (bias ? bias[n] : 0.f));
   }
-}
-
-template <int ROWS>
-void launch_rows(int nj, dim3 grid, dim3 block, cudaStream_t stream, const half* x, const int32_t* qw,
-                 const half* s, const half* z, const float* bias, half* out, int M, int N, int K, int tiles,
-                 int glog) {
-  if (nj == 4)
-    w4a16_mma_kernel<ROWS, 4><<<grid, block, 0, stream>>>(x, qw, s, z, bias, out, M, N, K, tiles, glog);
-  else if (nj == 2)
-    w4a16_mma_kernel<ROWS, 2><<<grid, block, 0, stream>>>(x, qw, s, z, bias, out, M, N, K, tiles, glog);
-  else
-    w4a16_mma_kernel<ROWS, 1><<<grid, block, 0, stream>>>(x, qw, s, z, bias, out, M, N, K, tiles, glog);
 }
 
 }  // namespace
@@ -184,22 +169,24 @@ torch::Tensor w4a16_mma(torch::Tensor x, torch::Tensor qweight, torch::Tensor sc
   const int M = x.size(0), K = x.size(1), N = qweight.size(1), tiles = qweight.size(0) / 32;
   auto out = torch::empty({M, N}, x.options());
   const int glog = 31 - __builtin_clz((unsigned)group_size);
-  const int nj = group_size >= 128 ? 1 : group_size == 64 ? 2 : 4;
-  const dim3 grid((N + 31) / 32, (M + 15) / 16), block(32 * warps);
+  const dim3 grid((N + 31) / 32, (M + 7) / 8), block(32 * warps);
   auto stream = at::cuda::getCurrentCUDAStream();
   const half* xp = reinterpret_cast<const half*>(x.data_ptr<at::Half>());
+  const int32_t* qp = qweight.data_ptr<int32_t>();
   const half* sp = reinterpret_cast<const half*>(scales.data_ptr<at::Half>());
   const half* zp = reinterpret_cast<const half*>(zeros.data_ptr<at::Half>());
   const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
   half* op = reinterpret_cast<half*>(out.data_ptr<at::Half>());
-  if (M > 8)
-    launch_rows<16>(nj, grid, block, stream, xp, qweight.data_ptr<int32_t>(), sp, zp, bp, op, M, N, K, tiles, glog);
+  if (group_size >= 128)
+    w4a16_mma_kernel<1><<<grid, block, 0, stream>>>(xp, qp, sp, zp, bp, op, M, N, K, tiles, glog);
+  else if (group_size == 64)
+    w4a16_mma_kernel<2><<<grid, block, 0, stream>>>(xp, qp, sp, zp, bp, op, M, N, K, tiles, glog);
   else
-    launch_rows<8>(nj, grid, block, stream, xp, qweight.data_ptr<int32_t>(), sp, zp, bp, op, M, N, K, tiles, glog);
+    w4a16_mma_kernel<4><<<grid, block, 0, stream>>>(xp, qp, sp, zp, bp, op, M, N, K, tiles, glog);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("w4a16_mma", &w4a16_mma, "W4A16 x @ W + bias for up to 16 rows per tile (mma.sync, register dequant)");
+  m.def("w4a16_mma", &w4a16_mma, "W4A16 x @ W + bias, 8 rows per tile (mma.sync, register dequantization)");
 }
