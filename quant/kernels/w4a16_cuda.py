@@ -55,7 +55,7 @@ def _warps(m: int, n: int, n_tiles: int) -> int:
     """Warps per block (each takes every warps-th 256-row tile): about 16 warps per multiprocessor in all."""
     blocks = -(-n // 32) * -(-m // 8)
     warps = 1
-    while warps < 8 and blocks * warps < 2048 and warps < n_tiles:
+    while 2 * warps <= min(8, n_tiles) and blocks * warps < 2048:  # never more warps than tiles
         warps *= 2
     return warps
 
