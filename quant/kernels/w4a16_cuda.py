@@ -5,7 +5,9 @@ Triton cannot pair two nibbles into one fp16 MMA register without a shuffle (BEN
 this second backend dequantizes with one LOP3 per nibble pair straight into ``mma.sync`` fragments. It reads
 the weights in :mod:`quant.packing`'s layout (no second copy) and fuses the bias. The build needs nvcc and
 a CUDA device of compute capability 8.0 or newer; where either is missing, or the build fails (with one
-warning), :func:`cuda_w4a16` returns None and callers keep the Triton kernel.
+warning), :func:`cuda_w4a16` returns None and callers keep the Triton kernel. The first build takes about a
+minute and a half (87 s on the H200 of BENCHMARKS.md) and is cached under ``~/.cache/torch_extensions``;
+``EINFHE_CUDA_KERNELS=0`` skips it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ _SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "w4a16_mma.cu")
 
 @functools.lru_cache(maxsize=None)
 def _extension():
-    """Build (or load from torch's extension cache) the CUDA module; None, with one warning, if that fails."""
+    """Build (or load from torch's extension cache) the CUDA module; None, with one warning, if that fails, and
+    None without building when the environment sets ``EINFHE_CUDA_KERNELS=0``."""
+    if os.environ.get("EINFHE_CUDA_KERNELS", "1") == "0":
+        return None
     try:
         from torch.utils.cpp_extension import load
 

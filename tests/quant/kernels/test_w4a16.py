@@ -64,3 +64,15 @@ def test_matmul_without_cuda_falls_back_to_triton_and_adds_the_bias(rng):
     bound = (x.float().abs() @ reference_w4a16(torch.eye(k), t["qweight"], t["scales"], t["zeros"], gs).abs())
     assert y.dtype == torch.float32 and y.shape == (m, n)
     assert torch.all((y - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3)
+
+
+def test_cuda_kernels_can_be_switched_off(monkeypatch):
+    # EINFHE_CUDA_KERNELS=0: no build is attempted (no nvcc run, no warning) and W4A16 stays on Triton
+    from quant.kernels import w4a16_cuda
+
+    monkeypatch.setenv("EINFHE_CUDA_KERNELS", "0")
+    w4a16_cuda._extension.cache_clear()
+    try:
+        assert w4a16_cuda._extension() is None
+    finally:
+        w4a16_cuda._extension.cache_clear()
