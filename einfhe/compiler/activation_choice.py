@@ -46,16 +46,10 @@ def _relu(x):
     return np.maximum(x, 0.0)
 
 
-def _chebyshev_value(act: ChebyshevActivation):
-    coeffs = np.array(act.coeffs)
-    coeffs[0] /= 2  # OpenFHE's convention: c0 is stored doubled
-    return lambda x: np.polynomial.chebyshev.chebval((2 * x - act.lo - act.hi) / (act.hi - act.lo), coeffs)
-
-
 def _candidate(kind: str, spec, bound: float) -> ReLUChoice:
     if kind == "chebyshev":
         act = ChebyshevActivation.fit(_relu, -bound, bound, spec)
-        error = relu_error(_chebyshev_value(act), bound)
+        error = relu_error(act, bound)
         return ReLUChoice(act, f"Chebyshev deg {spec}", chebyshev_levels(spec), error)
     degrees, eps = spec
     act = CompositeReLU.fit(bound, degrees, eps)

@@ -81,6 +81,13 @@ class ChebyshevActivation:
         coeffs[0] *= 2
         return cls(tuple(float(c) for c in coeffs), float(lo), float(hi))
 
+    def __call__(self, x) -> np.ndarray:
+        """The series at `x` in float64, as OpenFHE evaluates it (c0 halved)."""
+        series = np.array(self.coeffs, dtype=np.float64)
+        series[0] /= 2
+        t = (2 * np.asarray(x, dtype=np.float64) - self.lo - self.hi) / (self.hi - self.lo)
+        return np.polynomial.chebyshev.chebval(t, series)
+
 
 @dataclass(frozen=True)
 class ReLUWithin:

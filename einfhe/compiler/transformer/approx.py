@@ -42,14 +42,6 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
 
 
-def _series(act: ChebyshevActivation, x: np.ndarray) -> np.ndarray:
-    """A Chebyshev activation evaluated as OpenFHE evaluates it (c0 halved)."""
-    c = np.array(act.coeffs)
-    c[0] /= 2
-    return np.polynomial.chebyshev.chebval((2 * np.asarray(x, dtype=np.float64) - act.lo - act.hi)
-                                           / (act.hi - act.lo), c)
-
-
 def newton_levels(first_guess: ChebyshevActivation, steps: int, per_step: int) -> int:
     """Levels of a Chebyshev first guess followed by `steps` Newton steps of `per_step` levels each."""
     return chebyshev_levels(len(first_guess.coeffs) - 1) + steps * per_step
@@ -77,7 +69,7 @@ def inverse_fit(power: float, lo: float, hi: float, degree: int, iterations: int
 def newton_inverse(power: float, x: np.ndarray, first_guess: ChebyshevActivation, steps: int) -> np.ndarray:
     """x**-power (power 1 or 0.5) by the first guess and `steps` Newton steps, in floating point as the pieces
     compute it: y (2 - x y) for the reciprocal, 1.5 y - y^2 (x/2) y for the inverse square root."""
-    y = _series(first_guess, x)
+    y = first_guess(x)
     for _ in range(steps):
         y = y * (2 - x * y) if power == 1 else 1.5 * y - (y * y) * (0.5 * x * y)
     return y
@@ -151,7 +143,7 @@ class PolySoftmax:
                              lo=lo, hi=hi, length=length, sum_hi=sum_hi)
         exp = ChebyshevActivation.fit(lambda x: np.exp(x * shrink), lo, hi, exp_degree)
         grid = _grid(lo, hi)
-        exp_error = float(np.abs(_series(exp, grid) - np.exp(grid * shrink)).max())
+        exp_error = float(np.abs(exp(grid) - np.exp(grid * shrink)).max())
         s_lo, s_hi = 1 - length * exp_error, (sum_hi or top) + length * exp_error
         if s_lo <= 0.5:
             raise ModelError("the exp fit's error swamps the row sums: raise exp_degree or squarings",
@@ -181,7 +173,7 @@ class PolySoftmax:
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         """The approximate softmax over the last axis, as the encrypted piece computes it."""
         scores = np.asarray(scores, dtype=np.float64)
-        e = _series(self.exp, scores - scores.mean(axis=-1, keepdims=True))
+        e = self.exp(scores - scores.mean(axis=-1, keepdims=True))
         p = e * self.invert(e.sum(axis=-1, keepdims=True))
         for _ in range(self.squarings):
             q = p * p
@@ -267,7 +259,7 @@ class PolyGelu:
         """Interpolate GELU on Chebyshev nodes of [lo, hi] and measure the error on a dense grid."""
         series = ChebyshevActivation.fit(gelu, lo, hi, degree)
         grid = _grid(lo, hi)
-        return cls(series, float(np.abs(_series(series, grid) - gelu(grid)).max()))
+        return cls(series, float(np.abs(series(grid) - gelu(grid)).max()))
 
     @property
     def levels(self) -> int:
@@ -276,4 +268,4 @@ class PolyGelu:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The approximate GELU, as the encrypted piece computes it."""
-        return _series(self.series, x)
+        return self.series(x)
