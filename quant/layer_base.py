@@ -15,6 +15,7 @@ from torch import nn
 
 from quant.configs import QuantConfig, config_from_json, config_to_json
 from quant.errors import ShapeError
+from quant.packing import TILE_K, pack_int4, unpack_int4
 
 __all__ = ["QuantLayer"]
 
@@ -23,6 +24,7 @@ class QuantLayer(nn.Module):
     """Base of the quantized replacements of ``nn.Linear``; ``weight`` is the dequantized ``[out, in]`` view."""
 
     EXTRA_FIELDS: tuple[str, ...] = ()  # a format's own integer constructor arguments, kept in the manifest
+    GROUP_ROWS = ("scales", "zeros", "gscale", "gzero", "a8_groups")  # buffers with one row per K group
 
     def __init__(self, in_features: int, out_features: int, config: QuantConfig, *, bias: bool = True,
                  smoothed: bool = False, recipe: str = "rtn") -> None:
@@ -80,6 +82,28 @@ class QuantLayer(nn.Module):
         return cls(int(desc["in_features"]), int(desc["out_features"]), config_from_json(desc["config"]),
                    bias=bool(desc["bias"]), smoothed=bool(desc["smoothed"]), recipe=str(desc.get("recipe", "rtn")),
                    **extras)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load as ``nn.Module`` does, first trimming packed int4 weights saved padded to whole 256-row tiles."""
+        self._trim_tile_padding(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def _trim_tile_padding(self, state: dict[str, Any], prefix: str) -> None:
+        """Repack a ``qweight`` saved with K padded to whole 256-row tiles (quant's layout before K was padded
+        only to the group) to this layer's rows, and drop the group rows past them: the dropped rows multiplied
+        only the zeros that padded the input, so the layer computes the same."""
+        key, rows = prefix + "qweight", getattr(self, "qweight", None)
+        saved = state.get(key)
+        if rows is None or saved is None or saved.dim() != 2 or saved.shape[1:] != rows.shape[1:]:
+            return
+        step = max(TILE_K, self.config.group_size)
+        if saved.shape[0] == rows.shape[0] or saved.shape[0] * 8 != -(-self.in_features // step) * step:
+            return  # this layer's own layout, or a mismatch load_state_dict reports
+        k = rows.shape[0] * 8
+        state[key] = pack_int4(unpack_int4(saved)[:k])
+        for name in self.GROUP_ROWS:
+            if prefix + name in state and getattr(self, name, None) is not None:
+                state[prefix + name] = state[prefix + name][: k // self.config.group_size]
 
     def extra_repr(self) -> str:
         """Summarize the layer for ``print(model)``."""

@@ -28,7 +28,7 @@ W4A8_PROTECT = 119  # QServe's protective range: int8 levels kept so (q4 - z) * 
 
 
 def _groups(weight: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Return the weight K-major, zero-padded to whole tiles, as ``[G, group_size, N]`` float32."""
+    """Return the weight K-major, zero-padded to whole groups, as ``[G, group_size, N]`` float32."""
     n, k = weight.shape
     kp = padded_k(k, group_size)
     wt = torch.zeros(kp, n, dtype=torch.float32, device=weight.device)

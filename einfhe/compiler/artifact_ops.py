@@ -27,11 +27,14 @@ __all__ = ["JOINS", "LINEAR_FORMATS", "UNARY"]
 
 
 def _unpack_int4(packed: np.ndarray) -> np.ndarray:
-    """quant's packed int4 words [K_padded // 8, N] (quant.packing: 256-row tiles, nibble i = rows 32 i..32 i + 31)
-    back to [K_padded, N] codes 0..15."""
-    words = packed.view(np.uint32).reshape(packed.shape[0] // 32, 1, 32, packed.shape[1])
-    shifts = (4 * np.arange(8, dtype=np.uint32)).reshape(1, 8, 1, 1)
-    return ((words >> shifts) & 15).reshape(packed.shape[0] * 8, packed.shape[1]).astype(np.int64)
+    """quant's packed int4 words [K_padded // 8, N] back to [K_padded, N] codes 0..15 (quant.packing: whole
+    256-row tiles with nibble i = rows 32 i..32 i + 31, then a tail of 32-row sub-blocks, eight rows a word)."""
+    words = packed.view(np.uint32)
+    full, n = packed.shape[0] // 32 * 32, packed.shape[1]
+    shifts = 4 * np.arange(8, dtype=np.uint32)
+    head = (words[:full].reshape(full // 32, 1, 32, n) >> shifts.reshape(1, 8, 1, 1)) & 15
+    tail = (words[full:, None, :] >> shifts.reshape(1, 8, 1)) & 15
+    return np.concatenate([head.reshape(full * 8, n), tail.reshape(-1, n)]).astype(np.int64)
 
 
 MAX_DENSE = 1 << 24  # entries of the dense matrix a layer on the flat features may become (128 MiB of int64)

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from quant.kernels._launch import Blocks, kernel_output, pick_blocks
 from quant.kernels._tiles import int4_group_products, output_tile, store_tile
-from quant.packing import unpack_int4
+from quant.packing import tile_split, unpack_int4
 
 __all__ = ["reference_fmpq", "triton_fmpq"]
 
@@ -32,10 +32,11 @@ def reference_fmpq(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor
 
 @triton.jit
 def _fmpq_kernel(x_ptr, xs_ptr, qw_ptr, s_ptr, y_ptr, M, N, K, G, n_tiles, stride_xm,
-                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SPLIT_K: tl.constexpr):
+                 GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SPLIT_K: tl.constexpr,
+                 TAIL: tl.constexpr):
     offs_m, offs_n, mask_m, mask_n = output_tile(M, N, BM, BN)
     acc = int4_group_products(x_ptr, xs_ptr, qw_ptr, s_ptr, offs_m, offs_n, mask_m, mask_n, stride_xm, K, N, G,
-                              n_tiles, tl.program_id(2), GROUP, BM, BN, SPLIT_K, True)
+                              n_tiles, tl.program_id(2), GROUP, BM, BN, SPLIT_K, True, TAIL)
     store_tile(y_ptr, acc, offs_m, offs_n, mask_m, mask_n, N, SPLIT_K)
 
 
@@ -44,11 +45,11 @@ def triton_fmpq(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor, s
     """Compute the FMPQ product for int8-held ``xq [M, K]`` and per-(token, group) ``xscale [M, G]``; return ``[M, N]``."""
     xq, xscale = xq.contiguous(), xscale.float().contiguous()
     m, k = xq.shape
-    n, n_tiles = qweight.shape[1], qweight.shape[0] // 32
+    n, (n_tiles, tail) = qweight.shape[1], tile_split(qweight.shape[0])
     b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
     out = kernel_output(m, n, xq.device, out_dtype, b.split_k)
     grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
     _fmpq_kernel[grid](xq, xscale, qweight, scales, out, m, n, k, xscale.shape[1], n_tiles, xq.stride(0),
-                       GROUP=group_size, BM=b.bm, BN=b.bn, SPLIT_K=b.split_k, num_warps=b.num_warps,
+                       GROUP=group_size, BM=b.bm, BN=b.bn, SPLIT_K=b.split_k, TAIL=tail, num_warps=b.num_warps,
                        num_stages=b.num_stages)
     return out.to(out_dtype)

@@ -2,7 +2,8 @@
 
 ``reference_w4a16`` (pure torch, float32) is the oracle; ``triton_w4a16`` is the kernel. Weights are in
 the layout of :mod:`quant.packing`: each 256-deep K tile is one ``[32, BLOCK_N]`` block of int32 words,
-and nibble ``i`` of it is the K sub-block ``32 i .. 32 i + 31``.
+and nibble ``i`` of it is the K sub-block ``32 i .. 32 i + 31``; a K padded to groups under 256 ends in a short
+tail of 32-row sub-blocks, which the last K slice takes through the fp16 dequantization below.
 
 Two paths share the kernel. Tiles of up to 16 rows (the GEMV regime, where the time goes on
 dequantization) do no fp16 arithmetic on the weights: one AND and one OR per word and nibble pair turn
@@ -21,10 +22,10 @@ import triton
 import triton.language as tl
 
 from quant.kernels._launch import Blocks, pick_blocks, use_dequant_gemm
-from quant.kernels._tiles import output_tile, x_plane
+from quant.kernels._tiles import output_tile, tail_plane, x_plane
 from quant.kernels._splitk import splitk_store, splitk_workspace
 from quant.kernels.dequant import triton_dequant_w4a16
-from quant.packing import unpack_int4
+from quant.packing import tile_split, unpack_int4
 
 __all__ = ["dequantize_w4a16", "reference_w4a16", "triton_w4a16"]
 
@@ -61,9 +62,16 @@ def _plane_dot(acc, x_ptr, offs_m, mask_m, stride_xm, k0, K, w, EVEN_K: tl.const
 
 
 @triton.jit
+def _dequant_fp16(q, s, z):
+    """Codes ``q`` (0..15) as fp16 ``(q - zero) * scale``, given the fp16 scale row and the fp16 ``1024 + zero`` row."""
+    # (1024 + q) - (1024 + z) = q - z exactly, times the fp16 scale: one rounding
+    return (((q | 0x6400).to(tl.int16)).to(tl.float16, bitcast=True) - z) * s
+
+
+@triton.jit
 def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, n_tiles, tiles_per_split,
                   stride_xm, GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr,
-                  RAW: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr):
+                  RAW: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, TAIL: tl.constexpr):
     pid_k = tl.program_id(2)
     offs_m, offs_n, mask_m, mask_n = output_tile(M, N, BM, BN)
     offs_r = tl.arange(0, 32)
@@ -79,11 +87,12 @@ def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, 
     # RAW with groups of >= 128 rows: one scale/zero row per tile half, loaded one tile ahead (these loads
     # feed no tl.dot, so Triton's pipeliner leaves them alone, and waiting on them cost ~40% at 8192 x 8192)
     PREFETCH: tl.constexpr = RAW and GROUP >= 128
-    if PREFETCH:
-        s_lo_n = _group_row(s_ptr, t_begin, 0, N, offs_n, mask_n, GROUP, EVEN_N)
-        z_lo_n = _group_row(z_ptr, t_begin, 0, N, offs_n, mask_n, GROUP, EVEN_N)
-        s_hi_n = _group_row(s_ptr, t_begin, 4, N, offs_n, mask_n, GROUP, EVEN_N)
-        z_hi_n = _group_row(z_ptr, t_begin, 4, N, offs_n, mask_n, GROUP, EVEN_N)
+    if PREFETCH:  # (a slice past the last tile, which computes nothing, still reads inside the scales)
+        t_first = tl.maximum(tl.minimum(t_begin, n_tiles - 1), 0)
+        s_lo_n = _group_row(s_ptr, t_first, 0, N, offs_n, mask_n, GROUP, EVEN_N)
+        z_lo_n = _group_row(z_ptr, t_first, 0, N, offs_n, mask_n, GROUP, EVEN_N)
+        s_hi_n = _group_row(s_ptr, t_first, 4, N, offs_n, mask_n, GROUP, EVEN_N)
+        z_hi_n = _group_row(z_ptr, t_first, 4, N, offs_n, mask_n, GROUP, EVEN_N)
     for t in range(t_begin, t_end):
         wp = qw_ptr + (t * 32 + offs_r)[:, None] * N + offs_n[None, :]
         words = tl.load(wp) if EVEN_N else tl.load(wp, mask=mask_n[None, :], other=0)
@@ -122,10 +131,16 @@ def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, 
                 if (i * 32) % GROUP == 0:
                     s = _group_row(s_ptr, t, i, N, offs_n, mask_n, GROUP, EVEN_N).to(tl.float16)
                     z = (_group_row(z_ptr, t, i, N, offs_n, mask_n, GROUP, EVEN_N) + 1024.0).to(tl.float16)
-                # (1024 + q) - (1024 + z) = q - z exactly, times the fp16 scale: one rounding
-                q = ((((words >> (4 * i)) & 15) | 0x6400).to(tl.int16)).to(tl.float16, bitcast=True)
-                k0 = t * 256 + i * 32
-                acc = _plane_dot(acc, x_ptr, offs_m, mask_m, stride_xm, k0, K, (q - z) * s, EVEN_K)
+                w = _dequant_fp16((words >> (4 * i)) & 15, s, z)
+                acc = _plane_dot(acc, x_ptr, offs_m, mask_m, stride_xm, t * 256 + i * 32, K, w, EVEN_K)
+    if TAIL > 0:  # sub-block j of the tail is plane j of tile n_tiles; the tail starts a group
+        if pid_k == SPLIT - 1:
+            for j in tl.static_range(TAIL):
+                if (j * 32) % GROUP == 0:
+                    s = _group_row(s_ptr, n_tiles, j, N, offs_n, mask_n, GROUP, EVEN_N).to(tl.float16)
+                    z = (_group_row(z_ptr, n_tiles, j, N, offs_n, mask_n, GROUP, EVEN_N) + 1024.0).to(tl.float16)
+                w = _dequant_fp16(tail_plane(qw_ptr, n_tiles, j, offs_n, mask_n, N, BN), s, z)
+                acc = _plane_dot(acc, x_ptr, offs_m, mask_m, stride_xm, n_tiles * 256 + j * 32, K, w, EVEN_K)
     offs_y = offs_m[:, None] * N + offs_n[None, :]
     mask_y = mask_m[:, None] & mask_n[None, :]
     tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
@@ -140,13 +155,13 @@ def triton_w4a16(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     n = qweight.shape[1]
     if blocks is None and use_dequant_gemm(m, k, n):
         return x @ triton_dequant_w4a16(qweight, scales, zeros, group_size, k)
-    n_tiles = qweight.shape[0] // 32
+    n_tiles, tail = tile_split(qweight.shape[0])
     b = blocks or pick_blocks(m, n, n_tiles, x.device)
     grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
     out = torch.empty(m, n, device=x.device, dtype=torch.float16)
     ws, cnt = splitk_workspace(x.device, b.split_k * m * n, grid[0] * grid[1]) if b.split_k > 1 else (out, out)
     _w4a16_kernel[grid](x, qweight, scales, zeros, out, ws, cnt, m, n, k, n_tiles, triton.cdiv(n_tiles, b.split_k),
                         x.stride(0), GROUP=group_size, BM=b.bm, BN=b.bn, SPLIT=b.split_k, RAW=b.bm <= _RAW_MAX_BM,
-                        EVEN_K=k % 256 == 0,
-                        EVEN_N=n % b.bn == 0, num_warps=b.num_warps, num_stages=b.num_stages)
+                        EVEN_K=k == qweight.shape[0] * 8, EVEN_N=n % b.bn == 0, TAIL=tail, num_warps=b.num_warps,
+                        num_stages=b.num_stages)
     return out

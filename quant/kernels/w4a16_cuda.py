@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from quant.kernels.w4a16 import triton_w4a16
+from quant.packing import tile_split
 
 __all__ = ["CUDA_W4A16_MAX_M", "cuda_w4a16", "cuda_w4a16_fits", "w4a16_matmul"]
 
@@ -49,11 +50,13 @@ def _extension():
 
 def cuda_w4a16_fits(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
     """Return True when the CUDA kernel takes this product: a CUDA device of compute capability >= 8.0,
-    at most :data:`CUDA_W4A16_MAX_M` rows and N a multiple of 4 (its 16-byte weight loads)."""
+    at most :data:`CUDA_W4A16_MAX_M` rows, N a multiple of 4 (its 16-byte weight loads) and whole 256-row
+    tiles (it reads no packed tail: a K padded to a group under 256 that is not a multiple of 256 runs Triton)."""
     if not (x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= CUDA_W4A16_MAX_M):
         return False
-    n = qweight.shape[1]
-    return n >= 4 and n % 4 == 0 and group_size >= 32 and torch.cuda.get_device_capability(x.device)[0] >= 8
+    n, tail = qweight.shape[1], tile_split(qweight.shape[0])[1]
+    return (n >= 4 and n % 4 == 0 and group_size >= 32 and tail == 0
+            and torch.cuda.get_device_capability(x.device)[0] >= 8)
 
 
 def _warps(m: int, n: int, n_tiles: int) -> int:

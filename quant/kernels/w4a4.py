@@ -16,7 +16,7 @@ import triton.language as tl
 from quant.kernels._launch import Blocks, kernel_output, pick_blocks, use_dequant_gemm
 from quant.kernels._tiles import int4_group_products, output_tile, store_tile, x_plane
 from quant.kernels.dequant import triton_dequant_w4a4
-from quant.packing import unpack_int4
+from quant.packing import tile_split, unpack_int4
 
 __all__ = ["reference_w4a4", "triton_w4a4"]
 
@@ -35,12 +35,12 @@ def reference_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xo
 def _w4a4_kernel(x_ptr, xs_ptr, xo_ptr, xos_ptr, qw_ptr, s_ptr, ow_ptr, os_ptr, y_ptr,
                  M, N, K, NO, n_tiles, stride_xm, stride_xom,
                  GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                 SPLIT_K: tl.constexpr):
+                 SPLIT_K: tl.constexpr, TAIL: tl.constexpr):
     pid_k = tl.program_id(2)
     offs_m, offs_n, mask_m, mask_n = output_tile(M, N, BM, BN)
     offs_r = tl.arange(0, 32)
     acc = int4_group_products(x_ptr, xs_ptr, qw_ptr, s_ptr, offs_m, offs_n, mask_m, mask_n, stride_xm, K, N, 1,
-                              n_tiles, pid_k, GROUP, BM, BN, SPLIT_K, False)
+                              n_tiles, pid_k, GROUP, BM, BN, SPLIT_K, False, TAIL)
     xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)
     y = acc * xs[:, None]
     opart = tl.zeros((BM, BN), dtype=tl.int32)
@@ -71,12 +71,12 @@ def triton_w4a4(xq: torch.Tensor, xscale: torch.Tensor, xoq: torch.Tensor, xosca
         y = (xq.float() * xscale.float()[:, None]).half() @ triton_dequant_w4a4(qweight, scales, group_size, k)
         yo = (xoq.float() * xoscale.float()[:, None]).half() @ (oweight.float() * oscale.float()[None, :]).half()
         return (y.float() + yo.float()).to(out_dtype)
-    n_tiles = qweight.shape[0] // 32
+    n_tiles, tail = tile_split(qweight.shape[0])
     b = blocks or pick_blocks(m, n, n_tiles, xq.device, integer=True)
     out = kernel_output(m, n, xq.device, out_dtype, b.split_k)
     grid = (triton.cdiv(m, b.bm), triton.cdiv(n, b.bn), b.split_k)
     _w4a4_kernel[grid](xq, xscale.float().contiguous(), xoq, xoscale.float().contiguous(), qweight, scales,
                        oweight, oscale.float().contiguous(), out, m, n, k, oweight.shape[0], n_tiles,
                        xq.stride(0), max(xoq.stride(0), 1), GROUP=group_size, BM=b.bm, BN=b.bn,
-                       SPLIT_K=b.split_k, num_warps=b.num_warps, num_stages=b.num_stages)
+                       SPLIT_K=b.split_k, TAIL=tail, num_warps=b.num_warps, num_stages=b.num_stages)
     return out.to(out_dtype)

@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from quant import KV4, W4A4, W4A8, W4A16, FormatError, QuantLinear, load_quantized, quantize_, save_quantized
+from safetensors.torch import load_file, save_file
+
+from quant import (FMPQ, KV4, W4A4, W4A8, W4A16, FormatError, QuantLinear, load_quantized, pack_int4, quantize_,
+                   save_quantized, unpack_int4)
 
 
 class _Block(nn.Module):
@@ -68,3 +71,34 @@ def test_the_recipe_is_recorded_whatever_its_case(tmp_path, rng):
     assert {name: entry["recipe"] for name, entry in layers.items()} == {"0": "awq", "1": "rtn"}
     loaded = load_quantized(nn.Sequential(nn.Linear(64, 8), nn.Linear(8, 4)), tmp_path)
     assert loaded[0].recipe == "awq" and torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("config", [W4A16(128), W4A8(64), W4A4(32, outliers=3), FMPQ(32)])
+def test_weights_pad_k_only_to_the_group_and_older_tile_padded_files_still_load(config, tmp_path, rng):
+    # 100 inputs at g128 store 128 rows (not 256); 384 at g64 store 384 (not 512)
+    x100 = torch.randn(6, 100, generator=rng)
+    model = nn.Sequential(nn.Linear(100, 384), nn.ReLU(), nn.Linear(384, 12))
+    quantize_(model, config, calibration=[x100])
+    gs = config.group_size
+    for layer, k in ((model[0], 100), (model[2], 384)):
+        assert layer.qweight.shape[0] * 8 == -(-k // gs) * gs
+    expected = model(x100)
+    save_quantized(model, tmp_path)
+    assert torch.equal(load_quantized(nn.Sequential(nn.Linear(100, 384), nn.ReLU(), nn.Linear(384, 12)),
+                                      tmp_path)(x100), expected)
+    # rewrite the file as quant wrote it when K was padded to whole 256-row tiles: codes of 8 and scales of 1
+    # in the extra rows, which multiply only the input's zero padding
+    state = load_file(str(tmp_path / "model.safetensors"))
+    for prefix, k in (("0.", 100), ("2.", 384)):
+        old_k = -(-k // max(256, gs)) * max(256, gs)
+        codes = unpack_int4(state[prefix + "qweight"])
+        extra = torch.full((old_k - codes.shape[0], codes.shape[1]), 8)
+        state[prefix + "qweight"] = pack_int4(torch.cat([codes, extra]))
+        for name in ("scales", "zeros", "gscale", "gzero", "a8_groups"):
+            if prefix + name in state:
+                rows = state[prefix + name]
+                state[prefix + name] = torch.cat([rows, torch.ones(old_k // gs - rows.shape[0], *rows.shape[1:],
+                                                                   dtype=rows.dtype)])
+    save_file(state, str(tmp_path / "model.safetensors"))
+    loaded = load_quantized(nn.Sequential(nn.Linear(100, 384), nn.ReLU(), nn.Linear(384, 12)), tmp_path)
+    assert loaded[0].qweight.shape == model[0].qweight.shape and torch.equal(loaded(x100), expected)
