@@ -95,10 +95,10 @@ class MiniLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Return L2-normalized sentence embeddings ``[B, 384]`` for token ids and their mask."""
         e = self.embeddings
-        pos = torch.arange(input_ids.shape[1])[None, :]
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
         h = e.LayerNorm(e.word_embeddings(input_ids) + e.position_embeddings(pos)
                         + e.token_type_embeddings(torch.zeros_like(input_ids)))
-        mask_bias = (1.0 - attention_mask[:, None, None, :].float()) * -1e4
+        mask_bias = (attention_mask[:, None, None, :] - 1) * 10000  # integer: the scores keep their dtype (fp16)
         for layer in self.encoder.layer:
             h = layer(h, mask_bias)
         m = attention_mask[..., None].float()

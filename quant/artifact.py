@@ -31,8 +31,9 @@ output's shape without the batch axis (the first axis, always the batch). Ops an
 - ``avgpool`` ``{"kernel_size", "stride"}``, ``mean`` and ``sum`` ``{"dim", "keepdim"}``, ``flatten``
   ``{"start_dim", "end_dim"}``, ``reshape`` ``{"shape"}``, ``permute`` ``{"dims"}``, ``transpose`` ``{"dim0",
   "dim1"}``, ``index`` ``{"index": [null | ":" | "..." | int, ...]}``, ``cast`` ``{"dtype"}``, ``zeros_like``,
-  ``arange`` ``{"end"}`` (no input). A size in ``shape`` or ``end`` is an int or ``["size", value, axis]`` (the
-  size of an earlier value, so the model follows its input's shape) or ``["floordiv", size, c]``.
+  ``arange`` ``{"end"}`` (no input; made on the device of the graph's inputs). A size in ``shape`` or ``end`` is
+  an int or ``["size", value, axis]`` (the size of an earlier value, so the model follows its input's shape) or
+  ``["floordiv", size, c]``.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def translate_call(exporter, node: fx.Node, name: str, args: tuple, kwargs: dict
         exporter.add(node, "cast", first, {"dtype": dtype})
     elif name == "zeros_like":
         exporter.add(node, "zeros_like", first)
-    elif name == "arange" and len(args) == 1 and not kwargs:
+    elif name == "arange" and len(args) == 1 and set(kwargs) <= {"device"}:  # made where the graph's inputs are
         exporter.add(node, "arange", [], {"end": exporter.dim(args[0], node)})
     elif name in ("adaptive_avg_pool2d", "avg_pool2d"):
         module = (nn.AdaptiveAvgPool2d(exporter.constant(args[1], node)) if name == "adaptive_avg_pool2d"

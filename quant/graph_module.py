@@ -63,7 +63,7 @@ _FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "index": _index,
     "cast": lambda attrs, x: x.to(getattr(torch, attrs["dtype"])),
     "zeros_like": lambda attrs, x: torch.zeros_like(x),
-    "arange": lambda attrs: torch.arange(attrs["end"]),
+    "arange": lambda attrs, device: torch.arange(attrs["end"], device=device),
 }
 _SIZED = {"reshape": "shape", "arange": "end"}  # attrs holding sizes that follow other values' shapes
 
@@ -138,7 +138,8 @@ class ArtifactModule(nn.Module):
         """Run the graph on its inputs; one output alone, several as a tuple."""
         values = dict(zip(self.input_names, inputs))
         for node in self.graph_nodes:
-            args = [values[name] for name in node["inputs"]]
+            # an op without inputs (arange) makes its tensor on the device of the graph's first input
+            args = [values[name] for name in node["inputs"]] or [inputs[0].device]
             if node["op"] in _WEIGHTED:
                 values[node["name"]] = self.layers[node["name"]](*args)
             else:

@@ -158,3 +158,20 @@ def test_int8_linear_nodes_load_as_w8a8linear(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(quant.load_artifact(tmp_path)(x), rounded @ dequantized.T + linear.bias,
                                    rtol=1e-5, atol=1e-5)
+
+
+class _Positions(nn.Module):
+    def forward(self, x):
+        return x * 2 + torch.arange(x.shape[1], device=x.device)
+
+
+def test_positions_are_made_on_the_inputs_device(tmp_path):
+    """``torch.arange(n, device=x.device)`` exports as an arange node that the loaded graph makes where its inputs
+    are (on the meta device here: a tensor left on the CPU could not be added to the input)."""
+    x = torch.randn(3, 5)
+    quant.export(_Positions(), x, tmp_path)
+    loaded = quant.load_artifact(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), _Positions()(x))
+        on_meta = loaded(x.to("meta"))
+    assert (on_meta.device.type, tuple(on_meta.shape)) == ("meta", (3, 5))
