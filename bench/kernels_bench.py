@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bandwidth", type=float, default=3.35e12, help="HBM bytes/s for the floor (H100 SXM: 3.35e12)")
     p.add_argument("--formats", default="w4a16,w4a8,w4a4")
     p.add_argument("--batches", help="comma-separated batch sizes M (default: the full grid, or --quick's)")
+    p.add_argument("--shapes", help="comma-separated weight shapes KxN, e.g. 8192x8192 (default: the full grid, "
+                   "or --quick's)")
     p.add_argument("--group-size", type=int, default=128)
     p.add_argument("--outliers", type=int, default=32, help="W4A4 outlier channels kept in int8")
     p.add_argument("--tune", action="store_true", help="also try the block configs of candidate_blocks(); report the best")
@@ -242,6 +244,8 @@ def main() -> None:
         shapes, batches = SHAPES, BATCHES
     if ARGS.batches:
         batches = [int(b) for b in ARGS.batches.split(",")]
+    if ARGS.shapes:
+        shapes = [tuple(int(v) for v in shape.split("x")) for shape in ARGS.shapes.split(",")]
     formats = ARGS.formats.split(",")
     if device == "cuda":
         MEASURED_BW.append(copy_bandwidth())

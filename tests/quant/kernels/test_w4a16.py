@@ -49,6 +49,7 @@ def test_split_k_reuses_its_workspace(rng):
         assert torch.all((y.float() - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3)
 
 
+@pytest.mark.cpu_only
 def test_matmul_without_cuda_falls_back_to_triton_and_adds_the_bias(rng):
     # QuantLinear's W4A16 entry point: the CUDA kernel only takes CUDA tensors, so here the Triton kernel runs
     # and the bias is added in float32 (the CUDA kernel is checked against the reference on the GPU by
