@@ -14,12 +14,12 @@ einfhe's reader of the same files.
 
     .venv/bin/python bench/models_bench.py --one-sample [--repeats 7]
 
-times the digits MLP's single sample six ways in interleaved rounds: `compile_model(..., batch=1)` as main
+times the digits MLP's single sample five ways in interleaved rounds: `compile_model(..., batch=1)` as main
 compiled it before issue 23 (the batched packing: 64 ciphertexts in), main's one-sample program (unlifted,
 every plaintext encoded on every run), and `compile_model(..., batch=1)` now (the one-sample program, lifted
-encryption, plaintexts encoded once per backend), the same with `rescale="late"`, and both at N=2^13 (depth 3 fits
-there at 128-bit only with a 2^35 scale in four key-switching digits), with each one's error against the float64
-evaluation of the same weights and the 4-bit plaintext logits, and its upload bytes.
+encryption, plaintexts encoded once per backend), the same with `rescale="late"`, and with `slots="auto"` (the
+ring priced per program: the quadratic form of the input's monomials at depth 1, N=2^13), with each one's error
+against the float64 evaluation of the same weights and the 4-bit plaintext logits, and its upload bytes.
 `--orion PYTHON` adds Orion (bench/orion_peer.py, its own venv) on the same weights in the same rounds.
 """
 
@@ -137,26 +137,22 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: s
     """Main's batch=1 (batched packing), main's one-sample program, batch=1 now and Orion, in interleaved rounds;
     errors against the float64 evaluation of the same weights (and, as before, the 4-bit plaintext logits)."""
     exact = _float64_logits(layers, x)
-    small = einfhe.Parameters(8192, 4096, 3, 35, 50, digits=4)
+    main_options = dict(slots=8192, max_cts=1 << 16, max_depth=None, placement="cost", ring_dim=65536)
     ways = {
-        "main, batch=1 (batched packing)": (_compile_program(layers, n_features, 1, slots=8192, max_cts=1 << 16,
-                                                              max_depth=None, placement="cost", ring_dim=65536), "main"),
-        "main, one-sample program": (compile_model(layers, n_features), "main"),
+        "main, batch=1 (batched packing)": (_compile_program(layers, n_features, 1, **main_options), "main"),
+        "main, one-sample program": (_compile_program(layers, n_features, None, **main_options), "main"),
         "now, batch=1": (compile_model(layers, n_features, batch=1), "now"),
         "now, batch=1, rescale='late'": (compile_model(layers, n_features, batch=1, rescale="late"), "now"),
-        # depth 3 fits N=2^13 at 128-bit only in four key-switching digits with a 35-bit scale (not chosen: error)
-        "N=2^13, 2^35 scale, 4 digits": (compile_model(layers, n_features, batch=1, slots=4096), small),
-        "N=2^13, 2^35, 4 digits, late": (compile_model(layers, n_features, batch=1, slots=4096, rescale="late"), small),
+        # the ring priced per program: the quadratic form of the monomials at depth 1 on N=2^13
+        "now, batch=1, slots='auto'": (compile_model(layers, n_features, batch=1, slots="auto"), "now"),
     }
     ready = {}
     for label, (model, way) in ways.items():
         if way == "now":
             ctx = einfhe.Context.for_plan(model.plan)
-        elif way == "main":  # main before issue 23: unlifted parameters, every plaintext encoded on every run
+        else:  # main before issue 23: unlifted parameters, every plaintext encoded on every run
             ctx = einfhe.Context.for_plan(model.plan, params=einfhe.Parameters.derive(model.plan.depth, model.plan.slots))
             ctx.backend.plaintexts.max_bytes = 0
-        else:
-            ctx = einfhe.Context.for_plan(model.plan, params=way)
         xe = einfhe.encrypt(ctx, model.pack_input(x[None, :] if model.batch else x), model.input_layout)
         ready[label] = (model, ctx, xe, [])
     peer, orion_ms = _orion_peer(layers, x, orion_python), []
@@ -173,7 +169,7 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: s
         error = float(np.abs(np.reshape(out, -1) - logits).max())
         error64 = float(np.abs(np.reshape(out, -1) - exact).max())
         upload = sum(len(ctx.backend.serialize_ciphertext(ct)) for ct in xe.cts)
-        print(f"  {label:34s} N={ctx.params.ring_dim} depth {model.plan.depth}  {1e3 * statistics.median(times):7.1f} ms "
+        print(f"  {label:34s} {model.plan.strategy:20s} N={ctx.params.ring_dim} depth {model.plan.depth}  {1e3 * statistics.median(times):7.1f} ms "
               f"(first {1e3 * times[0]:.1f})  x{base / statistics.median(times):.2f} vs main's one-sample  "
               f"max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}  upload {upload / 2**20:.2f} MiB "
               f"({len(xe.cts)} ct)")
@@ -182,9 +178,9 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: s
         error, error64 = float(np.abs(got - logits).max()), float(np.abs(got - exact).max())
         peer.close()
         orion = statistics.median(orion_ms)
-        now = statistics.median(ready["now, batch=1"][3])
+        now = statistics.median(ready["now, batch=1, slots='auto'"][3])
         print(f"  {'Orion (N=2^13 conjugate-invariant)':32s} {orion:7.1f} ms (first {orion_ms[0]:.1f})  "
-              f"Orion / now x{orion / (1e3 * now):.2f}  max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}")
+              f"Orion / now (slots='auto') x{orion / (1e3 * now):.2f}  max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}")
 
 
 def run(name: str, kind: str, args) -> None:

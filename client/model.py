@@ -84,7 +84,8 @@ class EncryptedModel:
             program = self.info["programs"][variant]
             plan = Plan.from_json(json.dumps(program["plan"]))
             input_scale = None if program["input_scale"] is None else np.asarray(program["input_scale"])
-            model_plan = ModelPlan(plan, (), program["batch"], np.asarray(program["output_scale"]), input_scale)
+            model_plan = ModelPlan(plan, (), program["batch"], np.asarray(program["output_scale"]), input_scale,
+                                   input_expansion=program.get("input_expansion"))
             params = Parameters.from_json(program["params"])
             self._programs[variant] = (model_plan, PlanInfo(f"{self.info['id']}.{variant}", plan, params, program))
         return self._programs[variant]

@@ -78,6 +78,7 @@ def _store_program(directory: Path, variant: str, program: ModelPlan, params: Pa
         "cts_in": plan.cts_in, "cts_out": plan.cts_out, "steps": len(plan.steps),
         "output_scale": np.asarray(program.output_scale, dtype=np.float64).tolist(),
         "input_scale": None if program.input_scale is None else np.asarray(program.input_scale).tolist(),
+        "input_expansion": program.input_expansion,
         "plains": plains,
     }
 

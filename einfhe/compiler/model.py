@@ -4,7 +4,10 @@ one einfhe plan.
 Two packings, chosen by `batch`:
 - one sample (`batch=None`, or `batch=1`, whose plan packs and unpacks a (1, features) batch): the client packs
   the features replicated for the first layer's joint space;
-  each linear layer is an iteration-space matrix-vector product (mul_plain, then rotate-and-sum);
+  each linear layer is an iteration-space matrix-vector product (mul_plain, then rotate-and-sum); a model that
+  opens with Linear, Square (or Quadratic), Linear may instead upload its input's monomials of degree 1 and 2 and
+  run that block as one plain matrix times them, at depth 1 (einfhe.compiler.quadratic_form), where the cost
+  table prices it lower;
 - a batch (`batch=B`, B <= slots): samples fill the slots and each feature is its own ciphertext, so a linear
   layer is plaintext-scalar products and additions across ciphertexts, with no rotation at all, and the
   throughput grows with the slot count (the layout of CryptoNets, Gilad-Bachrach et al., ICML 2016).
@@ -25,83 +28,33 @@ recorded): its square and its scaled linear term run side by side.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from ..errors import EinfheError, ModelError
 from ..layout import Dim, Layout, next_pow2
 from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
+from ..params import Parameters
+from ..plan.cost import estimate_plan
 from .branches import LOWERINGS
 from .builder import LATE, RESCALES, Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
 from .activation_choice import relu_choice
 from .layers import (ChebyshevActivation, CompositeReLU, IntLinear, Layer, Linear, MatMul, Quadratic, ReLUWithin,
                      Reorder, Residual, Square)
-from .levels import PLACEMENTS, LevelPlan, profile_layer
+from .levels import PLACEMENTS, profile_layer
+from .model_plan import BATCH_INDEX, ModelPlan
+from .quadratic_form import QUADRATIC, lower_quadratic_form, quadratic_form
+from .rings import AUTO_SLOTS, choose_ring
 
 __all__ = ["Linear", "IntLinear", "Square", "Quadratic", "ChebyshevActivation", "CompositeReLU", "ReLUWithin",
            "Residual", "MatMul", "Reorder", "ModelPlan", "SmallBatchWarning", "compile_model"]
 
-BATCH_INDEX = "Z"
 
 
 class SmallBatchWarning(UserWarning):
     """A batch too small for the batched packing to pay: its samples run one by one would cost less."""
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    """A compiled model: plan, plain operands after the input, batch size, output scale, level plan (if any)."""
-
-    plan: Plan
-    plains: tuple[np.ndarray, ...]
-    batch: int | None
-    output_scale: np.ndarray
-    input_scale: np.ndarray | None = None
-    levels: LevelPlan | None = None
-
-    @property
-    def input_layout(self) -> Layout:
-        """Layout the client encrypts the input in ((features,) or (features, batch))."""
-        return self.plan.input_layout(0)
-
-    def input_level(self, params) -> int:
-        """The level the client can encrypt the input at under `params` (einfhe.encrypt's `level`): where the plan
-        bootstraps, its first stretch's levels above where a bootstrap takes its input (the last level but one,
-        as a refreshed stretch ends: smaller ciphertexts, cheaper steps); the top (0) otherwise."""
-        first = None if self.levels is None else self.levels.first_stretch_levels
-        return 0 if first is None else params.total_depth - 1 - first
-
-    def operands(self, encrypted_input) -> tuple:
-        """The operand list for `einfhe.run(ctx, model.plan, *model.operands(xe))`."""
-        return (encrypted_input, *self.plains)
-
-    @property
-    def batched(self) -> bool:
-        """True for the batched packing (samples in the slots), False for the one-sample program."""
-        return BATCH_INDEX in self.input_layout.indices
-
-    def pack_input(self, x: np.ndarray) -> np.ndarray:
-        """The input as the client encrypts it: smoothed by the first layer's input scale (free on the
-        client), in the plan's logical shape (features,) or (features, batch) from (batch, features)."""
-        x = np.asarray(x, dtype=np.float64)
-        if self.input_scale is not None:
-            x = x * self.input_scale
-        if self.batched:
-            return x.T
-        if x.ndim == 2:  # the one-sample program of batch=1 takes a (1, features) batch
-            if x.shape[0] != 1:
-                raise ModelError(f"this one-sample program takes one sample, not a batch of {x.shape[0]}")
-            return x[0]
-        return x
-
-    def unpack_output(self, y: np.ndarray) -> np.ndarray:
-        """Decrypted output as (batch, classes) or (classes,), with the deferred scale applied."""
-        if self.batched:
-            return y.T * self.output_scale
-        y = y * self.output_scale
-        return y[None, :] if self.batch == 1 else y
 
 
 class _ModelLowering:
@@ -321,38 +274,68 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
     With `max_depth` (levels between bootstraps; off by default: models that fit a practical ring need none), a
     level plan places the bootstraps: `placement="cost"` where they cost least (einfhe.compiler.levels, priced
     at `ring_dim`), `"greedy"` just before the first layer that would not fit. `ModelPlan.levels` holds it.
-    `rescale="late"` sums each linear layer's rotations before its rescale (einfhe.compile's option)."""
+    `rescale="late"` sums each linear layer's rotations before its rescale (einfhe.compile's option).
+    `slots="auto"` compiles for 4,096 and 8,192 slots and keeps the program whose 128-bit ring is cheapest by the
+    cost table, as `einfhe.compile` does (N=2^13 holds depths 1-2 there, for results below 2^14 in magnitude)."""
     if not layers or (batch in (None, 1) and not isinstance(layers[0], (Linear, IntLinear))):
         raise ModelError("a model starts with a Linear layer (the batched packing, batch=..., takes any first layer)")
-    if batch is not None and not 1 <= batch <= slots:
-        raise ModelError(f"the batch must lie in 1..{slots} (the slot count)", batch=batch)
     if placement not in PLACEMENTS:
         raise ModelError(f"unknown bootstrap placement {placement!r}; valid placements: {', '.join(PLACEMENTS)}")
     if rescale not in RESCALES:
         raise ModelError(f"unknown rescale placement {rescale!r}; valid placements: {', '.join(RESCALES)}")
     options = dict(slots=slots, max_cts=max_cts, max_depth=max_depth, placement=placement, ring_dim=ring_dim,
                    late_rescale=rescale == LATE)
-    if batch == 1:  # the one-sample program (no samples to share the slots with)
-        return replace(_compile_program(layers, n_features, None, **options), batch=1)
+    if slots != AUTO_SLOTS:
+        return _compile_packing(layers, n_features, batch, options)
+    programs = {}  # every candidate ring compiled and priced, the cheapest kept (einfhe.compiler.rings)
+
+    def compile_at(candidate: int) -> Plan:
+        programs[candidate] = _compile_packing(layers, n_features, batch, dict(options, slots=candidate), True)
+        return programs[candidate].plan
+
+    plan = choose_ring(compile_at)
+    return replace(programs[plan.slots], plan=plan)
+
+
+def _compile_packing(layers, n_features: int, batch: int | None, options: dict, small_ring: bool = False) -> ModelPlan:
+    """The one-sample program (batch None or 1) or the batched one, at `options["slots"]` slots; `small_ring`: the
+    plans are priced on the rings `slots="auto"` gives them (a small first modulus where it fits)."""
+    if batch is not None and not 1 <= batch <= options["slots"]:
+        raise ModelError(f"the batch must lie in 1..{options['slots']} (the slot count)", batch=batch)
+    if batch in (None, 1):  # the one-sample program (no samples to share the slots with)
+        program = _one_sample(layers, n_features, options, small_ring)
+        return replace(program, batch=1) if batch == 1 else program
     program = _compile_program(layers, n_features, batch, **options)
-    if batch is not None:
-        _warn_if_small(program, layers, n_features, options)
+    _warn_if_small(program, layers, n_features, options)
     return program
+
+
+def _seconds(plan: Plan, small_ring: bool = False) -> float:
+    """The plan's estimated seconds (server steps and the client's encryption), on the ring `slots="auto"` would
+    give it where `small_ring`."""
+    params = Parameters.derive(max(1, plan.depth), plan.slots, small_first_modulus=True) if small_ring else None
+    estimate = estimate_plan(plan, params)
+    return estimate.seconds + estimate.encrypt_seconds
+
+
+def _one_sample(layers, n_features: int, options: dict, small_ring: bool = False) -> ModelPlan:
+    """The one-sample program layer by layer, or with its opening quadratic block collapsed (the client uploads
+    its input's monomials, einfhe.compiler.quadratic_form) where that applies and is estimated cheaper."""
+    program = _compile_program(layers, n_features, None, **options)
+    collapsed = None if options["max_depth"] is not None else _compile_program(layers, n_features, None, expand=True,
+                                                                              **options)
+    if collapsed is None or _seconds(program.plan, small_ring) <= _seconds(collapsed.plan, small_ring):
+        return program
+    return collapsed
 
 
 def _warn_if_small(batched: "ModelPlan", layers, n_features: int, options: dict) -> None:
     """Warn when running the batch's samples one by one through the one-sample program is estimated cheaper."""
-    from ..plan.cost import estimate_plan
-
-    def seconds(plan: Plan) -> float:
-        estimate = estimate_plan(plan)
-        return estimate.seconds + estimate.encrypt_seconds
-
     try:
-        single = _compile_program(layers, n_features, None, **options)
+        single = _one_sample(layers, n_features, options)
     except EinfheError:  # no one-sample program for this model (a residual block): nothing to compare
         return
-    per_batch, one_by_one = seconds(batched.plan), batched.batch * seconds(single.plan)
+    per_batch, one_by_one = _seconds(batched.plan), batched.batch * _seconds(single.plan)
     if one_by_one < per_batch:
         warnings.warn(f"a batch of {batched.batch} in the batched packing is estimated at {1e3 * per_batch:.0f} ms, its "
                       f"samples one by one at {1e3 * one_by_one:.0f} ms: compile with batch=None (or 1) and run each "
@@ -360,14 +343,22 @@ def _warn_if_small(batched: "ModelPlan", layers, n_features: int, options: dict)
 
 
 def _compile_program(layers, n_features: int, batch: int | None, *, slots: int, max_cts: int, max_depth,
-                     placement: str, ring_dim: int, late_rescale: bool = False) -> ModelPlan:
-    """Lower the layers in the packing `batch` chooses (None: one sample), bootstraps placed by `placement`."""
+                     placement: str, ring_dim: int, late_rescale: bool = False, expand: bool = False):
+    """Lower the layers in the packing `batch` chooses (None: one sample), bootstraps placed by `placement`; with
+    `expand`, the opening quadratic block collapsed onto the input's monomials (None where it does not apply)."""
     input_scale = None
     if isinstance(layers[0], IntLinear) and layers[0].input_scale is not None:
         input_scale = np.asarray(layers[0].input_scale, dtype=np.float64)
         layers = [IntLinear(layers[0].q, layers[0].scale, layers[0].bias), *layers[1:]]
     state = _ModelLowering(n_features, batch, slots, max_cts, late_rescale=late_rescale)
-    profile = tuple(profile_layer(state, layer, position) for position, layer in enumerate(layers))
+    first = 0
+    if expand:
+        form = quadratic_form(layers, n_features, slots)
+        if form is None:
+            return None
+        lower_quadratic_form(state, form)
+        first = 3
+    profile = tuple(profile_layer(state, layer, position) for position, layer in enumerate(layers) if position >= first)
     level_plan = None
     if max_depth is not None:
         level_plan = PLACEMENTS[placement](profile, max_depth, slots, ring_dim=ring_dim)
@@ -376,7 +367,8 @@ def _compile_program(layers, n_features: int, batch: int | None, *, slots: int, 
             if position in level_plan.bootstrap_before:
                 state.refresh()
             state.apply(layer, position)
-    kinds = "batched-features-across-ciphertexts" if batch is not None else "iteration-space"
+    kinds = "batched-features-across-ciphertexts" if batch is not None else "quadratic-form" if expand else \
+        "iteration-space"
     plan = Plan(
         spec=f"model[{', '.join(type(layer).__name__ for layer in layers)}]",
         slots=slots,
@@ -387,4 +379,5 @@ def _compile_program(layers, n_features: int, batch: int | None, *, slots: int, 
         output_layout=state.value.layout,
         strategy=kinds,
     )
-    return ModelPlan(plan, tuple(state.plains), batch, state.pending, input_scale, level_plan)
+    return ModelPlan(plan, tuple(state.plains), batch, state.pending, input_scale, level_plan,
+                     QUADRATIC if expand else None)

@@ -153,6 +153,9 @@ class ModelProgram(BaseModel):
     steps: int
     input_scale: list[float] | None = Field(description="per-feature factor the client applies before encrypting "
                                                         "(einfhe.ModelPlan.pack_input)")
+    input_expansion: Literal["quadratic"] | None = Field(
+        default=None, description="what the client encrypts instead of the features: 'quadratic', their monomials of "
+                                  "degree 1 and 2 (einfhe.compiler.quadratic_form), or null, the features")
     output_scale: list[float] = Field(description="per-output factor the client applies after decrypting "
                                                   "(einfhe.ModelPlan.unpack_output)")
     plan: dict = Field(description="the plan (einfhe.Plan.from_json), which the client needs for its context")
