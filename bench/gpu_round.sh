@@ -9,10 +9,12 @@
 #   bash bench/gpu_round.sh --cpu     # a dry run of the same steps on CPU (interpreter, tiny shapes)
 #
 # On the GPU: the CUDA W4A16 extension builds in the background (about 90 s, once) while the kernel
-# tests run (QUANT_KERNEL_DEVICE=cuda: tests/quant/kernels with their kernels on the GPU); then MiniLM end to end
-# (layer_bench --tables minilm), kernels_bench (W4A16 with the CUDA kernel checked on ragged shapes first, W4A8
-# against torch._int_mm up to M=4096) and layer_bench's other tables (peers, QuantLinear.forward over its kernel,
-# round-2 formats). Files in OUT: round.log (all output), tests.log, minilm.json, kernels.json, layer.json.
+# tests run (QUANT_KERNEL_DEVICE=cuda: tests/quant/kernels with their kernels on the GPU), then the W4A16 tests
+# again with the wide variant on (EINFHE_W4A16_WIDE=1: 9..64 rows); then MiniLM end to end (layer_bench --tables
+# minilm), the wide variant timed beside the Triton kernel and fp16 at M = 9..64 (kernels_bench, its ragged-shape
+# check first), kernels_bench (W4A16 with the CUDA kernel checked first, W4A8 against torch._int_mm up to
+# M=4096) and layer_bench's other tables (peers, QuantLinear.forward over its kernel, round-2 formats). Files in
+# OUT: round.log (all output), tests.log, minilm.json, wide.json, kernels.json, layer.json.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -83,10 +85,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$PY" -c "import time; from quant.kernels import w4a16_cuda as c; t = time.time(); ok = c._extension() is not None
 print('CUDA W4A16 build:', 'ok' if ok else 'FAILED', round(time.time() - t), 's')" & BUILD=$!
 
-QUANT_KERNEL_DEVICE=cuda step tests 150 "$PY" -m pytest -q -p no:cacheprovider --confcutdir=tests/quant \
+QUANT_KERNEL_DEVICE=cuda step tests 200 "$PY" -m pytest -q -p no:cacheprovider --confcutdir=tests/quant \
     tests/quant/kernels 2>&1 | tee "$OUT/tests.log"
 wait "$BUILD"
+EINFHE_W4A16_WIDE=1 QUANT_KERNEL_DEVICE=cuda step wide-tests 60 "$PY" -m pytest -q -p no:cacheprovider \
+    --confcutdir=tests/quant tests/quant/kernels/test_w4a16.py tests/quant/kernels/test_w4a16_wide.py 2>&1 \
+    | tee -a "$OUT/tests.log"
 step minilm 90 "$PY" bench/layer_bench.py --tables minilm "${MINILM[@]}" --json "$OUT/minilm.json"
-step kernels 200 "$PY" bench/kernels_bench.py --formats w4a16,w4a8 --batches 1,8,16,64,1024,4096 \
+EINFHE_W4A16_WIDE=1 step wide 120 "$PY" bench/kernels_bench.py --formats w4a16 --batches 9,16,32,64 \
+    --shapes 4096x4096,8192x8192,8192x28672 --json "$OUT/wide.json"
+step kernels 200 "$PY" bench/kernels_bench.py --formats w4a16,w4a8 --batches 1,16,64,1024,4096 \
     --json "$OUT/kernels.json"
 step layer 200 "$PY" bench/layer_bench.py --tables peers,layer,round2 --json "$OUT/layer.json"

@@ -8,7 +8,8 @@ at ``--bandwidth`` bytes/s (default 3.35e12, the H100 SXM datasheet figure) and,
 copy bandwidth measured at start (``floor_m``: a 1 GiB device-to-device copy, bytes read + written). Weights are rotated over enough copies to overflow L2, and every
 timing is a CUDA-graph replay (triton.testing.do_bench_cudagraph, median), so launch overhead and the
 L2 cache do not flatter small shapes. ``kernel_us`` is the path QuantLinear takes: for M <= 64 the fused
-Triton kernel (W4A16 at M <= 8: the CUDA kernel of ``quant.kernels.w4a16_cuda``), and above that
+Triton kernel (W4A16 at M <= 8: the CUDA kernel of ``quant.kernels.w4a16_cuda``; at 9..64 its wide variant
+where EINFHE_W4A16_WIDE=1), and above that
 "dequantize the int4 weight (Triton), then a GEMM" -- cuBLAS fp16 for W4A16/W4A4, the Triton int8 GEMM with
 fused scales for W4A8; ``fused_us`` is the fused Triton kernel on every row. On a GPU the CUDA W4A16 kernel is
 first checked against the torch reference on ragged shapes. Times include the per-call dequantization and,
@@ -64,6 +65,7 @@ import triton  # noqa: E402
 from quant.kernels import (Blocks, cuda_w4a16, pick_blocks, reference_w4a4, reference_w4a8,  # noqa: E402
                            reference_w4a16, triton_w4a4, triton_w4a8, triton_w4a16, use_dequant_gemm,
                            w4a16_matmul)
+from quant.kernels.w4a16_cuda import CUDA_W4A16_MAX_M, cuda_w4a16_fits  # noqa: E402
 from quant.quantizers import (quantize_per_token, quantize_w4a4_weight, quantize_w4a8_weight,  # noqa: E402
                               quantize_w4a16_weight)
 
@@ -185,8 +187,8 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
                 err = float((y - ref).norm() / ref.norm())
             floor = floor_bytes(fmt, t, m, k, n) / ARGS.bandwidth * 1e6
             floor_m = floor_bytes(fmt, t, m, k, n) / MEASURED_BW[0] * 1e6 if MEASURED_BW else None
-            path = ("cuda-mma" if on_cuda else "fused" if not dequant else "dequant+i8gemm" if fmt == "w4a8"
-                    else "dequant+cuBLAS")
+            path = (("cuda-mma" if m <= CUDA_W4A16_MAX_M else "cuda-wide") if on_cuda else "fused" if not dequant
+                    else "dequant+i8gemm" if fmt == "w4a8" else "dequant+cuBLAS")
             row = {"format": fmt, "K": k, "N": n, "M": m, "kernel_us": t_k, "fp16_us": t_fp16, "int8_us": t_int8,
                    "int8_padded_M": m8 != m, "floor_us": floor, "floor_frac": floor / t_k,
                    "floor_frac_measured": floor_m / t_k if floor_m else None,
@@ -199,23 +201,28 @@ def bench_shape(k: int, n: int, batches: list[int], formats: list[str], device: 
 
 
 def check_cuda_w4a16() -> list[dict]:
-    """Check the CUDA W4A16 kernel against the torch reference on ragged shapes (M, K, N off the tiles; every
-    group size; bias); each output must be within the fp16 rounding bound of tests/quant/kernels/test_w4a16.py."""
+    """Check ``w4a16_matmul`` (QuantLinear's W4A16 call) against the torch reference on ragged shapes (M, K, N
+    off the tiles; every group size; bias): the CUDA kernel where K pads to whole 256-row tiles, its wide variant
+    at 9..64 rows where EINFHE_W4A16_WIDE=1 turns it on, Triton elsewhere (``path`` says which). Each output must
+    be within the fp16 rounding bound of tests/quant/kernels/test_w4a16.py."""
     rows = []
     for m, k, n, gs in [(1, 384, 100, 32), (3, 1024, 260, 64), (8, 768, 96, 128), (5, 2048, 512, 256),
-                        (8, 4096, 4096, 128), (2, 640, 36, 128), (7, 1280, 200, 64), (4, 4096, 1024, 32)]:
+                        (8, 4096, 4096, 128), (2, 640, 36, 256), (7, 1280, 200, 64), (4, 4096, 1024, 32),
+                        (9, 384, 100, 256), (16, 4096, 4096, 128), (23, 1280, 260, 256), (33, 640, 36, 128),
+                        (64, 4096, 4096, 128), (50, 8192, 1024, 128)]:
         w = torch.randn(n, k, device="cuda") * 0.02
         t = quantize_w4a16_weight(w, gs)
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
         bias = torch.randn(n, device="cuda")
-        y = cuda_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs, bias)
+        path = "cuda" if cuda_w4a16_fits(x, t["qweight"], gs) else "triton"
+        y = w4a16_matmul(x, t["qweight"], t["scales"], t["zeros"], gs, bias)
         ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs) + bias
         dense = reference_w4a16(torch.eye(k, device="cuda"), t["qweight"], t["scales"], t["zeros"], gs)
         bound = x.float().abs() @ dense.abs() + bias.abs()
-        ok = y is not None and y.shape == (m, n) and bool(torch.all((y.float() - ref).abs()
-                                                                  <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3))
-        err = float((y.float() - ref).norm() / ref.norm()) if y is not None else None
-        rows.append({"M": m, "K": k, "N": n, "group": gs, "ok": ok, "rel_err": err})
+        ok = y.shape == (m, n) and bool(torch.all((y.float() - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs()
+                                                  + 1e-3))
+        rows.append({"M": m, "K": k, "N": n, "group": gs, "path": path, "ok": ok,
+                     "rel_err": float((y.float() - ref).norm() / ref.norm())})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

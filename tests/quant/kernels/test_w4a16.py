@@ -49,6 +49,24 @@ def test_split_k_reuses_its_workspace(rng):
         assert torch.all((y.float() - ref).abs() <= 2.0**-10 * bound + 2.0**-10 * ref.abs() + 1e-3)
 
 
+@pytest.mark.parametrize("m, k, n, gs", [(1, 384, 40, 64), (8, 500, 36, 256), (9, 300, 40, 256),
+                                         (33, 512, 96, 128), (64, 768, 36, 128)])
+def test_matmul_matches_reference_with_the_bias(m, k, n, gs, rng):
+    # QuantLinear's W4A16 entry point at each kind of batch: here the Triton kernel and a float32 bias; with
+    # QUANT_KERNEL_DEVICE=cuda the CUDA kernel at M <= 8 and, under EINFHE_W4A16_WIDE=1, its wide variant at
+    # 9..64 rows (groups of >= 128), each with the bias fused, where K pads to whole 256-row tiles (384 at
+    # groups of 64 keeps a packed tail: Triton)
+    w = torch.randn(n, k, generator=rng)
+    x = torch.randn(m, k, generator=rng).half()
+    bias = torch.randn(n, generator=rng)
+    t = quantize_w4a16_weight(w, gs)
+    y = w4a16_matmul(x, t["qweight"], t["scales"], t["zeros"], gs, bias)
+    ref = reference_w4a16(x, t["qweight"], t["scales"], t["zeros"], gs) + bias
+    bound = (x.float().abs() @ reference_w4a16(torch.eye(k), t["qweight"], t["scales"], t["zeros"], gs).abs())
+    assert y.shape == (m, n)
+    assert torch.all((y.float() - ref).abs() <= 2.0**-10 * (bound + bias.abs()) + 2.0**-10 * ref.abs() + 1e-3)
+
+
 @pytest.mark.cpu_only
 def test_matmul_without_cuda_falls_back_to_triton_and_adds_the_bias(rng):
     # QuantLinear's W4A16 entry point: the CUDA kernel only takes CUDA tensors, so here the Triton kernel runs
