@@ -11,13 +11,16 @@ states the exact model gives them). Accuracy, on `--sentences` held-out sentence
 model's mean-pooled embedding (the baseline, numpy, the exact blocks) and the one with polynomial blocks, after
 one layer and after six (mean and worst), and retrieval top-1 agreement (each sentence's nearest other sentence
 under both). That is the accuracy of the encrypted program's arithmetic; CKKS noise comes on top (bounded per
-layer by the OpenFHE tests of tests/einfhe/compiler/test_encoder_layer.py). Then layer 0 is compiled into its
-chain of plans at 32,768 slots: per stage its levels, rotations and ciphertext operations, the distinct rotation
-keys the chain needs, the refreshes a 128-bit ring with bootstrapping would need for its depth and the bytes of
-those keys (the cost model's key size, einfhe/data/costs.json: an estimate, not a run), in the plans' own
-rotation basis and in the pow2 and pow16 bases (keys for powers of the radix only, more rotations); with
-`--simulate`, the chain runs on the exact slot simulator and is compared with the polynomial layer in float (and
-timed against the float layer, the baseline).
+layer by the OpenFHE tests of tests/einfhe/compiler/test_encoder_layer.py and test_packed_layer.py). Then layer 0
+is compiled at 32,768 slots two ways: the einsum chain (`compile_encoder_layer`, each product compiled for the
+layouts its inputs arrive in, generic relayouts between: the baseline) and the row packing
+(`compile_packed_layer`, one layout from end to end). For each: depth, stages, steps, the distinct rotation keys
+and their bytes at a 128-bit ring with bootstrapping (the cost model's key size, einfhe/data/costs.json: an
+estimate, not a run), the rotations (hoisted or not), the same in the pow2 basis (keys for powers of two only),
+and the ratios row packing / einsum chain; then the row packing's bootstraps placed by the level planner
+(`place_bootstraps`, einfhe.compiler.levels) at the 128-bit bootstrapping parameters with the most levels between
+refreshes, and its level map. With `--simulate`, the three chains run on the exact slot simulator against the
+polynomial layer in float (timed against the float layer, the baseline).
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ from safetensors.numpy import load_file  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from einfhe.backends.simulator import SimulatorBackend  # noqa: E402
+from einfhe.compiler.transformer.refresh import place_bootstraps  # noqa: E402
+from einfhe.errors import ParameterError  # noqa: E402
 from einfhe.plan.cost import load_cost_model  # noqa: E402
-from einfhe.compiler.transformer import EncoderWeights, calibrate_encoder, compile_encoder_layer, encoder_layer  # noqa: E402,E501
+from einfhe.compiler.transformer import (EncoderWeights, calibrate_encoder, compile_encoder_layer,  # noqa: E402
+                                         compile_packed_layer, encoder_layer)
 
 try:
     from bench.quant_accuracy import stdlib_sentences
@@ -48,8 +54,9 @@ except ImportError:  # run as a script from bench/
     from quant_accuracy import stdlib_sentences
 
 SLOTS = 32768   # ring 2^16, the smallest that holds MiniLM's depth at 128-bit with bootstrapping
-BOOTSTRAP_DEPTH = 12  # the most levels a 128-bit 2^16 ring with bootstrapping leaves between refreshes
+REFRESH_DEPTHS = range(12, 0, -1)  # levels between refreshes tried, deepest first, at 128-bit with bootstrapping
 CALIBRATION = 32
+PACKINGS = {"einsum chain": compile_encoder_layer, "row packing": compile_packed_layer}  # baseline first
 
 
 def load_minilm():
@@ -141,45 +148,68 @@ def accuracy(tensors, tokenizer, layers, tokens: int, n: int, pool: list[str]) -
     return blocks, row
 
 
+def refresh_parameters(slots: int):
+    """The 128-bit bootstrapping parameters at `slots` slots with the most levels between refreshes."""
+    for depth in REFRESH_DEPTHS:
+        try:
+            return einfhe.Parameters.derive(depth, slots, bootstrap=True)
+        except ParameterError:
+            continue
+    raise SystemExit(f"no 128-bit ring with bootstrapping holds {slots} slots")
+
+
 def compiled_layer(weights, blocks, tokens: int, simulate: bool, x: np.ndarray) -> None:
-    """Compile one layer at SLOTS slots, print its level map and key set; optionally run it on the simulator."""
+    """Compile one layer at SLOTS slots both ways (the einsum chain, the baseline, and the row packing): keys,
+    rotations and steps of each (also in the pow2 basis); the row packing's bootstraps placed by the level planner
+    and its level map; optionally run the chains on the simulator against the polynomial layer in float."""
+    secure = refresh_parameters(SLOTS)
+
+    def gib(keys: int) -> float:
+        return load_cost_model().key_bytes(secure.ring_dim, secure.total_depth, keys) / 2**30
+
+    programs = {}
+    for name, compile_layer in PACKINGS.items():
+        start = time.perf_counter()
+        program = programs[name] = compile_layer(weights, blocks, tokens, slots=SLOTS)
+        compile_s = time.perf_counter() - start
+        pow2 = program.with_rotation_basis("pow2")
+        print(f"  {name}: compiled in {compile_s:.1f} s, depth {program.depth}, {len(program.stages)} stages, "
+              f"{sum(len(p.steps) for p in program.plans):,} steps, {len(program.rotation_keys):,} rotation keys "
+              f"({gib(len(program.rotation_keys)):,.1f} GiB), {program.rotation_count:,} rotations; in the pow2 "
+              f"basis {len(pow2.rotation_keys)} keys ({gib(len(pow2.rotation_keys)):,.1f} GiB), "
+              f"{pow2.rotation_count:,} rotations")
+    old, new = programs.values()
+    steps = [sum(len(p.steps) for p in program.plans) for program in (old, new)]
+    print(f"  row packing / einsum chain: rotation keys {len(new.rotation_keys) / len(old.rotation_keys):.4f}x, "
+          f"rotations {new.rotation_count / old.rotation_count:.4f}x, steps {steps[1] / steps[0]:.4f}x, "
+          f"depth {new.depth} vs {old.depth}")
+    print("  row packing, stages:\n  " + new.level_map().replace("\n", "\n  "))
     start = time.perf_counter()
-    program = compile_encoder_layer(weights, blocks, tokens, slots=SLOTS)
-    compile_s = time.perf_counter() - start
-    rotations = sorted({r for plan in program.plans for r in plan.rotations})
-    total_rotations = sum(plan.op_counts().get("rotate", 0) for plan in program.plans)
-    cts = sum(op.layout.num_cts for plan in program.plans for op in plan.cipher_inputs)
-    print(f"  layer 0 compiled at {SLOTS} slots in {compile_s:.1f} s: depth {program.depth}, "
-          f"{len(rotations)} distinct rotation keys, {sum(len(p.steps) for p in program.plans)} steps, "
-          f"{cts} ciphertext inputs over {len(program.stages)} stages")
-    print("  " + program.level_map().replace("\n", "\n  "))
-    secure = einfhe.Parameters.derive(BOOTSTRAP_DEPTH, SLOTS, bootstrap=True)
-    print(f"  at 128-bit ({secure.ring_dim} ring with bootstrapping, {secure.depth} levels per refresh): the depth needs "
-          f">= {math.ceil(program.depth / secure.depth) - 1} refreshes on the critical path (the softmax alone "
-          f"{math.ceil(blocks.softmax.levels / secure.depth) - 1}); the rotation keys would take "
-          f"{load_cost_model().key_bytes(secure.ring_dim, secure.depth, len(rotations)) / 2**30:,.0f} GiB (cost model's "
-          "key size, einfhe/data/costs.json)")
-    for basis in ("pow2", "pow16"):
-        rebased = program.with_rotation_basis(basis)
-        keys = {r for plan in rebased.plans for r in plan.rotations}
-        count = sum(plan.op_counts().get("rotate", 0) for plan in rebased.plans)
-        print(f"  in the {basis} rotation basis: {len(keys)} rotation keys "
-              f"({load_cost_model().key_bytes(secure.ring_dim, secure.depth, len(keys)) / 2**30:,.1f} GiB), "
-              f"{count:,} rotations ({count / total_rotations:.1f}x the plan basis' {total_rotations:,})")
+    refreshed, level_plan = place_bootstraps(new, secure.depth, SLOTS)
+    print(f"  row packing with bootstraps placed by the level planner in {time.perf_counter() - start:.1f} s, at "
+          f"128-bit: ring {secure.ring_dim}, {secure.depth} levels between refreshes, scale 2^{secure.scale_bits}, "
+          f"{secure.total_depth} levels of keys ({gib(len(new.rotation_keys)):,.1f} GiB of rotation keys by the cost "
+          "model, an estimate; bootstrapping's own keys beside them)")
+    print("  " + str(level_plan).replace("\n", "\n  "))
+    print(f"  the chain holds {sum(p.bootstraps for p in refreshed.plans)} bootstrap steps (a value read in two "
+          f"stages past a refresh is refreshed in each), depth {refreshed.depth}")
+    programs["row packing with bootstraps"] = refreshed
     if not simulate:
         return
-    params = einfhe.Parameters.insecure_for_tests(min(program.depth, 60), SLOTS)
-    backend = SimulatorBackend(SLOTS, program.depth)  # past 60 levels: no test ring, so no Context.for_plan
-    backend.rotations = tuple(rotations)
-    ctx = einfhe.Context(backend, params, program.plans)
-    start = time.perf_counter()
-    out = einfhe.decrypt(ctx, program.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, program.input_layout)))
-    sim_s = time.perf_counter() - start
     start = time.perf_counter()
     expected = encoder_layer(weights, x, blocks)
     float_s = time.perf_counter() - start
-    print(f"  simulated chain: {sim_s:.1f} s ({sim_s / float_s:.0f}x the float layer's {1e3 * float_s:.1f} ms), "
-          f"max |chain - polynomial layer| = {np.abs(out - expected).max():.1e}")
+    for name, program in programs.items():
+        params = einfhe.Parameters.insecure_for_tests(min(program.depth, 60), SLOTS, bootstrap=program is refreshed)
+        backend = SimulatorBackend(SLOTS, program.depth)  # past 60 levels: no test ring, so no Context.for_plan
+        backend.rotations = program.rotation_keys
+        ctx = einfhe.Context(backend, params, program.plans)
+        start = time.perf_counter()
+        out = einfhe.decrypt(ctx, program.run(functools.partial(einfhe.run, ctx),
+                                              einfhe.encrypt(ctx, x, program.input_layout)))
+        sim_s = time.perf_counter() - start
+        print(f"  {name} simulated: {sim_s:.1f} s ({sim_s / float_s:.0f}x the float layer's {1e3 * float_s:.1f} ms), "
+              f"max |chain - polynomial layer| = {np.abs(out - expected).max():.1e}")
 
 
 def main() -> None:

@@ -58,6 +58,10 @@ class CostModel:
         op = _ALIAS.get(op, op)
         if op == "load":
             return 0.0
+        if not 0 <= level <= depth:
+            raise ParameterError(f"level {level} is outside the {depth} levels of the parameters priced: a plan "
+                                 "deeper than its parameters (derive them for the plan's depth, or bootstrap)",
+                                 level=level, depth=depth)
         if op not in PRICED_OPS:
             raise PlanError(f"the cost model has no price for op {op!r}; priced ops: {', '.join(PRICED_OPS)}")
         row, ring, towers = self._lookup(self.prices, ring_dim, depth, level)
@@ -158,6 +162,10 @@ class Estimate:
 def estimate_plan(plan, params: Parameters | None = None, model: CostModel | None = None) -> Estimate:
     """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes."""
     model = model or load_cost_model()
+    if params is not None and plan.depth > params.depth:
+        raise ParameterError(f"the plan needs {plan.depth} levels between refreshes, the parameters have "
+                             f"{params.depth}: derive them for the plan's depth, or bootstrap",
+                             plan_depth=plan.depth, params_depth=params.depth)
     depth = params.depth if params else max(1, plan.depth)
     ring = params.ring_dim if params else _plan_ring(plan, depth)
     levels = plan.levels()

@@ -1,12 +1,16 @@
 """An encrypted transformer: the non-linear blocks as polynomials on calibrated ranges (approx) and as plan pieces
 (pieces); an encoder layer's weights, exact layer and calibration (encoder), compiled into a chain of plans
-(program)."""
+(program): over the einsum compiler's layouts, or in one row packing from end to end (packed, with its row
+products in rowmatmul), with bootstraps placed inside it by the level planner (refresh)."""
 
 from .approx import PolyGelu, PolyLayerNorm, PolySoftmax, gelu
 from .encoder import EncoderBlocks, EncoderWeights, calibrate_encoder, encoder_layer, heads_of
 from .pieces import Piece, PieceBuilder, gelu_piece, layernorm_piece, softmax_piece
 from .program import EncoderProgram, Stage, bias_piece, compile_encoder_layer, natural_piece, sum_piece
+from .packed import RowPacking, compile_packed_layer
+from .refresh import place_bootstraps
 
 __all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "Piece", "PieceBuilder", "softmax_piece",
            "layernorm_piece", "gelu_piece", "EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder",
-           "heads_of", "Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece"]
+           "heads_of", "Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece",
+           "RowPacking", "compile_packed_layer", "place_bootstraps"]

@@ -1,8 +1,10 @@
 """The transformer's non-linear blocks as plan pieces: a `Plan` over one cipher operand (two for a residual sum,
 `PieceBuilder.extra_input`) plus the plain operands it registers, built with `PlanBuilder` and run like any plan.
 
-A piece first moves its input into the natural layout of its logical shape when it arrives in another one (a
-relayout by masked rotations: one level), so the reduced axis is the innermost slot axis, padded with zeros. A row
+A piece that reduces rows (softmax, LayerNorm) first moves its input into the natural layout of its logical shape
+(a relayout by masked rotations: one level) unless its rows already lie innermost, every dimension a tensor axis
+(`PieceBuilder.rows`), so the reduced axis is the innermost slot axis, padded with zeros; GELU, slot-wise, only
+relayouts an input that holds junk. A row
 sum broadcast over that axis (`PieceBuilder.row_sum`) is log2(n) rotations and additions that leave each row's sum in
 its first slot, a selector plaintext that keeps those slots (times a weight, e.g. 1/n for a mean: one level), and
 log2(n) rotations back that copy it over the row. Polynomials are OpenFHE's Chebyshev series; Newton's steps are
@@ -61,6 +63,13 @@ class PieceBuilder:
         """The value in the natural (row-major, zero-padded) layout of its shape: a relayout where it is not."""
         target = natural_layout(value.layout.shape, value.layout.slots, value.layout.indices)
         return value if value.layout == target else self.builder.relayout(value, target)
+
+    def rows(self, value: Packed) -> Packed:
+        """The value in a layout whose rows a row sum can reduce: kept when every dimension is a tensor axis and
+        the innermost is the last axis (each row's slots, padding included, are its own), else the natural one."""
+        dims = value.layout.dims
+        ready = dims and all(d.kind == "axis" for d in dims) and dims[-1].name == value.layout.indices[-1]
+        return value if ready else self.natural(value)
 
     def plain(self, array: np.ndarray) -> str:
         """Register a plain operand; return its name in the plan."""
@@ -135,7 +144,7 @@ def softmax_piece(layout: Layout, softmax: PolySoftmax) -> Piece:
     """softmax over the last axis of a cipher tensor encrypted in `layout` (scores in the fitted range)."""
     _check_last_axis(layout, softmax.length, "the softmax")
     pb = PieceBuilder(layout)
-    scores = pb.natural(pb.input)
+    scores = pb.rows(pb.input)
     exps = pb.chebyshev(pb.sub(scores, pb.row_sum(scores, 1.0 / softmax.length)), softmax.exp)
     last = scores.layout.dims[-1] if scores.layout.dims else None
     if last is not None and last.extent < last.size:
@@ -163,7 +172,7 @@ def layernorm_piece(layout: Layout, norm: PolyLayerNorm) -> Piece:
     width = norm.gamma.shape[0]
     _check_last_axis(layout, width, "the LayerNorm")
     pb = PieceBuilder(layout)
-    x = pb.natural(pb.input)
+    x = pb.rows(pb.input)
     mean = pb.row_sum(x, 1.0 / width)
     variance = pb.sub(pb.row_sum(pb.mul(x, x), 1.0 / width), pb.mul(mean, mean))
     variance = pb.add_const(variance, norm.eps)
@@ -179,6 +188,6 @@ def gelu_piece(layout: Layout, activation: PolyGelu, bias: np.ndarray | None = N
     """GELU slot-wise on a cipher tensor encrypted in `layout` (plus `bias` over its last axis first; inputs in the
     fitted range)."""
     pb = PieceBuilder(layout)
-    x = pb.natural(pb.input)
+    x = pb.input if layout.clean else pb.natural(pb.input)  # slot-wise: any layout without junk will do
     x = x if bias is None else pb.add_const(x, bias)
     return pb.plan(f"gelu[{layout.indices}]", pb.chebyshev(x, activation.series))

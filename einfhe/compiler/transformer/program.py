@@ -17,13 +17,14 @@ import numpy as np
 
 from ...errors import ModelError, PlanError
 from ...layout import Layout, natural_layout
-from ...plan import Plan
+from ...plan import ROTATION_OPS, Load, Plan, step_level
 from ...plan.keybasis import with_rotation_basis
 from ..einsum import cipher, compile_einsum
 from .encoder import EncoderBlocks, EncoderWeights
 from .pieces import PieceBuilder, Piece, gelu_piece, layernorm_piece, softmax_piece
 
-__all__ = ["Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece"]
+__all__ = ["Stage", "EncoderProgram", "StageChain", "compile_encoder_layer", "bias_piece", "sum_piece",
+           "natural_piece", "INPUT"]
 
 INPUT = "x"
 INTERMEDIATE_BUDGET = 1 << 40  # a stage's cipher inputs are the server's own values, never uploaded
@@ -57,12 +58,13 @@ def natural_piece(layout: Layout) -> Piece:
 
 
 def sum_piece(first: Layout, second: Layout, bias: np.ndarray | None = None) -> Piece:
-    """a + b (+ bias) for two cipher tensors of one shape in any layouts, in the natural layout (a residual)."""
+    """a + b (+ bias) for two cipher tensors of one shape (a residual): in their layout where they share one, else
+    in the natural layout."""
     if first.shape != second.shape:
         raise ModelError("a residual sum needs two tensors of one shape", first=first.shape, second=second.shape)
     pb = PieceBuilder(first)
     other = pb.extra_input(second)
-    total = pb.add(pb.natural(pb.input), pb.natural(other))
+    total = pb.add(pb.input, other) if first == second else pb.add(pb.natural(pb.input), pb.natural(other))
     return pb.plan(f"sum[{first.indices}]", total if bias is None else pb.add_const(total, bias))
 
 
@@ -79,28 +81,50 @@ class EncoderProgram:
         """Every stage's plan (a context for the program is made for all of them)."""
         return tuple(stage.plan for stage in self.stages)
 
-    def levels(self) -> dict[str, tuple[int, int]]:
-        """Per stage, the level it starts at and the level its result reaches (an upper bound: each plan's depth
-        added to the deepest of its inputs)."""
-        reached, spans = {INPUT: 0}, {}
+    def value_levels(self) -> list[dict[int, int]]:
+        """Per stage, the level of each of its values: a load at the level its source reached, a bootstrap at 0."""
+        reached = {INPUT: (0,) * self.input_layout.num_cts}
+        out = []
         for stage in self.stages:
-            start = max(reached[name] for name in stage.inputs)
-            reached[stage.output] = start + stage.plan.depth
-            spans[stage.name] = (start, reached[stage.output])
+            levels: dict[int, int] = {}
+            for step in stage.plan.steps:
+                levels[step.out] = (reached[stage.operands[step.operand]][step.ct] if isinstance(step, Load)
+                                    else step_level(step, levels))
+            reached[stage.output] = tuple(levels[v] for v in stage.plan.outputs)
+            out.append(levels)
+        return out
+
+    def levels(self) -> dict[str, tuple[int, int]]:
+        """Per stage, the deepest level among its inputs and the deepest its result reaches."""
+        spans = {}
+        for stage, levels in zip(self.stages, self.value_levels()):
+            loads = [levels[step.out] for step in stage.plan.steps if isinstance(step, Load)]
+            spans[stage.name] = (max(loads, default=0), max(levels[v] for v in stage.plan.outputs))
         return spans
 
     @property
     def depth(self) -> int:
-        """Levels the whole chain consumes (the parameters' depth it needs without bootstrapping)."""
-        return max(end for _, end in self.levels().values())
+        """Levels the chain consumes between refreshes (the parameters' depth it needs): the deepest any value
+        reaches."""
+        return max(max(levels.values()) for levels in self.value_levels())
 
     def level_map(self) -> str:
         """One line per stage: its levels, plan depth, rotations and ciphertext operations."""
         lines = [f"{'stage':<14}{'levels':>10}{'depth':>7}{'rotations':>11}  reads"]
         for stage, (start, end) in zip(self.stages, self.levels().values()):
             lines.append(f"{stage.name:<14}{f'{start}->{end}':>10}{stage.plan.depth:>7}"
-                         f"{stage.plan.op_counts().get('rotate', 0):>11}  {', '.join(stage.inputs)}")
+                         f"{_rotations(stage.plan):>11}  {', '.join(stage.inputs)}")
         return "\n".join(lines)
+
+    @property
+    def rotation_keys(self) -> tuple[int, ...]:
+        """The distinct rotation offsets of every stage, one key each (normalized to 0 < r < slots)."""
+        return tuple(sorted({r for plan in self.plans for r in plan.rotations}))
+
+    @property
+    def rotation_count(self) -> int:
+        """Rotations of the whole chain, hoisted or not."""
+        return sum(_rotations(plan) for plan in self.plans)
 
     def with_rotation_basis(self, basis: str) -> "EncoderProgram":
         """The same chain with every rotation in `basis` ("pow2", "pow4", "pow16": keys for the powers of the radix
@@ -118,7 +142,13 @@ class EncoderProgram:
         return values[self.output]
 
 
-class _Chain:
+def _rotations(plan: Plan) -> int:
+    """Rotations of one plan, hoisted or not."""
+    counts = plan.op_counts()
+    return sum(counts[op] for op in ROTATION_OPS)
+
+
+class StageChain:
     """Stages appended one by one, each plan compiled for the layouts its inputs actually have."""
 
     def __init__(self, input_layout: Layout, slots: int) -> None:
@@ -171,7 +201,7 @@ def compile_encoder_layer(weights: EncoderWeights, blocks: EncoderBlocks, tokens
     wq = (w.wq / np.sqrt(e)).reshape(split)  # the score's 1/sqrt(e) folded into the query projection
     if input_layout is None:
         input_layout = compile_einsum("sd,dhe->hse", cipher((tokens, d)), wq, slots=slots).input_layout(0)
-    chain = _Chain(input_layout, slots)
+    chain = StageChain(input_layout, slots)
     biased = {}
     for key, matrix, bias in (("q", wq, w.bq / np.sqrt(e)), ("k", w.wk.reshape(split), w.bk),
                               ("v", w.wv.reshape(split), w.bv)):

@@ -140,3 +140,18 @@ def test_key_bytes_are_the_serialized_keys_of_the_context_made_for_the_plan(spec
     serialized = len(einfhe.evaluation_keys_to_bytes(ctx))
     assert abs(serialized - estimate.key_bytes - public_key) <= 0.01 * serialized
     assert plan.estimate(ctx.params).key_bytes == estimate.key_bytes
+
+
+def test_a_plan_deeper_than_its_parameters_is_refused_with_a_typed_error():
+    """A plan estimated on parameters two or more levels shallower than it once raised KeyError 'rescale' (the
+    cost table has no rescale price past the last level)."""
+    from einfhe.errors import ParameterError
+    x = einfhe.cipher((8,))
+    plan = einfhe.compile("i,i,i,i,i->i", x, x, x, x, x, slots=32768)
+    shallow = einfhe.Parameters.derive(1, 32768)
+    assert plan.depth == 3 and shallow.ring_dim == 65536 and shallow.depth == 1
+    with pytest.raises(ParameterError, match="the plan needs 3 levels"):
+        estimate_plan(plan, shallow)
+    with pytest.raises(ParameterError, match="outside the 1 levels"):
+        load_cost_model().price("rescale", 65536, 1, 3)
+    assert estimate_plan(plan, einfhe.Parameters.derive(3, 32768)).seconds > 0
