@@ -4,10 +4,12 @@ The model is byte-level (2 layers, d_model 128, 2 heads of 64, rotate-half RoPE,
 ``--steps`` on the docstrings of the Python standard library (every Python ships them; nothing is
 downloaded); one module in eight is held out for evaluation. The float perplexity runs the whole window at
 once; the quantized ones decode token by token through :class:`quant.QuantKVCache` (keys after RoPE; per
-head, or with keys in smaller groups of channels; plain or centered on the calibration means) and
+head, or with keys in smaller groups of channels; plain or centered on the calibration means; or static
+per-channel ranges from calibration, with keys cached before RoPE and rotated when read, or after it) and
 the decode attention's torch reference (on CUDA the Triton kernel, tested equal to it), so the cache that
 is measured is the one that is read. Prints each perplexity's ratio to float and the cache's bytes against
-an fp16 cache of the same tokens.
+an fp16 cache of the same tokens: over all the windows, for one window of 128 tokens, and per token (the
+asymptote: without the tables of centers or ranges, which do not grow with the tokens).
 
 Usage: ``python bench/kv_cache_bench.py [--steps 500] [--windows 400] [--checkpoint lm.pt] [--json out.json]``.
 """
@@ -23,20 +25,12 @@ import time
 import torch
 from torch import nn
 
-from quant import QuantKVCache, fold_smooth_attention, kv_centers, smooth_attention_scales
+from quant import QuantKVCache, fold_smooth_attention, kv_centers, kv_ranges, rotate_half_rope, smooth_attention_scales
 from quant.kernels import decode_attention
 from stdlib_text import stdlib_docstrings
 
 CONTEXT = 128
-
-
-def rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotate-half rotary embedding of ``[B, H, T, D]`` at the given ``[T]`` positions."""
-    half = x.shape[-1] // 2
-    angles = positions.float()[:, None] / 10000 ** (torch.arange(half, dtype=torch.float32) / half)[None, :]
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+ROPE_BASE = 10000.0
 
 
 class Block(nn.Module):
@@ -49,15 +43,17 @@ class Block(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d) for _ in range(4))
         self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
 
-    def qkv(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Queries, keys (both after RoPE) and values, ``[B, H, T, D]``."""
+    def qkv(self, h: torch.Tensor, positions: torch.Tensor, rope_keys: bool = True) -> tuple[torch.Tensor, ...]:
+        """Queries (after RoPE), keys (after RoPE unless ``rope_keys`` is False) and values, ``[B, H, T, D]``."""
         b, t, d = h.shape
 
         def split(z: torch.Tensor) -> torch.Tensor:
             return z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
 
         x = self.ln1(h)
-        return rope(split(self.q_proj(x)), positions), rope(split(self.k_proj(x)), positions), split(self.v_proj(x))
+        k = split(self.k_proj(x))
+        k = rotate_half_rope(k, positions, ROPE_BASE) if rope_keys else k
+        return rotate_half_rope(split(self.q_proj(x)), positions, ROPE_BASE), k, split(self.v_proj(x))
 
     def finish(self, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """Add the attention output (``[B, H, T, D]``) and the MLP to the residual stream."""
@@ -95,7 +91,7 @@ class TinyLM(nn.Module):
         for t in range(tokens.shape[1]):
             h = self.embed(tokens[:, t:t + 1])
             for block, cache in zip(self.blocks, caches):
-                q, k, v = block.qkv(h, torch.tensor([t]))
+                q, k, v = block.qkv(h, torch.tensor([t]), rope_keys=cache.rope_base is None)
                 cache.append(k, v)
                 attended = decode_attention(q[:, :, 0], cache, q.shape[-1] ** -0.5)
                 h = block.finish(h, attended[:, :, None])
@@ -150,14 +146,14 @@ def smoothed_copy(model: TinyLM, calibration: torch.Tensor) -> TinyLM:
 
 
 @torch.no_grad()
-def calibration_centers(model: TinyLM, calibration: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each layer's key (after RoPE) and value means per head and channel on the calibration windows."""
-    centers, h = [], model.embed(calibration)
+def calibration_kv(model: TinyLM, calibration: torch.Tensor, rope_keys: bool = True) -> list[tuple[torch.Tensor, ...]]:
+    """Each layer's keys (after RoPE, or before it) and values ``[B, H, T, D]`` on the calibration windows."""
+    kv, h = [], model.embed(calibration)
     for block in model.blocks:
-        _, k, v = block.qkv(h, torch.arange(h.shape[1]))
-        centers.append(kv_centers(k, v))
+        _, k, v = block.qkv(h, torch.arange(h.shape[1]), rope_keys=rope_keys)
+        kv.append((k, v))
         h = block(h)
-    return centers
+    return kv
 
 
 def main() -> None:
@@ -189,23 +185,34 @@ def main() -> None:
     with torch.no_grad():
         base = perplexity(model(windows), windows)
     fp16_bytes = 2 * len(model.blocks) * windows.numel() * model.blocks[0].q_proj.out_features * 2
-    rows = [{"cache": "float (fp16 bytes)", "perplexity": base, "ratio": 1.0, "cache_bytes": fp16_bytes}]
+    rows = [{"cache": "float (fp16 bytes)", "perplexity": base, "ratio": 1.0, "cache_bytes": fp16_bytes,
+             "smaller": 1.0, "smaller_one_window": 1.0, "smaller_per_token": 1.0}]
     calibration = train_bytes[:CONTEXT * 16].view(16, CONTEXT)
-    print(f"{rows[0]['cache']:<34} perplexity {base:.4f}  cache {fp16_bytes} bytes", flush=True)
-    smoothed, centers = smoothed_copy(model, calibration), calibration_centers(model, calibration)
-    for name, bits, key_group, lm, centered in (
-            ("KV8", 8, None, model, False), ("KV4", 4, None, model, False),
-            ("KV4 + SmoothAttention (alpha 0.5)", 4, None, smoothed, False),
-            ("KV4, keys in groups of 16", 4, 16, model, False),
-            ("KV4 centered", 4, None, model, True), ("KV4 centered, keys in groups of 32", 4, 32, model, True)):
-        caches = [QuantKVCache(bits, key_group=key_group, centers=c if centered else None) for c in centers]
+    print(f"{rows[0]['cache']:<40} perplexity {base:.4f}  cache {fp16_bytes} bytes", flush=True)
+    smoothed = smoothed_copy(model, calibration)
+    centers = [kv_centers(k, v) for k, v in calibration_kv(model, calibration)]
+    ranges = [kv_ranges(k, v) for k, v in calibration_kv(model, calibration)]
+    pre_rope = [kv_ranges(k, v) for k, v in calibration_kv(model, calibration, rope_keys=False)]
+    variants = [("KV8", model, lambda i: QuantKVCache(8)), ("KV4", model, lambda i: QuantKVCache(4)),
+                ("KV4 + SmoothAttention (alpha 0.5)", smoothed, lambda i: QuantKVCache(4)),
+                ("KV4, keys in groups of 16", model, lambda i: QuantKVCache(4, key_group=16)),
+                ("KV4 centered", model, lambda i: QuantKVCache(4, centers=centers[i])),
+                ("KV4 centered, keys in groups of 32", model, lambda i: QuantKVCache(4, 32, centers=centers[i])),
+                ("KV4 static ranges, keys after RoPE", model, lambda i: QuantKVCache(4, ranges=ranges[i])),
+                ("KV4 static ranges, keys before RoPE", model,
+                 lambda i: QuantKVCache(4, ranges=pre_rope[i], rope_base=ROPE_BASE))]
+    for name, lm, make_cache in variants:
+        caches = [make_cache(i) for i in range(len(lm.blocks))]
         ppl = perplexity(lm.decode(windows, caches), windows)
-        rows.append({"cache": name, "perplexity": ppl, "ratio": ppl / base,
-                     "cache_bytes": sum(c.nbytes() for c in caches)})
+        held, constant = sum(c.nbytes() for c in caches), sum(c.constant_bytes() for c in caches)
+        one_window = (held - constant) // len(windows) + constant
+        rows.append({"cache": name, "perplexity": ppl, "ratio": ppl / base, "cache_bytes": held,
+                     "smaller": fp16_bytes / held, "smaller_one_window": fp16_bytes / len(windows) / one_window,
+                     "smaller_per_token": fp16_bytes / (held - constant)})
         row = rows[-1]
-        print(f"{row['cache']:<34} perplexity {row['perplexity']:.4f}  x{row['ratio']:.4f} of float  "
-              f"cache {row['cache_bytes']} bytes  ({fp16_bytes / row['cache_bytes']:.2f}x smaller than fp16)",
-              flush=True)
+        print(f"{row['cache']:<40} perplexity {row['perplexity']:.4f}  x{row['ratio']:.4f} of float  "
+              f"cache {held} bytes: {row['smaller']:.3f}x smaller than fp16 ({row['smaller_one_window']:.3f}x for "
+              f"one window, {row['smaller_per_token']:.3f}x per token)", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

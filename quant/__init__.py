@@ -20,7 +20,8 @@ from quant.graph_export import export
 from quant.graph_module import ArtifactModule, load_artifact
 from quant.integer_torch import integer_module, load_integer_module
 from quant.kv import KVQuantized
-from quant.kv_cache import QuantKVCache, decode_scales, dequantize_heads, encode_scales, kv_centers, quantize_heads
+from quant.kv_cache import (QuantKVCache, decode_scales, dequantize_heads, dequantize_static, encode_scales, kv_centers,
+                            kv_ranges, quantize_heads, quantize_static, rotate_half_rope)
 from quant.layer_base import QuantLayer
 from quant.linear import QuantLinear
 from quant.packing import pack_int4, unpack_int4
@@ -58,6 +59,10 @@ __all__ = [
     "encode_scales",
     "decode_scales",
     "kv_centers",
+    "kv_ranges",
+    "quantize_static",
+    "dequantize_static",
+    "rotate_half_rope",
     "smooth_attention_scales",
     "fold_smooth_attention",
     "pack_int4",

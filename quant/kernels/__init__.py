@@ -3,7 +3,8 @@ batches, each beside its torch reference."""
 
 from quant.kernels.act_quant import quantize_tokens
 from quant.kernels._launch import DEQUANT_GEMM_MIN_M, Blocks, pick_blocks, use_dequant_gemm
-from quant.kernels.decode_attention import decode_attention, reference_decode_attention, triton_decode_attention
+from quant.kernels.decode_attention import (decode_attention, reference_decode_attention, reference_static_decode_attention,
+                                            triton_decode_attention, triton_static_decode_attention)
 from quant.kernels.dequant import triton_dequant_w4a4, triton_dequant_w4a8, triton_dequant_w4a16
 from quant.kernels.int8_gemm import int8_gemm_scaled, reference_int8_gemm_scaled
 from quant.kernels.w4a4 import reference_w4a4, triton_w4a4
@@ -17,6 +18,8 @@ __all__ = [
     "quantize_tokens",
     "reference_decode_attention",
     "triton_decode_attention",
+    "reference_static_decode_attention",
+    "triton_static_decode_attention",
     "Blocks",
     "pick_blocks",
     "DEQUANT_GEMM_MIN_M",

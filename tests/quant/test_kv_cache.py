@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from quant import (QuantKVCache, ShapeError, decode_scales, dequantize_heads, encode_scales, fold_smooth_attention,
-                   kv_centers, quantize_heads, smooth_attention_scales)
+from quant import (QuantKVCache, ShapeError, decode_scales, dequantize_heads, dequantize_static, encode_scales,
+                   fold_smooth_attention, kv_centers, kv_ranges, quantize_heads, quantize_static, rotate_half_rope,
+                   smooth_attention_scales)
 
 
 def _naive(x: np.ndarray, bits: int, group: int) -> np.ndarray:
@@ -134,3 +135,78 @@ def test_centered_cache_attends_like_the_uncentered_keys_and_values(rng):
         QuantKVCache(4, centers=(centers[0], centers[1][:, :8]))
     with pytest.raises(ShapeError):
         decode_attention(q, QuantKVCache(4), d**-0.5)
+
+
+def _numpy_rope(x: np.ndarray, base: float) -> np.ndarray:
+    """Rotate-half RoPE as complex numbers: pair (i, i + D/2) at position p times exp(1j p / base ** (2 i / D))."""
+    half = x.shape[-1] // 2
+    p = np.arange(x.shape[-2])[:, None] / base ** (np.arange(half) / half)[None, :]
+    z = (x[..., :half] + 1j * x[..., half:]) * np.exp(1j * p)
+    return np.concatenate([z.real, z.imag], axis=-1)
+
+
+def test_static_ranges_pick_the_least_squares_shrink_and_round_within_half_a_step(rng):
+    h, d = 3, 16
+    calib_k = torch.randn(4, h, 50, d, generator=rng) * torch.linspace(0.2, 3, d) + torch.linspace(-5, 5, d)
+    calib_k[0, 0, 0, 0] = 40.0  # one far sample: a lopsided range
+    calib_v = torch.randn(4, h, 50, d, generator=rng) ** 3  # heavy tails
+    tables = kv_ranges(calib_k, calib_v)
+    for (low, step), calib in zip(tables, (calib_k, calib_v)):
+        assert low.shape == step.shape == (h, d)
+        f = calib.double().numpy().transpose(1, 3, 0, 2).reshape(h, d, -1)  # [H, D, samples]
+        lo, hi = f.min(-1), f.max(-1)
+        errors = []
+        shrink = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
+        for c_low in shrink:  # numpy: each end moved in by its own factor of the half-range, every pair's error
+            for c_high in shrink:
+                a = (lo + hi) / 2 - (hi - lo) / 2 * c_low
+                s = (hi - lo) / 2 * (c_low + c_high) / 15
+                q = np.clip(np.round((f - a[..., None]) / s[..., None]), 0, 15)
+                errors.append((((a[..., None] + q * s[..., None]) - f) ** 2).sum(-1))
+        mine = (((dequantize_static(quantize_static(calib, low, step, 4), low, step, 4) - calib) ** 2)
+                .double().sum(dim=(0, 2)).numpy())
+        np.testing.assert_allclose(mine, np.min(errors, axis=0), rtol=1e-4, atol=1e-6)
+        assert np.all(np.min(errors, axis=0) <= errors[0])  # never worse than the full calibration range
+    low, step = tables[1]
+    x = torch.rand(2, h, 5, d, generator=rng) * step[:, None, :] * 15 + low[:, None, :]  # inside every range
+    back = dequantize_static(quantize_static(x, low, step, 4), low, step, 4)
+    assert torch.all((back - x).abs() <= step[:, None, :] * 0.5 * (1 + 1e-5))
+
+
+def test_static_cache_holds_codes_only_and_rotates_pre_rope_keys(rng):
+    from quant.kernels import decode_attention
+
+    b, h, t, d = 2, 3, 12, 32
+    k, v = torch.randn(b, h, t, d, generator=rng) + torch.linspace(-4, 4, d), torch.randn(b, h, t, d, generator=rng)
+    q = torch.randn(b, h, d, generator=rng)
+    ranges = kv_ranges(k, v)
+    cache = QuantKVCache(4, ranges=ranges, rope_base=100.0)
+    cache.append(k[:, :, :5], v[:, :, :5])
+    cache.append(k[:, :, 5:], v[:, :, 5:])
+    assert len(cache.keys) == 1 and cache.keys[0].shape == (b, h, t, d // 2)
+    # codes only per token: a quarter of fp16's 2 bytes a number, plus four [H, D] float32 tables
+    assert cache.constant_bytes() == 4 * h * d * 4 and cache.nbytes() == 2 * b * h * t * d // 2 + 4 * h * d * 4
+    # numpy: dequantize by the formula from the unpacked nibbles, rotate the keys at positions 0..t-1, attend
+    codes_k, codes_v = (np.concatenate([c.numpy() & 15, c.numpy() >> 4], -1) for c in (cache.keys[0], cache.values[0]))
+    (k_low, k_step), (v_low, v_step) = (tuple(x.double().numpy()[:, None, :] for x in r) for r in ranges)
+    kd = _numpy_rope(k_low + codes_k * k_step, 100.0)
+    vd = v_low + codes_v * v_step
+    scores = np.einsum("bhd,bhtd->bht", q.double().numpy(), kd) * d**-0.5
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = np.einsum("bht,bhtd->bhd", p / p.sum(-1, keepdims=True), vd)
+    out = decode_attention(q, cache, d**-0.5)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rotate_half_rope(k, torch.arange(t), 100.0).double().numpy(),
+                               _numpy_rope(k.double().numpy(), 100.0), rtol=1e-4, atol=1e-4)
+    # and it stays close to float attention over the rotated float keys
+    kr = rotate_half_rope(k, torch.arange(t), 100.0)
+    exact = torch.einsum("bht,bhtd->bhd", (torch.einsum("bhd,bhtd->bht", q, kr) * d**-0.5).softmax(-1), v)
+    assert float((out - exact).norm() / exact.norm()) < 0.2
+    with pytest.raises(ShapeError, match="needs static ranges"):
+        QuantKVCache(4, rope_base=100.0)
+    with pytest.raises(ShapeError, match="no centers or groups"):
+        QuantKVCache(4, ranges=ranges, centers=kv_centers(k, v))
+    with pytest.raises(ShapeError):
+        QuantKVCache(4, ranges=(ranges[0], (ranges[1][0][:, :8], ranges[1][1][:, :8])))
+    with pytest.raises(ShapeError, match="do not match"):
+        QuantKVCache(4, ranges=ranges).append(k[:, :2], v[:, :2])
