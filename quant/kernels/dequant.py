@@ -55,31 +55,41 @@ def _dequant_kernel(qw_ptr, a_ptr, b_ptr, out_ptr, N, K, n_tiles, MODE: tl.const
 @triton.jit
 def _dequant_int8_kernel(qw_ptr, gs_ptr, gz_ptr, out_ptr, N, K, n_tiles, GROUP: tl.constexpr, BN: tl.constexpr,
                          TAIL: tl.constexpr):
-    # one 256-row tile of BN columns, written K-contiguous: each output row gets 256 consecutive bytes
     t = tl.program_id(0)
     offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
-    offs_r = tl.arange(0, 32)
     mask_n = offs_n < N
-    if t < n_tiles:
-        offs_i = tl.arange(0, 8)
-        words = tl.load(qw_ptr + (t * 32 + offs_r)[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0)
-        rows = ((t * 256 + offs_i * 32) // GROUP)[None, :] * N + offs_n[:, None]
-        s = tl.load(gs_ptr + rows, mask=mask_n[:, None], other=0).to(tl.int32)
-        z = tl.load(gz_ptr + rows, mask=mask_n[:, None], other=0).to(tl.int32)
-        q = (words[:, None, :] >> (4 * offs_i)[None, :, None]) & 15  # [BN, plane i, row r] = W[256 t + 32 i + r]
-        w = tl.reshape(((q - z[:, :, None]) * s[:, :, None]).to(tl.int8), (BN, 256))
-        offs_k = t * 256 + tl.arange(0, 256)
-        tl.store(out_ptr + offs_n[:, None] * K + offs_k[None, :], w, mask=mask_n[:, None] & (offs_k[None, :] < K))
-    else:  # the tail, one 32-row sub-block at a time, written through transposed pointers
+    if t < n_tiles:  # (the branches assign nothing: Triton would have to merge their values)
+        _int8_tile(qw_ptr, gs_ptr, gz_ptr, out_ptr, t, offs_n, mask_n, N, K, GROUP, BN)
+    else:
         for j in tl.static_range(TAIL):
-            k0 = n_tiles * 256 + j * 32
-            s = tl.load(gs_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
-            z = tl.load(gz_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
-            q = tail_plane(qw_ptr, n_tiles, j, offs_n, mask_n, N, BN)
-            w = ((q - z[None, :]) * s[None, :]).to(tl.int8)
-            offs_k = k0 + offs_r
-            tl.store(out_ptr + offs_n[None, :] * K + offs_k[:, None], w,
-                     mask=mask_n[None, :] & (offs_k[:, None] < K))
+            _int8_tail_plane(qw_ptr, gs_ptr, gz_ptr, out_ptr, n_tiles, j, offs_n, mask_n, N, K, GROUP, BN)
+
+
+@triton.jit
+def _int8_tile(qw_ptr, gs_ptr, gz_ptr, out_ptr, t, offs_n, mask_n, N, K, GROUP: tl.constexpr, BN: tl.constexpr):
+    """Write 256-row tile ``t`` of BN columns K-contiguous: each output row gets 256 consecutive bytes."""
+    offs_r = tl.arange(0, 32)
+    offs_i = tl.arange(0, 8)
+    words = tl.load(qw_ptr + (t * 32 + offs_r)[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0)
+    rows = ((t * 256 + offs_i * 32) // GROUP)[None, :] * N + offs_n[:, None]
+    s = tl.load(gs_ptr + rows, mask=mask_n[:, None], other=0).to(tl.int32)
+    z = tl.load(gz_ptr + rows, mask=mask_n[:, None], other=0).to(tl.int32)
+    q = (words[:, None, :] >> (4 * offs_i)[None, :, None]) & 15  # [BN, plane i, row r] = W[256 t + 32 i + r]
+    w = tl.reshape(((q - z[:, :, None]) * s[:, :, None]).to(tl.int8), (BN, 256))
+    offs_k = t * 256 + tl.arange(0, 256)
+    tl.store(out_ptr + offs_n[:, None] * K + offs_k[None, :], w, mask=mask_n[:, None] & (offs_k[None, :] < K))
+
+
+@triton.jit
+def _int8_tail_plane(qw_ptr, gs_ptr, gz_ptr, out_ptr, n_tiles, j, offs_n, mask_n, N, K, GROUP: tl.constexpr,
+                     BN: tl.constexpr):
+    """Write tail sub-block ``j`` (32 K rows) of BN columns, through transposed pointers."""
+    k0 = n_tiles * 256 + j * 32
+    s = tl.load(gs_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+    z = tl.load(gz_ptr + (k0 // GROUP) * N + offs_n, mask=mask_n, other=0).to(tl.int32)
+    w = ((tail_plane(qw_ptr, n_tiles, j, offs_n, mask_n, N, BN) - z[None, :]) * s[None, :]).to(tl.int8)
+    offs_k = k0 + tl.arange(0, 32)
+    tl.store(out_ptr + offs_n[None, :] * K + offs_k[:, None], w, mask=mask_n[None, :] & (offs_k[:, None] < K))
 
 
 def _grid(qweight: torch.Tensor) -> tuple[tuple[int, int], int, int]:
