@@ -175,7 +175,7 @@ class QuantKVCache:
 
     ``key_group`` and ``value_group`` are the channels that share a scale (default: the whole head);
     ``centers`` (``[H, D]`` for keys and for values, see :func:`kv_centers`) are subtracted before quantizing.
-    ``ranges`` (from :func:`kv_ranges`) fix every channel's grid instead: the cache then holds codes only
+    ``ranges`` (from :func:`kv_ranges`, for the same bits) fix every channel's grid instead: the cache holds codes only
     (``keys`` and ``values`` are 1-tuples). With ``rope_base`` (ranges only) keys are appended before RoPE
     and rotated at their positions (0, 1, .. in the order appended) when read.
     """
@@ -190,8 +190,10 @@ class QuantKVCache:
             raise ShapeError("centers are ([heads, head_dim] for keys, the same for values)",
                              shapes=[tuple(c.shape) for c in centers])
         if ranges is not None and (len(ranges) != 2 or any(len(r) != 2 or r[0].dim() != 2 or r[0].shape != r[1].shape
-                                                           or r[0].shape != ranges[0][0].shape for r in ranges)):
-            raise ShapeError("ranges are ((low, step) for keys, (low, step) for values), each [heads, head_dim]")
+                                                           or r[0].shape != ranges[0][0].shape for r in ranges)
+                                   or bits == 4 and ranges[0][0].shape[-1] % 2):
+            raise ShapeError("ranges are ((low, step) for keys, (low, step) for values), each [heads, head_dim] "
+                             "(an even head_dim for int4)")
         if ranges is not None and (centers is not None or key_group or value_group):
             raise ShapeError("static ranges fix every channel's grid: no centers or groups with them")
         if rope_base is not None and ranges is None:

@@ -210,3 +210,7 @@ def test_static_cache_holds_codes_only_and_rotates_pre_rope_keys(rng):
         QuantKVCache(4, ranges=(ranges[0], (ranges[1][0][:, :8], ranges[1][1][:, :8])))
     with pytest.raises(ShapeError, match="do not match"):
         QuantKVCache(4, ranges=ranges).append(k[:, :2], v[:, :2])
+    odd = kv_ranges(k[..., :7], v[..., :7])
+    with pytest.raises(ShapeError, match="even head_dim"):
+        QuantKVCache(4, ranges=odd)
+    QuantKVCache(8, ranges=kv_ranges(k[..., :7], v[..., :7], bits=8)).append(k[..., :7], v[..., :7])  # int8: any
