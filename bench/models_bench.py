@@ -17,8 +17,9 @@ einfhe's reader of the same files.
 times the digits MLP's single sample five ways in interleaved rounds: `compile_model(..., batch=1)` as main
 compiled it before issue 23 (the batched packing: 64 ciphertexts in), main's one-sample program (unlifted,
 every plaintext encoded on every run), and `compile_model(..., batch=1)` now (the one-sample program, lifted
-encryption, plaintexts encoded once per backend), the same with `rescale="late"`, and with `slots="auto"` (the
-ring priced per program: the quadratic form of the input's monomials at depth 1, N=2^13), with each one's error
+encryption, plaintexts encoded once per backend), the same with `rescale="late"`, and with `input_bound=1.0` (the
+features' range declared, so the default ring choice is `slots="auto"`: the quadratic form of the input's
+monomials at depth 1, N=2^13), with each one's error
 against the float64 evaluation of the same weights and the 4-bit plaintext logits, and its upload bytes.
 `--orion PYTHON` adds Orion (bench/orion_peer.py, its own venv) on the same weights in the same rounds.
 """
@@ -143,8 +144,9 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: s
         "main, one-sample program": (_compile_program(layers, n_features, None, **main_options), "main"),
         "now, batch=1": (compile_model(layers, n_features, batch=1), "now"),
         "now, batch=1, rescale='late'": (compile_model(layers, n_features, batch=1, rescale="late"), "now"),
-        # the ring priced per program: the quadratic form of the monomials at depth 1 on N=2^13
-        "now, batch=1, slots='auto'": (compile_model(layers, n_features, batch=1, slots="auto"), "now"),
+        # the features lie in [0, 1]: declared, the default ring choice prices N=2^13 too (slots="auto"), where the
+        # quadratic form of the monomials runs at depth 1
+        "now, batch=1, input_bound=1.0": (compile_model(layers, n_features, batch=1, input_bound=1.0), "now"),
     }
     ready = {}
     for label, (model, way) in ways.items():
@@ -178,9 +180,9 @@ def _one_sample_ways(layers, n_features, x, logits, rounds: int, orion_python: s
         error, error64 = float(np.abs(got - logits).max()), float(np.abs(got - exact).max())
         peer.close()
         orion = statistics.median(orion_ms)
-        now = statistics.median(ready["now, batch=1, slots='auto'"][3])
+        now = statistics.median(ready["now, batch=1, input_bound=1.0"][3])
         print(f"  {'Orion (N=2^13 conjugate-invariant)':32s} {orion:7.1f} ms (first {orion_ms[0]:.1f})  "
-              f"Orion / now (slots='auto') x{orion / (1e3 * now):.2f}  max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}")
+              f"Orion / now (input_bound=1.0) x{orion / (1e3 * now):.2f}  max |error| vs float64 {error64:.1e}, vs 4-bit logits {error:.1e}")
 
 
 def run(name: str, kind: str, args) -> None:

@@ -21,6 +21,7 @@ from ..plan.budget import DEFAULT_KEY_BUDGET, DEFAULT_UPLOAD_BUDGET, Budget
 from ..plan.cost import load_cost_model
 from ..plan.keybasis import BASES
 from ..spec import check_subscripts, parse_einsum, refuse_complex
+from .bounds import SAFE_BOUND, einsum_bound
 from .builder import LATE, RESCALES, CostCapExceeded, Packed, PlanBuilder
 from .pricing import FloorPrices, MemoizedCostModel
 from .search import AUTO_BASIS, choose_plan
@@ -37,15 +38,20 @@ SEQUENTIAL = "sequential"
 
 @dataclass(frozen=True)
 class Cipher:
-    """Placeholder for an encrypted operand: its shape, and its layout when it is already encrypted."""
+    """Placeholder for an encrypted operand: its shape, its layout when it is already encrypted, and the largest
+    |entry| the client will encrypt in it, where declared."""
 
     shape: tuple[int, ...]
     layout: Layout | None = None
+    bound: float | None = None
 
 
-def cipher(shape, layout: Layout | None = None) -> Cipher:
-    """Describe a cipher operand of `shape` (the plan picks its layout unless `layout` fixes it)."""
-    return Cipher(tuple(int(n) for n in shape), layout)
+def cipher(shape, layout: Layout | None = None, bound: float | None = None) -> Cipher:
+    """Describe a cipher operand of `shape` (the plan picks its layout unless `layout` fixes it); `bound`, the largest
+    |entry| it will hold, lets the default ring choice consider the small ring (einfhe.compiler.bounds)."""
+    if bound is not None and not (np.isfinite(bound) and bound > 0):
+        raise EinsumError(f"a cipher operand's bound must be a positive finite number, got {bound!r}")
+    return Cipher(tuple(int(n) for n in shape), layout, None if bound is None else float(bound))
 
 
 def _operand_kind(operand) -> Cipher | None:
@@ -83,7 +89,7 @@ def _with_indices(layout: Layout, indices: str, sizes: dict[str, int]) -> Layout
 def compile_einsum(
     subscripts: str,
     *operands,
-    slots: int | str = DEFAULT_SLOTS,
+    slots: int | str | None = None,
     max_cts: int = DEFAULT_MAX_CTS,
     optimize: str = "auto",
     strategy: str = AUTO,
@@ -106,7 +112,9 @@ def compile_einsum(
     plus client encryption, and the cheapest that fits is kept (`plan.explain()` shows it beside the cheapest
     unconstrained one); `cost_model` replaces the calibrated `einfhe.plan.cost.CostModel`.
     `slots="auto"` compiles for each candidate slot count and keeps the plan whose 128-bit ring is cheapest
-    (`einfhe.compiler.rings`). `rescale="late"` sums a product's rotations before its rescale instead of after
+    (`einfhe.compiler.rings`); the default (None) is "auto" where every cipher operand declares a bound
+    (`cipher(shape, bound=...)`) and the results' bound is at most `einfhe.compiler.bounds.SAFE_BOUND`, else
+    8,192 slots. `rescale="late"` sums a product's rotations before its rescale instead of after
     (iteration-space contractions): their key-switching noise is divided by the rescale, at the price of
     rotating on one more tower (a 64x64 matvec at N=2^13: about 10x less error, 1.8x the time).
     """
@@ -114,6 +122,8 @@ def compile_einsum(
         raise EinsumError(f"unknown rescale placement {rescale!r}; valid placements: {', '.join(RESCALES)}",
                           spec=subscripts)
     subscripts = check_subscripts(subscripts)
+    if slots is None:
+        slots = _default_slots(subscripts, operands)
     if slots == AUTO_SLOTS:
         fixed = {k.layout.slots for k in map(_operand_kind, operands) if k is not None and k.layout is not None}
         candidates = tuple(fixed) if fixed else CANDIDATE_SLOTS
@@ -146,11 +156,23 @@ def compile_einsum(
     return choose_plan(build, paths, budget, rotation_basis, cost_model, subscripts, natural_too)
 
 
+def _default_slots(subscripts: str, operands) -> int | str:
+    """"auto" where the cipher operands' declared bounds bound the results within the small ring's safe range,
+    else DEFAULT_SLOTS."""
+    kinds = [_operand_kind(op) for op in operands]
+    try:
+        spec = parse_einsum(subscripts, *[k.shape if k is not None else np.shape(op) for k, op in zip(kinds, operands)])
+    except EinsumError:
+        return DEFAULT_SLOTS  # the compilation says what is wrong
+    bound = einsum_bound(subscripts, [op if k is None else k for k, op in zip(kinds, operands)], spec.sizes)
+    return AUTO_SLOTS if bound is not None and bound <= SAFE_BOUND else DEFAULT_SLOTS
+
+
 def _natural(operand, kind: Cipher | None, slots: int):
     """A free cipher operand fixed to its natural (row-major) layout; other operands unchanged."""
     if kind is None or kind.layout is not None:
         return operand
-    return Cipher(kind.shape, natural_layout(kind.shape, slots))
+    return Cipher(kind.shape, natural_layout(kind.shape, slots), kind.bound)
 
 
 def _plain_first_path(values: list) -> list[tuple[int, ...]] | None:

@@ -38,6 +38,7 @@ from ..plan import CipherInput, PlainInput, Plan, chebyshev_levels
 from ..params import Parameters
 from ..plan.cost import estimate_plan
 from .branches import LOWERINGS
+from .bounds import SAFE_BOUND, model_bound
 from .builder import LATE, RESCALES, Packed, PlanBuilder
 from .einsum import DEFAULT_SLOTS
 from .activation_choice import relu_choice
@@ -266,9 +267,9 @@ class _ModelLowering:
         self.bias(np.full(p.shape, layer.c))
 
 
-def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None, slots: int = DEFAULT_SLOTS,
+def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = None, slots: int | str | None = None,
                   max_cts: int = 1 << 16, max_depth: int | None = None, placement: str = "cost",
-                  ring_dim: int = 65536, rescale: str = "early") -> ModelPlan:
+                  ring_dim: int = 65536, rescale: str = "early", input_bound: float | None = None) -> ModelPlan:
     """Compile a sequential model on inputs of `n_features` into one plan (see the module docstring).
 
     With `max_depth` (levels between bootstraps; off by default: models that fit a practical ring need none), a
@@ -276,13 +277,20 @@ def compile_model(layers: list[Layer], n_features: int, *, batch: int | None = N
     at `ring_dim`), `"greedy"` just before the first layer that would not fit. `ModelPlan.levels` holds it.
     `rescale="late"` sums each linear layer's rotations before its rescale (einfhe.compile's option).
     `slots="auto"` compiles for 4,096 and 8,192 slots and keeps the program whose 128-bit ring is cheapest by the
-    cost table, as `einfhe.compile` does (N=2^13 holds depths 1-2 there, for results below 2^14 in magnitude)."""
+    cost table, as `einfhe.compile` does (N=2^13 holds depths 1-2 there, for results below 2^14 in magnitude); the
+    default (None) is "auto" where `input_bound` (the largest |feature| the client encrypts) bounds the outputs within
+    `einfhe.compiler.bounds.SAFE_BOUND`, else 8,192 slots."""
     if not layers or (batch in (None, 1) and not isinstance(layers[0], (Linear, IntLinear))):
         raise ModelError("a model starts with a Linear layer (the batched packing, batch=..., takes any first layer)")
     if placement not in PLACEMENTS:
         raise ModelError(f"unknown bootstrap placement {placement!r}; valid placements: {', '.join(PLACEMENTS)}")
     if rescale not in RESCALES:
         raise ModelError(f"unknown rescale placement {rescale!r}; valid placements: {', '.join(RESCALES)}")
+    if input_bound is not None and not (np.isfinite(input_bound) and input_bound > 0):
+        raise ModelError(f"input_bound must be a positive finite number, got {input_bound!r}")
+    if slots is None:
+        bound = model_bound(layers, n_features, input_bound)
+        slots = AUTO_SLOTS if bound is not None and bound <= SAFE_BOUND else DEFAULT_SLOTS
     options = dict(slots=slots, max_cts=max_cts, max_depth=max_depth, placement=placement, ring_dim=ring_dim,
                    late_rescale=rescale == LATE)
     if slots != AUTO_SLOTS:
