@@ -102,10 +102,12 @@ class JobRunner:
             except ServiceError as exc:
                 log.error("job %s: its failure could not be recorded: %s", job_id, exc.message)
         finally:
-            # resolved before the flight goes: a request whose inline wait just ran out still finds the result
-            flight.done.set_result(result)
+            # the flight goes before `done` resolves: a request answered from it may at once delete the job or its
+            # key set, which is refused while the job is in flight (a waiter whose wait ran out holds `flight` and
+            # `done` themselves, so it still finds the result)
             with self._lock:
                 self._flights.pop(job_id, None)
+            flight.done.set_result(result)
 
     def _record(self, job_id: str, flight: _Flight, future: Future) -> bytes | None:
         """Store the finished future's outcome (the result blob and row, or the job's error code); return the

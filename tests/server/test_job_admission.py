@@ -179,3 +179,18 @@ def test_jobs_and_their_key_sets_count_as_in_flight_until_recorded(tmp_path):
         assert not runner.in_flight("a") and not runner.keyset_in_use("k")
     finally:
         store.close()
+
+
+def test_a_job_is_out_of_flight_when_its_answer_resolves(tmp_path):
+    """Whoever `done` wakes (a request answering the job inline) may at once delete the job or its key set, which
+    is refused while the job is in flight: the flight must be gone by then, not a moment later."""
+    store, executor = Store(tmp_path), HeldExecutor()
+    runner = JobRunner(store, executor)
+    try:
+        done = runner.submit(_task("a", 10), _row(store, "a"))
+        seen = []
+        done.add_done_callback(lambda _: seen.append((runner.in_flight("a"), runner.keyset_in_use("k"))))
+        executor.futures["a"].set_result(JobOutcome(True, 0.1, result=b"r"))
+        assert seen == [(False, False)]
+    finally:
+        store.close()
