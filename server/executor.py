@@ -12,6 +12,7 @@ refuses ciphertexts whose key tag is not the job's key set's (see `server.worker
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import multiprocessing
 import os
@@ -87,6 +88,8 @@ class LocalProcessExecutor(Executor):
     unless the environment already sets it): the workers already use the cores in parallel, and OpenMP threads
     on top of them oversubscribe the machine (a batched model inference measured 54 s instead of 7 s under load).
     For the same reason each runs a plan's steps one at a time (EINFHE_WORKERS=1 unless set; `einfhe.runtime.scheduler`).
+    A worker takes the environment of this process as it is when the worker starts (not its fork server's, which
+    keeps the one it started with), OpenMP's thread count included.
 
     A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) takes only
     its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), its thread starts a fresh
@@ -194,8 +197,8 @@ class _WorkerProcess:
 
     def __init__(self, context, arena_bytes: int, memory_bytes: int | None) -> None:
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve_calls, args=(child, memory_bytes), daemon=True,
-                                        name="einfhe-worker")
+        self._process = context.Process(target=_serve_calls, args=(child, memory_bytes, dict(os.environ)),
+                                        daemon=True, name="einfhe-worker")
         self._process.start()
         child.close()
         self._arena = None
@@ -281,10 +284,30 @@ def _worker_context(start: str):
     return context
 
 
-def _serve_calls(conn, memory_bytes: int | None) -> None:
-    """A worker process's loop: take the shared buffer, then run each call received on `conn` and send back
-    (True, result) or (False, error), until the pipe closes or the parent is gone."""
+def _adopt_environment(environment: dict[str, str]) -> None:
+    """Make `environment` (the service's when it started this worker) this worker's: a forked worker would otherwise
+    have its fork server's, as it was when the fork server started. OpenMP read OMP_NUM_THREADS when OpenFHE was
+    loaded, so its thread count is set again through the OpenMP runtime already loaded, if any."""
+    os.environ.clear()
+    os.environ.update(environment)
+    threads = environment.get("OMP_NUM_THREADS", "").strip()
+    if not threads.isdigit() or int(threads) < 1:
+        return
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: the shared libraries this process has loaded
+            runtimes = {line.split()[-1] for line in maps if "/libgomp" in line or "/libomp" in line}
+    except OSError:
+        return
+    for path in runtimes:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(path).omp_set_num_threads(int(threads))
+
+
+def _serve_calls(conn, memory_bytes: int | None, environment: dict[str, str]) -> None:
+    """A worker process's loop: adopt the service's environment, take the shared buffer, then run each call received
+    on `conn` and send back (True, result) or (False, error), until the pipe closes or the parent is gone."""
     die_with_parent()
+    _adopt_environment(environment)
     if memory_bytes is not None:  # the soft limit: allocations past it fail (MemoryError, std::bad_alloc)
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, resource.getrlimit(resource.RLIMIT_AS)[1]))
     try:

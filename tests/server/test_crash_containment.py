@@ -63,3 +63,26 @@ def test_a_worker_past_its_memory_cap_fails_the_call_with_memory_error_and_serve
         assert executor.submit_call(allocate, 64 << 20).result(timeout=240) == 64 << 20  # below the cap: served
     finally:
         executor.shutdown()
+
+
+def environment_seen(name: str) -> tuple[str | None, int]:
+    """In a worker: the variable `name` and the OpenMP runtime's thread count, as the worker sees them."""
+    import ctypes
+
+    with open("/proc/self/maps") as maps:
+        runtime = next(line.split()[-1] for line in maps if "/libgomp" in line)
+    return os.environ.get(name), ctypes.CDLL(runtime).omp_get_max_threads()
+
+
+def test_a_worker_started_after_an_environment_change_runs_with_it(monkeypatch):
+    """The fork server keeps the environment it started with; a worker started later takes the service's."""
+    executor = LocalProcessExecutor(1)
+    try:
+        executor.submit_call(os.getpid).result(timeout=240)  # the fork server and a first worker are running
+        monkeypatch.setenv("EINFHE_WORKERS", "3")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        with pytest.raises(BrokenProcessPool):  # its replacement starts now
+            executor.submit_call(square_or_die, -1).result(timeout=240)
+        assert executor.submit_call(environment_seen, "EINFHE_WORKERS").result(timeout=240) == ("3", 2)
+    finally:
+        executor.shutdown()
