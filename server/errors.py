@@ -48,7 +48,7 @@ CODES: dict[str, int] = {
 
 JOB_CODES: tuple[str, ...] = (
     "interrupted", "worker_crashed", "quarantined", "malformed_blob", "corrupt_blob", "key_mismatch", "keyset_deleted", "plan_error", "over_budget",
-    "backend_error",
+    "backend_error", "out_of_memory",
     "invalid_einsum", "storage_full", "storage_unavailable", "internal_error",
 )
 

@@ -104,7 +104,7 @@ class LocalProcessExecutor(Executor):
     larger than the buffer, or a system without memfd, use the pipe (`arena_bytes=0`: always).
 
     Each worker's address space is capped at `memory_bytes` (RLIMIT_AS; None: no cap), so a forged ciphertext whose
-    serialized sizes make OpenFHE allocate gigabytes fails with MemoryError (`malformed_blob`) instead of taking
+    serialized sizes make OpenFHE allocate gigabytes fails with MemoryError (`out_of_memory`) instead of taking
     the machine's memory (one such mutation grew a worker past 13 GiB).
     """
 
@@ -144,7 +144,8 @@ class LocalProcessExecutor(Executor):
     def _serve(self, index: int) -> None:
         """Executor thread `index`: take work from the fair queue and run it in this thread's worker process; a
         process that dies fails its own work only, is replaced at once (not when the next work, maybe another
-        tenant's, comes) and puts the tenant on probation on this thread's worker (server.fair_queue)."""
+        tenant's, comes) and puts the tenant on probation on this thread's worker (server.fair_queue), as does a job
+        that ran out of memory."""
         process, holding = None, None
         while (work := self._queue.take(holding, index)) is not None:
             try:
@@ -165,6 +166,8 @@ class LocalProcessExecutor(Executor):
             else:
                 if work.keyset_id is not None or work.clears_keys:  # a failed job clears the worker's key cache
                     holding = work.keyset_id if getattr(result, "ok", False) else None
+                if getattr(result, "code", None) == "out_of_memory":  # as costly to the others as a crash
+                    self._queue.restrict(work.tenant, index)
                 work.future.set_result(result)
             self._queue.done(work)
 

@@ -72,11 +72,17 @@ _ERROR_CODES = (
     (OverBudgetError, "over_budget"),  # no plan fits the key or upload budget: the message says what to raise
     (PlanError, "plan_error"),
     (BackendError, "backend_error"),
-    (MemoryError, "malformed_blob"),  # openfhe answers some corrupt blobs with std::bad_alloc
     (ServiceError, "malformed_blob"),
 )
 
 
 def job_error_code(exc: BaseException) -> str | None:
-    """The job error code for an exception a job raised (None for kinds no job code covers: a bug, re-raised)."""
+    """The job error code for an exception a job raised (None for kinds no job code covers: a bug, re-raised):
+    `out_of_memory` when an allocation failed on the way (OpenFHE's std::bad_alloc, wrapped by einfhe or not, as a
+    forged ciphertext's sizes or a job too large for the worker's address-space cap cause)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, MemoryError):
+            return "out_of_memory"
+        cause = cause.__cause__ or cause.__context__
     return next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), None)

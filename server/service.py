@@ -16,7 +16,7 @@ from .settings import Settings
 from .store import Store
 from .tokens import load_tokens
 
-__all__ = ["Service"]
+__all__ = ["Service", "worker_memory_bytes"]
 
 log = logging.getLogger("einfhe.server")
 
@@ -27,10 +27,19 @@ def _make_executor(settings: Settings) -> Executor:
         from .dask_executor import DaskExecutor
 
         return DaskExecutor(settings.scheduler, workers=settings.workers, threads=settings.worker_threads)
-    memory = settings.worker_memory_bytes or \
-        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (settings.workers + 1)
     return LocalProcessExecutor(settings.workers, settings.worker_threads, order=settings.scheduling,
-                                start=settings.worker_start, memory_bytes=memory)
+                                start=settings.worker_start, memory_bytes=worker_memory_bytes(settings))
+
+
+def worker_memory_bytes(settings: Settings) -> int:
+    """Each local worker's address-space cap: `worker_memory_bytes` when set, else the machine's memory / (workers +
+    1), but never below what the largest job this server admits may take in a worker: 4x the largest key set (its
+    bytes read, the keys loaded and the plan's plaintexts: a 273 MiB key set at ring 2^16 peaked at 3.6x), 2x the
+    largest upload, and 512 MiB for the process itself."""
+    if settings.worker_memory_bytes:
+        return settings.worker_memory_bytes
+    largest_job = 4 * settings.max_keyset_bytes + 2 * settings.max_ciphertext_bytes + (512 << 20)
+    return max(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (settings.workers + 1), largest_job)
 
 
 class Service:

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     # 30-70 ms), or each a fresh interpreter (0.6-1 s; the start before issue 18, bench/attack_bench.py's
     # baseline).
     worker_start: Literal["forkserver", "spawn"] = "forkserver"
-    # Address space of each local worker process (RLIMIT_AS); unset: the machine's memory / (workers + 1).
+    # Address space of each local worker process (RLIMIT_AS); unset: the machine's memory / (workers + 1), at least
+    # what a job with the largest key set and upload admitted needs (server.service.worker_memory_bytes).
     worker_memory_bytes: int | None = Field(None, ge=256 * _MIB)
     # A tenant whose jobs crash `crash_limit` workers within `crash_window_seconds` is refused jobs (429) for
     # `quarantine_seconds`.
@@ -53,10 +54,10 @@ class Settings(BaseSettings):
     max_iteration_space: int = Field(1 << 26, ge=1)
     max_plan_steps: int = Field(200_000, ge=1)
     max_cts: int = Field(1024, ge=1)
-    # Queued and running jobs keep their input tensors in memory: past this many bytes, new jobs answer 503.
     # Key sets per tenant, and how long one may go unused (no job) before the server deletes it.
     max_keysets_per_tenant: int = Field(8, ge=1)
     keyset_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    # Queued and running jobs keep their input tensors in memory: past this many bytes, new jobs answer 503.
     max_queued_input_bytes: int = Field(2048 * _MIB, ge=1)
     max_wait_seconds: float = Field(30.0, ge=0)
     # Test-only: accept parameter sets marked INSECURE-TEST-ONLY (tiny rings). Never set this in production.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import functools
+import resource
 import time
 from pathlib import Path
 
@@ -47,7 +48,17 @@ def _failure(exc: BaseException, start: float) -> JobOutcome:
     if code is None:
         raise exc
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    if code == "out_of_memory":
+        message = _out_of_memory_message(message)
     return JobOutcome(False, time.perf_counter() - start, code=code, message=message)
+
+
+def _out_of_memory_message(detail: str) -> str:
+    """What an allocation that failed in this worker means, with the worker's address-space cap."""
+    cap = resource.getrlimit(resource.RLIMIT_AS)[0]
+    limit = "no cap" if cap == resource.RLIM_INFINITY else f"a cap of {cap >> 20} MiB, EINFHE_WORKER_MEMORY_BYTES"
+    return (f"the job needed more memory than a worker process may use ({limit}): a ciphertext whose serialized "
+            f"sizes are forged, or a job too large for this server's workers ({detail})")
 
 
 def check_keyset(check: KeySetCheck) -> JobOutcome:

@@ -7,6 +7,7 @@ import os
 import time
 from concurrent.futures.process import BrokenProcessPool
 
+import numpy as np
 import pytest
 
 from server.executor import LocalProcessExecutor
@@ -86,3 +87,50 @@ def test_a_worker_started_after_an_environment_change_runs_with_it(monkeypatch):
         assert executor.submit_call(environment_seen, "EINFHE_WORKERS").result(timeout=240) == ("3", 2)
     finally:
         executor.shutdown()
+
+
+def test_a_job_past_the_memory_cap_fails_out_of_memory_and_the_worker_serves_on(tmp_path, matvec):
+    """A plain operand stored as 128 M int8 is 1 GiB as float64 in the worker: past a 1 GiB cap the job fails with
+    the code and message that say so, and the next job runs."""
+    import einfhe
+    from server.job_messages import JobTask
+
+    ctx, plan = matvec["ctx"], matvec["plan"]
+    (tmp_path / "keys").write_bytes(einfhe.evaluation_keys_to_bytes(ctx))
+    np.save(tmp_path / "W.npy", matvec["W"])
+    np.save(tmp_path / "big.npy", np.zeros(128 << 20, dtype=np.int8))
+    blob = einfhe.tensor_to_bytes(ctx, einfhe.encrypt(ctx, matvec["x"], plan.input_layout(1)))
+
+    def task(plain: str) -> JobTask:
+        return JobTask("job", "keys", str(tmp_path / "keys"), ctx.params.to_json(), plan.to_json(), (blob,),
+                       ((0, str(tmp_path / plain)),), 1024, "alice")
+
+    def answer(outcome) -> np.ndarray:
+        assert outcome.ok, outcome
+        return einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, outcome.result))
+
+    executor = LocalProcessExecutor(1, memory_bytes=1 << 30)
+    try:
+        expected = matvec["W"] @ matvec["x"]
+        np.testing.assert_allclose(answer(executor.submit(task("W.npy")).result(timeout=240)), expected, atol=1e-6)
+        failed = executor.submit(task("big.npy")).result(timeout=240)
+        assert (failed.ok, failed.code) == (False, "out_of_memory"), failed
+        assert "1024 MiB, EINFHE_WORKER_MEMORY_BYTES" in failed.message, failed.message
+        np.testing.assert_allclose(answer(executor.submit(task("W.npy")).result(timeout=240)), expected, atol=1e-6)
+    finally:
+        executor.shutdown()
+
+
+def test_the_default_worker_cap_never_falls_below_the_largest_job_admitted(tmp_path):
+    """However many workers share the machine, a worker may take 4x the largest key set admitted (a 273 MiB key set
+    at ring 2^16 peaked at 3.6x in a worker) and 2x the largest upload; a cap that is set is kept as set."""
+    from server import Settings
+    from server.service import worker_memory_bytes
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for workers in (1, 256):
+        settings = Settings(data_dir=tmp_path, workers=workers, max_keyset_bytes=3 << 30)
+        cap = worker_memory_bytes(settings)
+        assert cap >= 4 * settings.max_keyset_bytes + 2 * settings.max_ciphertext_bytes
+        assert cap >= physical // (workers + 1)
+    assert worker_memory_bytes(Settings(data_dir=tmp_path, worker_memory_bytes=1 << 30)) == 1 << 30
