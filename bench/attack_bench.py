@@ -2,8 +2,8 @@
 peak memory, and a victim tenant's latency during a flood of worker-crashing jobs beside its latency on the quiet
 server, in the same run.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/attack_bench.py [--victim-requests 20] [--flood 12]
-        [--servers spawn:fifo forkserver:fair]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/attack_bench.py [--victim-requests 20] [--flood 12] [--rounds 3]
+        [--servers spawn:fifo forkserver:fair] [--seeds 25 98 203]
 
 Attacks, each on the same server (2 workers, header and body timeouts of 2 s): a msgpack job body of 255 MiB of
 2-byte parts; a msgpack model upload of 16 M tiny entries; 256 MiB of text/plain to /plans without a token; a
@@ -11,7 +11,10 @@ Attacks, each on the same server (2 workers, header and body timeouts of 2 s): a
 declares 1 GiB; a .npy header declaring 10^6 x 10^6 float64; a 64 MB int8 operand (stored size, blob gone after DELETE);
 headers and a body sent too slowly; a 405 (Allow); then the flood: the attacker queues forged ciphertexts (checksum
 recomputed) that crash OpenFHE, found by mutating a valid one in a local child process until one kills it (about
-1 in 100 of `forge`'s mutations), while the victim sends einsums. The flood runs first on a server as it was
+1 in 100 of `forge`'s mutations), from a client process of its own, while the victim sends einsums
+(bench/crash_flood.py), in --rounds rounds of quiet requests then a flood by a fresh attacker (the quiet and
+flood samples interleaved, so that the load of other processes on the machine falls on both alike). The flood runs
+first on a server as it was
 before issue 18 (workers spawned as fresh interpreters, jobs in arrival order: EINFHE_WORKER_START=spawn,
 EINFHE_SCHEDULING=fifo; quarantine on), the baseline, then on a server with the defaults, in the same run.
 Targets (the issue's): API process peak RSS under 1 GiB, victim p95 during the flood at most 2x quiet, no 5xx,
@@ -35,7 +38,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tarfile  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -43,12 +45,13 @@ from pathlib import Path  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.crash_flood import Flood, find_crashers  # noqa: E402
 from bench.serving import MemorySampler, einfhe_serve, peak_rss  # noqa: E402
-from client import Client  # noqa: E402
 
 _MIB = 1 << 20
 TOKENS = {"victim": "victim-token-0123456789", "attacker": "attacker-token-0123456789",
-          "operator": "operator-token-0123456789"}
+          "operator": "operator-token-0123456789",
+          **{f"attacker-{n}": f"attacker-{n}-token-0123456789" for n in range(1, 10)}}  # later rounds' attackers
 
 
 def _raw(url: str, head: bytes, body_chunks=(), pause: float = 0.0) -> tuple[int, float]:
@@ -105,139 +108,15 @@ def _npy_claiming(shape: tuple[int, ...]) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
 
 
-_CRASH_SEARCH = """
-import sys
-import einfhe
-import numpy as np
-from bench.attack_bench import forge
-ctx, good = einfhe.load_context(sys.argv[1]), open(sys.argv[2], "rb").read()
-plan, W = einfhe.Plan.from_json(open(sys.argv[3]).read()), np.load(sys.argv[4])
-for seed in range(int(sys.argv[5]), int(sys.argv[6])):
-    print(seed, flush=True)
-    try:
-        einfhe.run(ctx, plan, W, einfhe.tensor_from_bytes(ctx, forge(good, seed)))
-    except Exception:
-        pass
-"""
-
-
-def forge(good: bytes, seed: int) -> bytes:
-    """Mutation `seed` of a tensor blob: one to four bytes among the first 4 KiB of its first ciphertext (where
-    OpenFHE's serialization keeps sizes and parameters) set at random, the checksum recomputed (the CRC is no MAC)."""
-    import random
-
-    from einfhe.crypto.blobs import HEADER_SIZE, pack_blob
-
-    rng = random.Random(seed)
-    payload = bytearray(good[HEADER_SIZE:])
-    (head,) = struct.unpack_from("<I", payload, 0)
-    first = 8 + head + 8  # the first ciphertext's bytes: OpenFHE's metadata (sizes, levels, parameters) leads
-    for _ in range(rng.randint(1, 4)):
-        position = first + rng.randrange(4096)
-        payload[position] = rng.randrange(256)
-    return pack_blob("tensor", good[8:24], bytes(payload))
-
-
-def find_crashers(ctx, good: bytes, plan_json: str, W: np.ndarray, budget: int, want: int) -> list[int]:
-    """Seeds of `forge` whose blob kills a process that loads and runs it like a worker does (found by running
-    mutations in a child process until it dies, then going on in a new one), at most `budget` tried."""
-    found, seed = [], 0
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        einfhe.save_context(ctx, tmp / "ctx")
-        (tmp / "good").write_bytes(good)
-        (tmp / "plan.json").write_text(plan_json)
-        np.save(tmp / "W.npy", W)
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        while seed < budget and len(found) < want:
-            child = subprocess.run([sys.executable, "-c", _CRASH_SEARCH, str(tmp / "ctx"), str(tmp / "good"),
-                                    str(tmp / "plan.json"), str(tmp / "W.npy"), str(seed), str(budget)],
-                                   capture_output=True, text=True, env=env, timeout=600)
-            tried = [int(line) for line in child.stdout.split()]
-            if child.returncode >= 0 or not tried:  # went through without dying
-                break
-            found.append(tried[-1])
-            seed = tried[-1] + 1
-    return found
-
-
-class _Flood:
-    """A victim and an attacker tenant on one server: the victim's einsums timed on the quiet server and during a
-    flood of the attacker's worker-crashing jobs, and what became of those jobs."""
-
-    def __init__(self, url: str, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self.W = rng.standard_normal((64, 128))
-        self.victim = Client(url, TOKENS["victim"], progress=False)
-        self.attacker = Client(url, TOKENS["attacker"], progress=False)
-        self.lost = 0
-        self.statuses: list[int] = []
-        for client in (self.victim, self.attacker):
-            client.register_operand("W", self.W)
-        self.victim_call()  # keys made and uploaded
-        self.plan = self.attacker.plan("ij,j->i", "W", np.zeros(128))
-        self.ctx, keyset_id = self.attacker.context_for(self.plan)
-        self.good = einfhe.tensor_to_bytes(self.ctx, einfhe.encrypt(self.ctx, rng.standard_normal(128),
-                                                                    self.plan.plan.input_layout(1)))
-        self.job_query = f"/jobs?plan_id={self.plan.id}&keyset_id={keyset_id}"
-        self.http = httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {TOKENS['attacker']}"})
-
-    def victim_call(self) -> float:
-        """One victim einsum, checked against numpy (a wrong or failed answer counts as lost); its seconds."""
-        x = self.rng.standard_normal(128)
-        started = time.monotonic()
-        try:
-            ok = np.allclose(self.victim.einsum("ij,j->i", "W", x), self.W @ x, atol=1e-3)
-        except Exception as exc:  # noqa: BLE001 -- counted as lost, shown
-            print(f"  victim request failed: {exc!r}")
-            ok = False
-        self.lost += not ok
-        return time.monotonic() - started
-
-    def run(self, requests: int, flood: int, crashers: list[int]) -> dict:
-        """`requests` victim einsums on the quiet server, then as many while the attacker submits `flood` crashing
-        jobs (one every 50 ms); the latencies, the attacker's answers and how its accepted jobs ended."""
-        quiet = [self.victim_call() for _ in range(requests)]
-        answers: dict[int, int] = {}
-        accepted: list[str] = []
-
-        def attack() -> None:
-            for i in range(flood):
-                blob = forge(self.good, crashers[i % len(crashers)])
-                response = self.http.post(self.job_query, content=blob,
-                                          headers={"Content-Type": "application/octet-stream"})
-                self.statuses.append(response.status_code)
-                answers[response.status_code] = answers.get(response.status_code, 0) + 1
-                if response.status_code == 202:
-                    accepted.append(response.json()["id"])
-                time.sleep(0.05)
-
-        attacker = threading.Thread(target=attack)
-        attacker.start()
-        flooding = [self.victim_call() for _ in range(requests)]
-        attacker.join()
-        endings: dict[str, int] = {}
-        for job_id in accepted:
-            job = self.http.get(f"/jobs/{job_id}", params={"wait": 30}).json()
-            key = job["error"]["code"] if job.get("error") else job["status"]
-            endings[key] = endings.get(key, 0) + 1
-        return {"quiet": quiet, "flood": flooding, "answers": answers, "endings": endings}
-
-    def close(self) -> None:
-        """Close the tenants' connections."""
-        for client in (self.victim, self.attacker):
-            client.close()
-        self.http.close()
-
-
-def _attacks(url: str, data_dir: Path, flood: _Flood, record) -> None:
+def _attacks(url: str, data_dir: Path, flood: Flood, record) -> None:
     """Every attack but the flood, each answer passed to `record(attack, status, note)`."""
-    http = flood.http
+    http = flood.attacker.http
     operator = httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {TOKENS['operator']}"})
     n = 255 * _MIB // 4
     body = b"\xdd" + struct.pack(">I", n) + b"\xc4\x02ab" * n
     record("POST /jobs msgpack, 255 MiB of 2-byte parts",
-           http.post(flood.job_query, content=body, headers={"Content-Type": "application/msgpack"}).status_code)
+           http.post(flood.attacker.job_query, content=body,
+                     headers={"Content-Type": "application/msgpack"}).status_code)
     n = 16 * (1 << 20)
     body = b"\xdf" + struct.pack(">I", n) + b"\xa1a\xc0" * n
     del n
@@ -317,6 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--victim-requests", type=int, default=20, help="victim einsums quiet, and again in the flood")
     parser.add_argument("--flood", type=int, default=12, help="crashing jobs the attacker submits")
+    parser.add_argument("--rounds", type=int, default=3, choices=range(1, 11),
+                        help="rounds of quiet requests then a flood (a fresh attacker each)")
     parser.add_argument("--search-budget", type=int, default=600, help="mutations tried to find crashing ones")
     parser.add_argument("--seeds", type=int, nargs="+", help="`forge` seeds to flood with (default: search)")
     parser.add_argument("--servers", nargs="+", default=["spawn:fifo", "forkserver:fair"],
@@ -342,15 +223,16 @@ def main() -> None:
                    "EINFHE_WORKER_START": start, "EINFHE_SCHEDULING": scheduling}
             with einfhe_serve(tmp / "data", tmp / "tokens.txt", 2, env=env) as (server, url), \
                     MemorySampler(server.pid) as peak:
-                flood = _Flood(url, np.random.default_rng(18))
+                flood = Flood(url, TOKENS, np.random.default_rng(18))
                 if number == len(args.servers):
                     _attacks(url, tmp / "data", flood, record)
                 if number == 1:  # the same mutations on every server (which ones crash varies a little by key)
-                    crashers = args.seeds or find_crashers(flood.ctx, flood.good, flood.plan.plan.to_json(), flood.W,
-                                             args.search_budget, 3)
+                    attacker = flood.attacker
+                    crashers = args.seeds or find_crashers(attacker.ctx, attacker.good, attacker.plan.plan.to_json(),
+                                                           flood.W, args.search_budget, 3)
                     print(f"crashing mutations: seeds {crashers} ({'given' if args.seeds else 'found'}, of at most "
                           f"{args.search_budget} tried); every server's flood uses them", flush=True)
-                floods[label] = flood.run(args.victim_requests, args.flood, crashers) if crashers else {}
+                floods[label] = flood.run(args.victim_requests, args.flood, crashers, args.rounds) if crashers else {}
                 floods[label].update(lost=flood.lost, api_peak=peak_rss(server.pid), worker_peak=peak.peak_descendant())
                 statuses.extend(flood.statuses)
                 flood.close()
@@ -359,11 +241,18 @@ def main() -> None:
     for label, result in floods.items():
         quiet, flooding = result.get("quiet", []), result.get("flood", [])
         print(f"{label}: flood: attacker's job submissions {result.get('answers')}; accepted jobs ended "
-              f"{result.get('endings')}")
+              f"{result.get('endings')}, {result.get('ended_during')} of them while the victim's requests ran")
         print(f"  victim quiet: p50 {p(quiet, 0.5):.0f} ms, p95 {p(quiet, 0.95):.0f} ms; during the flood: "
               f"p50 {p(flooding, 0.5):.0f} ms, p95 {p(flooding, 0.95):.0f} ms "
-              f"({p(flooding, 0.95) / p(quiet, 0.95):.2f}x quiet p95; target <= 2x); slowest during the flood "
+              f"({p(flooding, 0.95) / p(quiet, 0.95):.2f}x quiet p95; target <= 2x; each round's "
+              f"{', '.join(f'{r:.2f}x' for r in result.get('ratios', []))}); slowest during the flood "
               f"{p(flooding, 1.0):.0f} ms; victim requests lost {result['lost']} (target 0)")
+        if flooding:
+            slowest = int(np.argmax(flooding))
+            print(f"  victim's jobs in a worker: median {p(result['worker_quiet'], 0.5):.0f} ms quiet, "
+                  f"{p(result['worker_flood'], 0.5):.0f} ms during the flood; the slowest request in the flood "
+                  f"{flooding[slowest] * 1e3:.0f} ms, of it {result['worker_flood'][slowest] * 1e3:.0f} ms in a worker "
+                  f"(round {slowest // args.victim_requests + 1}, request {slowest % args.victim_requests + 1})")
         print(f"  API process peak RSS {result['api_peak'] / _MIB:.0f} MiB (target < 1024); largest process under "
               f"it (a worker or the fork server) {result['worker_peak'] / _MIB:.0f} MiB")
     print(f"5xx answers, every server: {sum(s >= 500 for s in statuses)} (target 0)")
