@@ -68,7 +68,7 @@ def model_public(row: dict, service: Service) -> ModelPublic:
 
 
 @router.post("", status_code=201, response_model=ModelPublic, operation_id="register_model",
-             openapi_extra=_MODEL_BODY, responses=_ERRORS)
+             openapi_extra=_MODEL_BODY, responses={**_ERRORS, 409: {"model": ErrorResponse}})
 def create_model(
     name: Annotated[str, Query(pattern=NAME_PATTERN)],
     body: ModelBody,
