@@ -105,21 +105,26 @@ class Client:
         return self.http.request("POST", "/models", params=params, content=buffer.getvalue(),
                                  headers={"Content-Type": "application/gzip"}).json()
 
-    def plan(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None,
-             key_budget: int | None = None, upload_budget: int | None = None) -> PlanInfo:
+    def plan(self, spec: str, *operands, slots: int | None = None, params: Parameters | None = None,
+             key_budget: int | None = None, upload_budget: int | None = None, bound: float | None = None) -> PlanInfo:
         """Have the server plan `spec` (strings name registered operands, arrays or shapes are cipher operands)
         within the key and upload budgets in bytes (None: the server's defaults; a plan over them is refused with
-        code `over_budget`); with noise flooding and no `params`, on flooding parameters for the plan's depth."""
+        code `over_budget`); with noise flooding and no `params`, on flooding parameters for the plan's depth.
+        `bound` declares the largest |entry| of every cipher operand (a public range: the server sees it), which lets
+        the server's default ring choice (`slots` None) take the small ring where the results stay safe in it."""
         budgets = {name: int(value) for name, value in (("key_budget", key_budget), ("upload_budget", upload_budget))
                    if value is not None}
         if self.noise_flooding and params is None:
-            depth = self._plan(spec, operands, slots, None, budgets).plan.depth
-            params = Parameters.for_noise_flooding(depth, slots)
-        return self._plan(spec, operands, slots, params, budgets)
+            first = self._plan(spec, operands, slots, None, budgets, bound).plan
+            params = Parameters.for_noise_flooding(first.depth, first.slots)
+        return self._plan(spec, operands, slots, params, budgets, bound)
 
-    def _plan(self, spec: str, operands, slots: int, params: Parameters | None, budgets: dict) -> PlanInfo:
+    def _plan(self, spec: str, operands, slots: int | None, params: Parameters | None, budgets: dict,
+              bound: float | None = None) -> PlanInfo:
         """POST /plans once per distinct request."""
-        refs = [{"plain": op} if isinstance(op, str) else {"cipher": [int(n) for n in np.shape(op)]} for op in operands]
+        declared = {} if bound is None else {"bound": float(bound)}
+        refs = [{"plain": op} if isinstance(op, str) else {"cipher": [int(n) for n in np.shape(op)], **declared}
+                for op in operands]
         body = {"spec": spec, "operands": refs, "slots": slots,
                 "params": params.to_json() if params is not None else None, **budgets}
         key = json.dumps(body, sort_keys=True)
@@ -254,9 +259,10 @@ class Client:
         result = self.run_job(path, {**query, "keyset_id": keyset_id}, blobs, timeout)
         return tensor_from_bytes(ctx, result, for_arithmetic=False)  # only decrypted
 
-    def einsum(self, spec: str, *operands, slots: int = 8192, params: Parameters | None = None,
-               timeout: float | None = None) -> np.ndarray:
-        """numpy.einsum on the server: arrays are encrypted here, strings name registered plaintext operands."""
-        plan = self.plan(spec, *operands, slots=slots, params=params)
+    def einsum(self, spec: str, *operands, slots: int | None = None, params: Parameters | None = None,
+               timeout: float | None = None, bound: float | None = None) -> np.ndarray:
+        """numpy.einsum on the server: arrays are encrypted here, strings name registered plaintext operands;
+        `bound` as in `plan`."""
+        plan = self.plan(spec, *operands, slots=slots, params=params, bound=bound)
         inputs = [(operands[op.operand], op.layout) for op in plan.plan.cipher_inputs]
         return self.compute(plan, "/jobs", {"plan_id": plan.id}, inputs, timeout)

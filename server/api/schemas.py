@@ -79,6 +79,10 @@ class OperandRef(BaseModel):
 
     plain: str | None = Field(None, pattern=NAME_PATTERN)
     cipher: list[StrictInt] | None = Field(None, max_length=8)
+    bound: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                description="with 'cipher': the largest |entry| the client will encrypt in it, a "
+                                            "public range it declares (einfhe.cipher's bound; it opens the small ring "
+                                            "to the default ring choice)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "OperandRef":
@@ -86,6 +90,8 @@ class OperandRef(BaseModel):
             raise ValueError("give exactly one of 'plain' (a registered operand's name) or 'cipher' (a shape)")
         if self.cipher is not None and any(n < 1 or n > 1 << 24 for n in self.cipher):
             raise ValueError("cipher shape entries must lie in 1..2^24")
+        if self.bound is not None and self.cipher is None:
+            raise ValueError("'bound' belongs to a cipher operand")
         return self
 
 
@@ -96,7 +102,10 @@ class PlanCreate(BaseModel):
 
     spec: str = Field(min_length=1, max_length=256)
     operands: list[OperandRef] = Field(min_length=1, max_length=16)
-    slots: int = Field(8192, ge=1, le=1 << 16)
+    slots: int | None = Field(None, ge=1, le=1 << 16,
+                              description="slots per ciphertext; null: the cheaper of 4,096 (N=2^13) and 8,192 where "
+                                          "every cipher operand declares a bound that keeps the results within "
+                                          "2^12, else 8,192 (einfhe.compile's default)")
     params: dict | None = None
     key_budget: int | None = Field(None, ge=1, description="most evaluation-key bytes the plan may need (default "
                                    "1 GiB, at most the server's key-set cap)")

@@ -172,3 +172,18 @@ def test_wait_shows_progress_for_long_jobs(live_server, monkeypatch):
         monkeypatch.setattr(client.http, "request", slow_first)
         job = client.submit(plan.id, keyset_id, [blob])
         assert client.wait(job["id"], timeout=30)["status"] == "succeeded"
+
+
+def test_a_declared_bound_lets_the_server_take_the_small_ring(live_server):
+    """With the inputs' range declared (public: the server sees it), the default ring choice prices N=2^13 and the
+    128-bit plan there decrypts to numpy's result; without it the plan keeps 8192 slots."""
+    rng = np.random.default_rng(23)
+    W, x = rng.uniform(-1, 1, (64, 64)), rng.uniform(-1, 1, 64)
+    with Client(live_server, TOKENS["alice"], progress=False) as client:
+        client.register_operand("W", W)
+        assert client.plan("ij,j->i", "W", x).plan.slots == 8192
+        plan = client.plan("ij,j->i", "W", x, bound=1.0)
+        assert plan.plan.slots == 4096 and plan.params.ring_dim == 8192 and plan.params.secure
+        y = client.einsum("ij,j->i", "W", x, bound=1.0)
+    bound = einfhe.params.error_bound(plan.params, 1.0, terms=64, depth=1, keyswitches=plan.plan.keyswitches)
+    assert np.abs(y - W @ x).max() < bound

@@ -264,6 +264,9 @@ async def test_plan_errors(app, matvec):
     assert_error(await call(app, "POST", "/plans", json=missing), 404, "not_found")
     both = {"spec": "i->i", "operands": [{"plain": "W", "cipher": [8]}]}
     assert_error(await call(app, "POST", "/plans", json=both), 400, "invalid_request")
+    for bound in ({"plain": "W", "bound": 1.0}, {"cipher": [8], "bound": -1.0}, {"cipher": [8], "bound": "inf"}):
+        request = {"spec": "ij,j->i", "operands": [{"plain": "W"}, bound], "slots": SLOTS}
+        assert_error(await call(app, "POST", "/plans", json=request), 400, "invalid_request")
     huge = {"spec": "ij,jk->ik", "operands": [{"cipher": [4096, 4096]}, {"cipher": [4096, 4096]}]}
     assert_error(await call(app, "POST", "/plans", json=huge), 422, "work_limit_exceeded")
     assert_error(await call(app, "POST", "/plans", content=b"{", headers={"Content-Type": "application/json"}),

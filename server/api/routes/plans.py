@@ -43,7 +43,7 @@ def _operand_values(request: PlanCreate, tenant: str, service: Service) -> list:
     values = []
     for ref in request.operands:
         if ref.cipher is not None:
-            values.append(einfhe.cipher(ref.cipher))
+            values.append(einfhe.cipher(ref.cipher, bound=ref.bound))
             continue
         row = service.store.get("operands", tenant, name=ref.plain)
         if row is None:
@@ -110,10 +110,11 @@ def _over_budget_message(exc: OverBudgetError, budgets: dict[str, int], settings
 
 
 def _parameters(request: PlanCreate, plan: Plan, service: Service) -> Parameters:
-    """The client's parameters (validated, and checked to fit the plan) or 128-bit ones derived from it."""
+    """The client's parameters (validated, and checked to fit the plan) or 128-bit ones derived from it (with the
+    small first modulus its ring was priced on where the ring was chosen, as einfhe.Context.for_plan does)."""
     if request.params is None:
         try:
-            return Parameters.derive(plan.depth, plan.slots)
+            return Parameters.derive(plan.depth, plan.slots, small_first_modulus=plan.chosen_ring is not None)
         except EinfheError as exc:
             raise ServiceError("work_limit_exceeded", exc.message) from exc
     params = service.parameters(request.params)
