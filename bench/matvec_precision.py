@@ -90,7 +90,8 @@ def main() -> None:
     for _ in range(args.keys):
         W, x = rng.uniform(-1, 1, (N_IN, N_IN)), rng.uniform(-1, 1, N_IN)
         exact = W @ x
-        plans = {r: einfhe.compile("ij,j->i", W, einfhe.cipher(x.shape), slots=4096, rescale=r) for r in ("early", "late")}
+        plans = {r: einfhe.compile("ij,j->i", W, einfhe.cipher(x.shape), slots=4096, rescale=r)
+                 for r in ("early", "late")}
         ctx = einfhe.Context.for_plan(plans["early"], plans["late"], params=params)
         backend = ctx.backend
         backend.cc.EvalRotateKeyGen(backend.secret_key, [1 << k for k in range(6)])
@@ -113,7 +114,8 @@ def main() -> None:
             upload = sum(len(backend.serialize_ciphertext(c)) for c in xe.cts)
             rows.setdefault(f"einfhe plan, rescale={rescale!r} ({plan.strategy})", []).append(
                 (float("nan"), error, upload, seconds))
-    print(f"{'way':52s} {'upload error':>12s} {'matvec error':>12s} {'upload':>10s} {'ms':>7s}  (medians of {args.keys} key sets)")
+    print(f"{'way':52s} {'upload error':>12s} {'matvec error':>12s} {'upload':>10s} {'ms':>7s}  "
+          f"(medians of {args.keys} key sets)")
     for name, values in rows.items():
         upload_error, error, upload, seconds = (statistics.median(v[k] for v in values) for k in range(4))
         print(f"{name:52s} {upload_error:12.1e} {error:12.1e} {upload / 1024:7.0f} KiB {1e3 * seconds:7.1f}")

@@ -21,7 +21,8 @@ BATCH_INDEX = "Z"  # the batched packing's sample index
 @dataclass(frozen=True)
 class ModelPlan:
     """A compiled model: plan, plain operands after the input, batch size, output scale, input scale, level plan (if
-    any) and the client's expansion of the input (None, or `QUADRATIC`: its monomials, einfhe.compiler.quadratic_form)."""
+    any) and the client's expansion of the input (None, or `QUADRATIC`: its monomials, see
+    einfhe.compiler.quadratic_form)."""
 
     plan: Plan
     plains: tuple[np.ndarray, ...]

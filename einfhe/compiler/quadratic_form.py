@@ -31,9 +31,12 @@ from .builder import Packed
 from .layers import IntLinear, Linear, Quadratic, Square
 from .strategies.bsgs import baby_steps
 
-__all__ = ["QUADRATIC", "QuadraticForm", "quadratic_form", "monomials", "monomial_count", "lower_quadratic_form"]
+__all__ = ["QUADRATIC", "MAX_OUTPUTS", "QuadraticForm", "quadratic_form", "monomials", "monomial_count",
+           "lower_quadratic_form"]
 
 QUADRATIC = "quadratic"  # ModelPlan.input_expansion: the client encrypts `monomials(x)`
+MAX_OUTPUTS = 256  # the diagonal method takes one plaintext product per output row (padded to a power of two)
+_MAX_ENTRIES = 1 << 24  # hidden units x monomials computed for the coefficients, at most
 
 
 def monomial_count(n: int) -> int:
@@ -64,7 +67,8 @@ def _affine(layer) -> tuple[np.ndarray, np.ndarray]:
 
 def quadratic_form(layers, n_features: int, slots: int) -> QuadraticForm | None:
     """The quadratic form of the model's first three layers when they are Linear, Square or Quadratic, Linear, well
-    shaped, and the input's monomials fit one ciphertext of `slots`; None otherwise."""
+    shaped, with at most MAX_OUTPUTS outputs, and the input's monomials fit one ciphertext of `slots`; None
+    otherwise."""
     if len(layers) < 3 or monomial_count(n_features) > slots:
         return None
     first, activation, second = layers[:3]
@@ -75,10 +79,12 @@ def quadratic_form(layers, n_features: int, slots: int) -> QuadraticForm | None:
     if w1.ndim != 2 or w2.ndim != 2 or w1.shape[1] != n_features or w2.shape[1] != w1.shape[0] \
             or b1.shape != (w1.shape[0],) or b2.shape != (w2.shape[0],):
         return None  # the layer-by-layer lowering says what is wrong
+    if w2.shape[0] > MAX_OUTPUTS or w1.shape[0] * monomial_count(n_features) > _MAX_ENTRIES:
+        return None  # one product per output row, and the coefficients' work: the layer-by-layer program is cheaper
     a, b, c = (1.0, 0.0, 0.0) if isinstance(activation, Square) else (activation.a, activation.b, activation.c)
     # a (W1 x + b1)^2 + b (W1 x + b1) + c, row k: a x^T (w_k w_k^T) x + (2 a b1_k + b) w_k . x + (a b1_k^2 + b b1_k + c)
     rows, cols = np.triu_indices(n_features)
-    pairs = a * np.einsum("ck,kj,kl->cjl", w2, w1, w1)[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
+    pairs = (a * w2) @ (w1[:, rows] * w1[:, cols]) * np.where(rows == cols, 1.0, 2.0)
     linear = (w2 * (2 * a * b1 + b)[None, :]) @ w1
     constant = w2 @ (a * b1**2 + b * b1 + c) + b2
     return QuadraticForm(np.concatenate([pairs, linear], axis=1), constant)

@@ -106,3 +106,11 @@ def test_the_form_decrypts_within_its_bound_on_openfhe():
     magnitude = np.abs(model.plains[0]).max()
     bound = error_bound(params, magnitude, terms=monomial_count(16), depth=1, keyswitches=0)
     assert np.abs(out - _float64(layers, x)).max() < bound
+
+
+def test_no_form_for_more_outputs_than_the_diagonal_method_pays_for():
+    from einfhe.compiler.quadratic_form import MAX_OUTPUTS
+
+    W1, W2 = RNG.normal(size=(8, 16)), RNG.normal(size=(MAX_OUTPUTS + 1, 8))
+    assert quadratic_form([Linear(W1), Square(), Linear(W2)], 16, 4096) is None
+    assert quadratic_form([Linear(W1), Square(), Linear(W2[:MAX_OUTPUTS])], 16, 4096) is not None
