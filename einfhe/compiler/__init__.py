@@ -1,10 +1,11 @@
 """Lowering to plans: the einsum compiler (`einsum`), the step emitter it and the model compiler share (`builder`,
 with `relayout`), the choice among candidate plans within budgets (`search`, pricing by `pricing`), the ring
-choice (`rings`), the contraction strategies (`strategies`), the model compiler (`model`, returning
-`model_plan`'s ModelPlan, over the layers of `layers`, an opening quadratic block collapsed by `quadratic_form`,
-with the composite ReLU of `activations`, the per-layer ReLU choice of `activation_choice` and the branching
-layers of `branches`), its bootstrap placement (`levels`), CNN layers as linear layers (`cnn`), the
-integer-model reader (`integer_model`) and the model-artifact reader (`artifact_model`)."""
+choice (`rings`, the default where `bounds` keeps results safe on the small ring), the contraction strategies
+(`strategies`), the model compiler (`model`, returning `model_plan`'s ModelPlan, over the layers of `layers`, an
+opening quadratic block collapsed by `quadratic_form`, with the composite ReLU of `activations`, the per-layer
+ReLU choice of `activation_choice` and the branching layers of `branches`), its bootstrap placement (`levels`),
+CNN layers as linear layers (`cnn`), the integer-model reader (`integer_model`) and the model-artifact reader
+(`artifact_model`)."""
 
 from __future__ import annotations
 
