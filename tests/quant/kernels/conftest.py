@@ -11,8 +11,8 @@ import torch
 ON_GPU = os.environ.get("QUANT_KERNEL_DEVICE") == "cuda"  # read as tests/quant/conftest.py reads it
 
 KERNELS = ("triton_w4a16", "triton_w4a8", "triton_w4a4", "triton_fmpq", "int8_gemm_scaled", "triton_dequant_w4a16",
-           "triton_dequant_w4a8", "triton_dequant_w4a4", "triton_decode_attention", "triton_quantize_per_token",
-           "w4a16_matmul")
+           "triton_dequant_w4a8", "triton_dequant_w4a4", "triton_decode_attention", "triton_static_decode_attention",
+           "triton_quantize_per_token", "w4a16_matmul")
 
 
 def _to(value, device: str):
