@@ -43,7 +43,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from einfhe.backends.simulator import SimulatorBackend  # noqa: E402
 from einfhe.compiler.transformer.refresh import place_bootstraps  # noqa: E402
-from einfhe.errors import ParameterError  # noqa: E402
+from einfhe.errors import ModelError, ParameterError  # noqa: E402
 from einfhe.plan.cost import load_cost_model  # noqa: E402
 from einfhe.compiler.transformer import (EncoderWeights, calibrate_encoder, compile_encoder_layer,  # noqa: E402
                                          compile_packed_layer, encoder_layer)
@@ -193,6 +193,19 @@ def compiled_layer(weights, blocks, tokens: int, simulate: bool, x: np.ndarray) 
     print("  " + str(level_plan).replace("\n", "\n  "))
     print(f"  the chain holds {sum(p.bootstraps for p in refreshed.plans)} bootstrap steps (a value read in two "
           f"stages past a refresh is refreshed in each), depth {refreshed.depth}")
+    for depth in REFRESH_DEPTHS:  # fewer levels between refreshes: a larger scale, more bootstraps
+        try:
+            params = einfhe.Parameters.derive(depth, SLOTS, bootstrap=True)
+            _, plan = place_bootstraps(new, depth, SLOTS)
+        except ParameterError:  # deeper than a 128-bit ring holds with bootstrapping
+            continue
+        except ModelError as exc:  # a block needs more levels than that in one stretch
+            print(f"  at most {depth} levels between refreshes: {str(exc).split(':')[0]}")
+            break
+        print(f"  at most {depth} levels between refreshes: scale 2^{params.scale_bits}, "
+              f"{len(plan.bootstrap_before)} bootstrap points, {plan.bootstrapped_cts} ciphertexts refreshed, "
+              f"{plan.bootstrap_cost:.0f} s bootstrapping + {plan.compute_cost:.0f} s compute = {plan.seconds:.0f} s "
+              "(the level planner's estimate)")
     programs["row packing with bootstraps"] = refreshed
     if not simulate:
         return
