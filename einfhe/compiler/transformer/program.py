@@ -109,11 +109,11 @@ class EncoderProgram:
         return max(max(levels.values()) for levels in self.value_levels())
 
     def level_map(self) -> str:
-        """One line per stage: its levels, plan depth, rotations and ciphertext operations."""
-        lines = [f"{'stage':<14}{'levels':>10}{'depth':>7}{'rotations':>11}  reads"]
+        """One line per stage: its levels, plan depth, rotations, bootstraps and the values it reads."""
+        lines = [f"{'stage':<14}{'levels':>10}{'depth':>7}{'rotations':>11}{'bootstraps':>12}  reads"]
         for stage, (start, end) in zip(self.stages, self.levels().values()):
             lines.append(f"{stage.name:<14}{f'{start}->{end}':>10}{stage.plan.depth:>7}"
-                         f"{_rotations(stage.plan):>11}  {', '.join(stage.inputs)}")
+                         f"{_rotations(stage.plan):>11}{stage.plan.bootstraps:>12}  {', '.join(stage.inputs)}")
         return "\n".join(lines)
 
     @property

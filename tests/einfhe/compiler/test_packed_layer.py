@@ -170,6 +170,8 @@ def test_bootstraps_placed_by_the_level_planner_keep_the_layer_exact(layer, max_
     assert max(ctx.backend.level(ct) for ct in out.cts) <= max_depth
     text = str(level_plan)
     assert text.count("-- bootstrap") == len(level_plan.bootstrap_before) and "softmax" in text
+    rows = refreshed.level_map().splitlines()[1:]
+    assert sum(int(row.split()[4]) for row in rows) == sum(plan.bootstraps for plan in refreshed.plans)
 
 
 def test_a_refresh_never_splits_a_chebyshev_series_or_a_product_before_its_rescale(layer):
