@@ -12,14 +12,20 @@ values (a bootstrapped ciphertext's slots must stay below 2^(gap - 1) in magnitu
 OpenFHE's bootstrapping error grows about one bit per bit of gap (measured at N=2^10 with 64 slots: 2^-16 at a
 gap of 1, 2^-14 at 5, 2^-11 at 7, 2^-7 at 9; at N=2^12 with 2,048 slots 2^-11, 2^-9 and 2^-9 at gaps 1, 5, 7).
 einfhe takes a gap of BOOTSTRAP_GAP = 5 bits (values below 16) where the correction factor allows it.
+
+The scale itself bounds the precision: at ring 2^16 with 128 slots and values up to 14.4, one bootstrap's max
+error was 4.8e-3 at a 2^54 scale and 0.26 at 2^48 (bench/bootstrap_bench.py, BENCHMARKS.md), about a bit lost per
+bit of scale, and a deep CNN bootstrapped twice at 2^48 no longer decrypted. `Parameters.derive` therefore keeps
+bootstrapped sets at BOOTSTRAP_MIN_SCALE_BITS or more and makes room for deeper stretches by more key-switching
+digits (a smaller P, larger keys) rather than a smaller scale.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["BOOTSTRAP_LEVEL_BUDGET", "BOOTSTRAP_DEPTH", "BOOTSTRAP_CHAIN_LEVELS", "BOOTSTRAP_GAP", "correction_factor",
-           "bootstrap_scale_bits", "bootstrap_headroom"]
+__all__ = ["BOOTSTRAP_LEVEL_BUDGET", "BOOTSTRAP_DEPTH", "BOOTSTRAP_CHAIN_LEVELS", "BOOTSTRAP_GAP",
+           "BOOTSTRAP_MIN_SCALE_BITS", "correction_factor", "bootstrap_scale_bits", "bootstrap_headroom"]
 
 # Level budget (CoeffsToSlots, SlotsToCoeffs) and the levels bootstrapping consumes with uniform ternary secrets
 # (CryptoContext.GetBootstrapDepth; a test checks the figure).
@@ -31,6 +37,8 @@ BOOTSTRAP_DEPTH = 18
 BOOTSTRAP_CHAIN_LEVELS = BOOTSTRAP_DEPTH + 1
 # the gap einfhe uses where the correction factor allows it: values below 2^4, a few bits of precision given up
 BOOTSTRAP_GAP = 5
+# the smallest scale Parameters.derive gives a bootstrapped set (module docstring)
+BOOTSTRAP_MIN_SCALE_BITS = 54
 
 
 def correction_factor(ring_dim: int, slots: int) -> int:

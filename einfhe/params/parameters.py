@@ -27,7 +27,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ParameterError
-from .bootstrap import BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH, bootstrap_scale_bits, correction_factor
+from .bootstrap import (BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH, BOOTSTRAP_MIN_SCALE_BITS, bootstrap_scale_bits,
+                        correction_factor)
 
 __all__ = ["Parameters", "MAX_LOG_QP", "estimate_log_qp", "SECURE", "INSECURE", "SMALL_RING_FIRST_MOD_BITS"]
 
@@ -51,12 +52,26 @@ def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int, digits: in
     return first_mod_bits + depth * scale_bits + p_bits
 
 
-def _moduli_to_try(ring_dim: int, slots: int, scale_bits: int | None, first_mod_bits: int, bootstrap: bool):
-    """(first modulus bits, scale bits) candidates for one ring, most precise first."""
+def _moduli_to_try(ring_dim: int, slots: int, scale_bits: int | None, first_mod_bits: int, bootstrap: bool,
+                   towers: int):
+    """(key-switching digits, first modulus bits, scale bits) candidates for one ring, in order of preference: for
+    bootstrapping, the default digits at the largest scale down to BOOTSTRAP_MIN_SCALE_BITS, then more digits."""
     if scale_bits or not bootstrap:
-        return [(first_mod_bits, scale_bits or 40)]
+        return [(0, first_mod_bits, scale_bits or 40)]
     gap = first_mod_bits - bootstrap_scale_bits(ring_dim, slots, first_mod_bits)
-    return [(first, first - gap) for first in range(first_mod_bits, 40 + gap - 1, -1)]
+    moduli = [(first, first - gap) for first in range(first_mod_bits, BOOTSTRAP_MIN_SCALE_BITS + gap - 1, -1)]
+    return [(digits, first, bits) for digits in (0, *range(_DIGITS + 1, towers + 1)) for first, bits in moduli]
+
+
+def _deepest_bootstrapped(slots: int, first_mod_bits: int) -> int:
+    """The most levels between bootstraps any 128-bit ring holds at BOOTSTRAP_MIN_SCALE_BITS or more."""
+    ring, bound = max(MAX_LOG_QP.items())
+    gap = first_mod_bits - bootstrap_scale_bits(ring, slots, first_mod_bits)
+    depth = 0
+    while estimate_log_qp(depth + 1 + BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_MIN_SCALE_BITS,
+                          BOOTSTRAP_MIN_SCALE_BITS + gap, depth + 2 + BOOTSTRAP_CHAIN_LEVELS) <= bound:
+        depth += 1
+    return depth
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,8 @@ class Parameters:
         With `bootstrap` and no `scale_bits`, the scale is the largest OpenFHE bootstraps in that ring
         (einfhe.params.bootstrap: 55 bits over a 60-bit first modulus, a gap OpenFHE accepts at 2^16); when that
         modulus is too large for the depth, the first modulus and the scale shrink together, bit by bit, down
-        to a 40-bit scale (`first_mod_bits` is then an upper bound). `small_first_modulus` lets a ring the first
+        to BOOTSTRAP_MIN_SCALE_BITS (`first_mod_bits` is then an upper bound), and past that more key-switching
+        digits shrink P instead (larger keys), as a smaller scale leaves a bootstrap too little precision. `small_first_modulus` lets a ring the first
         modulus does not fit take a 55-bit one, and `lift` lifts the encryption where the ring has room for it
         (module docstring)."""
         depth = max(1, int(depth))
@@ -94,13 +110,19 @@ class Parameters:
                 continue
             for lifted in (True, False) if lift and not bootstrap else (False,):
                 total = depth + (BOOTSTRAP_CHAIN_LEVELS if bootstrap else 0) + lifted
-                for first, bits in _moduli_to_try(ring_dim, slots, scale_bits, first_mod_bits, bootstrap):
-                    if estimate_log_qp(total, bits, first) <= bound:
-                        return cls(ring_dim, slots, depth, bits, first, SECURE, bootstrap, 0, lifted).validate()
+                for digits, first, bits in _moduli_to_try(ring_dim, slots, scale_bits, first_mod_bits, bootstrap,
+                                                          total + 1):
+                    if estimate_log_qp(total, bits, first, digits) <= bound:
+                        return cls(ring_dim, slots, depth, bits, first, SECURE, bootstrap, digits, lifted).validate()
                 # OpenFHE spreads at most _DIGITS towers over _DIGITS digits (one each; four in three it refuses)
                 if (small_first_modulus and not bootstrap and scale < small and total + 1 <= _DIGITS
                         and estimate_log_qp(total, scale, small) <= bound):
                     return cls(ring_dim, slots, depth, scale, small, SECURE, bootstrap, total + 1, lifted).validate()
+        if bootstrap and not scale_bits:
+            raise ParameterError(
+                f"no 128-bit ring holds {depth} levels between bootstraps at a scale of 2^{BOOTSTRAP_MIN_SCALE_BITS} "
+                f"or more (below it a bootstrap keeps too little precision): bootstrap more often (max_depth <= "
+                f"{_deepest_bootstrapped(slots, first_mod_bits)})", depth=depth, slots=slots)
         raise ParameterError(
             f"no ring up to 2^16 holds depth {depth} ({log_qp} bits of modulus) with {slots} slots at 128-bit "
             "security: reduce the depth (quantize, or split the program) or the slot count",

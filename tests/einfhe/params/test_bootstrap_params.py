@@ -9,8 +9,10 @@ import pytest
 import einfhe
 from einfhe.backends.openfhe import OpenFHEBackend
 from einfhe.params import (
-    BOOTSTRAP_DEPTH, BOOTSTRAP_GAP, BOOTSTRAP_LEVEL_BUDGET, INSECURE, MAX_LOG_QP, Parameters, bootstrap_headroom, correction_factor,
+    BOOTSTRAP_DEPTH, BOOTSTRAP_GAP, BOOTSTRAP_LEVEL_BUDGET, BOOTSTRAP_MIN_SCALE_BITS, INSECURE, MAX_LOG_QP, Parameters,
+    bootstrap_headroom, correction_factor,
 )
+from einfhe.backends.openfhe_context import crypto_context
 
 
 def _openfhe_default_correction_factor(ring_dim: int, slots: int) -> int:
@@ -47,6 +49,28 @@ def test_derived_bootstrap_parameters_fit_the_correction_factor_at_128_bit(depth
     assert params.secure and params.ring_dim == 65536 and params.log_qp <= MAX_LOG_QP[65536]
     assert 1 <= gap <= correction_factor(params.ring_dim, slots)
     assert params.total_depth == depth + BOOTSTRAP_DEPTH + 1  # the level a bootstrap's input keeps
+
+
+def test_deep_stretches_keep_the_scale_floor_by_more_key_switching_digits():
+    """Six levels between bootstraps used to shrink the scale to 2^48, where one bootstrap's error was 0.26; the
+    set now keeps 2^55 with six key-switching digits (a smaller P), and the default three where they suffice."""
+    shallow, deep = Parameters.derive(3, 128, bootstrap=True), Parameters.derive(6, 128, bootstrap=True)
+    assert shallow.digits == 0 and shallow.scale_bits >= BOOTSTRAP_MIN_SCALE_BITS
+    assert deep.digits > 3 and deep.scale_bits >= BOOTSTRAP_MIN_SCALE_BITS and deep.log_qp <= MAX_LOG_QP[65536]
+    with pytest.raises(einfhe.ParameterError, match=r"max_depth <= 11"):
+        Parameters.derive(12, 128, bootstrap=True)
+    for depth in range(1, 12):
+        assert Parameters.derive(depth, 128, bootstrap=True).scale_bits >= BOOTSTRAP_MIN_SCALE_BITS
+
+
+def test_openfhe_accepts_the_many_digit_set_at_128_bit():
+    """OpenFHE's own 128-bit check (its P for those digits; it refuses a ring too small for Q*P) passes the set
+    derive gives six levels between bootstraps."""
+    params = Parameters.derive(6, 128, bootstrap=True)
+    cc = crypto_context(params)
+    assert cc.GetRingDimension() == 65536 and cc.GetMultiplicativeDepth() == params.total_depth
+    with pytest.raises(einfhe.BackendError):  # the same scale and depth with OpenFHE's default three digits
+        crypto_context(Parameters(65536, 128, 6, params.scale_bits, params.first_mod_bits, params.security, True))
 
 
 def test_the_issue_case_gets_a_gap_openfhe_accepts():
