@@ -127,14 +127,15 @@ class OpenFHEBackend(Backend):
             return {r for r in range(1, self.slots) if self.cc.FindAutomorphismIndex(r) in existing}
 
     def export_evaluation_keys(self) -> dict[str, bytes]:
-        """The public material a server needs (context, public key, relinearization and rotation keys)."""
+        """The public material a server needs (context, public key, relinearization and rotation keys; the
+        automorphism keys bootstrapping made travel with the rotation keys, also where the plan rotates nothing)."""
         with translate_errors("serialize evaluation keys"):
             return {
                 "context": openfhe.Serialize(self.cc, openfhe.BINARY),
                 "public_key": openfhe.Serialize(self.public_key, openfhe.BINARY),
                 "mult_key": openfhe.SerializeEvalMultKeyString(openfhe.BINARY, self.key_tag),
                 "rotation_keys": openfhe.SerializeEvalAutomorphismKeyString(openfhe.BINARY, self.key_tag)
-                if self.rotations else b"",
+                if self.rotations or self.params.bootstrap else b"",
             }
 
     @classmethod
@@ -275,6 +276,9 @@ class OpenFHEBackend(Backend):
         if not self.params.bootstrap:
             raise PlanError("this context was made without bootstrapping: derive it from the plan (Context.for_plan)")
         with translate_errors("bootstrap"):
+            # OpenFHE aborts the process (an exception inside its threads) when the keys are missing: check first
+            if not self.cc.GetExistingEvalAutomorphismKeyIndices(self.key_tag):
+                raise PlanError("this key set holds no bootstrapping keys: export them with the context that made them")
             out = self.cc.EvalBootstrap(ct)
             # OpenFHE leaves the result at degree 2 (its last step unrescaled): rescaled here, it sits BOOTSTRAP_DEPTH
             # levels down at the nominal scale, as the plan's level accounting assumes
