@@ -12,13 +12,15 @@ bootstraps at 128-bit (`Parameters.derive(6, slots, bootstrap=True)`: ring 2^16)
 the fewest ciphertexts (the head, one ciphertext per feature, the test images across the slots). The input is
 encrypted at `model.input_level(params)`, with only the levels the stretch before the first bootstrap uses.
 
-Printed: the level map, float / plaintext / encrypted accuracy on the test images, the agreement of encrypted and
+`--noise 5e-3 1e-2` also prints how far the plaintext model's predictions move with uniform noise of those
+amplitudes added where the bootstraps sit (the error one bootstrap may leave). Printed: the level map, float /
+plaintext / encrypted accuracy on the test images, the agreement of encrypted and
 plaintext predictions, max logit error, seconds per op kind (bootstrap, products, ...), key generation, key bytes,
 and the largest value entering each bootstrap against the headroom OpenFHE's bootstrapping leaves. `--simulate`
-runs the same plan on einfhe's exact slot simulator instead (seconds, for a check). At 128-bit with 128 slots the
-process peaks at about 10.6 GB (keys, bootstrapping's precomputed transforms, 256 input ciphertexts) and runs
-about 11 minutes on one core; at 1,024 slots it passed 12 GB. Known limit (BENCHMARKS.md): at depth 6 the
-derived scale is 2^48, where one OpenFHE bootstrap loses most of its precision, and the decryption fails.
+runs the same plan on einfhe's exact slot simulator instead (seconds, for a check). Depth 6 between bootstraps
+holds a 2^55 scale at 128-bit by six key-switching digits (`Parameters.derive`'s scale floor: at the 2^48 it
+once derived, one bootstrap's error was 0.26 and the decryption failed), which doubles the keys to 8 GiB; the
+process then peaks near 14 GB at 128 slots (BENCHMARKS.md has the run), so run it alone.
 """
 
 from __future__ import annotations
@@ -112,6 +114,17 @@ def layer_inputs(layers: list, X: np.ndarray) -> list[np.ndarray]:
     return values
 
 
+def noisy_logits(layers: list, X: np.ndarray, points: tuple[int, ...], amplitude: float) -> np.ndarray:
+    """The plaintext logits with uniform noise of `amplitude` added to the value entering each layer of `points`
+    (where the bootstraps sit): the error budget a bootstrap has."""
+    rng, h = np.random.default_rng(1), X
+    for position, layer in enumerate(layers):
+        if position in points:
+            h = h + rng.uniform(-amplitude, amplitude, h.shape)
+        h = _apply(layer, h)
+    return h
+
+
 def _apply(layer, h: np.ndarray) -> np.ndarray:
     if isinstance(layer, Square):
         return h * h
@@ -140,6 +153,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=6, help="levels between bootstraps")
     parser.add_argument("--slots", type=int, default=128)
     parser.add_argument("--simulate", action="store_true", help="einfhe's slot simulator instead of OpenFHE")
+    parser.add_argument("--noise", type=float, nargs="*", default=[],
+                        help="also print the plaintext model's agreement with this much noise at the bootstraps")
     args = parser.parse_args()
     torch.manual_seed(0)
     Xtr, Xte, ytr, yte = digits_split()
@@ -165,6 +180,11 @@ def main() -> None:
     for position in model.levels.bootstrap_before:
         print(f"bootstrap before layer {position}: max |value| {np.abs(values[position]).max():.2f} "
               f"(headroom {headroom:.0f})")
+    for amplitude in args.noise:
+        noisy = noisy_logits(layers, X, model.levels.bootstrap_before, amplitude)
+        agree = np.mean(noisy.argmax(1) == plain_logits.argmax(1))
+        print(f"noise +-{amplitude:g} at the bootstraps (plaintext): agreement {agree:.4f}, "
+              f"max |logit error| {np.abs(noisy - plain_logits).max():.3g}")
     print(f"parameters: {params}; plan depth {model.plan.depth}, {model.plan.bootstraps} bootstrapped ciphertexts")
     stats = einfhe.RunStats()
     if args.simulate:

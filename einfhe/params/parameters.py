@@ -98,9 +98,9 @@ class Parameters:
         (einfhe.params.bootstrap: 55 bits over a 60-bit first modulus, a gap OpenFHE accepts at 2^16); when that
         modulus is too large for the depth, the first modulus and the scale shrink together, bit by bit, down
         to BOOTSTRAP_MIN_SCALE_BITS (`first_mod_bits` is then an upper bound), and past that more key-switching
-        digits shrink P instead (larger keys), as a smaller scale leaves a bootstrap too little precision. `small_first_modulus` lets a ring the first
-        modulus does not fit take a 55-bit one, and `lift` lifts the encryption where the ring has room for it
-        (module docstring)."""
+        digits shrink P instead (larger keys), as a smaller scale leaves a bootstrap too little precision.
+        `small_first_modulus` lets a ring the first modulus does not fit take a 55-bit one, and `lift` lifts the
+        encryption where the ring has room for it (module docstring)."""
         depth = max(1, int(depth))
         chain = depth + (BOOTSTRAP_CHAIN_LEVELS if bootstrap else 0)
         log_qp = estimate_log_qp(chain, scale_bits or 40, first_mod_bits)
