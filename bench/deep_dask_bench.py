@@ -35,6 +35,7 @@ from digits_resnet import digits_split, train  # noqa: E402
 
 from einfhe.compiler import compile_model  # noqa: E402
 from einfhe.params import INSECURE, Parameters  # noqa: E402
+from einfhe.plan.partition import partition  # noqa: E402
 
 
 def _dask_seconds(workers: int, model, keys: bytes, blob: bytes, params: dict) -> tuple[float, bytes]:
@@ -76,7 +77,7 @@ def main() -> None:
     xe = einfhe.encrypt(ctx, model.pack_input(X), model.input_layout, level=model.input_level(params))
     blob = einfhe.tensor_to_bytes(ctx, xe)
     print(f"{params}; {len(model.levels.bootstrap_before)} bootstrap points, {model.plan.bootstraps} bootstrapped "
-          f"ciphertexts; keys {len(keys) / 2**20:.0f} MiB in {keygen:.1f} s; {os.cpu_count()} cores", flush=True)
+          f"ciphertexts; {len(partition(model.plan))} independent part(s) for Dask; keys {len(keys) / 2**20:.0f} MiB in {keygen:.1f} s; {os.cpu_count()} cores", flush=True)
 
     def agreement(out) -> float:
         return float(np.mean(model.unpack_output(out).argmax(1) == plain_pred))
