@@ -8,9 +8,11 @@ test images in the slots). At 128-bit (ring 2^16) one bootstrapping key set is 8
 its own copy, which this 24 GiB machine cannot give four workers; so the run uses the same plan on a smaller ring
 with the same chain (depth 6 + bootstrapping, 2^55 scale over a 60-bit first modulus) and NO security: it
 measures how the work spreads, not a 128-bit latency. Printed: one process on 1 and 2 threads (`einfhe.run`'s
-`workers`), then a LocalCluster of 1, 2, 4 single-threaded processes through `einfhe.runtime.dask_runner`
-(each run includes every worker loading the key set), each with its ratio to the one-thread run measured in
-the same run, and the agreement of the decrypted predictions with the plaintext model.
+`workers`), then a LocalCluster of 1, 2, 4 single-threaded processes through `einfhe.runtime.dask_runner`, first
+with the whole plan (its outputs share work, so it is one part and one worker runs it), then `staged=True` (cut
+at every level change, `einfhe.plan.stages`, each stage's ciphertexts in parts); each run includes every worker
+loading the key set, each with its ratio to the one-thread run measured in the same run, and the agreement of
+the decrypted predictions with the plaintext model.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from digits_resnet import digits_split, train  # noqa: E402
 from einfhe.compiler import compile_model  # noqa: E402
 from einfhe.params import INSECURE, Parameters  # noqa: E402
 from einfhe.plan.partition import partition  # noqa: E402
+from einfhe.plan.stages import stages  # noqa: E402
 
 
-def _dask_seconds(workers: int, model, keys: bytes, blob: bytes, params: dict) -> tuple[float, bytes]:
+def _dask_seconds(workers: int, model, keys: bytes, blob: bytes, params: dict, staged: bool) -> tuple[float, bytes]:
     """(wall seconds of one run on a LocalCluster of `workers` single-threaded processes, the result blob)."""
     import distributed
 
@@ -50,7 +53,7 @@ def _dask_seconds(workers: int, model, keys: bytes, blob: bytes, params: dict) -
             distributed.Client(cluster) as client:
         runner = DaskRunner(client, timeout=3600.0)
         start = time.perf_counter()
-        result = runner.run(model.plan, "deep", keys, {0: blob}, plains, params=params)
+        result = runner.run(model.plan, "deep", keys, {0: blob}, plains, params=params, staged=staged)
     return time.perf_counter() - start, result
 
 
@@ -76,8 +79,11 @@ def main() -> None:
     keygen = time.perf_counter() - start
     xe = einfhe.encrypt(ctx, model.pack_input(X), model.input_layout, level=model.input_level(params))
     blob = einfhe.tensor_to_bytes(ctx, xe)
+    cut = stages(model.plan)
+    parts = [len(partition(stage.plan)) for stage in cut]
     print(f"{params}; {len(model.levels.bootstrap_before)} bootstrap points, {model.plan.bootstraps} bootstrapped "
-          f"ciphertexts; {len(partition(model.plan))} independent part(s) for Dask; keys {len(keys) / 2**20:.0f} MiB in {keygen:.1f} s; {os.cpu_count()} cores", flush=True)
+          f"ciphertexts; {len(partition(model.plan))} independent part(s) for Dask, staged: {len(cut)} stages of "
+          f"{min(parts)}-{max(parts)} parts; keys {len(keys) / 2**20:.0f} MiB in {keygen:.1f} s; {os.cpu_count()} cores", flush=True)
 
     def agreement(out) -> float:
         return float(np.mean(model.unpack_output(out).argmax(1) == plain_pred))
@@ -90,11 +96,12 @@ def main() -> None:
         base = base or seconds
         print(f"one process, {threads} thread(s): {seconds:.1f} s ({base / seconds:.2f}x one thread), agreement with "
               f"plaintext {agreement(out):.4f}", flush=True)
-    for workers in [int(w) for w in args.dask.split(",") if w]:
-        seconds, result = _dask_seconds(workers, model, keys, blob, params.to_json())
-        out = einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, result))
-        print(f"dask {workers} worker(s): {seconds:.1f} s ({base / seconds:.2f}x one thread), agreement with "
-              f"plaintext {agreement(out):.4f}", flush=True)
+    for staged in (False, True):
+        for workers in [int(w) for w in args.dask.split(",") if w]:
+            seconds, result = _dask_seconds(workers, model, keys, blob, params.to_json(), staged)
+            out = einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, result))
+            print(f"dask {workers} worker(s){', staged' if staged else ', whole plan'}: {seconds:.1f} s "
+                  f"({base / seconds:.2f}x one thread), agreement with plaintext {agreement(out):.4f}", flush=True)
 
 
 if __name__ == "__main__":

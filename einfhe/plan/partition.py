@@ -21,7 +21,7 @@ from .operands import Diagonals
 from .plan import Plan
 from .steps import Load, PlainSlice, PlainTensor
 
-__all__ = ["Part", "partition", "assemble"]
+__all__ = ["Part", "partition", "assemble", "plain_program_of"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _step_prices(plan: Plan, model: CostModel) -> list[float]:
     return [step_seconds(model, step, ring, depth, levels) for step in plan.steps]
 
 
-def _plain_program(plan: Plan, steps: list) -> tuple:
+def plain_program_of(plan: Plan, steps: list) -> tuple:
     """The plain ops the given steps need, transitively, in the original order."""
     needed = {s.plain.name for s in steps if isinstance(getattr(s, "plain", None), (PlainTensor, PlainSlice))}
     kept = []
@@ -133,7 +133,7 @@ def partition(plan: Plan, max_parts: int | None = None, model: CostModel | None 
     for positions in sorted(groups):
         indices = sorted(set().union(*(slices[p] for p in positions)))
         steps = [plan.steps[i] for i in indices]
-        sub = Plan(plan.spec, plan.slots, plan.operands, _plain_program(plan, steps), tuple(steps),
+        sub = Plan(plan.spec, plan.slots, plan.operands, plain_program_of(plan, steps), tuple(steps),
                    tuple(plan.outputs[p] for p in positions), plan.output_layout, plan.strategy)
         parts.append(Part(sub, tuple(positions)))
     return tuple(parts)

@@ -30,6 +30,7 @@ from ..crypto.tensor import read_tensor_blob
 from ..errors import DistributedError, EinfheError, EinsumError
 from ..plan import Plan
 from ..plan.partition import Part, assemble, partition
+from ..plan.stages import stages
 from .interpreter import execute
 
 __all__ = ["DaskRunner"]
@@ -127,30 +128,44 @@ class DaskRunner:
             future.release()
 
     def run(self, plan: Plan, keyset_id: str, keys: bytes, inputs: dict[int, bytes],
-            plains: dict[int, np.ndarray], params: dict | None = None, max_cts: int = 4096) -> bytes:
+            plains: dict[int, np.ndarray], params: dict | None = None, max_cts: int = 4096,
+            staged: bool = False) -> bytes:
         """Run `plan` on the cluster and return the result tensor blob (as `tensor_to_bytes` would).
 
         `inputs` maps each cipher operand to its tensor blob, `plains` each plain operand to its array;
         `params` (a `Parameters.to_json` dict) is required of the key set when given, and insecure
-        parameters are refused without it; a tensor of more than `max_cts` ciphertexts is refused."""
-        import distributed
-
-        fingerprint = keys[8:24]
+        parameters are refused without it; a tensor of more than `max_cts` ciphertexts is refused. `staged`
+        runs the plan stage by stage (`einfhe.plan.stages`: cut at every level change, each stage split into
+        parts), for deep models whose outputs share work and so make one part; the values between stages
+        pass through the caller."""
+        fingerprint, deadline = keys[8:24], time.monotonic() + self.timeout
         missing = [op.operand for op in plan.cipher_inputs if op.operand not in inputs]
         if missing:
             raise EinsumError(f"cipher operands {missing} have no tensor", spec=plan.spec)
         cts = {op.operand: _split_tensor(plan, op.operand, inputs[op.operand], fingerprint, max_cts)
                for op in plan.cipher_inputs}
+        keyset = (keyset_id, keys, params)
+        if not staged:
+            outputs = self._run_parts(plan, cts, plains, keyset, deadline)
+        else:
+            values: dict[int, bytes] = {}
+            for stage in stages(plan):
+                values.update(zip(stage.plan.outputs, self._run_parts(
+                    stage.plan, {**cts, **stage.carried_cts(values)}, plains, keyset, deadline)))
+            outputs = [values[v] for v in plan.outputs]
+        return pack_blob("tensor", fingerprint, pack_parts({"layout": plan.output_layout.to_json()}, outputs))
+
+    def _run_parts(self, plan: Plan, cts: dict, plains: dict, keyset: tuple, deadline: float) -> list[bytes]:
+        """The plan's output ciphertexts (serialized), its parts run on the cluster, lost ones run again."""
         parts = self.parts(plan)
         results: list = [None] * len(parts)
-        pending, deadline = list(range(len(parts))), time.monotonic() + self.timeout
+        pending = list(range(len(parts)))
         for attempt in range(self.retries + 1):
             if attempt:  # let the scheduler notice the lost worker before scattering again
                 time.sleep(min(0.5 * 2 ** attempt, max(0.0, deadline - time.monotonic())))
-            pending = self._round(plan, parts, pending, results, cts, plains, (keyset_id, keys, params), deadline)
+            pending = self._round(plan, parts, pending, results, cts, plains, keyset, deadline)
             if not pending:
-                outputs = assemble(plan, parts, results)
-                return pack_blob("tensor", fingerprint, pack_parts({"layout": plan.output_layout.to_json()}, outputs))
+                return assemble(plan, parts, results)
         raise DistributedError(f"plan {plan.spec!r}: parts {pending} were lost {self.retries + 1} times "
                                "(workers died or left the cluster)", spec=plan.spec)
 

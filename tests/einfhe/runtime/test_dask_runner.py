@@ -78,7 +78,7 @@ def test_batch_of_model_inferences_matches_the_local_run(client):
 def test_bootstrapped_model_matches_the_local_run(client):
     """A batched plan with bootstraps and no rotations: its bootstrapping keys travel in the key blob (they were
     left out where a plan rotated nothing, and a worker's bootstrap aborted the process), and the workers'
-    refreshed ciphertexts decrypt to the local run's within one bootstrap's error."""
+    refreshed ciphertexts decrypt to the local run's within one bootstrap's error, run whole or stage by stage."""
     rng = np.random.default_rng(2)
     W1, W2 = rng.uniform(-0.5, 0.5, (4, 6)), rng.uniform(-0.5, 0.5, (3, 4))
     model = compile_model([Linear(W1), Square(), Linear(W2), Square()], 6, batch=8, slots=8, max_depth=2)
@@ -87,14 +87,15 @@ def test_bootstrapped_model_matches_the_local_run(client):
     X = rng.uniform(-1, 1, (8, 6))
     xe = einfhe.encrypt(ctx, model.pack_input(X), model.input_layout, level=model.input_level(ctx.params))
     local = model.unpack_output(einfhe.decrypt(ctx, einfhe.run(ctx, model.plan, *model.operands(xe))))
-    out = DaskRunner(client).run(model.plan, "boot-1", einfhe.evaluation_keys_to_bytes(ctx),
-                                 {0: einfhe.tensor_to_bytes(ctx, xe)}, dict(enumerate(model.plains, start=1)),
-                                 params=ctx.params.to_json())
-    got = model.unpack_output(einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, out)))
-    # one bootstrap's error at this ring (gap 5, values below 1) is about 2^-14 (einfhe.params.bootstrap); OpenFHE's
-    # decryption adds noise of that order, so two decryptions of the same result differ by about as much
-    np.testing.assert_allclose(got, local, atol=2.0**-14)
-    np.testing.assert_allclose(got, ((X @ W1.T) ** 2 @ W2.T) ** 2, atol=2.0**-10)
+    keys, blob = einfhe.evaluation_keys_to_bytes(ctx), einfhe.tensor_to_bytes(ctx, xe)
+    for staged in (False, True):  # one part; then stage by stage, a part per ciphertext of each layer
+        out = DaskRunner(client).run(model.plan, "boot-1", keys, {0: blob}, dict(enumerate(model.plains, start=1)),
+                                     params=ctx.params.to_json(), staged=staged)
+        got = model.unpack_output(einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, out)))
+        # one bootstrap's error at this ring (gap 5, values below 1) is about 2^-14 (einfhe.params.bootstrap);
+        # OpenFHE's decryption adds noise of that order, so two decryptions of one result differ by about as much
+        np.testing.assert_allclose(got, local, atol=2.0**-14)
+        np.testing.assert_allclose(got, ((X @ W1.T) ** 2 @ W2.T) ** 2, atol=2.0**-10)
 
 
 def test_workers_cache_key_sets_by_id_within_the_bound(client, matmul):
