@@ -19,7 +19,6 @@ which levels, where each bootstrap sits, what it costs and why it is there.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,32 +26,12 @@ import numpy as np
 from ..errors import ModelError
 from ..params import BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH
 from ..plan import value_levels
-from ..plan.cost import load_cost_model
+from ..plan.cost import BOOTSTRAP_SECONDS, bootstrap_seconds, load_cost_model
 from .activation_choice import relu_choice
 from .layers import ReLUWithin
 
 __all__ = ["LayerLevels", "LevelPlan", "plan_levels", "greedy_levels", "profile_layer", "bootstrap_seconds",
            "BOOTSTRAP_SECONDS", "PLACEMENTS"]
-
-# Seconds of one OpenFHE bootstrap at ring 2^16 by slot count, one thread, measured by bench/bootstrap_bench.py on
-# the shared 2-core machine (BENCHMARKS.md, "Bootstrapping at 128-bit"; noisy, up to 2x); other slot counts are
-# interpolated in log2(slots).
-BOOTSTRAP_SECONDS = {64: 13.45, 1024: 24.94, 8192: 20.49}
-
-
-def bootstrap_seconds(slots: int, table: dict | None = None) -> float:
-    """Seconds of one bootstrap of a ciphertext with `slots` slots (interpolated in log2(slots) in `table`)."""
-    table = table or BOOTSTRAP_SECONDS
-    points = sorted(table.items())
-    x = math.log2(max(1, slots))
-    if x <= math.log2(points[0][0]):
-        return float(points[0][1])
-    for (s0, t0), (s1, t1) in zip(points, points[1:]):
-        x0, x1 = math.log2(s0), math.log2(s1)
-        if x <= x1:
-            return float(t0 + (t1 - t0) * (x - x0) / (x1 - x0))
-    return float(points[-1][1])
-
 
 @dataclass(frozen=True)
 class LayerLevels:

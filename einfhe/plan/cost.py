@@ -20,12 +20,33 @@ from ..params import Parameters
 from .steps import value_levels
 
 __all__ = ["CostModel", "Estimate", "load_cost_model", "estimate_plan", "lowering_seconds",
-           "ring_for", "key_depth", "step_seconds", "critical_path", "PRICED_OPS"]
+           "ring_for", "key_depth", "step_seconds", "critical_path", "PRICED_OPS", "BOOTSTRAP_SECONDS",
+           "bootstrap_seconds"]
 
 # ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there)
 PRICED_OPS = ("mul_plain", "add_plain", "mul", "add", "sub", "rotate", "hoist", "rotate_hoisted", "rescale",
               "level_reduce", "encrypt", "decrypt")
 _ALIAS = {"mask": "mul_plain"}
+
+
+# Seconds of one OpenFHE bootstrap at ring 2^16 by slot count, one thread, measured by bench/bootstrap_bench.py on
+# the shared 2-core machine (BENCHMARKS.md, "Bootstrapping at 128-bit"; noisy, up to 2x); other slot counts are
+# interpolated in log2(slots).
+BOOTSTRAP_SECONDS = {64: 13.45, 1024: 24.94, 8192: 20.49}
+
+
+def bootstrap_seconds(slots: int, table: dict | None = None) -> float:
+    """Seconds of one bootstrap of a ciphertext with `slots` slots (interpolated in log2(slots) in `table`)."""
+    table = table or BOOTSTRAP_SECONDS
+    points = sorted(table.items())
+    x = math.log2(max(1, slots))
+    if x <= math.log2(points[0][0]):
+        return float(points[0][1])
+    for (s0, t0), (s1, t1) in zip(points, points[1:]):
+        x0, x1 = math.log2(s0), math.log2(s1)
+        if x <= x1:
+            return float(t0 + (t1 - t0) * (x - x0) / (x1 - x0))
+    return float(points[-1][1])
 
 
 @dataclass(frozen=True)
