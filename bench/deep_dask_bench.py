@@ -83,7 +83,8 @@ def main() -> None:
     parts = [len(partition(stage.plan)) for stage in cut]
     print(f"{params}; {len(model.levels.bootstrap_before)} bootstrap points, {model.plan.bootstraps} bootstrapped "
           f"ciphertexts; {len(partition(model.plan))} independent part(s) for Dask, staged: {len(cut)} stages of "
-          f"{min(parts)}-{max(parts)} parts; keys {len(keys) / 2**20:.0f} MiB in {keygen:.1f} s; {os.cpu_count()} cores", flush=True)
+          f"{min(parts)}-{max(parts)} parts; keys {len(keys) / 2**20:.0f} MiB in {keygen:.1f} s; "
+          f"{os.cpu_count()} cores", flush=True)
 
     def agreement(out) -> float:
         return float(np.mean(model.unpack_output(out).argmax(1) == plain_pred))
