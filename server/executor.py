@@ -161,15 +161,16 @@ class LocalProcessExecutor(Executor):
                 self._queue.done(work)  # only now: on probation, the tenant cannot crash another worker meanwhile
                 continue
             except BaseException as exc:  # noqa: BLE001 -- the call's own error, the caller's to handle
-                work.future.set_exception(exc)
                 holding = holding if work.keyset_id is None and not work.clears_keys else None
+                self._queue.done(work, index, holding)
+                work.future.set_exception(exc)
             else:
                 if work.keyset_id is not None or work.clears_keys:  # a failed job clears the worker's key cache
                     holding = work.keyset_id if getattr(result, "ok", False) else None
                 if getattr(result, "code", None) == "out_of_memory":  # as costly to the others as a crash
                     self._queue.restrict(work.tenant, index)
+                self._queue.done(work, index, holding)  # idle with its keys before the answer goes out
                 work.future.set_result(result)
-            self._queue.done(work)
 
     def _start_process(self) -> "_WorkerProcess":
         process = _WorkerProcess(self._context, self.arena_bytes, self.memory_bytes)

@@ -103,6 +103,8 @@ class FairQueue:
                         self._ready.wait(self.share_seconds if any(self._queues.values()) else None)
                         continue
                     if work.future.set_running_or_notify_cancel():
+                        if any(self._queues.values()):  # an idle worker that left a job to this one looks again
+                            self._ready.notify_all()
                         return work
                     self._running[work.tenant] -= 1  # cancelled while queued
             finally:
@@ -159,11 +161,16 @@ class FairQueue:
         self._running[tenant] = self._running.get(tenant, 0) + 1
         return work
 
-    def done(self, work: Work) -> None:
-        """A taken work has finished: its tenant may run another if probation held it back."""
+    def done(self, work: Work, worker: int | None = None, holding: str | None = None) -> None:
+        """A taken work has finished: its tenant may run another if probation held it back. Given the worker that
+        ran it and the key set that worker now holds, the worker counts as idle with those keys at once, before it
+        asks for more work: a job of that key set submitted in between (its tenant answered already) waits for it
+        instead of going to another idle worker that would load the keys again."""
         with self._ready:
             self._running[work.tenant] -= 1
             self._last_active[work.tenant] = time.monotonic()
+            if worker is not None:
+                self._idle[worker] = holding
             self._ready.notify_all()
 
     def restrict(self, tenant: str, worker: int = 0) -> None:

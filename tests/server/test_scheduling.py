@@ -204,3 +204,23 @@ def test_a_tenant_whose_jobs_crash_workers_is_quarantined_and_the_other_computes
             np.testing.assert_allclose(y, W @ x, atol=1e-6)
     finally:
         app.state.service.close()
+
+
+def test_a_worker_that_just_finished_keeps_its_tenants_next_job():
+    """The tenant's answer goes out before its worker asks for more work; the tenant's next job, submitted in between,
+    waits for that worker (which holds its keys) instead of going to the idle one that holds none."""
+    queue = FairQueue(workers=2)
+    taken: dict = {}
+    queue.put(_work("a", "keys-a"))
+    first = queue.take("keys-a", 0)
+    waiting = _take_in_thread(queue, None, 1, taken)
+    time.sleep(0.1)
+    queue.done(first, 0, "keys-a")  # worker 0 finished, holding a's keys, and has not called take yet
+    queue.put(_work("a", "keys-a"))
+    time.sleep(0.2)
+    assert taken == {}  # the worker holding none left it
+    assert queue.take("keys-a", 0).tenant == "a"
+    queue.put(_work("b", "keys-b"))  # keys nobody holds: the idle worker takes them
+    waiting.join(5)
+    assert taken[1].tenant == "b"
+    queue.close()
