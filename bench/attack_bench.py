@@ -9,7 +9,8 @@ Attacks, each on the same server (2 workers, header and body timeouts of 2 s): a
 2-byte parts; a msgpack model upload of 16 M tiny entries; 256 MiB of text/plain to /plans without a token; a
 64 MiB Authorization header; a bz2 tar whose GNU long-name header declares 1 GiB; a gzip tar whose pax header
 declares 1 GiB; a .npy header declaring 10^6 x 10^6 float64; a 64 MB int8 operand (stored size, blob gone after DELETE);
-headers and a body sent too slowly; a 405 (Allow); then the flood: the attacker queues forged ciphertexts (checksum
+headers and a body sent too slowly; a 405 (Allow); a tenant's keys uploaded again and again (the per-tenant key-set
+quota); a model name registered twice; then the flood: the attacker queues forged ciphertexts (checksum
 recomputed) that crash OpenFHE, found by mutating a valid one in a local child process until one kills it (about
 1 in 100 of `forge`'s mutations), from a client process of its own, while the victim sends einsums
 (bench/crash_flood.py), in --rounds rounds of quiet requests then a flood by a fresh attacker (the quiet and
@@ -27,7 +28,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import einfhe  # noqa: E402,F401  -- loads openfhe before any other extension module
+import einfhe  # noqa: E402  -- loads openfhe before any other extension module
 
 import argparse  # noqa: E402
 import bz2  # noqa: E402
@@ -40,9 +41,11 @@ import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
+from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
+import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.crash_flood import Flood, find_crashers  # noqa: E402
@@ -158,6 +161,35 @@ def _attacks(url: str, data_dir: Path, flood: Flood, record) -> None:
     record("body stalled after 6 of 1000 bytes", status, f"closed after {seconds:.1f} s")
     response = http.delete("/jobs")
     record("DELETE /jobs (no such method)", response.status_code, f"Allow: {response.headers.get('allow')}")
+    keys = einfhe.evaluation_keys_to_bytes(flood.attacker.ctx)
+    answers = [http.post("/keysets", content=keys, headers={"Content-Type": "application/octet-stream"})
+               for _ in range(8)]
+    codes = Counter(r.status_code if r.status_code < 400 else f"{r.status_code} {r.json()['error']['code']}"
+                    for r in answers)
+    record("POST /keysets: the tenant's keys uploaded 8 times more", answers[-1].status_code,
+           f"answers {dict(codes)}; {len(keys) / _MIB:.1f} MiB each")
+    operator = httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {TOKENS['operator']}"})
+    model = {"content": _model_upload(), "headers": {"Content-Type": "application/msgpack"},
+             "params": {"name": "twice"}}
+    first, again = operator.post("/models", **model), operator.post("/models", **model)
+    record("POST /models: one name registered twice", again.status_code,
+           f"first {first.status_code}, then {again.json().get('error', {}).get('code')}")
+    operator.close()
+
+
+def _model_upload() -> bytes:
+    """A 6-4-2 square-activation MLP quantized to W4A16 by quant and exported as integers, as a msgpack upload."""
+    import torch
+
+    import quant
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4), quant.Square(), torch.nn.Linear(4, 2))
+    quant.quantize_(net, quant.W4A16(group_size=32))
+    with tempfile.TemporaryDirectory() as tmp:
+        quant.export_integer_model(net, tmp, example_input=torch.rand(9, 6))
+        files = {name: Path(tmp, name).read_bytes() for name in ("manifest.json", "model.npz")}
+    return msgpack.packb(files, use_bin_type=True)
 
 
 _RESPAWN = """
