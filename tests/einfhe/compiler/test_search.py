@@ -11,6 +11,7 @@ import pytest
 import einfhe
 from einfhe.compiler.einsum import PLAIN_FIRST, _compile
 from einfhe.compiler.pricing import FloorPrices
+from einfhe.compiler.search import DEFER_FACTOR
 from einfhe.plan import step_level
 from einfhe.plan.budget import Footprint
 from einfhe.plan.keybasis import baby_step_width
@@ -85,6 +86,19 @@ def test_the_upload_budget_moves_the_replication_to_the_server():
     assert _simulated_error(bounded, spec, shapes) < 1e-9
     with pytest.raises(einfhe.PlanError, match="upload_budget="):
         einfhe.compile(spec, *ops, upload_budget=1 << 20)
+
+
+def test_a_fitting_plan_is_found_even_past_the_deferral_factor_of_a_cheaper_plan_over_budget():
+    """Late rescale: the client-packed plan uploads 64.1 MiB (over the 64 MiB budget) and the natural-layout plan
+    costs more than DEFER_FACTOR times it; the latter is set aside, then built once nothing else fits."""
+    rng = np.random.default_rng(3)
+    W, x = rng.uniform(-1, 1, (64, 64)), rng.uniform(-1, 1, (128, 64))
+    plan = einfhe.compile("ij,bj->bi", W, einfhe.cipher(x.shape), slots=4096, rescale="late")
+    choice = plan.choice
+    assert choice.cheapest.upload_bytes > choice.budget.upload_bytes
+    assert choice.chosen.seconds > DEFER_FACTOR * choice.cheapest.seconds
+    assert choice.chosen.fits(choice.budget) and "natural layouts" in choice.chosen.label
+    np.testing.assert_allclose(einfhe.simulate(plan, W, x), np.einsum("ij,bj->bi", W, x), atol=1e-9)
 
 
 def test_budgets_must_be_positive():
