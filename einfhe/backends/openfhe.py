@@ -26,6 +26,7 @@ from ..errors import BackendError, PlanError, SerializationError
 from ..params import Parameters
 from ..params.flooding import NoiseFlooding
 from ..plan import chebyshev_levels
+from ..plan.cost import encoded_plaintext_bytes
 from .base import Backend
 from .moduli import rescale_primes, scale_corrections
 from .openfhe_context import bootstrap_setup, crypto_context
@@ -211,7 +212,7 @@ class OpenFHEBackend(Backend):
 
     def _encode(self, values: np.ndarray, level: int):
         """`values` as a plaintext at `level`, encoded once while the cache holds it (einfhe.backends.plaintext_cache)."""
-        size = (self.max_depth + 1 - level) * self.params.ring_dim * 8 + 16 * self.slots
+        size = encoded_plaintext_bytes(self.params.ring_dim, self.max_depth + 1 - level, self.slots)
         return self.plaintexts.get(values, level, size,
                                    lambda: self.cc.MakeCKKSPackedPlaintext(values.tolist(), 1, level))
 

@@ -1,5 +1,6 @@
 """Encoded plaintexts kept per backend: a plan's plain operands are the same from one run to the next (a model's
-weights, a registered matrix), and encoding one costs ~85% of a plaintext product (0.9 of 1.05 ms at N=2^13).
+weights, a registered matrix, a diagonal taken over many column tiles), and encoding one costs ~90% of a plaintext
+product (calibrated in `einfhe/data/costs.json`: mul_plain and mul_plain_cached; the cost model prices reuse).
 
 Entries are keyed by a digest of the slot values and the level they are encoded at, evicted least recently used
 beyond a byte budget (an encoded plaintext holds one NTT polynomial per tower and its slot values).
@@ -14,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["PlaintextCache", "DEFAULT_CACHE_BYTES"]
+from ..plan.cost import PLAINTEXT_CACHE_BYTES as DEFAULT_CACHE_BYTES
 
-DEFAULT_CACHE_BYTES = 64 << 20
+__all__ = ["PlaintextCache", "DEFAULT_CACHE_BYTES"]
 
 
 class PlaintextCache:

@@ -55,6 +55,8 @@ class PlanBuilder:
         self.spent = 0.0  # the floor price of what was emitted (and encrypted): a lower bound of its cost
         self._levels: dict[int, int] = {}
         self._depth = 0
+        # the plaintexts a backend's cache would hold, at the smallest ring and chain (the most it can hold)
+        self._encoded = floor.encoded_plaintexts() if floor is not None else None
 
     # -- emission -----------------------------------------------------------------------------------
     def _spend(self, seconds: float) -> None:
@@ -71,7 +73,7 @@ class PlanBuilder:
         if self.floor is not None:
             level = self._levels[out] = step_level(step, self._levels)
             self._depth = max(self._depth, level)
-            self._spend(self.floor.price(step.op, self._depth, level))
+            self._spend(self.floor.price(step.op, self._depth, level, self._encoded.reused(step, level)))
         return out
 
     def emit(self, cls, *args) -> int:
@@ -83,13 +85,16 @@ class PlanBuilder:
         return self._sum(list(values))
 
     def checkpoint(self) -> tuple:
-        """A mark to `rollback` to (steps emitted, next value id, next dimension name, cost floor spent, depth)."""
-        return len(self.steps), self._next_value, self._next_dim, self.spent, self._depth
+        """A mark to `rollback` to (steps emitted, next value id, next dimension name, cost floor spent, depth,
+        encoded plaintexts)."""
+        encoded = self._encoded.copy() if self._encoded is not None else None
+        return len(self.steps), self._next_value, self._next_dim, self.spent, self._depth, encoded
 
     def rollback(self, mark: tuple) -> None:
         """Forget every step emitted after `checkpoint` returned `mark` (to try another lowering)."""
         del self.steps[mark[0]:]
-        self._next_value, self._next_dim, self.spent, self._depth = mark[1:]
+        self._next_value, self._next_dim, self.spent, self._depth, encoded = mark[1:]
+        self._encoded = encoded.copy() if encoded is not None else None
 
     def fresh_dim_name(self) -> str:
         """A new name for a structural (rep/zero/junk) dimension."""

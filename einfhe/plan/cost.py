@@ -4,12 +4,16 @@ a plan (estimated seconds per op kind, client encryption, bytes uploaded, key by
 Prices come from `einfhe calibrate` (`einfhe.tools.calibrate`), stored as JSON in the package
 (`einfhe/data/costs.json`); nothing here is a guessed constant. A ring or depth that was not calibrated is
 priced from the nearest calibrated one, scaled by N log N (ring) and by the number of RNS towers (level).
+A plaintext product or sum whose plaintext an earlier step of the plan encoded at the same level, and that the
+backend's plaintext cache still holds (a model of its least-recently-used eviction), is priced as a cached op:
+the encoding is most of a cold plaintext product (calibrated: ~0.2 of 1.9 ms at N=2^14).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -19,14 +23,29 @@ from ..errors import ParameterError, PlanError
 from ..params import Parameters
 from .steps import value_levels
 
-__all__ = ["CostModel", "Estimate", "load_cost_model", "estimate_plan", "lowering_seconds",
-           "ring_for", "key_depth", "step_seconds", "critical_path", "PRICED_OPS", "BOOTSTRAP_SECONDS",
-           "bootstrap_seconds"]
+__all__ = ["CostModel", "Estimate", "EncodedPlaintexts", "load_cost_model", "estimate_plan", "lowering_seconds",
+           "ring_for", "key_depth", "step_seconds", "step_prices", "critical_path", "PRICED_OPS",
+           "PLAINTEXT_CACHE_BYTES", "encoded_plaintext_bytes", "cached_op", "BOOTSTRAP_SECONDS", "bootstrap_seconds"]
 
-# ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there)
+# ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there); a `_cached`
+# op is the plaintext op with its plaintext already encoded
 PRICED_OPS = ("mul_plain", "add_plain", "mul", "add", "sub", "rotate", "hoist", "rotate_hoisted", "rescale",
-              "level_reduce", "encrypt", "decrypt")
+              "level_reduce", "encrypt", "decrypt", "mul_plain_cached", "add_plain_cached")
 _ALIAS = {"mask": "mul_plain"}
+_CACHED = {"mul_plain": "mul_plain_cached", "mask": "mul_plain_cached", "add_plain": "add_plain_cached"}
+_COLD = {"mul_plain_cached": "mul_plain", "add_plain_cached": "add_plain"}  # for tables calibrated without them
+# the bytes of encoded plaintexts a backend keeps (`einfhe.backends.plaintext_cache`)
+PLAINTEXT_CACHE_BYTES = 64 << 20
+
+
+def cached_op(op: str) -> str:
+    """The priced op of `op` with its plaintext already encoded (`op` itself where it takes no plaintext)."""
+    return _CACHED.get(op, op)
+
+
+def encoded_plaintext_bytes(ring_dim: int, towers: int, slots: int) -> int:
+    """Bytes of one encoded plaintext: an NTT polynomial per RNS tower and its slot values."""
+    return towers * ring_dim * 8 + 16 * slots
 
 
 # Seconds of one OpenFHE bootstrap at ring 2^16 by slot count, one thread, measured by bench/bootstrap_bench.py on
@@ -86,6 +105,8 @@ class CostModel:
         if op not in PRICED_OPS:
             raise PlanError(f"the cost model has no price for op {op!r}; priced ops: {', '.join(PRICED_OPS)}")
         row, ring, towers = self._lookup(self.prices, ring_dim, depth, level)
+        if op in _COLD and op not in row:
+            return self.price(_COLD[op], ring_dim, depth, level)
         if op not in row:  # no rescale or level drop is measured at the last level: take the level above
             row, ring, towers = self._lookup(self.prices, ring_dim, depth, level - 1)
             towers *= (depth + 1 - level) / (depth + 2 - level)
@@ -128,11 +149,62 @@ def load_cost_model(path: str | None = None) -> CostModel:
     return CostModel.from_json(json.loads(text))
 
 
-def step_seconds(model: CostModel, step, ring_dim: int, depth: int, levels: dict) -> float:
+class EncodedPlaintexts:
+    """The plaintexts a backend's cache holds as a plan runs, step by step: a model of its least-recently-used
+    eviction within `capacity` bytes, keyed by the step's plaintext and level (the cache keys by slot values and
+    level, so this never counts a hit the backend would miss)."""
+
+    def __init__(self, ring_dim: int, chain: int, slots: int, capacity: int = PLAINTEXT_CACHE_BYTES) -> None:
+        self.ring_dim, self.chain, self.slots, self.capacity = ring_dim, chain, slots, capacity
+        self._entries: OrderedDict[tuple, int] = OrderedDict()
+        self._used = 0
+
+    def copy(self) -> "EncodedPlaintexts":
+        """An independent copy of this state (to return to after trying something)."""
+        other = EncodedPlaintexts(self.ring_dim, self.chain, self.slots, self.capacity)
+        other._entries, other._used = self._entries.copy(), self._used
+        return other
+
+    def reused(self, step, level: int) -> bool:
+        """True when `step` takes a plaintext still encoded from an earlier step; records this use either way."""
+        plain = getattr(step, "plain", None)
+        if plain is None:
+            return False
+        key = (plain, level)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return True
+        size = encoded_plaintext_bytes(self.ring_dim, max(1, self.chain + 1 - level), self.slots)
+        if size <= self.capacity:
+            self._entries[key] = size
+            self._used += size
+            while self._used > self.capacity:
+                self._used -= self._entries.popitem(last=False)[1]
+        return False
+
+
+def step_seconds(model: CostModel, step, ring_dim: int, depth: int, levels: dict, reused: bool = False) -> float:
     """Seconds of one plan step at the level it works on: a rescale or level drop at its input's level (as
-    calibrated: it drops that level's tower), every other op at its output's level."""
+    calibrated: it drops that level's tower), every other op at its output's level; a plaintext op whose
+    plaintext is `reused` at its cached price."""
     level = levels[step.src] if step.op in ("rescale", "level_reduce") else levels[step.out]
-    return model.price(step.op, ring_dim, depth, level)
+    op = cached_op(step.op) if reused else step.op
+    return model.price(op, ring_dim, depth, level)
+
+
+def step_prices(model: CostModel, steps, ring_dim: int, depth: int, levels: dict, slots: int,
+                chain: int | None = None) -> list[float]:
+    """Seconds of each priced step in order (0 for an op the model does not price), a plaintext op at its cached
+    price where an earlier step encoded its plaintext (`EncodedPlaintexts`, keys spanning `chain` levels)."""
+    encoded = EncodedPlaintexts(ring_dim, depth if chain is None else chain, slots)
+    prices = []
+    for step in steps:
+        if step.op in PRICED_OPS or step.op in _ALIAS or step.op == "load":
+            reused = encoded.reused(step, levels[step.out])
+            prices.append(step_seconds(model, step, ring_dim, depth, levels, reused))
+        else:
+            prices.append(0.0)
+    return prices
 
 
 def ring_for(slots: int, depth: int) -> int:
@@ -192,14 +264,14 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
     levels = plan.levels()
     by_op: dict[str, float] = {}
     unpriced = sorted({s.op for s in plan.steps} - set(PRICED_OPS) - set(_ALIAS) - {"load"})
-    for step in plan.steps:
-        if step.op not in unpriced:
-            by_op[step.op] = by_op.get(step.op, 0.0) + step_seconds(model, step, ring, depth, levels)
     cts = plan.cts_in
     if params is not None:
         chain = params.total_depth
     else:
         chain = depth if plan.bootstraps else key_depth(plan.slots, depth, ring, plan.chosen_ring is not None)
+    for step, seconds in zip(plan.steps, step_prices(model, plan.steps, ring, depth, levels, plan.slots, chain)):
+        if step.op not in unpriced:
+            by_op[step.op] = by_op.get(step.op, 0.0) + seconds
     return Estimate(
         ring_dim=ring, depth=depth, seconds_by_op=by_op,
         encrypt_seconds=cts * model.price("encrypt", ring, depth, 0),
@@ -216,8 +288,7 @@ def critical_path(plan, model: CostModel | None = None) -> tuple[float, float]:
     depth = max(1, plan.depth)
     ring, levels = _plan_ring(plan, depth), plan.levels()
     total, finish = 0.0, {}
-    for step in plan.steps:
-        seconds = step_seconds(model, step, ring, depth, levels) if step.op in PRICED_OPS else 0.0
+    for step, seconds in zip(plan.steps, step_prices(model, plan.steps, ring, depth, levels, plan.slots)):
         total += seconds
         finish[step.out] = seconds + max((finish[a] for a in step.args), default=0.0)
     return total, max(finish.values(), default=0.0)
@@ -231,6 +302,6 @@ def lowering_seconds(lw, mark, model: CostModel | None = None) -> float:
     levels = value_levels(steps)
     depth = max(1, max(levels.values(), default=0))
     ring = ring_for(lw.slots, depth)
-    server = sum(step_seconds(model, s, ring, depth, levels) for s in steps[mark[0][0]:])
+    server = sum(step_prices(model, steps[mark[0][0]:], ring, depth, levels, lw.slots))
     uploads = sum(layout.num_cts for layout in lw.new_uploads(mark))
     return server + uploads * model.price("encrypt", ring, depth, 0)

@@ -16,7 +16,7 @@ import heapq
 from dataclasses import dataclass
 
 from ..errors import PlanError
-from .cost import CostModel, bootstrap_seconds, load_cost_model, ring_for, step_seconds
+from .cost import CostModel, bootstrap_seconds, load_cost_model, ring_for, step_prices
 from .operands import Diagonals
 from .plan import Plan
 from .steps import Load, PlainSlice, PlainTensor
@@ -101,12 +101,13 @@ def _pack(groups: list[list[int]], weights: list[float], bins: int) -> list[list
 
 
 def _step_prices(plan: Plan, model: CostModel) -> list[float]:
-    """The cost model's seconds for every step of `plan`, at the step's level (a bootstrap: its measured seconds
-    at the plan's slot count)."""
+    """The cost model's seconds for every step of `plan`, at the step's level (a reused plaintext at its cached
+    price: a part's steps keep the plan's order, so it reuses the same plaintexts; a bootstrap: its measured
+    seconds at the plan's slot count)."""
     depth = max(1, plan.depth)
-    ring, levels = ring_for(plan.slots, depth), plan.levels()
-    return [bootstrap_seconds(plan.slots) if step.op == "bootstrap" else step_seconds(model, step, ring, depth, levels)
-            for step in plan.steps]
+    prices = step_prices(model, plan.steps, ring_for(plan.slots, depth), depth, plan.levels(), plan.slots)
+    return [bootstrap_seconds(plan.slots) if step.op == "bootstrap" else price
+            for step, price in zip(plan.steps, prices)]
 
 
 def plain_program_of(plan: Plan, steps: list) -> tuple:

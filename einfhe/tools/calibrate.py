@@ -1,6 +1,7 @@
 """Measure the price of every SIMD op on this machine and store it as the cost model's JSON table.
 
     python -m einfhe.tools.calibrate            # rings 2^14 and 2^15, depths 1-3, every level; writes einfhe/data/costs.json
+    python -m einfhe.tools.calibrate --rings 13 14 15 16   # what the package's table holds (2^13: depths 1-2 only)
     einfhe calibrate --rings 14 --repeats 5 --out /tmp/costs.json
 
 Each op is timed on OpenFHE (the 128-bit parameters `Parameters.derive` gives each ring and depth) as the fastest of `repeats` runs (the
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backends.openfhe import OpenFHEBackend
+from ..backends.plaintext_cache import DEFAULT_CACHE_BYTES
 from ..params import Parameters
 
 __all__ = ["calibrate", "main", "DEFAULT_PATH"]
@@ -38,8 +40,21 @@ def _fastest_seconds(fn, repeats: int) -> float:
     return min(times)
 
 
+def _cached_seconds(backend: OpenFHEBackend, op, ct, vec, repeats: int) -> float:
+    """Seconds of `op(ct, vec)` with `vec`'s plaintext already encoded in the backend's cache (a reuse)."""
+    off = backend.plaintexts.max_bytes
+    backend.plaintexts.max_bytes = DEFAULT_CACHE_BYTES
+    try:
+        op(ct, vec)
+        return _fastest_seconds(lambda: op(ct, vec), repeats)
+    finally:
+        backend.plaintexts.clear()
+        backend.plaintexts.max_bytes = off
+
+
 def _measure_level(backend: OpenFHEBackend, ct, repeats: int) -> dict:
-    """Seconds of each op on ciphertext `ct` (at its level; no rescale below the last level)."""
+    """Seconds of each op on ciphertext `ct` (at its level; no rescale below the last level); plaintext products
+    and sums both cold (encoded in the op) and cached (their plaintext encoded by an earlier op)."""
     rng = np.random.default_rng(0)
     vec = rng.uniform(-1, 1, backend.slots)
     other = ct
@@ -53,6 +68,8 @@ def _measure_level(backend: OpenFHEBackend, ct, repeats: int) -> dict:
         "decrypt": _fastest_seconds(lambda: backend.decrypt(ct), repeats),
         "mul_plain": _fastest_seconds(lambda: backend.mul_plain(ct, vec), repeats),
         "add_plain": _fastest_seconds(lambda: backend.add_plain(ct, vec), repeats),
+        "mul_plain_cached": _cached_seconds(backend, backend.mul_plain, ct, vec, repeats),
+        "add_plain_cached": _cached_seconds(backend, backend.add_plain, ct, vec, repeats),
         "mul": _fastest_seconds(lambda: backend.mul(ct, other), repeats),
         "add": _fastest_seconds(lambda: backend.add(ct, other), repeats),
         "sub": _fastest_seconds(lambda: backend.sub(ct, other), repeats),

@@ -36,10 +36,12 @@ def test_auto_keeps_the_cheapest_candidate_and_records_all(spec, operands):
     assert einfhe.Plan.from_json(plan.to_json()).ring_choices == plan.ring_choices
 
 
-def test_a_small_problem_takes_the_small_ring_and_a_large_one_the_large():
+def test_a_shallow_small_problem_takes_the_small_ring_and_a_deep_one_the_large():
+    """N=2^13 holds depths 1-2 at 128-bit: a product of five encrypted vectors (depth 3) needs N=2^14."""
     small = einfhe.compile("ij,j->i", np.ones((64, 64)), einfhe.cipher((64,)), slots="auto")
-    large = einfhe.compile("ij,j->i", np.ones((1024, 1024)), einfhe.cipher((1024,)), slots="auto")
-    assert small.chosen_ring.ring_dim == 8192 and large.chosen_ring.ring_dim == 16384
+    deep = einfhe.compile("i,i,i,i,i->i", *[einfhe.cipher((64,))] * 5, slots="auto")
+    assert small.chosen_ring.ring_dim == 8192
+    assert deep.depth == 3 and deep.chosen_ring.ring_dim == 16384
 
 
 def test_an_encrypted_operand_fixes_the_slots_and_a_bad_value_is_refused():

@@ -108,11 +108,11 @@ def test_budgets_must_be_positive():
 
 def _floor_of(plan, floor: FloorPrices) -> float:
     """The floor price of a finished plan's steps, accumulated as the builder does while emitting."""
-    levels, depth, total = {}, 0, plan.cts_in * floor.encrypt
+    levels, depth, total, encoded = {}, 0, plan.cts_in * floor.encrypt, floor.encoded_plaintexts()
     for step in plan.steps:
         level = levels[step.out] = step_level(step, levels)
         depth = max(depth, level)
-        total += floor.price(step.op, depth, level)
+        total += floor.price(step.op, depth, level, encoded.reused(step, level))
     return total
 
 

@@ -155,3 +155,57 @@ def test_a_plan_deeper_than_its_parameters_is_refused_with_a_typed_error():
     with pytest.raises(ParameterError, match="outside the 1 levels"):
         load_cost_model().price("rescale", 65536, 1, 3)
     assert estimate_plan(plan, einfhe.Parameters.derive(3, 32768)).seconds > 0
+
+
+def _plaintext_uses(plan) -> tuple[int, int]:
+    """(distinct (plaintext, level) pairs, plaintext ops) of `plan`."""
+    levels = plan.levels()
+    taken = [(s.plain, levels[s.out]) for s in plan.steps if getattr(s, "plain", None) is not None]
+    return len(set(taken)), len(taken)
+
+
+def test_a_reused_plaintext_is_priced_without_its_encoding():
+    """bsgs over 4 column tiles takes each diagonal plaintext 4 times: the first product pays the encoding."""
+    model = _model(mul_plain=1e-3, mul_plain_cached=1e-5)
+    plan = einfhe.compile("ij,jtk->itk", np.ones((256, 256)), einfhe.cipher((256, 4, 8)), slots=2048,
+                          strategy="bsgs", cost_model=model, key_budget=1 << 62, upload_budget=1 << 62)
+    distinct, uses = _plaintext_uses(plan)
+    assert uses == 4 * distinct
+    assert estimate_plan(plan, model=model).seconds_by_op["mul_plain"] == pytest.approx(
+        distinct * 1e-3 + (uses - distinct) * 1e-5)
+
+
+def test_the_plaintext_cache_model_evicts_the_least_recently_used():
+    from einfhe.plan import Mask, MulPlain
+    from einfhe.plan.cost import EncodedPlaintexts, encoded_plaintext_bytes
+
+    size = encoded_plaintext_bytes(RING, 2, RING // 2)
+    cache = EncodedPlaintexts(RING, 1, RING // 2, capacity=2 * size)
+    a, b, c = (MulPlain(0, 0, Mask(((k, k + 1),), RING // 2)) for k in range(3))
+    assert [cache.reused(s, 0) for s in (a, b, a, c, a, b)] == [False, False, True, False, True, False]
+    assert not cache.reused(a, 1)  # encoded at another level
+
+
+def test_the_strategy_choice_follows_the_price_of_plaintext_reuse():
+    """Over 4 column tiles, bsgs encodes 256 diagonals and reuses each 4 times; iteration space takes 1024
+    distinct plaintexts with no rotations. With reuse priced as the calibration measures it (a small fraction of
+    a cold product) bsgs wins; priced as dear as a cold product, iteration space does."""
+    rng = np.random.default_rng(2)
+    A, B = rng.uniform(-1, 1, (256, 256)), rng.uniform(-1, 1, (256, 4, 8))
+    plans = {}
+    for cached in (1e-6, 1.0):
+        model = _model(mul_plain=1.0, mul_plain_cached=cached, rotate=1e-3, rotate_hoisted=1e-3)
+        plans[cached] = einfhe.compile("ij,jtk->itk", A, einfhe.cipher(B.shape), slots=2048, cost_model=model,
+                                       key_budget=1 << 62, upload_budget=1 << 62)
+    assert plans[1e-6].strategy == "bsgs" and plans[1.0].strategy == "iteration-space"
+    assert _plaintext_uses(plans[1e-6])[0] < _plaintext_uses(plans[1.0])[0]
+    for plan in plans.values():
+        np.testing.assert_allclose(einfhe.simulate(plan, A, B), np.einsum("ij,jtk->itk", A, B), atol=1e-9)
+
+
+def test_the_calibrated_table_prices_a_cached_plaintext_op_below_a_cold_one():
+    model = load_cost_model()
+    for ring, by_depth in model.prices.items():
+        for depth, by_level in by_depth.items():
+            for level, row in by_level.items():
+                assert row["mul_plain_cached"] < row["mul_plain"] and row["add_plain_cached"] < row["add_plain"]
