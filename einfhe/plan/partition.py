@@ -21,7 +21,7 @@ from .operands import Diagonals
 from .plan import Plan
 from .steps import Load, PlainSlice, PlainTensor
 
-__all__ = ["Part", "partition", "assemble", "plain_program_of"]
+__all__ = ["Part", "partition", "assemble", "plain_program_of", "shares_plaintexts"]
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,15 @@ def _pack(groups: list[list[int]], weights: list[float], bins: int) -> list[list
     return [sorted(members) for _, _, members in heap if members]
 
 
-def _step_prices(plan: Plan, model: CostModel) -> list[float]:
-    """The cost model's seconds for every step of `plan`, at the step's level (a reused plaintext at its cached
-    price: a part's steps keep the plan's order, so it reuses the same plaintexts; a bootstrap: its measured
-    seconds at the plan's slot count)."""
+def _group_seconds(plan: Plan, indices: list[int], model: CostModel, levels: dict) -> float:
+    """The cost model's seconds for the steps of `plan` at `indices`, run on their own: a plaintext that
+    other parts also take is encoded again by this one (its first use priced cold, later ones cached); a
+    bootstrap at its measured seconds at the plan's slot count."""
     depth = max(1, plan.depth)
-    prices = step_prices(model, plan.steps, ring_for(plan.slots, depth), depth, plan.levels(), plan.slots)
-    return [bootstrap_seconds(plan.slots) if step.op == "bootstrap" else price
-            for step, price in zip(plan.steps, prices)]
+    steps = [plan.steps[i] for i in indices]
+    prices = step_prices(model, steps, ring_for(plan.slots, depth), depth, levels, plan.slots)
+    return sum(bootstrap_seconds(plan.slots) if step.op == "bootstrap" else price
+               for step, price in zip(steps, prices))
 
 
 def plain_program_of(plan: Plan, steps: list) -> tuple:
@@ -121,16 +122,34 @@ def plain_program_of(plan: Plan, steps: list) -> tuple:
     return tuple(reversed(kept))
 
 
+def _output_groups(plan: Plan) -> tuple[list[set[int]], list[list[int]]]:
+    """The backward slice of each output and the output positions grouped by shared (non-Load) steps."""
+    producer = _producers(plan)
+    slices = [_slice(plan, producer, value) for value in plan.outputs]
+    return slices, _groups(plan, slices)
+
+
+def shares_plaintexts(plan: Plan) -> bool:
+    """True when two independent groups of outputs take the same plaintext: every part holding one of them
+    encodes it again (a diagonal of a plain matrix taken by every column tile of a cipher one)."""
+    slices, groups = _output_groups(plan)
+    owner: dict = {}
+    for group, positions in enumerate(groups):
+        for index in set().union(*(slices[p] for p in positions)):
+            plain = getattr(plan.steps[index], "plain", None)
+            if plain is not None and owner.setdefault(plain, group) != group:
+                return True
+    return False
+
+
 def partition(plan: Plan, max_parts: int | None = None, model: CostModel | None = None) -> tuple[Part, ...]:
     """Split `plan` into parts whose outputs have disjoint ciphertext work (at most `max_parts` of them)."""
     if max_parts is not None and max_parts < 1:
         raise PlanError(f"max_parts must be at least 1, got {max_parts}", spec=plan.spec)
-    producer = _producers(plan)
-    slices = [_slice(plan, producer, value) for value in plan.outputs]
-    groups = _groups(plan, slices)
+    slices, groups = _output_groups(plan)
     if max_parts is not None and len(groups) > max_parts:
-        prices = _step_prices(plan, model or load_cost_model())
-        weights = [sum(prices[i] for i in set().union(*(slices[p] for p in g))) for g in groups]
+        model, levels = model or load_cost_model(), plan.levels()
+        weights = [_group_seconds(plan, sorted(set().union(*(slices[p] for p in g))), model, levels) for g in groups]
         groups = _pack(groups, weights, max_parts)
     parts = []
     for positions in sorted(groups):

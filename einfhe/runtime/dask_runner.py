@@ -29,7 +29,7 @@ from ..crypto import Context, cached_backend, pack_blob, pack_parts, require_key
 from ..crypto.tensor import read_tensor_blob
 from ..errors import DistributedError, EinfheError, EinsumError
 from ..plan import Plan
-from ..plan.partition import Part, assemble, partition
+from ..plan.partition import Part, assemble, partition, shares_plaintexts
 from ..plan.stages import stages
 from .interpreter import execute
 
@@ -105,11 +105,13 @@ class DaskRunner:
         self._lock = threading.Lock()
 
     def parts(self, plan: Plan) -> tuple[Part, ...]:
-        """The plan's parts, at most `max_parts` (default: the cluster's worker threads, times two)."""
+        """The plan's parts, at most `max_parts` (default: the cluster's worker threads, times two to even out
+        the load; once each where parts would share plaintexts, since each part encodes those it takes again:
+        a worker's plaintext cache holds a few dozen, not a 4096x4096 matrix's diagonals)."""
         if self.max_parts is not None:
             return partition(plan, self.max_parts)
         threads = sum(self.client.nthreads().values()) or 1
-        return partition(plan, 2 * threads)
+        return partition(plan, threads if shares_plaintexts(plan) else 2 * threads)
 
     def _key_future(self, keyset_id: str, keys: bytes):
         """The cluster-side copy of a key blob, sent to every worker once per key-set id (again if lost)."""

@@ -8,7 +8,7 @@ import einfhe
 from einfhe.backends.simulator import SimulatorBackend
 from einfhe.runtime.interpreter import execute
 from einfhe.compiler.model import Linear, Quadratic, Square, compile_model
-from einfhe.plan.partition import Part, assemble, partition
+from einfhe.plan.partition import Part, assemble, partition, shares_plaintexts
 from einfhe.plan import Load
 
 SLOTS = 32
@@ -73,6 +73,19 @@ def test_independent_tiles_become_separate_parts():
     parts = partition(plan)
     assert plan.cts_in >= 4 and len(parts) == len(plan.outputs) >= 4
     assert all(len(part.reads) < plan.cts_in for part in parts)
+
+
+def test_parts_that_take_the_same_plaintexts_are_told_apart():
+    """Column tiles of a cipher matrix times one plain matrix (bsgs): every tile takes every diagonal, so each
+    part encodes them all; a batch of encrypted products takes no plaintext at all."""
+    A, B = np.random.default_rng(1).standard_normal((64, 64)), np.random.default_rng(2).standard_normal((64, 4, 8))
+    tiled = einfhe.compile("ij,jtk->itk", A, einfhe.cipher(B.shape), slots=512)
+    parts = partition(tiled)
+    assert len(parts) == 4 and shares_plaintexts(tiled)
+    diagonals = [{s.plain for s in part.plan.steps if getattr(s, "plain", None) is not None} for part in parts]
+    assert all(d == diagonals[0] for d in diagonals)
+    batched, _ = _compile("bij,bjk->bik", [(4, 4, 4), (4, 4, 4)], "cc")
+    assert len(partition(batched)) > 1 and not shares_plaintexts(batched)
 
 
 def test_batched_model_splits_by_output_row_and_keeps_shared_layers_together():

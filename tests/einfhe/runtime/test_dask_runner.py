@@ -98,6 +98,23 @@ def test_bootstrapped_model_matches_the_local_run(client):
         np.testing.assert_allclose(got, ((X @ W1.T) ** 2 @ W2.T) ** 2, atol=2.0**-10)
 
 
+class _Threads:
+    """A stand-in client that only reports its workers' threads."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def nthreads(self) -> dict:
+        return {f"worker-{k}": 1 for k in range(self.workers)}
+
+
+def test_parts_that_share_plaintexts_are_one_per_worker_thread_others_two():
+    runner = DaskRunner(_Threads(2))
+    tiled = einfhe.compile("ij,jtk->itk", np.ones((64, 64)), einfhe.cipher((64, 8, 8)), slots=512)
+    batched = einfhe.compile("bij,bjk->bik", einfhe.cipher((16, 4, 4)), einfhe.cipher((16, 4, 4)), slots=SLOTS)
+    assert len(runner.parts(tiled)) == 2 and len(runner.parts(batched)) == 4
+
+
 def test_workers_cache_key_sets_by_id_within_the_bound(client, matmul):
     runner = DaskRunner(client, cache_size=1)
     _run(runner, matmul, "alice-1")
