@@ -6,7 +6,7 @@ diagonals, beside two per worker as it split them before); compile time, rotatio
 (serialized), upload, server time and the error against numpy, overall and per tile.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/matmat_bench.py [--tiles 1,4] [--dask 1,2,4]
-        [--rotation-basis plan]
+        [--rotation-basis plan --key-budget 1400000000]
 
 The cipher matrix B is encrypted as B.reshape(n, tiles, 8) ("ij,jtk->itk"): each ciphertext holds 8 columns
 [j:4096 | k:8], and the plan (bsgs: 4096 diagonals, 64 hoisted baby steps and 64 giant steps per tile) takes each
@@ -31,14 +31,15 @@ import numpy as np
 
 import einfhe
 from einfhe.crypto import tensor_from_bytes
+from einfhe.plan import DEFAULT_KEY_BUDGET
 
 
-def _plan(A, tiles: int, k: int, slots: int, basis: str):
-    """The plan of A times `tiles` column tiles of k columns (n x tiles x k) with rotation keys in `basis`, and its
-    compile CPU seconds."""
+def _plan(A, tiles: int, k: int, slots: int, basis: str, key_budget: int):
+    """The plan of A times `tiles` column tiles of k columns (n x tiles x k) with rotation keys in `basis` within
+    `key_budget` bytes, and its compile CPU seconds."""
     start = time.process_time()
     plan = einfhe.compile("ij,jtk->itk", A, einfhe.cipher((A.shape[1], tiles, k)), slots=slots,
-                          rotation_basis=basis)
+                          rotation_basis=basis, key_budget=key_budget)
     return plan, time.process_time() - start
 
 
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32768)
     parser.add_argument("--tiles", default="2", help="comma-separated column tile counts (slots / n columns each)")
     parser.add_argument("--rotation-basis", default="auto", help="compile(..., rotation_basis=...): auto, plan, bsgs")
+    parser.add_argument("--key-budget", type=int, default=DEFAULT_KEY_BUDGET, help="compile(..., key_budget=...)")
     parser.add_argument("--dask", default="", help="comma-separated Dask worker counts, e.g. 1,2,4")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -82,7 +84,8 @@ def main() -> None:
     print(f"matmat_bench A {n}x{n} plain @ B {n}x{most * k} encrypted (tile counts {counts} of {k} columns), "
           f"{args.slots} slots  commit {commit}  {platform.machine()} {os.cpu_count()} cores  "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}", flush=True)
-    plans = {t: _plan(A, t, k, args.slots, args.rotation_basis) for t in counts}
+    plans = {t: _plan(A, t, k, args.slots, args.rotation_basis, args.key_budget)
+             for t in counts}
     start = time.perf_counter()
     ctx = einfhe.Context.for_plan(plans[most][0])
     keygen = time.perf_counter() - start
