@@ -47,9 +47,12 @@ def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int, digits: in
     (0: three, OpenFHE's default)."""
     towers = depth + 1
     alpha = math.ceil(towers / (digits or _DIGITS))
-    digit_bits = first_mod_bits + (alpha - 1) * scale_bits
-    p_bits = _P_PRIME_BITS * math.ceil((digit_bits + 1) / _P_PRIME_BITS)
-    return first_mod_bits + depth * scale_bits + p_bits
+    return first_mod_bits + depth * scale_bits + _P_PRIME_BITS * _p_towers(first_mod_bits + (alpha - 1) * scale_bits)
+
+
+def _p_towers(digit_bits: int) -> int:
+    """Primes of the key-switching modulus P over a largest digit of `digit_bits` bits (60-bit primes above it)."""
+    return math.ceil((digit_bits + 1) / _P_PRIME_BITS)
 
 
 def _moduli_to_try(ring_dim: int, slots: int, scale_bits: int | None, first_mod_bits: int, bootstrap: bool,
@@ -157,6 +160,16 @@ class Parameters:
         """Levels of the modulus chain: the program's, plus bootstrapping's own and its input's when enabled, plus
         the lifted encryption's."""
         return self.depth + (BOOTSTRAP_CHAIN_LEVELS if self.bootstrap else 0) + int(self.lifted)
+
+    @property
+    def key_switching_towers(self) -> tuple[int, int, int]:
+        """(digits, Q towers, P towers) of this set's key-switching keys as OpenFHE's hybrid key switching makes
+        them: `digits` digits or OpenFHE's default (three above a chain of 3 levels, else two), each key over the
+        whole chain and P; a test checks the sizes this gives against OpenFHE's serialized keys."""
+        towers = self.total_depth + 1
+        digits = self.digits or (_DIGITS if self.total_depth > 3 else 2)
+        alpha = math.ceil(towers / digits)
+        return digits, towers, _p_towers(self.first_mod_bits + (alpha - 1) * self.scale_bits)
 
     @property
     def log_qp(self) -> int:

@@ -25,7 +25,8 @@ from .steps import value_levels
 
 __all__ = ["CostModel", "Estimate", "EncodedPlaintexts", "load_cost_model", "estimate_plan", "lowering_seconds",
            "ring_for", "key_depth", "step_seconds", "step_prices", "critical_path", "PRICED_OPS",
-           "PLAINTEXT_CACHE_BYTES", "encoded_plaintext_bytes", "cached_op", "BOOTSTRAP_SECONDS", "bootstrap_seconds"]
+           "PLAINTEXT_CACHE_BYTES", "encoded_plaintext_bytes", "cached_op", "BOOTSTRAP_SECONDS", "bootstrap_seconds",
+           "BOOTSTRAP_KEYS", "bootstrap_key_count", "key_switching_key_bytes", "evaluation_key_bytes"]
 
 # ops priced by calibration; `mask` is a mul_plain, `load` is free (the ciphertext is already there); a `_cached`
 # op is the plaintext op with its plaintext already encoded
@@ -66,6 +67,34 @@ def bootstrap_seconds(slots: int, table: dict | None = None) -> float:
         if x <= x1:
             return float(t0 + (t1 - t0) * (x - x0) / (x1 - x0))
     return float(points[-1][1])
+
+
+# Automorphism keys OpenFHE's EvalBootstrapKeyGen makes at ring 2^16 with level budget (2, 2), by slot count, as
+# counted by bench/bootstrap_bench.py (BENCHMARKS.md, "Bootstrapping at 128-bit" and the digits CNN section): the
+# CoeffsToSlots and SlotsToCoeffs rotations, the sparse-slot ones and the conjugation key. A measured count, not
+# OpenFHE's index formula: other slot counts take the nearest measured one (the larger on a tie in log2), and a
+# smaller ring, which needs fewer sparse-slot rotations, gets the 2^16 count as an upper estimate.
+BOOTSTRAP_KEYS = {64: 29, 128: 43, 1024: 41, 8192: 85}
+
+
+def bootstrap_key_count(slots: int) -> int:
+    """Automorphism keys OpenFHE's bootstrapping makes for `slots` slots (BOOTSTRAP_KEYS, the nearest slot count)."""
+    x = math.log2(max(1, slots))
+    return BOOTSTRAP_KEYS[min(BOOTSTRAP_KEYS, key=lambda s: (abs(math.log2(s) - x), -s))]
+
+
+def key_switching_key_bytes(params: Parameters) -> int:
+    """Bytes of one key-switching key (relinearization or rotation) of `params`: a pair of polynomials per digit,
+    each over the chain's and P's towers, 8 bytes a coefficient (OpenFHE's serialization adds about 1-2%)."""
+    digits, q_towers, p_towers = params.key_switching_towers
+    return 2 * digits * (q_towers + p_towers) * params.ring_dim * 8
+
+
+def evaluation_key_bytes(params: Parameters, rotations: int) -> int:
+    """Bytes of the evaluation keys of `params` for `rotations` rotation keys: the relinearization key, those, and
+    bootstrapping's keys where `params` bootstraps (counted apart even where a plan's rotation is one of them)."""
+    keys = 1 + rotations + (bootstrap_key_count(params.slots) if params.bootstrap else 0)
+    return keys * key_switching_key_bytes(params)
 
 
 @dataclass(frozen=True)
@@ -252,8 +281,18 @@ class Estimate:
         return float(sum(self.seconds_by_op.values()))
 
 
+def _bootstrap_parameters(plan, depth: int) -> Parameters | None:
+    """The 128-bit set `Parameters.derive` gives a bootstrapped `plan` (None where no ring holds it)."""
+    try:
+        return Parameters.derive(depth, plan.slots, bootstrap=True)
+    except ParameterError:
+        return None
+
+
 def estimate_plan(plan, params: Parameters | None = None, model: CostModel | None = None) -> Estimate:
-    """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes."""
+    """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes: the keys of
+    `params` (of the set derived for a bootstrapped plan when none is given) by `evaluation_key_bytes`, its digits
+    and towers and bootstrapping's keys included; else the calibrated sizes at the plan's ring and depth."""
     model = model or load_cost_model()
     if params is not None and plan.depth > params.depth:
         raise ParameterError(f"the plan needs {plan.depth} levels between refreshes, the parameters have "
@@ -272,11 +311,14 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
     for step, seconds in zip(plan.steps, step_prices(model, plan.steps, ring, depth, levels, plan.slots, chain)):
         if step.op not in unpriced:
             by_op[step.op] = by_op.get(step.op, 0.0) + seconds
+    key_params = params if params is not None or not plan.bootstraps else _bootstrap_parameters(plan, depth)
+    key_bytes = (evaluation_key_bytes(key_params, len(plan.rotations)) if key_params is not None
+                 else model.key_bytes(ring, chain, len(plan.rotations)))
     return Estimate(
         ring_dim=ring, depth=depth, seconds_by_op=by_op,
         encrypt_seconds=cts * model.price("encrypt", ring, depth, 0),
         upload_cts=cts, upload_bytes=cts * model.ct_bytes(ring, depth, 0),
-        keys=len(plan.rotations), key_bytes=model.key_bytes(ring, chain, len(plan.rotations)),
+        keys=len(plan.rotations), key_bytes=key_bytes,
         unpriced=tuple(unpriced),
     )
 

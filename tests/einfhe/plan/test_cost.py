@@ -139,7 +139,8 @@ def test_key_bytes_are_the_serialized_keys_of_the_context_made_for_the_plan(spec
     public_key = model.ct_bytes(estimate.ring_dim, ctx.params.total_depth, 0)
     serialized = len(einfhe.evaluation_keys_to_bytes(ctx))
     assert abs(serialized - estimate.key_bytes - public_key) <= 0.01 * serialized
-    assert plan.estimate(ctx.params).key_bytes == estimate.key_bytes
+    # on the context's own parameters the keys are priced from their digits and towers (einfhe.plan.cost)
+    assert abs(serialized - plan.estimate(ctx.params).key_bytes - public_key) <= 0.01 * serialized
 
 
 def test_a_plan_deeper_than_its_parameters_is_refused_with_a_typed_error():
