@@ -7,6 +7,8 @@ priced from the nearest calibrated one, scaled by N log N (ring) and by the numb
 A plaintext product or sum whose plaintext an earlier step of the plan encoded at the same level, and that the
 backend's plaintext cache still holds (a model of its least-recently-used eviction), is priced as a cached op:
 the encoding is most of a cold plaintext product (calibrated: ~0.2 of 1.9 ms at N=2^14).
+Evaluation keys on a given parameter set (or the one a bootstrapped plan derives) are sized from its key-switching
+digits and towers, with bootstrapping's keys counted as measured (`evaluation_key_bytes`, `BOOTSTRAP_KEYS`).
 """
 
 from __future__ import annotations
