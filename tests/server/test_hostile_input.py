@@ -14,18 +14,15 @@ from __future__ import annotations
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import asyncio
-import io
 import json
 import random
-import tarfile
 import time
-import zipfile
 
 import httpx
 import msgpack
 import numpy as np
 import pytest
-from server_helpers import SLOTS, auth, keyset_body, npy
+from server_helpers import SLOTS, auth, keyset_body, npy, tar_of, zip_of
 
 from einfhe.crypto.blobs import HEADER_SIZE, pack_blob, pack_parts
 from server import create_app
@@ -77,24 +74,6 @@ def forged(rng: random.Random, good: bytes, kind: str, n: int):
         for _ in range(rng.randint(1, 8)):
             payload[rng.randrange(len(payload))] ^= 1 << rng.randrange(8)
         yield pack_blob(kind, good[8:24], bytes(payload))
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 async def test_hostile_blobs_get_4xx_and_the_service_still_computes(settings, matvec, model_files):

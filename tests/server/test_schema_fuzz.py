@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
-import io
-import tarfile
-import zipfile
 
 import msgpack
 import schemathesis
@@ -29,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
     status_code_conformance,
 )
-from server_helpers import auth, seed_objects
+from server_helpers import auth, seed_objects, tar_of, zip_of
 from starlette.testclient import TestClient
 
 from server import create_app
@@ -48,18 +45,9 @@ def _archive(media: str, files: dict[str, bytes]) -> bytes:
     """`files` packed as an upload of `media`: a zip, a tar (gzip'd for the gzip types) or a msgpack map."""
     if media in MSGPACK_TYPES:
         return msgpack.packb(files, use_bin_type=True)
-    buffer = io.BytesIO()
     if "zip" in media:
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for name, data in files.items():
-                archive.writestr(name, data)
-    else:
-        with tarfile.open(fileobj=buffer, mode="w:gz" if "gzip" in media else "w") as archive:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+        return zip_of(files)
+    return tar_of(files, "gz" if "gzip" in media else "")
 
 
 def _serialize_models(model_files: dict[str, bytes]) -> None:

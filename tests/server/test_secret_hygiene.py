@@ -13,10 +13,8 @@ from __future__ import annotations
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
 import base64
-import io
 import json
 import logging
-import tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import httpx
 import msgpack
 import numpy as np
 import openfhe
-from server_helpers import SLOTS, TOKENS, auth, keyset_body
+from server_helpers import SLOTS, TOKENS, auth, keyset_body, tar_of
 
 from client import Client
 from server import LocalServer
@@ -77,12 +75,7 @@ def every_logger_at_debug():
 def _secret_uploads(ctx, secret: bytes, saved: bytes) -> list[tuple[str, str, dict, bytes, str]]:
     """(method, path, query, body, content type) for the secret key and the saved context at every body route."""
     octet, packed = "application/octet-stream", "application/msgpack"
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as archive:
-        for name in ("manifest.json", "model.npz", "secret_key"):
-            info = tarfile.TarInfo(name)
-            info.size = len(secret)
-            archive.addfile(info, io.BytesIO(secret))
+    tar = tar_of({name: secret for name in ("manifest.json", "model.npz", "secret_key")})
     uploads = []
     for blob in (secret, saved):
         uploads += [("POST", "/keysets", {}, blob, octet), ("PUT", "/operands/s", {}, blob, octet),
@@ -94,7 +87,7 @@ def _secret_uploads(ctx, secret: bytes, saved: bytes) -> list[tuple[str, str, di
                      "application/x-tar")]
     uploads += [("POST", "/keysets", {}, keyset_body(ctx, **{part: secret}), octet)
                 for part in ("secret_key", "public_key", "mult_key", "rotation_keys", "context")]
-    uploads += [("POST", "/models", {"name": "s", "slots": SLOTS, "insecure_test_params": True}, tar.getvalue(),
+    uploads += [("POST", "/models", {"name": "s", "slots": SLOTS, "insecure_test_params": True}, tar,
                  "application/x-tar"),
                 ("POST", "/models", {"name": "s", "slots": SLOTS, "insecure_test_params": True},
                  msgpack.packb({"manifest.json": secret, "model.npz": saved}), packed),
