@@ -42,11 +42,17 @@ _P_PRIME_BITS = 60
 SMALL_RING_FIRST_MOD_BITS = 55
 
 
+def key_switching_digits(depth: int, digits: int = 0) -> int:
+    """The digits OpenFHE's hybrid key switching uses for a chain of `depth` levels: `digits`, or when 0 its
+    default (three above 3 levels, else two)."""
+    return digits or (_DIGITS if depth > 3 else 2)
+
+
 def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int, digits: int = 0) -> int:
     """Bits of Q*P for a CKKS context of `depth` levels with OpenFHE's hybrid key switching in `digits` digits
-    (0: three, OpenFHE's default)."""
+    (0: OpenFHE's default, see key_switching_digits)."""
     towers = depth + 1
-    alpha = math.ceil(towers / (digits or _DIGITS))
+    alpha = math.ceil(towers / key_switching_digits(depth, digits))
     return first_mod_bits + depth * scale_bits + _P_PRIME_BITS * _p_towers(first_mod_bits + (alpha - 1) * scale_bits)
 
 
@@ -119,7 +125,7 @@ class Parameters:
                         return cls(ring_dim, slots, depth, bits, first, SECURE, bootstrap, digits, lifted).validate()
                 # OpenFHE spreads at most _DIGITS towers over _DIGITS digits (one each; four in three it refuses)
                 if (small_first_modulus and not bootstrap and scale < small and total + 1 <= _DIGITS
-                        and estimate_log_qp(total, scale, small) <= bound):
+                        and estimate_log_qp(total, scale, small, total + 1) <= bound):
                     return cls(ring_dim, slots, depth, scale, small, SECURE, bootstrap, total + 1, lifted).validate()
         if bootstrap and not scale_bits:
             raise ParameterError(
@@ -167,7 +173,7 @@ class Parameters:
         them: `digits` digits or OpenFHE's default (three above a chain of 3 levels, else two), each key over the
         whole chain and P; a test checks the sizes this gives against OpenFHE's serialized keys."""
         towers = self.total_depth + 1
-        digits = self.digits or (_DIGITS if self.total_depth > 3 else 2)
+        digits = key_switching_digits(self.total_depth, self.digits)
         alpha = math.ceil(towers / digits)
         return digits, towers, _p_towers(self.first_mod_bits + (alpha - 1) * self.scale_bits)
 

@@ -14,6 +14,16 @@ def test_derived_parameters_are_secure_and_openfhe_agrees(depth):
     OpenFHEBackend.generate(params, [])  # OpenFHE enforces the same HE-standard table
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("scale_bits, first_mod_bits", [(30, 40), (35, 45), (40, 50), (50, 60)])
+def test_chosen_scales_give_sets_openfhe_accepts(depth, scale_bits, first_mod_bits):
+    """OpenFHE's own 128-bit check (with its default key-switching digits: two up to 3 levels) accepts every set
+    derive calls secure at a chosen scale; at depth 2 it once refused 30/40-bit sets that derive put on ring 2^13."""
+    params = Parameters.derive(depth, 64, scale_bits=scale_bits, first_mod_bits=first_mod_bits)
+    assert params.secure and params.log_qp <= MAX_LOG_QP[params.ring_dim]
+    OpenFHEBackend.generate(params, [])
+
+
 @pytest.mark.parametrize("depth", [1, 4, 6])
 def test_one_ring_smaller_is_refused_by_both(depth):
     params = Parameters.derive(depth, 64)
