@@ -71,7 +71,7 @@ class Footprint:
 
     def __str__(self) -> str:
         return (f"{self.label}: est {1e3 * self.seconds:.1f} ms, {self.steps} steps, {self.keys} rotation keys"
-                f" = {mib(self.key_bytes)}, upload {mib(self.upload_bytes)}")
+                f" (evaluation keys {mib(self.key_bytes)}), upload {mib(self.upload_bytes)}")
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,8 @@ def over_budget_error(footprints: list[Footprint], budget: Budget, spec: str) ->
     wants, needs = [], {}
     if keys.key_bytes > budget.key_bytes:
         needs["key_budget"] = keys.key_bytes
-        wants.append(f"key_budget={keys.key_bytes} (the fewest keys of the plans tried: {keys.keys} rotation keys = "
-                     f"{mib(keys.key_bytes)}; the budget is {mib(budget.key_bytes)})")
+        wants.append(f"key_budget={keys.key_bytes} (the fewest keys of the plans tried: {keys.keys} rotation keys, "
+                     f"evaluation keys {mib(keys.key_bytes)}; the budget is {mib(budget.key_bytes)})")
     if upload.upload_bytes > budget.upload_bytes:
         needs["upload_budget"] = upload.upload_bytes
         wants.append(f"upload_budget={upload.upload_bytes} (the smallest upload of the plans tried is "

@@ -276,6 +276,7 @@ class Estimate:
     keys: int
     key_bytes: int
     unpriced: tuple[str, ...] = ()
+    bootstrap_keys: int = 0  # bootstrapping's own keys, counted in key_bytes beside the plan's rotation keys
 
     @property
     def seconds(self) -> float:
@@ -322,6 +323,7 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
         upload_cts=cts, upload_bytes=cts * model.ct_bytes(ring, depth, 0),
         keys=len(plan.rotations), key_bytes=key_bytes,
         unpriced=tuple(unpriced),
+        bootstrap_keys=bootstrap_key_count(key_params.slots) if key_params is not None and key_params.bootstrap else 0,
     )
 
 

@@ -96,7 +96,7 @@ def _cost_lines(plan, stats=None, params: Parameters | None = None) -> list[str]
         lines.append(f"    {'total':<15} est {1e3 * est.seconds:9.2f} ms   measured {1e3 * stats.total_seconds:9.2f} ms")
     lines.append(f"  upload {est.upload_cts} ciphertext(s) x {est.upload_bytes // max(1, est.upload_cts):,} B"
                  f" = {est.upload_bytes:,} B; evaluation keys {est.keys} rotation + 1 relinearization"
-                 f" = {est.key_bytes:,} B")
+                 + (f" + {est.bootstrap_keys} bootstrapping" if est.bootstrap_keys else "") + f" = {est.key_bytes:,} B")
     if plan.rotations:
         rows = "; ".join(f"{r['basis']}: {r['keys']} keys {r['key_bytes']:,} B, {r['rotations']} rotations"
                          f" {1e3 * r['estimated_seconds']:.2f} ms" for r in basis_tradeoff(plan, params))

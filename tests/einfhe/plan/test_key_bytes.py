@@ -3,6 +3,7 @@ bootstrapping's keys where the set bootstraps, checked against first principles,
 serialized keys OpenFHE makes on small insecure rings."""
 
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -85,3 +86,17 @@ def test_the_estimate_matches_openfhes_serialized_keys_on_a_small_ring(digits):
     expected = (1 + automorphism_keys) * key_switching_key_bytes(params)
     assert 0 <= serialized - expected <= 0.03 * serialized
     assert serialized <= estimate_plan(plan, params).key_bytes
+
+
+def test_explain_names_every_key_its_key_bytes_count():
+    """The report's key line adds up: relinearization, rotation and bootstrapping keys times one key's bytes (from
+    first principles) are the bytes it prints, for a plain and a bootstrapped set."""
+    from einfhe.plan.report import explain
+
+    plan = _matvec(16, 128)
+    for params in (Parameters.derive(4, 128), Parameters.derive(6, 128, bootstrap=True)):
+        line = next(line for line in explain(plan, params=params).splitlines() if "evaluation keys" in line)
+        counts = [int(n) for n in re.findall(r"(\d+) (?:rotation|relinearization|bootstrapping)", line)]
+        printed = int(re.search(r"= ([\d,]+) B$", line).group(1).replace(",", ""))
+        assert printed == _reference_key_bytes(params, sum(counts))
+        assert ("bootstrapping" in line) == params.bootstrap
