@@ -7,12 +7,11 @@ import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 import io
 import itertools
 import json
-import tarfile
-import zipfile
 
 import msgpack
 import numpy as np
 import pytest
+from archives import tar_of, zip_of
 from client_helpers import SLOTS, TOKENS, write_integer_model
 
 from client import Client, ServerError
@@ -41,28 +40,6 @@ def operator(tmp_path_factory):
         yield client
 
 
-def _tar(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        for name in links:
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-            archive.addfile(info)
-    return buffer.getvalue()
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _npz(**arrays) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -84,9 +61,9 @@ def _post(client: Client, body: bytes, media: str, **params):
 
 
 @pytest.mark.parametrize("archive, media", [
-    (lambda f: _tar(f), "application/gzip"),
-    (lambda f: _tar({f"export/{k}": v for k, v in f.items()}), "application/x-tar"),
-    (lambda f: _zip(f), "application/zip"),
+    (lambda f: tar_of(f, "gz"), "application/gzip"),
+    (lambda f: tar_of({f"export/{k}": v for k, v in f.items()}, "gz"), "application/x-tar"),
+    (lambda f: zip_of(f), "application/zip"),
     (lambda f: msgpack.packb({"manifest.json": f["manifest.json"].decode(), "model.npz": f["model.npz"]}),
      "application/msgpack"),
 ])
@@ -99,39 +76,39 @@ def _per_token_activations(files):
     """A valid W4A8-style layer: activations rounded per token, which no CKKS circuit computes."""
     manifest = json.loads(files["manifest.json"])
     manifest["layers"][0]["activation"].update(bits=8, scheme="per_token_symmetric")
-    return _tar({**files, "manifest.json": json.dumps(manifest).encode()})
+    return tar_of({**files, "manifest.json": json.dumps(manifest).encode()}, "gz")
 
 
 def _missing_array(files):
     manifest = json.loads(files["manifest.json"])
     manifest["layers"][0]["arrays"]["weight"] = "nowhere"
-    return _tar({**files, "manifest.json": json.dumps(manifest).encode()})
+    return tar_of({**files, "manifest.json": json.dumps(manifest).encode()}, "gz")
 
 
 @pytest.mark.parametrize("archive, media, status, code", [
     (lambda f: b"\x1f\x8b not really gzip", "application/gzip", 400, "malformed_model"),
-    (lambda f: _tar({"../manifest.json": f["manifest.json"], "model.npz": f["model.npz"]}), "application/gzip",
+    (lambda f: tar_of({"../manifest.json": f["manifest.json"], "model.npz": f["model.npz"]}, "gz"), "application/gzip",
      400, "malformed_model"),
-    (lambda f: _tar({"manifest.json": f["manifest.json"]}, links=("model.npz",)), "application/gzip",
+    (lambda f: tar_of({"manifest.json": f["manifest.json"]}, "gz", links=("model.npz",)), "application/gzip",
      400, "malformed_model"),
-    (lambda f: _tar({"manifest.json": f["manifest.json"]}), "application/gzip", 400, "malformed_model"),
-    (lambda f: _tar({**f, "run_me.py": b"import os"}), "application/gzip", 400, "malformed_model"),
-    (lambda f: _zip({**f, "a/b/model.npz": f["model.npz"]}), "application/zip", 400, "malformed_model"),
-    (lambda f: _tar({**f, "manifest.json": b"{not json"}), "application/gzip", 400, "malformed_model"),
-    (lambda f: _tar({**f, "manifest.json": _manifest(f, format="pickle")}), "application/gzip",
+    (lambda f: tar_of({"manifest.json": f["manifest.json"]}, "gz"), "application/gzip", 400, "malformed_model"),
+    (lambda f: tar_of({**f, "run_me.py": b"import os"}, "gz"), "application/gzip", 400, "malformed_model"),
+    (lambda f: zip_of({**f, "a/b/model.npz": f["model.npz"]}), "application/zip", 400, "malformed_model"),
+    (lambda f: tar_of({**f, "manifest.json": b"{not json"}, "gz"), "application/gzip", 400, "malformed_model"),
+    (lambda f: tar_of({**f, "manifest.json": _manifest(f, format="pickle")}, "gz"), "application/gzip",
      400, "malformed_model"),
-    (lambda f: _tar({**f, "manifest.json": _manifest(f, layers="linear")}), "application/gzip",
+    (lambda f: tar_of({**f, "manifest.json": _manifest(f, layers="linear")}, "gz"), "application/gzip",
      400, "malformed_model"),
-    (lambda f: _tar({**f, "model.npz": _npz(x=np.array([{"a": 1}], dtype=object))}), "application/gzip",
+    (lambda f: tar_of({**f, "model.npz": _npz(x=np.array([{"a": 1}], dtype=object))}, "gz"), "application/gzip",
      400, "malformed_model"),
-    (lambda f: _tar({**f, "model.npz": b"PK not a zip"}), "application/gzip", 400, "malformed_model"),
+    (lambda f: tar_of({**f, "model.npz": b"PK not a zip"}, "gz"), "application/gzip", 400, "malformed_model"),
     (_missing_array, "application/gzip", 400, "malformed_model"),
     (_per_token_activations, "application/gzip", 400, "unsupported_model"),
     (lambda f: msgpack.packb({"manifest.json": f["manifest.json"]}), "application/msgpack", 400, "malformed_model"),
     (lambda f: msgpack.packb([1, 2]), "application/msgpack", 400, "malformed_model"),
-    (lambda f: _tar(f), "text/plain", 415, "unsupported_media_type"),
+    (lambda f: tar_of(f, "gz"), "text/plain", 415, "unsupported_media_type"),
     (lambda f: b"\0" * (LIMIT + 1), "application/x-tar", 413, "payload_too_large"),
-    (lambda f: _tar({**f, "model.npz": _npz(x=np.zeros(LIMIT))}), "application/gzip", 413, "payload_too_large"),
+    (lambda f: tar_of({**f, "model.npz": _npz(x=np.zeros(LIMIT))}, "gz"), "application/gzip", 413, "payload_too_large"),
 ])
 def test_bad_uploads_are_refused(operator, files, archive, media, status, code):
     registered = len(operator.http.request("GET", "/models").json())
@@ -143,7 +120,7 @@ def test_bad_uploads_are_refused(operator, files, archive, media, status, code):
 
 def test_slots_must_be_a_power_of_two(operator, files):
     with pytest.raises(ServerError) as info:
-        _post(operator, _tar(files), "application/gzip", slots=48)
+        _post(operator, tar_of(files, "gz"), "application/gzip", slots=48)
     assert (info.value.status, info.value.code) == (400, "invalid_parameters")
 
 
@@ -153,6 +130,6 @@ def test_insecure_parameters_refused_unless_allowed(tmp_path, files):
     with LocalServer(Settings(data_dir=tmp_path / "data", token_file=token_file, workers=1)) as url:
         with Client(url, TOKENS["operator"], progress=False) as client:
             with pytest.raises(ServerError) as info:
-                _post(client, _tar(files), "application/gzip")
+                _post(client, tar_of(files, "gz"), "application/gzip")
             assert client.http.request("GET", "/models").json() == []
     assert (info.value.status, info.value.code) == (400, "insecure_parameters")

@@ -8,9 +8,7 @@ import os
 import socket
 import subprocess
 import sys
-import tarfile
 import time
-import zipfile
 from pathlib import Path
 
 import httpx
@@ -22,26 +20,6 @@ from einfhe.crypto.blobs import pack_blob, pack_parts
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab"}
 SLOTS = 32
-
-
-def tar_of(files: dict[str, bytes], compression: str = "") -> bytes:
-    """`files` (member name -> bytes) as a tar archive, compressed by `compression` ("", "gz", "bz2", "xz")."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=f"w:{compression}" if compression else "w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def zip_of(files: dict[str, bytes]) -> bytes:
-    """`files` (member name -> bytes) as a zip archive."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def auth(tenant: str) -> dict:

@@ -22,7 +22,8 @@ import httpx
 import msgpack
 import numpy as np
 import pytest
-from server_helpers import SLOTS, auth, keyset_body, npy, tar_of, zip_of
+from archives import tar_of, zip_of
+from server_helpers import SLOTS, auth, keyset_body, npy
 
 from einfhe.crypto.blobs import HEADER_SIZE, pack_blob, pack_parts
 from server import create_app

@@ -26,7 +26,8 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
     status_code_conformance,
 )
-from server_helpers import auth, seed_objects, tar_of, zip_of
+from archives import tar_of, zip_of
+from server_helpers import auth, seed_objects
 from starlette.testclient import TestClient
 
 from server import create_app

@@ -22,7 +22,8 @@ import httpx
 import msgpack
 import numpy as np
 import openfhe
-from server_helpers import SLOTS, TOKENS, auth, keyset_body, tar_of
+from archives import tar_of
+from server_helpers import SLOTS, TOKENS, auth, keyset_body
 
 from client import Client
 from server import LocalServer
