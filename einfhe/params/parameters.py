@@ -42,23 +42,20 @@ _P_PRIME_BITS = 60
 SMALL_RING_FIRST_MOD_BITS = 55
 
 
-def key_switching_digits(depth: int, digits: int = 0) -> int:
-    """The digits OpenFHE's hybrid key switching uses for a chain of `depth` levels: `digits`, or when 0 its
-    default (three above 3 levels, else two)."""
-    return digits or (_DIGITS if depth > 3 else 2)
+def key_switching_shape(depth: int, scale_bits: int, first_mod_bits: int, digits: int = 0) -> tuple[int, int, int]:
+    """(digits, Q towers, P towers) of OpenFHE's hybrid key switching over a chain of `depth` levels: `digits`
+    digits, or when 0 its default (three above 3 levels, else two); P is 60-bit primes above the largest digit."""
+    digits = digits or (_DIGITS if depth > 3 else 2)
+    towers = depth + 1
+    largest_digit_bits = first_mod_bits + (math.ceil(towers / digits) - 1) * scale_bits
+    return digits, towers, math.ceil((largest_digit_bits + 1) / _P_PRIME_BITS)
 
 
 def estimate_log_qp(depth: int, scale_bits: int, first_mod_bits: int, digits: int = 0) -> int:
     """Bits of Q*P for a CKKS context of `depth` levels with OpenFHE's hybrid key switching in `digits` digits
-    (0: OpenFHE's default, see key_switching_digits)."""
-    towers = depth + 1
-    alpha = math.ceil(towers / key_switching_digits(depth, digits))
-    return first_mod_bits + depth * scale_bits + _P_PRIME_BITS * _p_towers(first_mod_bits + (alpha - 1) * scale_bits)
-
-
-def _p_towers(digit_bits: int) -> int:
-    """Primes of the key-switching modulus P over a largest digit of `digit_bits` bits (60-bit primes above it)."""
-    return math.ceil((digit_bits + 1) / _P_PRIME_BITS)
+    (0: OpenFHE's default, see key_switching_shape)."""
+    p_towers = key_switching_shape(depth, scale_bits, first_mod_bits, digits)[2]
+    return first_mod_bits + depth * scale_bits + _P_PRIME_BITS * p_towers
 
 
 def _moduli_to_try(ring_dim: int, slots: int, scale_bits: int | None, first_mod_bits: int, bootstrap: bool,
@@ -172,10 +169,7 @@ class Parameters:
         """(digits, Q towers, P towers) of this set's key-switching keys as OpenFHE's hybrid key switching makes
         them: `digits` digits or OpenFHE's default (three above a chain of 3 levels, else two), each key over the
         whole chain and P; a test checks the sizes this gives against OpenFHE's serialized keys."""
-        towers = self.total_depth + 1
-        digits = key_switching_digits(self.total_depth, self.digits)
-        alpha = math.ceil(towers / digits)
-        return digits, towers, _p_towers(self.first_mod_bits + (alpha - 1) * self.scale_bits)
+        return key_switching_shape(self.total_depth, self.scale_bits, self.first_mod_bits, self.digits)
 
     @property
     def log_qp(self) -> int:
