@@ -26,12 +26,11 @@ import numpy as np
 from ..errors import ModelError
 from ..params import BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH
 from ..plan import value_levels
-from ..plan.cost import BOOTSTRAP_SECONDS, bootstrap_seconds, load_cost_model
+from ..plan.cost import bootstrap_seconds, load_cost_model
 from .activation_choice import relu_choice
 from .layers import ReLUWithin
 
-__all__ = ["LayerLevels", "LevelPlan", "plan_levels", "greedy_levels", "profile_layer", "bootstrap_seconds",
-           "BOOTSTRAP_SECONDS", "PLACEMENTS"]
+__all__ = ["LayerLevels", "LevelPlan", "plan_levels", "greedy_levels", "profile_layer", "PLACEMENTS"]
 
 @dataclass(frozen=True)
 class LayerLevels:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import einfhe
-from einfhe.compiler.levels import LayerLevels, bootstrap_seconds, greedy_levels, plan_levels
+from einfhe.compiler.levels import LayerLevels, greedy_levels, plan_levels
 from einfhe.compiler.model import Linear, Residual, Square, compile_model
 from einfhe.params import error_bound
+from einfhe.plan.cost import bootstrap_seconds
 
 
 def _narrow_then_wide(rng):
