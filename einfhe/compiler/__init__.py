@@ -4,7 +4,8 @@ choice (`rings`, the default where `bounds` keeps results safe on the small ring
 (`strategies`), the model compiler (`model`, returning `model_plan`'s ModelPlan, over the layers of `layers`, an
 opening quadratic block collapsed by `quadratic_form`, with the composite ReLU of `activations`, the per-layer
 ReLU choice of `activation_choice` and the branching layers of `branches`), its bootstrap placement (`levels`),
-CNN layers as linear layers (`cnn`), the integer-model reader (`integer_model`) and the model-artifact reader
+CNN layers as linear layers (`cnn`), one-sample CNNs in the channel-packed layout (`packed_cnn`, over
+`image_layout` and `slot_linear`), the integer-model reader (`integer_model`) and the model-artifact reader
 (`artifact_model`)."""
 
 from __future__ import annotations

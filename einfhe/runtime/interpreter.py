@@ -77,6 +77,8 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
     stats = stats if stats is not None else RunStats()
     plain_values = evaluate_plain_program(plan, plains)
     packed_cache: dict[tuple[str, Layout], np.ndarray] = {}
+    # a row used by one step only is packed when it runs and not kept (a channel-packed CNN's thousands of diagonals)
+    slice_uses = Counter(step.plain for step in plan.steps if isinstance(getattr(step, "plain", None), PlainSlice))
 
     def plaintext(step) -> np.ndarray | None:
         ref = getattr(step, "plain", None)
@@ -85,6 +87,8 @@ def execute(plan: Plan, backend: Backend, ciphers: dict[int, list], plains: dict
         if isinstance(ref, Mask):
             return _mask_vector(ref)
         if isinstance(ref, PlainSlice):
+            if slice_uses[ref] == 1:
+                return ref.layout.pack(plain_values[ref.name][ref.index])[0]
             key = (ref.name, ref.layout, ref.index)
             if key not in packed_cache:
                 packed_cache[key] = ref.layout.pack(plain_values[ref.name][ref.index])[0]
