@@ -50,8 +50,10 @@ from einfhe.compiler.transformer import (EncoderWeights, calibrate_encoder, comp
 
 try:
     from bench.quant_accuracy import stdlib_sentences
+    from bench.transformer_encrypted import pooled
 except ImportError:  # run as a script from bench/
     from quant_accuracy import stdlib_sentences
+    from transformer_encrypted import pooled
 
 SLOTS = 32768   # ring 2^16, the smallest that holds MiniLM's depth at 128-bit with bootstrapping
 REFRESH_DEPTHS = range(12, 0, -1)  # levels between refreshes tried, deepest first, at 128-bit with bootstrapping
@@ -99,12 +101,6 @@ def token_ids(tokenizer, sentences: list[str], tokens: int, count: int) -> list[
         if len(out) == count:
             return out
     raise SystemExit(f"only {len(out)} sentences have {tokens} tokens, {count} asked")
-
-
-def pooled(hidden: np.ndarray) -> np.ndarray:
-    """Mean pooling over the tokens, normalized (sentence-transformers' head for this model)."""
-    v = hidden.mean(axis=0)
-    return v / np.linalg.norm(v)
 
 
 def run_model(layers, blocks, x):

@@ -280,10 +280,20 @@ class OpenFHEBackend(Backend):
             # OpenFHE aborts the process (an exception inside its threads) when the keys are missing: check first
             if not self.cc.GetExistingEvalAutomorphismKeyIndices(self.key_tag):
                 raise PlanError("this key set holds no bootstrapping keys: export them with the context that made them")
+            # OpenFHE's bootstrap squares its input's scale away from the nominal one many times over (an input
+            # 1e-10 off came out 5e-7 off, the next bootstrap's 0.3%, the next's unusable): it gets a copy at the
+            # nominal scale (the same polynomials: x * ratio there), and the result's scale takes the ratio back
+            ratio = ct.GetScalingFactor() / self._nominal
+            if ratio != 1.0:
+                ct = ct.Clone()
+                ct.SetScalingFactor(self._nominal)
             out = self.cc.EvalBootstrap(ct)
             # OpenFHE leaves the result at degree 2 (its last step unrescaled): rescaled here, it sits BOOTSTRAP_DEPTH
             # levels down at the nominal scale, as the plan's level accounting assumes
-            return self.cc.Rescale(out) if out.GetNoiseScaleDeg() == 2 else out
+            out = self.cc.Rescale(out) if out.GetNoiseScaleDeg() == 2 else out
+            if ratio != 1.0:
+                out.SetScalingFactor(out.GetScalingFactor() * ratio)
+            return out
 
     def _check_room(self, ct) -> None:
         if not isinstance(ct, openfhe.Ciphertext):

@@ -6,11 +6,13 @@ products in rowmatmul), with bootstraps placed inside it by the level planner (r
 from .approx import PolyGelu, PolyLayerNorm, PolySoftmax, gelu
 from .encoder import EncoderBlocks, EncoderWeights, calibrate_encoder, encoder_layer, heads_of
 from .pieces import Piece, PieceBuilder, gelu_piece, layernorm_piece, softmax_piece
-from .program import EncoderProgram, Stage, bias_piece, compile_encoder_layer, natural_piece, sum_piece
+from .program import (EncoderProgram, Stage, bias_piece, compile_encoder_layer, natural_piece, stack_programs,
+                      sum_piece)
 from .packed import RowPacking, compile_packed_layer
 from .refresh import place_bootstraps
 
 __all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "Piece", "PieceBuilder", "softmax_piece",
            "layernorm_piece", "gelu_piece", "EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder",
            "heads_of", "Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece",
+           "stack_programs",
            "RowPacking", "compile_packed_layer", "place_bootstraps"]

@@ -24,7 +24,7 @@ from .encoder import EncoderBlocks, EncoderWeights
 from .pieces import PieceBuilder, Piece, gelu_piece, layernorm_piece, softmax_piece
 
 __all__ = ["Stage", "EncoderProgram", "StageChain", "compile_encoder_layer", "bias_piece", "sum_piece",
-           "natural_piece", "INPUT"]
+           "natural_piece", "stack_programs", "INPUT"]
 
 INPUT = "x"
 INTERMEDIATE_BUDGET = 1 << 40  # a stage's cipher inputs are the server's own values, never uploaded
@@ -80,6 +80,10 @@ class EncoderProgram:
     def plans(self) -> tuple[Plan, ...]:
         """Every stage's plan (a context for the program is made for all of them)."""
         return tuple(stage.plan for stage in self.stages)
+
+    def stage(self, output: str) -> Stage:
+        """The stage that makes the value named `output`."""
+        return next(stage for stage in self.stages if stage.output == output)
 
     def value_levels(self) -> list[dict[int, int]]:
         """Per stage, the level of each of its values: a load at the level its source reached, a bootstrap at 0."""
@@ -140,6 +144,25 @@ class EncoderProgram:
             values[stage.output] = run_plan(stage.plan, *(values[op] if isinstance(op, str) else op
                                                           for op in stage.operands))
         return values[self.output]
+
+
+def stack_programs(programs) -> EncoderProgram:
+    """Layers' programs as one chain, each layer's input the output of the one before it (stage names prefixed
+    with the layer's index, "L0.q", "L1.q", ...), so the level planner can place bootstraps across the layers."""
+    programs = tuple(programs)
+    if not programs:
+        raise ModelError("stack_programs needs at least one layer")
+    stages, previous = [], INPUT
+    for index, program in enumerate(programs):
+        if index and program.input_layout != programs[index - 1].stage(programs[index - 1].output).plan.output_layout:
+            raise ModelError("a layer's input layout must be the layout the layer before it leaves", layer=index)
+        names = {stage.output: f"L{index}.{stage.output}" for stage in program.stages}
+        names[INPUT] = previous
+        stages.extend(Stage(f"L{index}.{stage.name}", stage.plan,
+                            tuple(names[op] if isinstance(op, str) else op for op in stage.operands),
+                            names[stage.output]) for stage in program.stages)
+        previous = names[program.output]
+    return EncoderProgram(tuple(stages), programs[0].input_layout, previous)
 
 
 def _rotations(plan: Plan) -> int:

@@ -13,6 +13,13 @@ their bootstraps where the planner finds them cheapest, under its limit of level
 
 A crossing value read in a later stage is bootstrapped in that stage, after its load, once per stage that needs
 it refreshed; one read in its own stage is bootstrapped after the step that makes it.
+
+A bootstrap refreshes only values below its headroom (einfhe.params.bootstrap_headroom: 16 at einfhe's 128-bit
+sets); a transformer's scores, residuals and LayerNorm sums pass it (MiniLM's residual stream reaches past 200).
+Given each value's largest magnitude on sample inputs (einfhe.runtime.magnitudes: the chain run on the exact
+simulator) and the headroom, a value that would not stay below headroom / HEADROOM_MARGIN is shrunk by a power of
+two 2^k first (a plaintext product: one level, so such a refresh reads its value one level deeper) and doubled k
+times after (additions: no level); the bootstrap's absolute error grows 2^k times with it.
 """
 
 from __future__ import annotations
@@ -20,11 +27,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ...errors import ModelError
-from ...plan import Bootstrap, Chebyshev, HoistedRotate, Load, Mul, MulPlain, Rescale, Rotate, RotatePrecompute
+import math
+
+import numpy as np
+
+from ...layout import natural_layout
+from ...plan import (Add, Bootstrap, Chebyshev, HoistedRotate, Load, Mul, MulPlain, PlainInput, PlainSlice, Rescale,
+                     Rotate, RotatePrecompute)
 from ..levels import PLACEMENTS, LayerLevels, LevelPlan
 from .program import INPUT, EncoderProgram
 
-__all__ = ["ChainLevels", "chain_levels", "place_bootstraps"]
+__all__ = ["ChainLevels", "chain_levels", "place_bootstraps", "shrink_bits", "HEADROOM_MARGIN"]
+
+HEADROOM_MARGIN = 1.25  # a refreshed value stays below headroom / margin on the samples (held-out inputs vary)
 
 _WAITING = (Mul, MulPlain, RotatePrecompute)  # values no bootstrap can take: a product before its rescale, digits
 
@@ -109,11 +124,16 @@ def _segments(program: EncoderProgram, chain: ChainLevels) -> tuple[LayerLevels,
 
 
 def place_bootstraps(program: EncoderProgram, max_depth: int, slots: int, *, placement: str = "cost",
-                     ring_dim: int = 65536) -> tuple[EncoderProgram, LevelPlan]:
+                     ring_dim: int = 65536, magnitudes: dict | None = None,
+                     headroom: float | None = None) -> tuple[EncoderProgram, LevelPlan]:
     """The chain with bootstraps where the level planner puts them (at most `max_depth` levels between refreshes,
-    `placement` one of einfhe.compiler.levels.PLACEMENTS), and the planner's level map."""
+    `placement` one of einfhe.compiler.levels.PLACEMENTS), and the planner's level map; with `magnitudes`
+    (einfhe.runtime.magnitudes.value_magnitudes) and `headroom`, each refreshed value that would not stay below
+    headroom / HEADROOM_MARGIN shrunk before its bootstrap and grown back after (module docstring)."""
     if placement not in PLACEMENTS:
         raise ModelError(f"unknown placement {placement!r}; valid: {', '.join(PLACEMENTS)}")
+    if (magnitudes is None) != (headroom is None) or (headroom is not None and not headroom > 0):
+        raise ModelError("place_bootstraps takes magnitudes and a positive headroom together", headroom=headroom)
     chain = chain_levels(program)
     plan = PLACEMENTS[placement](_segments(program, chain), max_depth, slots, ring_dim=ring_dim)
     bounds = (0, *chain.cuts, chain.depth)
@@ -122,20 +142,29 @@ def place_bootstraps(program: EncoderProgram, max_depth: int, slots: int, *, pla
     for (i, k, field), src, at in chain.reads:
         if chain.levels[src] > 0 and any(chain.levels[src] <= cut < at for cut in chosen):
             refresh.setdefault(i, {}).setdefault(src, set()).add((k, field))
-    stages = tuple(replace(stage, plan=_with_bootstraps(stage.plan, i, refresh.get(i, {}), chain))
-                   for i, stage in enumerate(program.stages))
-    return EncoderProgram(stages, program.input_layout, program.output), plan
+    shrinks = {src: shrink_bits(magnitudes.get(src, 0.0), headroom) for src in chain.levels} if magnitudes else {}
+    stages = []
+    for i, stage in enumerate(program.stages):
+        plan_i, plains = _with_bootstraps(stage.plan, i, refresh.get(i, {}), chain, shrinks)
+        stages.append(replace(stage, plan=plan_i, operands=stage.operands + plains))
+    return EncoderProgram(tuple(stages), program.input_layout, program.output), plan
 
 
-def _with_bootstraps(plan, stage: int, refresh: dict, chain: ChainLevels):
+def shrink_bits(magnitude: float, headroom: float) -> int:
+    """The k for which magnitude / 2^k stays below headroom / HEADROOM_MARGIN (0 when it already does)."""
+    return max(0, math.ceil(math.log2(magnitude * HEADROOM_MARGIN / headroom))) if magnitude > 0 else 0
+
+
+def _with_bootstraps(plan, stage: int, refresh: dict, chain: ChainLevels, shrinks: dict):
     """`plan` with a bootstrap of each refreshed source after the step that makes (or loads) it (a rotation's
-    source, the rotation applied again after the bootstrap), and the reads past the refresh redirected to it."""
+    source, the rotation applied again after the bootstrap; shrunk by 2^-k first and doubled k times after where
+    `shrinks` says k), and the reads past the refresh redirected to it; and the plain operands it added."""
     if not refresh:
-        return plan
+        return plan, ()
     reads = {read: src for src, fields in refresh.items() for read in fields}
     roots = {chain.rotated.get(src, (src,))[0] for src in refresh}
     next_id = max(step.out for step in plan.steps) + 1
-    fresh, steps = {}, []
+    fresh, steps, operands, plains, factors = {}, [], list(plan.operands), [], {}
 
     def emit(cls, *args) -> int:
         nonlocal next_id
@@ -143,13 +172,26 @@ def _with_bootstraps(plan, stage: int, refresh: dict, chain: ChainLevels):
         next_id += 1
         return next_id - 1
 
+    def factor(bits: int) -> PlainSlice:
+        """The plaintext 2^-bits in every slot (one plain operand per power)."""
+        if bits not in factors:
+            plains.append(np.full((1, plan.slots), 2.0 ** -bits))
+            operands.append(PlainInput(len(operands), plains[-1].shape))
+            factors[bits] = PlainSlice(f"op{len(operands) - 1}", natural_layout((plan.slots,), plan.slots, "s"), 0)
+        return factors[bits]
+
     for k, step in enumerate(plan.steps):
         args = {field: fresh[reads[(k, field)]] for field in step.inputs if (k, field) in reads}
         steps.append(replace(step, **args) if args else step)
         source = chain.loads.get((stage, step.out), (stage, step.out))
         if source in roots:
-            fresh[source] = emit(Bootstrap, step.out)
+            bits = shrinks.get(source, 0)
+            value = emit(Rescale, emit(MulPlain, step.out, factor(bits))) if bits else step.out
+            value = emit(Bootstrap, value)
+            for _ in range(bits):
+                value = emit(Add, value, value)
+            fresh[source] = value
         if source in refresh and source in chain.rotated:
             root, offset = chain.rotated[source]
             fresh[source] = emit(Rotate, fresh[root], offset)
-    return replace(plan, steps=tuple(steps))
+    return replace(plan, steps=tuple(steps), operands=tuple(operands)), tuple(plains)

@@ -11,14 +11,16 @@ import pytest
 import einfhe
 from einfhe.backends.simulator import SimCiphertext
 from einfhe.compiler.transformer import (EncoderWeights, PieceBuilder, RowPacking, calibrate_encoder,
-                                         compile_encoder_layer, compile_packed_layer, encoder_layer, heads_of)
+                                         compile_encoder_layer, compile_packed_layer, encoder_layer, heads_of,
+                                         stack_programs)
 from einfhe.compiler.builder import Packed
 from einfhe.compiler.transformer.packed import scores_piece
-from einfhe.compiler.transformer.refresh import chain_levels, place_bootstraps
+from einfhe.compiler.transformer.refresh import HEADROOM_MARGIN, chain_levels, place_bootstraps, shrink_bits
 from einfhe.compiler.transformer.rowmatmul import block_sum, pattern_layout, row_matmul, row_span
 from einfhe.errors import ModelError
 from einfhe.layout import Dim, Layout
 from einfhe.params.precision import error_bound
+from einfhe.runtime.magnitudes import value_magnitudes
 
 WIDTH, HEADS, INNER, TOKENS = 16, 2, 32, 8
 
@@ -40,8 +42,8 @@ def _largest_value(blocks, trace) -> float:
                blocks.norm2.inverse_sqrt.lo ** -0.5, np.exp(blocks.softmax.exp.hi * 2.0 ** -blocks.softmax.squarings))
 
 
-def _simulated(program, x, slots):
-    params = einfhe.Parameters.insecure_for_tests(program.depth, slots)
+def _simulated(program, x, slots, bootstrap=False):
+    params = einfhe.Parameters.insecure_for_tests(program.depth, slots, bootstrap=bootstrap)
     ctx = einfhe.Context.for_plan(*program.plans, backend="simulator", params=params)
     out = program.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, program.input_layout))
     return einfhe.decrypt(ctx, out), ctx, out
@@ -201,12 +203,15 @@ def test_a_chain_that_cannot_be_cut_finely_enough_is_refused(layer):
 
 @pytest.mark.fhe
 def test_the_packed_layer_with_bootstraps_on_openfhe_decrypts_to_the_polynomial_layer(layer):
-    """Four bootstrap points inside the layer (12 levels between refreshes), on a ring of 512 (~15 s): within the
-    CKKS bound of the test above plus the bootstraps' error carried through the layer. That part is measured on
-    the simulator with every bootstrap moving every slot by 2^-10 (the error a bootstrap leaves at these rings,
-    tests/einfhe/compiler/test_levels.py), signs drawn at random: how far such errors take the output."""
+    """Four bootstrap points inside the layer (12 levels between refreshes), on a ring of 512 (~15 s), the values
+    past a headroom of 2 shrunk before their bootstrap and doubled back after (OpenFHE's headroom is 16 here:
+    the test makes the shrinks run): within the CKKS bound of the test above plus the bootstraps' error carried
+    through the layer. That part is measured on the simulator with every bootstrap moving every slot by 2^-10 (the
+    error a bootstrap leaves at these rings, tests/einfhe/compiler/test_levels.py), signs drawn at random, then
+    doubled with its value: how far such errors take the output."""
     weights, blocks, x = layer
-    refreshed, _ = place_bootstraps(compile_packed_layer(weights, blocks, TOKENS, slots=256), 12, 256)
+    program = compile_packed_layer(weights, blocks, TOKENS, slots=256)
+    refreshed, _ = place_bootstraps(program, 12, 256, magnitudes=value_magnitudes(program, [x]), headroom=2.0)
     params = einfhe.Parameters.insecure_for_tests(refreshed.depth, 256, bootstrap=True)
     trace = {}
     expected = encoder_layer(weights, x, blocks, trace=trace)
@@ -226,5 +231,47 @@ def test_the_packed_layer_with_bootstraps_on_openfhe_decrypts_to_the_polynomial_
     bound = error_bound(params, magnitude, INNER, refreshed.depth, keyswitches) + carried
     ctx = einfhe.Context.for_plan(*refreshed.plans, params=params)
     out = refreshed.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, refreshed.input_layout))
-    assert sum(plan.bootstraps for plan in refreshed.plans) >= 4
+    assert sum(plan.bootstraps for plan in refreshed.plans) >= 4 and refreshed.depth == 13  # the shrinks' level
     assert np.abs(einfhe.decrypt(ctx, out) - expected).max() <= bound
+
+
+def test_stacked_layers_run_as_one_chain_with_bootstraps_across_them(layer):
+    """Two layers stacked: the second reads the first's output, and the level planner cuts the whole chain (its
+    refreshes may straddle the layers); the chain computes the two polynomial layers on the simulator."""
+    weights, blocks, x = layer
+    first = compile_packed_layer(weights, blocks, TOKENS, slots=256)
+    stacked = stack_programs([first, first])
+    assert [s.name for s in stacked.stages[:2]] == ["L0.q", "L0.k"] and stacked.stages[-1].name == "L1.norm2"
+    assert stacked.depth == 2 * first.depth
+    refreshed, level_plan = place_bootstraps(stacked, 12, 256)
+    assert refreshed.depth <= 12 and len(level_plan.bootstrap_before) >= stacked.depth // 12
+    got, _, _ = _simulated(refreshed, x, 256, bootstrap=True)
+    expected = encoder_layer(weights, encoder_layer(weights, x, blocks), blocks)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ModelError, match="at least one"):
+        stack_programs([])
+
+
+def test_values_past_the_headroom_are_shrunk_before_their_bootstrap_and_grown_back(layer):
+    """With a headroom of 1 most refreshed values are too large: each is multiplied by 2^-k first (one level)
+    and doubled k times after; every value a bootstrap meets is then below the headroom, and the chain still
+    computes the polynomial layer exactly on the simulator."""
+    weights, blocks, x = layer
+    program = compile_packed_layer(weights, blocks, TOKENS, slots=256)
+    magnitudes = value_magnitudes(program, [x])
+    plain, _ = place_bootstraps(program, 12, 256)
+    shrunk, _ = place_bootstraps(program, 12, 256, magnitudes=magnitudes, headroom=1.0)
+    mul_plain = [sum(p.op_counts()["mul_plain"] for p in prog.plans) for prog in (plain, shrunk)]
+    shrinks = mul_plain[1] - mul_plain[0]
+    assert 0 < shrinks <= sum(p.bootstraps for p in shrunk.plans) and shrunk.depth == plain.depth + 1
+    params = einfhe.Parameters.insecure_for_tests(shrunk.depth, 256, bootstrap=True)
+    ctx = einfhe.Context.for_plan(*shrunk.plans, backend="simulator", params=params)
+    met, exact_bootstrap = [], ctx.backend.bootstrap
+    ctx.backend.bootstrap = lambda ct: met.append(np.abs(ct.values).max()) or exact_bootstrap(ct)
+    out = shrunk.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, shrunk.input_layout))
+    np.testing.assert_allclose(einfhe.decrypt(ctx, out), encoder_layer(weights, x, blocks), rtol=1e-9, atol=1e-9)
+    assert max(met) < 1.0 / HEADROOM_MARGIN and len(met) == sum(p.bootstraps for p in shrunk.plans)
+    assert max(magnitudes.values()) > 1.0
+    assert shrink_bits(3.0, 16.0) == 0 and shrink_bits(13.0, 16.0) == 1 and shrink_bits(200.0, 16.0) == 4
+    with pytest.raises(ModelError, match="together"):
+        place_bootstraps(program, 12, 256, magnitudes=magnitudes)

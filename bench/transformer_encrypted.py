@@ -1,0 +1,268 @@
+"""MiniLM-L6 encrypted on OpenFHE: one encoder layer or the whole six-layer model in the row packing, bootstraps
+placed by the level planner across the layers, on threads or Dask workers. Needs numpy, openfhe and dask only:
+the weights and the client's token embeddings come from bench/transformer_export.py's file.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/transformer_encrypted.py --data minilm_l6.npz [--tokens 8]
+        [--layers 1] [--sentences 1] [--slots 4096] [--max-depth 7] [--basis plan|bsgs|pow2]
+        [--threads 1 2 4] [--dask 1 2 4] [--ring 8192 | --simulate 2.4e-3] [--dry]
+
+Per sentence length: each layer's blocks calibrated on the file's 32 calibration sentences (GELU's degree the
+largest that fits `--max-depth` with the product after it), each layer compiled in the row packing at `--slots`
+slots (`compile_packed_layer`), the layers stacked into one chain (`stack_programs`) and its bootstraps placed by
+the level planner at `--max-depth` levels between refreshes (`place_bootstraps`), every rotation in `--basis`
+(`plan`: one key per offset; `bsgs`, `pow2`: fewer keys, more key switches). Parameters: the 128-bit set
+`Parameters.derive(depth, slots, bootstrap=True)` (ring 2^16); `--ring R` keeps its chain (scale, first
+modulus) on a ring of R with OpenFHE's default key-switching digits (smaller keys) and NO security (how the work spreads and what the arithmetic does, not a 128-bit
+latency); `--simulate E` runs on the exact slot simulator with every bootstrap adding normal noise of standard
+deviation E / 4 to every slot (its largest about E: OpenFHE's largest bootstrap error at these scales is 2.41e-3,
+BENCHMARKS.md issue 20) and reports the largest value a bootstrap met (it must stay below the headroom: larger
+values are shrunk before their bootstrap and grown back after, `place_bootstraps`). `--dry` prints the plan, parameters and key estimate and stops.
+
+Printed: the chain (depth, bootstrap points and steps, rotation keys and rotations), the parameters, key generation
+seconds, evaluation-key bytes (rotation and bootstrapping keys: their count times one key's serialized bytes),
+then per sentence and per run (threads, then Dask workers): seconds per layer and in all, the ops run, bytes
+moved (the client's input and output ciphertexts; under Dask also every stage's values through the caller), and
+the decrypted embedding against the float model with the same weights (numpy, exact softmax/LayerNorm/GELU, the
+baseline): cosine of the mean-pooled embeddings, and the max error against the polynomial model in float.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import einfhe  # noqa: E402  -- loads openfhe before any other extension module
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+from collections import Counter, defaultdict  # noqa: E402
+from dataclasses import fields  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from einfhe.backends.simulator import SimCiphertext  # noqa: E402
+from einfhe.compiler.transformer import (EncoderWeights, RowPacking, calibrate_encoder,  # noqa: E402
+                                         compile_packed_layer, encoder_layer, place_bootstraps, stack_programs)
+from einfhe.compiler.transformer.encoder import GELU_DEGREES  # noqa: E402
+from einfhe.compiler.transformer.refresh import HEADROOM_MARGIN  # noqa: E402
+from einfhe.crypto import EncryptedTensor  # noqa: E402
+from einfhe.params import INSECURE, Parameters, bootstrap_headroom  # noqa: E402
+from einfhe.plan import chebyshev_levels  # noqa: E402
+from einfhe.runtime.magnitudes import value_magnitudes  # noqa: E402
+
+CALIBRATION = 32  # the export's calibration sentences come first
+
+
+def load_layers(data) -> list[EncoderWeights]:
+    """The layers of an exported file as EncoderWeights (float64)."""
+    count = len({key.split(".")[0] for key in data.files if key.startswith("L")})
+    names = [f.name for f in fields(EncoderWeights) if f.name not in ("heads", "eps")]
+    return [EncoderWeights(*(data[f"L{i}.{name}"].astype(np.float64) for name in names), int(data["heads"]))
+            for i in range(count)]
+
+
+def pooled(hidden: np.ndarray) -> np.ndarray:
+    """Mean pooling over the tokens, normalized (sentence-transformers' head for this model)."""
+    v = hidden.mean(axis=0)
+    return v / np.linalg.norm(v)
+
+
+def forward(layers, blocks, x: np.ndarray) -> np.ndarray:
+    """The last hidden state, exact (blocks None) or with each layer's polynomial blocks, in float64."""
+    for index, weights in enumerate(layers):
+        x = encoder_layer(weights, x, None if blocks is None else blocks[index])
+    return x
+
+
+def calibrate(layers, samples, max_depth: int):
+    """Per layer, the blocks calibrated on the hidden states the exact model feeds it; GELU's degree among those
+    whose series leaves a level for the product after it within `max_depth`."""
+    degrees = tuple(d for d in GELU_DEGREES if chebyshev_levels(d) < max_depth)
+    blocks, states = [], list(samples)
+    for weights in layers:
+        blocks.append(calibrate_encoder(weights, states, gelu_degrees=degrees))
+        states = [encoder_layer(weights, x) for x in states]
+    return blocks
+
+
+def key_bytes_each(params: Parameters) -> int:
+    """Bytes of one key-switching key of these parameters (digits x (Q + P towers) x 2 polynomials)."""
+    digits, towers, p = params.key_switching_towers
+    return 2 * digits * (towers + p) * params.ring_dim * 8
+
+
+def parameters(args, depth: int, slots: int) -> Parameters:
+    """The 128-bit set for `depth` levels between bootstraps, or its chain on the insecure ring `--ring`."""
+    secure = Parameters.derive(depth, slots, bootstrap=True)
+    if not args.ring:
+        return secure
+    return Parameters(args.ring, slots, depth, secure.scale_bits, secure.first_mod_bits, INSECURE, True).validate()
+
+
+def context(program, params: Parameters, noise: float | None):
+    """The context (keys generated here, timed by the caller); under `noise` a simulator whose bootstraps add
+    normal noise of standard deviation noise / 4 to every slot (its largest over a ciphertext's thousands of slots
+    about `noise`) and record the largest value they meet (`ctx.largest`)."""
+    if noise is None:
+        return einfhe.Context.for_plan(*program.plans, params=params)
+    ctx = einfhe.Context.for_plan(*program.plans, backend="simulator", params=params)
+    exact, rng, ctx.largest = ctx.backend.bootstrap, np.random.default_rng(0), [0.0]
+
+    def moved(ct):
+        ctx.largest[0] = max(ctx.largest[0], float(np.abs(ct.values).max()))
+        fresh = exact(ct)
+        return SimCiphertext(fresh.values + rng.normal(0, noise / 4, fresh.values.shape), fresh.level)
+
+    ctx.backend.bootstrap = moved
+    return ctx
+
+
+def evaluation_key_bytes(ctx) -> tuple[int, int]:
+    """(key-switching keys held, their bytes: the count times one serialized relinearization key, a key of the
+    same shape, as bench/bootstrap_bench.py counts them)."""
+    import openfhe
+
+    backend = ctx.backend
+    count = len(backend.cc.GetExistingEvalAutomorphismKeyIndices(backend.key_tag)) + 1
+    return count, count * len(openfhe.SerializeEvalMultKeyString(openfhe.BINARY, backend.key_tag))
+
+
+def timed_run(program, run_plan, x) -> tuple[EncryptedTensor, dict]:
+    """Run the chain stage by stage; seconds per layer (the stage names' "L<i>." prefix)."""
+    seconds, stages = defaultdict(float), iter(program.stages)
+
+    def each(plan, *operands):
+        layer = next(stages).name.split(".")[0]
+        start = time.perf_counter()
+        out = run_plan(plan, *operands)
+        seconds[layer] += time.perf_counter() - start
+        return out
+
+    return program.run(each, x), dict(seconds)
+
+
+def dask_runner(ctx, params: Parameters, workers: int, moved: Counter):
+    """(a run_plan for EncoderProgram.run on a LocalCluster of `workers` single-threaded processes, the cluster to
+    close): each stage through einfhe.runtime.dask_runner, cut into its level stages and parts."""
+    import distributed
+
+    from einfhe.runtime.dask_runner import DaskRunner
+
+    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, memory_limit=0)
+    client = distributed.Client(cluster)
+    runner, keys = DaskRunner(client, timeout=36000.0), einfhe.evaluation_keys_to_bytes(ctx)
+    moved["keys to each worker"] = len(keys)
+
+    def run_plan(plan, *operands):
+        inputs = {i: einfhe.tensor_to_bytes(ctx, op) for i, op in enumerate(operands)
+                  if isinstance(op, EncryptedTensor)}
+        plains = {i: op for i, op in enumerate(operands) if not isinstance(op, EncryptedTensor)}
+        blob = runner.run(plan, "minilm", keys, inputs, plains, params=params.to_json(), staged=True)
+        moved["stage values through the caller"] += sum(map(len, inputs.values())) + len(blob)
+        return einfhe.tensor_from_bytes(ctx, blob)
+
+    return run_plan, lambda: (client.close(), cluster.close())
+
+
+def measure(args, tokens: int, data) -> None:
+    """Compile, key, run and check the model on `tokens` tokens."""
+    layers = load_layers(data)[:args.layers]
+    x_all = data[f"x{tokens}"].astype(np.float64)
+    blocks = calibrate(layers, x_all[:CALIBRATION], args.max_depth)
+    slots = args.slots or RowPacking(tokens, layers[0].width, layers[0].heads, layers[0].w1.shape[1], 1 << 15).block
+    start = time.perf_counter()
+    chain = stack_programs(compile_packed_layer(w, b, tokens, slots=slots) for w, b in zip(layers, blocks))
+    secure = Parameters.derive(args.max_depth, slots, bootstrap=True)
+    headroom = bootstrap_headroom(secure.scale_bits, secure.first_mod_bits)
+    magnitudes = value_magnitudes(chain, x_all[:CALIBRATION])
+    refreshed, level_plan = place_bootstraps(chain, args.max_depth, slots, magnitudes=magnitudes, headroom=headroom)
+    program = refreshed.with_rotation_basis(args.basis)
+    params = parameters(args, program.depth, slots)
+    shrunk = sum(p.op_counts()["mul_plain"] for p in program.plans) - sum(p.op_counts()["mul_plain"] for p in chain.plans)
+    one_key = key_bytes_each(params)
+    print(f"{tokens} tokens, {len(layers)} layer(s), compiled in {time.perf_counter() - start:.0f} s: depth "
+          f"{chain.depth} before refreshes, {len(level_plan.bootstrap_before)} bootstrap points, "
+          f"{sum(p.bootstraps for p in program.plans)} bootstrap steps ({shrunk} shrunk first: values past "
+          f"{headroom:g} / {HEADROOM_MARGIN}), {program.depth} levels between refreshes, {len(program.stages)} stages; basis "
+          f"{args.basis}: {len(program.rotation_keys)} rotation keys, {program.rotation_count:,} rotations; "
+          f"level planner's estimate {level_plan.seconds:.0f} s\n  {params}\n  one key-switching key "
+          f"{one_key / 2**20:.0f} MiB: the rotation keys {len(program.rotation_keys) * one_key / 2**30:.1f} GiB, "
+          "bootstrapping's own beside them", flush=True)
+    if args.dry:
+        return
+    start = time.perf_counter()
+    ctx = context(program, params, args.simulate)
+    keygen = time.perf_counter() - start
+    if not args.simulate:
+        count, size = evaluation_key_bytes(ctx)
+        print(f"  keys generated in {keygen:.1f} s: {count} key-switching keys (rotation, bootstrapping, "
+              f"relinearization), {size / 2**30:.2f} GiB; peak RSS {peak_gib():.1f} GiB", flush=True)
+    runs = [(f"{w} thread(s)", w, None) for w in args.threads] + [(f"dask {w} worker(s)", None, w) for w in args.dask]
+    cosines = defaultdict(list)
+    for index, x in enumerate(x_all[CALIBRATION:CALIBRATION + args.sentences]):
+        exact, poly = forward(layers, None, x), forward(layers, blocks, x)
+        start = time.perf_counter()
+        xe = einfhe.encrypt(ctx, x, program.input_layout)
+        encrypt_s = time.perf_counter() - start
+        for label, threads, workers in runs:
+            moved, stats, close = Counter(), einfhe.RunStats(), None
+            if workers:
+                run_plan, close = dask_runner(ctx, params, workers, moved)
+            else:
+                def run_plan(plan, *operands):
+                    return einfhe.run(ctx, plan, *operands, stats=stats, workers=threads)
+            start = time.perf_counter()
+            out, per_layer = timed_run(program, run_plan, xe)
+            total = time.perf_counter() - start
+            if close:
+                close()
+            got = einfhe.decrypt(ctx, out)
+            if not args.simulate:
+                moved["client input"] = len(einfhe.tensor_to_bytes(ctx, xe))
+                moved["client output"] = len(einfhe.tensor_to_bytes(ctx, out))
+            cosine = float(pooled(got) @ pooled(exact))
+            cosines[label].append(cosine)
+            ops = ", ".join(f"{op} {n}" for op, n in stats.counts.most_common(6))
+            print(f"  sentence {index} {label}: {total:.1f} s (encrypt {encrypt_s:.1f} s), per layer "
+                  + " ".join(f"{s:.1f}" for s in per_layer.values())
+                  + f" s; cosine to the float model {cosine:.6f} (the polynomial model's {pooled(poly) @ pooled(exact):.6f}),"
+                  f" max |decrypted - polynomial model| {np.abs(got - poly).max():.2e}; {ops}; bytes moved "
+                  + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in moved.items())
+                  + (f"; largest value bootstrapped {ctx.largest[0]:.2f} (headroom {headroom:g})" if args.simulate
+                     else "")
+                  + f"; peak RSS {peak_gib():.1f} GiB", flush=True)
+    for label, values in cosines.items():
+        print(f"  {label}: cosine to the float model on {len(values)} sentence(s), mean {np.mean(values):.6f} "
+              f"worst {np.min(values):.6f}")
+
+
+def peak_gib() -> float:
+    """This process's peak resident memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="minilm_l6.npz")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[8])
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--sentences", type=int, default=1)
+    parser.add_argument("--slots", type=int, help="slots per ciphertext (default: the fewest the packing needs)")
+    parser.add_argument("--max-depth", type=int, default=8)
+    parser.add_argument("--basis", default="pow2", choices=("plan", "bsgs", "pow2", "pow4"))
+    parser.add_argument("--threads", type=int, nargs="*", default=[1])
+    parser.add_argument("--dask", type=int, nargs="*", default=[])
+    parser.add_argument("--ring", type=int, help="run the 128-bit chain on this insecure ring instead")
+    parser.add_argument("--simulate", type=float, help="the simulator, bootstraps moving each slot by this much")
+    parser.add_argument("--dry", action="store_true")
+    args = parser.parse_args()
+    data = np.load(args.data)
+    for tokens in args.tokens:
+        measure(args, tokens, data)
+
+
+if __name__ == "__main__":
+    main()
