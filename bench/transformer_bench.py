@@ -50,10 +50,10 @@ from einfhe.compiler.transformer import (EncoderWeights, calibrate_encoder, comp
 
 try:
     from bench.quant_accuracy import stdlib_sentences
-    from bench.transformer_encrypted import pooled
+    from bench.transformer_encrypted import nearest, pooled
 except ImportError:  # run as a script from bench/
     from quant_accuracy import stdlib_sentences
-    from transformer_encrypted import pooled
+    from transformer_encrypted import nearest, pooled
 
 SLOTS = 32768   # ring 2^16, the smallest that holds MiniLM's depth at 128-bit with bootstrapping
 REFRESH_DEPTHS = range(12, 0, -1)  # levels between refreshes tried, deepest first, at 128-bit with bootstrapping
@@ -119,13 +119,6 @@ def calibrate(layers, inputs):
         blocks.append(calibrate_encoder(weights, states))
         states = [encoder_layer(weights, x) for x in states]
     return blocks
-
-
-def nearest(vectors: np.ndarray) -> np.ndarray:
-    """Each row's nearest other row by cosine."""
-    sims = vectors @ vectors.T
-    np.fill_diagonal(sims, -np.inf)
-    return sims.argmax(axis=1)
 
 
 def accuracy(tensors, tokenizer, layers, tokens: int, n: int, pool: list[str]) -> tuple[list, dict]:

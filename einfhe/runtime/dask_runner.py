@@ -25,8 +25,8 @@ import uuid
 
 import numpy as np
 
-from ..crypto import Context, cached_backend, pack_blob, pack_parts, require_key_tag
-from ..crypto.tensor import read_tensor_blob
+from ..crypto import Context, EncryptedTensor, cached_backend, pack_blob, pack_parts, require_key_tag
+from ..crypto.tensor import read_tensor_blob, tensor_from_bytes, tensor_to_bytes
 from ..errors import DistributedError, EinfheError, EinsumError
 from ..plan import Plan
 from ..plan.partition import Part, assemble, partition, shares_plaintexts
@@ -156,6 +156,20 @@ class DaskRunner:
                     stage.plan, {**cts, **stage.carried_cts(values)}, plains, keyset, deadline)))
             outputs = [values[v] for v in plan.outputs]
         return pack_blob("tensor", fingerprint, pack_parts({"layout": plan.output_layout.to_json()}, outputs))
+
+    def tensor_runner(self, ctx, keyset_id: str, keys: bytes, staged: bool = True):
+        """A `run_plan(plan, *operands)` over EncryptedTensors and arrays (as `functools.partial(einfhe.run, ctx)`
+        is) that runs each plan here through `run`, `ctx` (de)serializing the tensors between plans: for chains of
+        plans (an encoder layer's `EncoderProgram.run`). Its `moved` counts the tensor bytes sent and received."""
+        def run_plan(plan: Plan, *operands):
+            inputs = {i: tensor_to_bytes(ctx, op) for i, op in enumerate(operands) if isinstance(op, EncryptedTensor)}
+            plains = {i: op for i, op in enumerate(operands) if not isinstance(op, EncryptedTensor)}
+            blob = self.run(plan, keyset_id, keys, inputs, plains, params=ctx.params.to_json(), staged=staged)
+            run_plan.moved += sum(map(len, inputs.values())) + len(blob)
+            return tensor_from_bytes(ctx, blob)
+
+        run_plan.moved = 0
+        return run_plan
 
     def _run_parts(self, plan: Plan, cts: dict, plains: dict, keyset: tuple, deadline: float) -> list[bytes]:
         """The plan's output ciphertexts (serialized), its parts run on the cluster, lost ones run again."""

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import einfhe
-from einfhe.backends.simulator import SimCiphertext
 from einfhe.compiler.transformer import (EncoderWeights, PieceBuilder, RowPacking, calibrate_encoder,
                                          compile_encoder_layer, compile_packed_layer, encoder_layer, heads_of,
                                          stack_programs)
@@ -21,6 +20,7 @@ from einfhe.errors import ModelError
 from einfhe.layout import Dim, Layout
 from einfhe.params.precision import error_bound
 from einfhe.runtime.magnitudes import value_magnitudes
+from encoder_bounds import bootstrapped_bound, largest_value
 
 WIDTH, HEADS, INNER, TOKENS = 16, 2, 32, 8
 
@@ -32,14 +32,6 @@ def layer():
     weights = EncoderWeights.random(rng, WIDTH, HEADS, INNER)
     blocks = calibrate_encoder(weights, [rng.normal(size=(TOKENS, WIDTH)) for _ in range(32)])
     return weights, blocks, rng.normal(size=(TOKENS, WIDTH)) * 0.9
-
-
-def _largest_value(blocks, trace) -> float:
-    """The largest magnitude the layer meets: its traced block inputs, the reciprocal of the smallest softmax sum,
-    the inverse square root of the smallest variance, and the exp's peak on its fitted range inside the softmax."""
-    return max(max(np.abs(v).max() for values in trace.values() for v in values),
-               1 / blocks.softmax.reciprocal.lo, blocks.norm1.inverse_sqrt.lo ** -0.5,
-               blocks.norm2.inverse_sqrt.lo ** -0.5, np.exp(blocks.softmax.exp.hi * 2.0 ** -blocks.softmax.squarings))
 
 
 def _simulated(program, x, slots, bootstrap=False):
@@ -137,7 +129,7 @@ def test_the_packed_layer_on_openfhe_decrypts_to_the_polynomial_layer(layer):
     program = compile_packed_layer(weights, blocks, TOKENS, slots=256)
     trace = {}
     expected = encoder_layer(weights, x, blocks, trace=trace)
-    magnitude = _largest_value(blocks, trace)
+    magnitude = largest_value(blocks, trace)
     params = einfhe.Parameters.insecure_for_tests(program.depth, 256)
     ctx = einfhe.Context.for_plan(*program.plans, params=params)
     out = program.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, program.input_layout))
@@ -213,22 +205,8 @@ def test_the_packed_layer_with_bootstraps_on_openfhe_decrypts_to_the_polynomial_
     program = compile_packed_layer(weights, blocks, TOKENS, slots=256)
     refreshed, _ = place_bootstraps(program, 12, 256, magnitudes=value_magnitudes(program, [x]), headroom=2.0)
     params = einfhe.Parameters.insecure_for_tests(refreshed.depth, 256, bootstrap=True)
-    trace = {}
-    expected = encoder_layer(weights, x, blocks, trace=trace)
-    simulated = einfhe.Context.for_plan(*refreshed.plans, backend="simulator", params=params)
-    exact_bootstrap, noise = simulated.backend.bootstrap, np.random.default_rng(5)
-
-    def moved_bootstrap(ct):
-        fresh = exact_bootstrap(ct)
-        return SimCiphertext(fresh.values + 2.0**-10 * noise.choice([-1.0, 1.0], fresh.values.shape), fresh.level)
-
-    simulated.backend.bootstrap = moved_bootstrap
-    moved = refreshed.run(functools.partial(einfhe.run, simulated),
-                          einfhe.encrypt(simulated, x, refreshed.input_layout))
-    carried = np.abs(einfhe.decrypt(simulated, moved) - expected).max()
-    magnitude = _largest_value(blocks, trace)
-    keyswitches = sum(plan.keyswitches for plan in refreshed.plans)
-    bound = error_bound(params, magnitude, INNER, refreshed.depth, keyswitches) + carried
+    bound = bootstrapped_bound(weights, blocks, refreshed, params, x, INNER)
+    expected = encoder_layer(weights, x, blocks)
     ctx = einfhe.Context.for_plan(*refreshed.plans, params=params)
     out = refreshed.run(functools.partial(einfhe.run, ctx), einfhe.encrypt(ctx, x, refreshed.input_layout))
     assert sum(plan.bootstraps for plan in refreshed.plans) >= 4 and refreshed.depth == 13  # the shrinks' level

@@ -192,3 +192,31 @@ def test_a_worker_killed_mid_job_and_the_job_still_finishes(client, matmul):
     np.testing.assert_allclose(result["y"], matmul["A"] @ matmul["B"], atol=ATOL)
     client.wait_for_workers(2, timeout=30)
     assert killed["addr"] not in client.run(os.getpid)
+
+
+def test_an_encoder_layer_with_bootstraps_runs_stage_by_stage_on_the_cluster(client):
+    """A tiny transformer layer in the row packing, bootstraps placed inside it (ring 512): each of its plans
+    runs through the runner cut at its level changes, the independent ciphertexts of a stage (the feed-forward
+    chunks, their bootstraps) in parts of their own; the result decrypts to the polynomial layer within the
+    layer's CKKS and bootstrap bound (tests/encoder_bounds.py; OpenFHE's bootstraps are not bit-reproducible, so
+    two runs, local or not, differ by about that much)."""
+    from einfhe.compiler.transformer import EncoderWeights, calibrate_encoder, compile_packed_layer, encoder_layer
+    from einfhe.compiler.transformer.refresh import place_bootstraps
+    from einfhe.plan.partition import partition
+    from einfhe.plan.stages import stages
+    from encoder_bounds import bootstrapped_bound
+
+    rng = np.random.default_rng(0)
+    weights = EncoderWeights.random(rng, 16, 2, 32)
+    blocks = calibrate_encoder(weights, [rng.normal(size=(8, 16)) for _ in range(8)])
+    program, _ = place_bootstraps(compile_packed_layer(weights, blocks, 8, slots=256), 12, 256)
+    params = einfhe.Parameters.insecure_for_tests(program.depth, 256, bootstrap=True)
+    x = rng.normal(size=(8, 16))
+    bound = bootstrapped_bound(weights, blocks, program, params, x, 32)
+    ctx = einfhe.Context.for_plan(*program.plans, params=params)
+    run_plan = DaskRunner(client).tensor_runner(ctx, "layer-1", einfhe.evaluation_keys_to_bytes(ctx))
+    got = einfhe.decrypt(ctx, program.run(run_plan, einfhe.encrypt(ctx, x, program.input_layout)))
+    assert np.abs(got - encoder_layer(weights, x, blocks)).max() <= bound
+    assert run_plan.moved > 0 and sum(plan.bootstraps for plan in program.plans) >= 4
+    split = [len(partition(stage.plan)) for plan in program.plans if plan.bootstraps for stage in stages(plan)]
+    assert max(split) >= 2
