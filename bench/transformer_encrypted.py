@@ -52,6 +52,7 @@ from einfhe.compiler.transformer.refresh import HEADROOM_MARGIN  # noqa: E402
 from einfhe.crypto import EncryptedTensor  # noqa: E402
 from einfhe.params import INSECURE, Parameters, bootstrap_headroom  # noqa: E402
 from einfhe.plan import chebyshev_levels  # noqa: E402
+from einfhe.plan.cost import key_switching_key_bytes  # noqa: E402
 from einfhe.runtime.magnitudes import value_magnitudes  # noqa: E402
 
 CALIBRATION = 32  # the export's calibration sentences come first
@@ -94,12 +95,6 @@ def calibrate(layers, samples, max_depth: int):
         blocks.append(calibrate_encoder(weights, states, gelu_degrees=degrees))
         states = [encoder_layer(weights, x) for x in states]
     return blocks
-
-
-def key_bytes_each(params: Parameters) -> int:
-    """Bytes of one key-switching key of these parameters (digits x (Q + P towers) x 2 polynomials)."""
-    digits, towers, p = params.key_switching_towers
-    return 2 * digits * (towers + p) * params.ring_dim * 8
 
 
 def parameters(args, depth: int, slots: int) -> Parameters:
@@ -183,7 +178,7 @@ def measure(args, tokens: int, data) -> None:
     program = refreshed.with_rotation_basis(args.basis)
     params = parameters(args, program.depth, slots)
     shrunk = sum(p.op_counts()["mul_plain"] for p in program.plans) - sum(p.op_counts()["mul_plain"] for p in chain.plans)
-    one_key = key_bytes_each(params)
+    one_key = key_switching_key_bytes(params)
     print(f"{tokens} tokens, {len(layers)} layer(s), compiled in {time.perf_counter() - start:.0f} s: depth "
           f"{chain.depth} before refreshes, {len(level_plan.bootstrap_before)} bootstrap points, "
           f"{sum(p.bootstraps for p in program.plans)} bootstrap steps ({shrunk} shrunk first: values past "
@@ -203,44 +198,47 @@ def measure(args, tokens: int, data) -> None:
               f"relinearization), {size / 2**30:.2f} GiB; peak RSS {peak_gib():.1f} GiB", flush=True)
     runs = [(f"{w} thread(s)", w, None) for w in args.threads] + [(f"dask {w} worker(s)", None, w) for w in args.dask]
     cosines, embeddings = defaultdict(list), defaultdict(list)
-    for index, x in enumerate(x_all[CALIBRATION:CALIBRATION + args.sentences]):
-        exact, poly = forward(layers, None, x), forward(layers, blocks, x)
-        embeddings["float"].append(pooled(exact))
-        start = time.perf_counter()
-        xe = einfhe.encrypt(ctx, x, program.input_layout)
-        encrypt_s = time.perf_counter() - start
-        for label, threads, workers in runs:
-            moved, stats, close = Counter(), einfhe.RunStats(), None
-            if workers:
-                run_plan, close = dask_runner(ctx, workers)
-            else:
-                def run_plan(plan, *operands):
-                    return einfhe.run(ctx, plan, *operands, stats=stats, workers=threads)
+    try:
+        for index, x in enumerate(x_all[CALIBRATION:CALIBRATION + args.sentences]):
+            exact, poly = forward(layers, None, x), forward(layers, blocks, x)
+            embeddings["float"].append(pooled(exact))
             start = time.perf_counter()
-            out, per_layer = timed_run(program, run_plan, xe)
-            total = time.perf_counter() - start
-            if close:
-                close()
-                moved["keys to each worker"] = run_plan.keys
-                moved["stage values through the caller"] = run_plan.moved
-            got = einfhe.decrypt(ctx, out)
-            if not args.simulate:
-                moved["client input"] = len(einfhe.tensor_to_bytes(ctx, xe))
-                moved["client output"] = len(einfhe.tensor_to_bytes(ctx, out))
-            cosine = float(pooled(got) @ pooled(exact))
-            cosines[label].append(cosine)
-            embeddings[label].append(pooled(got))
-            ops = ", ".join(f"{op} {n}" for op, n in stats.counts.most_common(6))
-            print(f"  sentence {index} {label}: {total:.1f} s (encrypt {encrypt_s:.1f} s), per layer "
-                  + " ".join(f"{s:.1f}" for s in per_layer.values())
-                  + f" s; cosine to the float model {cosine:.6f} (the polynomial model's {pooled(poly) @ pooled(exact):.6f}),"
-                  f" max |decrypted - polynomial model| {np.abs(got - poly).max():.2e}; {ops}; bytes moved "
-                  + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in moved.items())
-                  + (f"; largest value bootstrapped {ctx.largest[0]:.2f} (headroom {headroom:g})" if args.simulate
-                     else "")
-                  + f"; peak RSS {peak_gib():.1f} GiB", flush=True)
+            xe = einfhe.encrypt(ctx, x, program.input_layout)
+            encrypt_s = time.perf_counter() - start
+            for label, threads, workers in runs:
+                moved, stats, close = Counter(), einfhe.RunStats(), None
+                if workers:
+                    run_plan, close = dask_runner(ctx, workers)
+                else:
+                    def run_plan(plan, *operands):
+                        return einfhe.run(ctx, plan, *operands, stats=stats, workers=threads)
+                start = time.perf_counter()
+                out, per_layer = timed_run(program, run_plan, xe)
+                total = time.perf_counter() - start
+                if close:
+                    close()
+                    moved["keys to each worker"] = run_plan.keys
+                    moved["stage values through the caller"] = run_plan.moved
+                got = einfhe.decrypt(ctx, out)
+                if not args.simulate:
+                    moved["client input"] = len(einfhe.tensor_to_bytes(ctx, xe))
+                    moved["client output"] = len(einfhe.tensor_to_bytes(ctx, out))
+                cosine = float(pooled(got) @ pooled(exact))
+                cosines[label].append(cosine)
+                embeddings[label].append(pooled(got))
+                ops = ", ".join(f"{op} {n}" for op, n in stats.counts.most_common(6))
+                print(f"  sentence {index} {label}: {total:.1f} s (encrypt {encrypt_s:.1f} s), per layer "
+                      + " ".join(f"{s:.1f}" for s in per_layer.values())
+                      + f" s; cosine to the float model {cosine:.6f} (the polynomial model's {pooled(poly) @ pooled(exact):.6f}),"
+                      f" max |decrypted - polynomial model| {np.abs(got - poly).max():.2e}; {ops}; bytes moved "
+                      + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in moved.items())
+                      + (f"; largest value bootstrapped {ctx.largest[0]:.2f} (headroom {headroom:g})" if args.simulate
+                         else "")
+                      + f"; peak RSS {peak_gib():.1f} GiB", flush=True)
+    except KeyboardInterrupt:  # stopped early: the sentences done so far are summarized
+        print("  interrupted", flush=True)
     for label, values in cosines.items():
-        agree = np.mean(nearest(np.stack(embeddings[label])) == nearest(np.stack(embeddings["float"])))
+        agree = np.mean(nearest(np.stack(embeddings[label])) == nearest(np.stack(embeddings["float"][:len(values)])))
         print(f"  {label}: cosine to the float model on {len(values)} sentence(s), mean {np.mean(values):.6f} "
               f"worst {np.min(values):.6f}; retrieval top-1 agreement with it {agree:.2f} (each sentence's "
               "nearest other sentence)")
