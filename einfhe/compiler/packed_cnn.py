@@ -75,11 +75,19 @@ class PackedCNN:
     plains: tuple[np.ndarray, ...]
     input_layout: ImageLayout
     level_map: list[str] = field(default_factory=list)
+    layer_starts: tuple[int, ...] = ()  # the first step of each top-level layer (the head last), for timings
 
     @property
     def bootstraps(self) -> int:
         """Bootstraps one inference runs."""
         return self.plan.bootstraps
+
+    def input_level(self, params) -> int:
+        """The level the client encrypts the input at (einfhe.encrypt's `level`): with bootstraps, only the levels
+        the first stretch uses above where a bootstrap takes its input (as `ModelPlan.input_level`; OpenFHE returns
+        a ciphertext with more levels left than bootstrapping needs unchanged); the top (0) otherwise."""
+        first = next((step for step in self.plan.steps if step.op == "bootstrap"), None)
+        return 0 if first is None else params.total_depth - 1 - self.plan.levels()[first.src]
 
     def operands(self, encrypted_input) -> tuple:
         """The operand list for `einfhe.run(ctx, cnn.plan, *cnn.operands(xe))` (or `einfhe.simulate`)."""
@@ -96,6 +104,7 @@ class _Lowering:
         self.plains: list[np.ndarray] = []
         self.levels: dict[int, int] = {}
         self.log: list[str] = []
+        self.starts: list[int] = []
 
     def emit(self, cls, *args) -> int:
         out = self.builder.emit(cls, *args)
@@ -179,6 +188,8 @@ class _Lowering:
 def _lower(state: _Lowering, layers, value: int, layout: ImageLayout, prefix: str):
     """Lower a sequence of image layers; return the value and its layout."""
     for index, layer in enumerate(layers):
+        if not prefix:
+            state.starts.append(len(state.builder.steps))
         why = f"{prefix}{index} {type(layer).__name__}"
         if isinstance(layer, Conv):
             value, layout = state.conv(value, layout, layer, why)
@@ -231,7 +242,7 @@ def _plan(state: _Lowering, value: int, output: Layout, image_shape) -> PackedCN
     plan = Plan(spec=f"packed-cnn{tuple(image_shape)}", slots=state.slots, operands=tuple(state.operands),
                 plain_program=(), steps=tuple(state.builder.steps), outputs=(value,), output_layout=output,
                 strategy="channel-packed")
-    return PackedCNN(plan, tuple(state.plains), ImageLayout(*image_shape, state.slots), state.log)
+    return PackedCNN(plan, tuple(state.plains), ImageLayout(*image_shape, state.slots), state.log, tuple(state.starts))
 
 
 def compile_packed_image(layers: list, image_shape: tuple[int, int, int], *, slots: int,
@@ -250,6 +261,7 @@ def compile_packed_cnn(layers: list, image_shape: tuple[int, int, int], *, slots
         raise ModelError("a channel-packed CNN ends with GlobalAvgPool() and a Linear head")
     state, value, layout = _start(image_shape, slots, max_depth)
     value, layout = _lower(state, layers[:-2], value, layout, "")
+    state.starts.append(len(state.builder.steps))
     value = _head(state, value, layout, layers[-1])
     classes = np.asarray(layers[-1].weight).shape[0]
     size = 1 << max(0, classes - 1).bit_length()

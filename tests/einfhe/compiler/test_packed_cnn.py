@@ -110,6 +110,9 @@ def test_a_strided_residual_network_with_bootstraps_matches_its_polynomial_model
     assert cnn.bootstraps >= 5 and any("bootstrap" in line for line in cnn.level_map)
     levels = cnn.plan.levels()
     assert max(levels.values()) <= 7
+    starts = cnn.layer_starts  # one per image layer, then the head's, in step order
+    assert len(starts) == len(layers) - 1 and list(starts) == sorted(set(starts))
+    assert cnn.plan.steps[starts[-1]].op == "rotate"  # the pool's rotate-and-sum opens the head
     with pytest.raises(einfhe.ModelError, match="needs 6 levels"):
         compile_packed_cnn(_resnet(rng, CompositeReLU.fit(6.0, (27,))), x.shape, slots=512, max_depth=5)
     with pytest.raises(einfhe.ModelError, match="ends with GlobalAvgPool"):
