@@ -1,7 +1,8 @@
 """The channel-packed one-sample CNN (einfhe.compiler.image_layout, slot_linear, packed_cnn): convolutions of any
 stride and padding as rotations of the packed image times channel-mixing diagonals, against torch's conv2d on the
 simulator and on a small OpenFHE ring; a residual network with composite ReLUs and bootstraps placed where values
-run out of levels, against the same polynomial network in float64."""
+run out of levels, against the same polynomial network in float64 (simulated), and a bootstrapped one decrypted
+on OpenFHE within the bootstraps' error carried to its logits."""
 
 import numpy as np
 import pytest
@@ -136,3 +137,39 @@ def test_packed_convolutions_on_openfhe_match_torch_within_the_bound():
     expected = relu(_conv(_conv(torch.tensor(x)[None], first), second)[0].numpy())
     bound = error_bound(ctx.params, 4.0, 4 * 9 * 2 * 9, cnn.plan.depth, cnn.plan.keyswitches)
     assert np.abs(got - expected).max() <= bound
+
+
+def _slope_near(relu, values, radius):
+    """max |relu'| within `radius` of the given values (central differences on a grid around each)."""
+    grid = np.asarray(values).reshape(-1, 1) + np.linspace(-radius, radius, 41)[None, :]
+    return float(np.abs((relu(grid + 1e-6) - relu(grid - 1e-6)) / 2e-6).max())
+
+
+@pytest.mark.fhe
+def test_bootstrapped_packed_cnn_on_openfhe_decrypts_to_its_polynomial_model():
+    """Two bootstraps for real (the input encrypted at `input_level`, the output one level under the refreshed
+    chain), on a small insecure ring: each bootstrap's error (2^-10, einfhe.params.bootstrap, as in
+    test_levels) carried to the logits through what follows it (the strided convolution's largest row sum of
+    |weights|, the ReLU's largest slope near its actual inputs, the pool, the head's largest row sum)."""
+    rng = np.random.default_rng(4)
+    relu = CompositeReLU.fit(4.0, (7, 7))
+    first = Conv(rng.uniform(-0.3, 0.3, (4, 3, 3, 3)), rng.uniform(-0.1, 0.1, 4), 1, 1)
+    second = Conv(rng.uniform(-0.3, 0.3, (8, 4, 3, 3)), None, 2, 1)
+    head = Linear(rng.uniform(-1, 1, (5, 8)), rng.uniform(-1, 1, 5))
+    layers = [first, relu, second, relu, GlobalAvgPool(), head]
+    x = rng.uniform(-1, 1, (3, 8, 8))
+    cnn = compile_packed_cnn(layers, x.shape, slots=512, max_depth=12)
+    assert cnn.bootstraps == 2  # conv + ReLU fill each 12-level stretch: before the second conv and the head
+    params = einfhe.Parameters.insecure_for_tests(12, 512, bootstrap=True)
+    ctx = einfhe.Context.for_plan(cnn.plan, params=params)
+    xe = einfhe.encrypt(ctx, x, cnn.plan.input_layout(0), level=cnn.input_level(params))
+    ye = einfhe.run(ctx, cnn.plan, *cnn.operands(xe))
+    assert ye.cts[0].GetLevel() == einfhe.params.BOOTSTRAP_DEPTH + 1  # the head's level after the last refresh
+    got = einfhe.decrypt(ctx, ye)
+    bootstrap_error, rows = 2.0**-10, np.abs(second.weight).sum(axis=(1, 2, 3)).max()
+    inputs = _conv(torch.tensor(relu(_conv(torch.tensor(x)[None], first).numpy())), second).numpy()
+    through_first = rows * _slope_near(relu, inputs, 2 * rows * bootstrap_error)
+    bound = bootstrap_error * (through_first + 1) * np.abs(head.weight).sum(axis=1).max()
+    levels = error_bound(params, float(np.abs(inputs).max()), second.weight[0].size, cnn.plan.depth,
+                         cnn.plan.keyswitches)
+    assert np.abs(got - _torch_forward(layers, x)).max() <= bound + levels
