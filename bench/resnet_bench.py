@@ -119,6 +119,7 @@ def main() -> None:
                         help="basic blocks per stage (ResNet-20: 3 3 3)")
     parser.add_argument("--channels", type=int, nargs="+", default=list(RESNET20["channels"]))
     parser.add_argument("--simulate", action="store_true")
+    parser.add_argument("--write-problem", metavar="NPZ", help="write bench/resnet_encrypted.py's problem file")
     parser.add_argument("--orion", help="Orion's interpreter (bench/orion_peer.py's venv)")
     args = parser.parse_args()
 
@@ -140,6 +141,9 @@ def main() -> None:
     with torch.no_grad():
         clear = net.double()(torch.tensor(x).double()).numpy().reshape(-1)
     poly = polynomial_forward(net, layers, torch.tensor(x))
+    if args.write_problem:
+        write_problem(args.write_problem, net, x, args.blocks, args.channels, args.degrees, bounds=np.array(bounds),
+                      clear=clear, polynomial=poly)
     if args.simulate:
         start = time.perf_counter()
         got = einfhe.simulate(cnn.plan, x[0], *cnn.plains)

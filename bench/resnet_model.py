@@ -75,8 +75,9 @@ def seeded_resnet(blocks=RESNET20["blocks"], channels=RESNET20["channels"], seed
     return net, images[calibration:].numpy()
 
 
-def write_problem(path: str, net: ResNet, x: np.ndarray, blocks, channels, degrees) -> None:
-    """The file bench/orion_resnet.py reads: input, stages, ReLU degrees and the weights by parameter name."""
+def write_problem(path: str, net: ResNet, x: np.ndarray, blocks, channels, degrees, **extra) -> None:
+    """The file bench/orion_resnet.py and bench/resnet_encrypted.py read: input, stages, ReLU degrees, the weights
+    by parameter name, and any `extra` arrays."""
     arrays = {key: value.detach().numpy() for key, value in net.state_dict().items()}
     np.savez(path, x=np.asarray(x, np.float32), blocks=np.asarray(blocks), channels=np.asarray(channels),
-             degrees=np.asarray(degrees), **arrays)
+             degrees=np.asarray(degrees), **arrays, **extra)
