@@ -114,7 +114,8 @@ def main() -> None:
     for name, seconds in by_stage.items():
         print(f"  {name:<8} {seconds:9.1f} s")
     print("  by op: " + ", ".join(f"{op} {s:.1f} s" for op, s in sorted(stats.seconds.items(), key=lambda i: -i[1])))
-    print(f"the network encrypted, one image: {total:.1f} s; max logit error {np.abs(got - problem['clear']).max():.2e} "
+    error = np.abs(got - problem["clear"]).max()
+    print(f"the network encrypted, one image: {total:.1f} s; max logit error {error:.2e} "
           f"vs the float model, {np.abs(got - problem['polynomial']).max():.2e} vs the polynomial network; argmax "
           f"{int(np.argmax(got))} vs {int(np.argmax(problem['clear']))}")
 
