@@ -268,7 +268,7 @@ class OpenFHEBackend(Backend):
             return self.cc.EvalFastRotation(ct, offset, 2 * self.params.ring_dim, digits)
 
     def chebyshev(self, ct, coeffs, lo, hi):
-        if ct.GetLevel() + chebyshev_levels(len(coeffs) - 1) > self.max_depth:
+        if ct.GetLevel() + chebyshev_levels(len(coeffs) - 1, lo, hi) > self.max_depth:
             raise PlanError(f"the program needs more than the {self.max_depth} levels of these parameters")
         with translate_errors("evaluate a Chebyshev series"):
             return self.cc.EvalChebyshevSeries(ct, [float(c) for c in coeffs], float(lo), float(hi))

@@ -91,7 +91,7 @@ class SimulatorBackend(Backend):
         series = np.array(coeffs, dtype=np.float64)
         series[0] /= 2
         t = (2 * ct.values - (lo + hi)) / (hi - lo)
-        level = ct.level + chebyshev_levels(len(coeffs) - 1)
+        level = ct.level + chebyshev_levels(len(coeffs) - 1, lo, hi)
         if level > self.max_depth:
             raise PlanError(f"the program needs more than the {self.max_depth} levels of this context")
         return SimCiphertext(np.polynomial.chebyshev.chebval(t, series), level)

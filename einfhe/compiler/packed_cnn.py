@@ -105,6 +105,7 @@ class _Lowering:
         self.levels: dict[int, int] = {}
         self.log: list[str] = []
         self.starts: list[int] = []
+        self.refreshed: dict[int, int] = {}
 
     def emit(self, cls, *args) -> int:
         out = self.builder.emit(cls, *args)
@@ -128,8 +129,10 @@ class _Lowering:
             raise ModelError(f"{why} needs {levels} levels, more than the {self.max_depth} between bootstraps")
         if self.levels[value] + levels <= self.max_depth:
             return value
+        if value in self.refreshed:  # a value read twice (a block's body and its shortcut) is refreshed once
+            return self.refreshed[value]
         self.log.append(f"  -- bootstrap (at level {self.levels[value]}, {why} needs {levels})")
-        out = self.builder.emit(Bootstrap, value)
+        out = self.refreshed[value] = self.builder.emit(Bootstrap, value)
         self.levels[out] = 0
         return out
 
@@ -170,19 +173,32 @@ class _Lowering:
         return out, out_layout
 
     def relu(self, value: int, relu: CompositeReLU, why: str) -> int:
-        x, stages = value, list(relu.stages)
+        x, stages = value, _unit_domains(relu.stages)
         for index, (coeffs, lo, hi) in enumerate(stages):
-            coeffs = np.array(coeffs, dtype=np.float64)
             if index == len(stages) - 1:  # (1 + s) / 2 from the last stage: c0 carries the doubled constant
                 coeffs = coeffs / 2
                 coeffs[0] += 1.0
-            value = self.room(value, chebyshev_levels(coeffs.size - 1), f"{why} stage {index + 1}")
+            value = self.room(value, chebyshev_levels(coeffs.size - 1, lo, hi), f"{why} stage {index + 1}")
             x = value if index == 0 else x  # a refreshed input serves the product too
             value = self.emit(Chebyshev, value, tuple(coeffs), lo, hi)
         x, value = self.room(x, 1, f"{why} product (input)"), self.room(value, 1, f"{why} product")
         out = self.emit(Rescale, self.emit(Mul, x, value))
         self.log.append(f"  {why}: level {self.levels[out]} after {len(stages)} stages and the product")
         return out
+
+
+def _unit_domains(stages) -> list[tuple[np.ndarray, float, float]]:
+    """The composite's stages with every later stage on [-1, 1] (OpenFHE then skips its linear map: one level
+    less): a stage on [-r, r] reads the previous stage's output divided by r, folded into that one's coefficients."""
+    out = []
+    for index, (coeffs, lo, hi) in enumerate(stages):
+        coeffs = np.array(coeffs, dtype=np.float64)
+        if index + 1 < len(stages) and stages[index + 1][1] == -stages[index + 1][2]:
+            coeffs = coeffs / stages[index + 1][2]
+        if index and lo == -hi:
+            lo, hi = -1.0, 1.0
+        out.append((coeffs, lo, hi))
+    return out
 
 
 def _lower(state: _Lowering, layers, value: int, layout: ImageLayout, prefix: str):
@@ -198,6 +214,7 @@ def _lower(state: _Lowering, layers, value: int, layout: ImageLayout, prefix: st
         elif isinstance(layer, Block):
             body, body_layout = _lower(state, layer.body, value, layout, f"{why}.body.")
             skip, skip_layout = _lower(state, layer.shortcut, value, layout, f"{why}.shortcut.")
+            skip = state.refreshed.get(skip, skip)  # an identity shortcut adds the body's refreshed input, if any
             if body_layout != skip_layout:
                 raise ModelError(f"{why}: the body's output layout {body_layout} differs from the shortcut's "
                                  f"{skip_layout}")

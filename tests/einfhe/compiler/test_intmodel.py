@@ -191,6 +191,9 @@ def test_chebyshev_levels_match_openfhe():
         coeffs = np.random.default_rng(degree).uniform(-1, 1, degree + 1)
         ct = backend.chebyshev(backend.encrypt(x), tuple(coeffs), -2.0, 2.0)
         assert ct.GetLevel() == chebyshev_levels(degree)
+        unit = backend.chebyshev(backend.encrypt(x / 2), tuple(coeffs), -1.0, 1.0)  # no linear map: one level less
+        assert unit.GetLevel() == chebyshev_levels(degree, -1.0, 1.0) == chebyshev_levels(degree) - 1
+        np.testing.assert_allclose(backend.decrypt(unit), backend.decrypt(ct), atol=1e-4)
         series = coeffs.copy()
         series[0] /= 2
         expected = np.polynomial.chebyshev.chebval(x / 2, series)

@@ -224,7 +224,7 @@ def _simulated_levels(steps, slots) -> dict[int, int]:
 
 def test_value_levels_follow_rescales_level_drops_series_and_bootstraps():
     """Rescales and level drops add 1, a degree-5 series 4, a sum its deeper input, a bootstrap resets: as simulated."""
-    steps = (Load(0, 0, 0), Rescale(1, 0), LevelReduce(2, 1), Add(3, 2, 0), Chebyshev(4, 3, (1, 0, 0, 0, 0, 1), -1, 1),
+    steps = (Load(0, 0, 0), Rescale(1, 0), LevelReduce(2, 1), Add(3, 2, 0), Chebyshev(4, 3, (1, 0, 0, 0, 0, 1), -2, 2),
              Bootstrap(5, 4), Mul(6, 5, 0), Rescale(7, 6), Sub(8, 7, 4))
     levels = value_levels(steps)
     assert levels == _simulated_levels(steps, SLOTS)
