@@ -41,19 +41,20 @@ from einfhe.plan.partition import partition  # noqa: E402
 from einfhe.plan.stages import stages  # noqa: E402
 
 
-def _dask_seconds(workers: int, model, keys: bytes, blob: bytes, params: dict, staged: bool) -> tuple[float, bytes]:
-    """(wall seconds of one run on a LocalCluster of `workers` single-threaded processes, the result blob)."""
+def dask_seconds(workers: int, plan, plains: dict, keys: bytes, blob: bytes, params: dict,
+                 staged: bool) -> tuple[float, bytes]:
+    """(wall seconds of one run of `plan` on a LocalCluster of `workers` single-threaded processes, the result
+    blob); `blob` is operand 0's tensor blob, `plains` the plain operands by number."""
     import distributed
 
     from einfhe.runtime.dask_runner import DaskRunner
 
-    plains = {i + 1: p for i, p in enumerate(model.plains)}
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None, memory_limit=0) as cluster, \
             distributed.Client(cluster) as client:
         runner = DaskRunner(client, timeout=3600.0)
         start = time.perf_counter()
-        result = runner.run(model.plan, "deep", keys, {0: blob}, plains, params=params, staged=staged)
+        result = runner.run(plan, "deep", keys, {0: blob}, plains, params=params, staged=staged)
     return time.perf_counter() - start, result
 
 
@@ -99,7 +100,8 @@ def main() -> None:
               f"plaintext {agreement(out):.4f}", flush=True)
     for staged in (False, True):
         for workers in [int(w) for w in args.dask.split(",") if w]:
-            seconds, result = _dask_seconds(workers, model, keys, blob, params.to_json(), staged)
+            plains = {i + 1: p for i, p in enumerate(model.plains)}
+            seconds, result = dask_seconds(workers, model.plan, plains, keys, blob, params.to_json(), staged)
             out = einfhe.decrypt(ctx, einfhe.tensor_from_bytes(ctx, result))
             print(f"dask {workers} worker(s){', staged' if staged else ', whole plan'}: {seconds:.1f} s "
                   f"({base / seconds:.2f}x one thread), agreement with plaintext {agreement(out):.4f}", flush=True)
