@@ -7,7 +7,11 @@ Layers: `Conv` (weight (C_out, C_in, k, k) with BatchNorm folded by `conv_with_b
 `CompositeReLU` (einfhe.compiler.activations: its stages as Chebyshev series, the last one giving (1 + sign) / 2
 so that ReLU is one product with the input), `Block` (body(x) + shortcut(x), the shortcut empty or a strided 1x1
 `Conv`), `GlobalAvgPool` (rotate-and-sum over the rows and columns of every channel) and a final `Linear` head
-(the pool's 1/(H*W) folded into it). A convolution costs one level, a ReLU its stages' levels plus one.
+(the pool's 1/(H*W) folded into it). A convolution costs one level, a ReLU its stages' levels plus one. Every
+ReLU stage runs on [-1, 1], where OpenFHE's Chebyshev series spends one level less: the convolution or block
+before a ReLU divides its output by the first stage's bound (in its weights; an identity shortcut by a constant
+product), each stage's coefficients are divided by the next stage's bound, and the last stage multiplies the
+first bound back.
 
 Bootstraps go where a value runs out of levels: before an operation that would pass `max_depth` levels since the
 value's last refresh, its input is bootstrapped (both inputs of the ReLU's product; a residual sum takes the
@@ -22,8 +26,8 @@ import numpy as np
 
 from ..errors import ModelError
 from ..layout import Dim, Layout
-from ..plan import (Add, AddPlain, Bootstrap, Chebyshev, CipherInput, Mul, PlainInput, PlainSlice, Plan, Rescale,
-                    Rotate, chebyshev_levels, step_level)
+from ..plan import (Add, AddPlain, Bootstrap, Chebyshev, CipherInput, Mul, MulPlain, PlainInput, PlainSlice, Plan,
+                    Rescale, Rotate, chebyshev_levels, step_level)
 from .activations import CompositeReLU
 from .builder import PlanBuilder
 from .cnn import fold_batchnorm
@@ -148,8 +152,18 @@ class _Lowering:
         name = self.plain(vector[None, :])
         return self.emit(AddPlain, value, PlainSlice(name, vector_layout(vector.size, self.slots), 0))
 
-    def conv(self, value: int, layout: ImageLayout, conv: Conv, why: str) -> tuple[int, ImageLayout]:
-        weight = np.asarray(conv.weight, dtype=np.float64)
+    def scale(self, value: int, factor: float, why: str) -> int:
+        """`value` times a constant (one plaintext product and a rescale): an identity shortcut's share of the
+        factor its block's output carries."""
+        value = self.room(value, 1, why)
+        name = self.plain(np.full((1, self.slots), factor))
+        product = self.emit(MulPlain, value, PlainSlice(name, vector_layout(self.slots, self.slots), 0))
+        return self.emit(Rescale, product)
+
+    def conv(self, value: int, layout: ImageLayout, conv: Conv, why: str,
+             factor: float = 1.0) -> tuple[int, ImageLayout]:
+        """The convolution of `value`, its output times `factor` (folded into the weights and the bias)."""
+        weight = np.asarray(conv.weight, dtype=np.float64) * factor
         c_out, c_in, kernel, _ = weight.shape
         if c_in != layout.channels:
             raise ModelError(f"{why} takes {c_in} channels, its input has {layout.channels}")
@@ -169,15 +183,19 @@ class _Lowering:
                               out_layout.period, why)
         if conv.bias is not None:
             out = self.add_vector(out, out_layout.pack(np.broadcast_to(
-                np.asarray(conv.bias, dtype=np.float64)[:, None, None], (c_out, rows, cols)))[:out_layout.period])
+                factor * np.asarray(conv.bias, dtype=np.float64)[:, None, None],
+                (c_out, rows, cols)))[:out_layout.period])
         return out, out_layout
 
-    def relu(self, value: int, relu: CompositeReLU, why: str) -> int:
-        x, stages = value, _unit_domains(relu.stages)
+    def relu(self, value: int, relu: CompositeReLU, why: str, prescaled: bool = False, factor: float = 1.0) -> int:
+        """The ReLU of `value` (of `value` times the first stage's bound where `prescaled`: the first stage then
+        reads [-1, 1] too), its output times `factor`, both folded into the last stage's coefficients."""
+        x, stages = value, _unit_domains(relu.stages, prescaled)
+        gain = factor * (relu.stages[0][2] if prescaled else 1.0)
         for index, (coeffs, lo, hi) in enumerate(stages):
-            if index == len(stages) - 1:  # (1 + s) / 2 from the last stage: c0 carries the doubled constant
-                coeffs = coeffs / 2
-                coeffs[0] += 1.0
+            if index == len(stages) - 1:  # gain * (1 + s) / 2 from the last stage: c0 carries the doubled constant
+                coeffs = coeffs * (gain / 2)
+                coeffs[0] += gain
             value = self.room(value, chebyshev_levels(coeffs.size - 1, lo, hi), f"{why} stage {index + 1}")
             x = value if index == 0 else x  # a refreshed input serves the product too
             value = self.emit(Chebyshev, value, tuple(coeffs), lo, hi)
@@ -187,33 +205,51 @@ class _Lowering:
         return out
 
 
-def _unit_domains(stages) -> list[tuple[np.ndarray, float, float]]:
+def _unit_domains(stages, prescaled: bool) -> list[tuple[np.ndarray, float, float]]:
     """The composite's stages with every later stage on [-1, 1] (OpenFHE then skips its linear map: one level
-    less): a stage on [-r, r] reads the previous stage's output divided by r, folded into that one's coefficients."""
+    less): a stage on [-r, r] reads the previous stage's output divided by r, folded into that one's coefficients;
+    the first stage too where its input comes `prescaled` (divided by r)."""
     out = []
     for index, (coeffs, lo, hi) in enumerate(stages):
         coeffs = np.array(coeffs, dtype=np.float64)
         if index + 1 < len(stages) and stages[index + 1][1] == -stages[index + 1][2]:
             coeffs = coeffs / stages[index + 1][2]
-        if index and lo == -hi:
+        if (index or prescaled) and lo == -hi:
             lo, hi = -1.0, 1.0
         out.append((coeffs, lo, hi))
     return out
 
 
-def _lower(state: _Lowering, layers, value: int, layout: ImageLayout, prefix: str):
-    """Lower a sequence of image layers; return the value and its layout."""
-    for index, layer in enumerate(layers):
+def _prescaled(layers, index: int) -> bool:
+    """Whether layer `index` is a ReLU whose input comes divided by its first stage's bound r (domain [-r, r]):
+    where a convolution or a block before it can fold the division in (its first stage then reads [-1, 1])."""
+    layer = layers[index]
+    return (index > 0 and isinstance(layers[index - 1], (Conv, Block)) and isinstance(layer, CompositeReLU)
+            and layer.stages[0][1] == -layer.stages[0][2])
+
+
+def _factors(layers, scale: float) -> list[float]:
+    """The factor each layer's output carries: 1 / r before a prescaled ReLU, `scale` on the last layer, else 1."""
+    out = [1.0 / layers[i + 1].stages[0][2] if _prescaled(layers, i + 1) else 1.0 for i in range(len(layers) - 1)]
+    return out + [scale] if layers else []
+
+
+def _lower(state: _Lowering, layers, value: int, layout: ImageLayout, prefix: str, scale: float = 1.0):
+    """Lower a sequence of image layers, its output times `scale`; return the value and its layout."""
+    if not layers and scale != 1.0:  # an identity shortcut: the body's refreshed input, if any, times the scale
+        value = state.scale(state.refreshed.get(value, value), scale, f"{prefix}scale")
+    factors = _factors(layers, scale)
+    for index, (layer, factor) in enumerate(zip(layers, factors)):
         if not prefix:
             state.starts.append(len(state.builder.steps))
         why = f"{prefix}{index} {type(layer).__name__}"
         if isinstance(layer, Conv):
-            value, layout = state.conv(value, layout, layer, why)
+            value, layout = state.conv(value, layout, layer, why, factor)
         elif isinstance(layer, CompositeReLU):
-            value = state.relu(value, layer, why)
+            value = state.relu(value, layer, why, _prescaled(layers, index), factor)
         elif isinstance(layer, Block):
-            body, body_layout = _lower(state, layer.body, value, layout, f"{why}.body.")
-            skip, skip_layout = _lower(state, layer.shortcut, value, layout, f"{why}.shortcut.")
+            body, body_layout = _lower(state, layer.body, value, layout, f"{why}.body.", factor)
+            skip, skip_layout = _lower(state, layer.shortcut, value, layout, f"{why}.shortcut.", factor)
             skip = state.refreshed.get(skip, skip)  # an identity shortcut adds the body's refreshed input, if any
             if body_layout != skip_layout:
                 raise ModelError(f"{why}: the body's output layout {body_layout} differs from the shortcut's "

@@ -107,23 +107,25 @@ def test_a_strided_residual_network_with_bootstraps_matches_its_polynomial_model
     cnn = compile_packed_cnn(layers, x.shape, slots=512, max_depth=7)
     got = einfhe.simulate(cnn.plan, x, *cnn.plains)
     np.testing.assert_allclose(got, _torch_forward(layers, x), atol=1e-10)
-    # each ReLU's two 5-level stages do not fit one 7-level stretch, so every ReLU holds a bootstrap
+    # each ReLU's two 4-level stages and its product do not fit one 7-level stretch: every ReLU holds a bootstrap
     assert cnn.bootstraps >= 5 and any("bootstrap" in line for line in cnn.level_map)
     levels = cnn.plan.levels()
     assert max(levels.values()) <= 7
     starts = cnn.layer_starts  # one per image layer, then the head's, in step order
     assert len(starts) == len(layers) - 1 and list(starts) == sorted(set(starts))
     assert cnn.plan.steps[starts[-1]].op == "rotate"  # the pool's rotate-and-sum opens the head
-    with pytest.raises(einfhe.ModelError, match="needs 6 levels"):
-        compile_packed_cnn(_resnet(rng, CompositeReLU.fit(6.0, (27,))), x.shape, slots=512, max_depth=5)
+    with pytest.raises(einfhe.ModelError, match="needs 5 levels"):
+        compile_packed_cnn(_resnet(rng, CompositeReLU.fit(6.0, (27,))), x.shape, slots=512, max_depth=4)
     with pytest.raises(einfhe.ModelError, match="ends with GlobalAvgPool"):
         compile_packed_cnn(layers[:-2], x.shape, slots=512, max_depth=7)
 
 
-def test_a_block_input_is_bootstrapped_once_and_later_relu_stages_run_on_the_unit_domain():
+def test_a_block_input_is_bootstrapped_once_and_relu_stages_run_on_the_unit_domain():
     """At 5 levels a stretch a block's spent input is refreshed once for its body and its shortcut, the identity
-    shortcut adds that refreshed input, and each ReLU's second stage runs on [-1, 1] (one level less in OpenFHE),
-    the first stage's coefficients divided by its bound instead; the network still computes its polynomial model."""
+    shortcut adds that refreshed input, and every ReLU stage runs on [-1, 1] (one level less in OpenFHE): the
+    convolution or block before a ReLU divides its output by the first stage's bound (an identity shortcut by a
+    constant product), each stage's coefficients by the next one's, and the last stage multiplies the bound back;
+    the network still computes its polynomial model."""
     rng = np.random.default_rng(2)
     relu = CompositeReLU.fit(6.0, (7, 7))
     layers = _resnet(rng, relu)
@@ -131,11 +133,11 @@ def test_a_block_input_is_bootstrapped_once_and_later_relu_stages_run_on_the_uni
     cnn = compile_packed_cnn(layers, x.shape, slots=512, max_depth=5)
     np.testing.assert_allclose(einfhe.simulate(cnn.plan, x, *cnn.plains), _torch_forward(layers, x), atol=1e-10)
     sources = [step.src for step in cnn.plan.steps if step.op == "bootstrap"]
-    assert len(sources) == len(set(sources)) == cnn.bootstraps == 15
+    assert len(sources) == len(set(sources)) == cnn.bootstraps == 10  # 15 with the first stages on [-6, 6]
     assert not any(step.op == "add" and set(step.args) & set(sources) for step in cnn.plan.steps)
     series = [step for step in cnn.plan.steps if step.op == "chebyshev"]
-    assert {(step.lo, step.hi) for step in series[1::2]} == {(-1.0, 1.0)} and series[0].lo == -relu.stages[0][2]
-    assert [step.levels for step in series[:2]] == [5, 4]
+    assert {(step.lo, step.hi) for step in series} == {(-1.0, 1.0)}
+    assert [step.levels for step in series[:2]] == [4, 4]
 
 
 @pytest.mark.fhe
@@ -176,9 +178,9 @@ def test_bootstrapped_packed_cnn_on_openfhe_decrypts_to_its_polynomial_model():
     head = Linear(rng.uniform(-1, 1, (5, 8)), rng.uniform(-1, 1, 5))
     layers = [first, relu, second, relu, GlobalAvgPool(), head]
     x = rng.uniform(-1, 1, (3, 8, 8))
-    cnn = compile_packed_cnn(layers, x.shape, slots=512, max_depth=11)
-    assert cnn.bootstraps == 2  # conv + ReLU fill each 11-level stretch: before the second conv and the head
-    params = einfhe.Parameters.insecure_for_tests(11, 512, bootstrap=True)
+    cnn = compile_packed_cnn(layers, x.shape, slots=512, max_depth=10)
+    assert cnn.bootstraps == 2  # conv + ReLU fill each 10-level stretch: before the second conv and the head
+    params = einfhe.Parameters.insecure_for_tests(10, 512, bootstrap=True)
     ctx = einfhe.Context.for_plan(cnn.plan, params=params)
     xe = einfhe.encrypt(ctx, x, cnn.plan.input_layout(0), level=cnn.input_level(params))
     ye = einfhe.run(ctx, cnn.plan, *cnn.operands(xe))
