@@ -63,9 +63,9 @@ def _chunk_runner(workers: int, ctx, plan, keys: bytes):
     return run_chunk, client
 
 
-def _measure(workers: int, chunks: int, chunk: int, ctx, plan, keys: bytes, A, B) -> None:
-    """Run the first `chunks` chunks of `chunk` tiles on `workers` Dask workers (0: in this process) and print
-    their times, the upload, the max error against numpy and the peak memory."""
+def _measure(workers: int, first: int, chunks: int, chunk: int, ctx, plan, keys: bytes, A, B) -> None:
+    """Run `chunks` chunks of `chunk` tiles from chunk `first` on `workers` Dask workers (0: in this process) and
+    print their times, the upload, the max error against numpy and the peak memory."""
     run_chunk, client = _chunk_runner(workers, ctx, plan, keys)
     server_wall = server_cpu = upload = worst = 0.0
 
@@ -83,12 +83,12 @@ def _measure(workers: int, chunks: int, chunk: int, ctx, plan, keys: bytes, A, B
     worker_peaks: list[float] = []
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for c, size, seconds, cpu_seconds, error in pool.map(one, range(chunks)):
+            for c, size, seconds, cpu_seconds, error in pool.map(one, range(first, first + chunks)):
                 upload += size
                 server_wall += seconds
                 server_cpu += cpu_seconds
                 worst = max(worst, error)
-                print(f"  chunk {c + 1}/{chunks}: {seconds:.1f} s, max error {error:.2e}, "
+                print(f"  chunk {c + 1} of {first + 1}-{first + chunks}: {seconds:.1f} s, max error {error:.2e}, "
                       f"{time.perf_counter() - wall_start:.0f} s since the first chunk", flush=True)
         if client is not None:
             worker_peaks = sorted(client.run(_peak_gib).values())
@@ -98,14 +98,15 @@ def _measure(workers: int, chunks: int, chunk: int, ctx, plan, keys: bytes, A, B
             client.close()
     wall, cpu = time.perf_counter() - wall_start, _cpu_seconds() - cpu_start
     total = B.shape[1] // chunk
-    label = "the whole product" if chunks == total else f"PARTIAL: {chunks} of {total} chunks"
+    label = "the whole product" if chunks == total else f"PARTIAL: chunks {first + 1}-{first + chunks} of {total}"
     where = f"Dask, {workers} worker(s)" if workers else "one process"
     runs = f"{server_wall:.1f} s wall" + ("" if workers else f", {server_cpu:.1f} CPU s")
     peaks = f"; workers' peak RSS {worker_peaks[0]:.1f}-{worker_peaks[-1]:.1f} GiB" if worker_peaks else ""
     print(f"{label}, {where}: {wall:.1f} s wall (encrypt + run + decrypt), {cpu:.1f} CPU s (this process and its "
           f"workers, encryption and checking included); the chunks' runs {runs} summed; upload "
           f"{upload / 2**30:.2f} GiB; max error {worst:.2e} (|C| max "
-          f"{np.abs(np.einsum('ij,jtk->itk', A, B[:, :chunks * chunk], optimize=True)).max():.2f}); peak RSS of "
+          f"{np.abs(np.einsum('ij,jtk->itk', A, B[:, first * chunk:(first + chunks) * chunk], optimize=True)).max():.2f}); "
+          f"peak RSS of "
           f"this process {_peak_gib():.1f} GiB{peaks}", flush=True)
 
 
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32768)
     parser.add_argument("--chunk", type=int, default=16, help="column tiles per chunk (one run of the plan)")
     parser.add_argument("--chunks", type=int, default=0, help="run only this many chunks (0: the whole product)")
+    parser.add_argument("--first", type=int, default=0, help="the first chunk to run (0-based)")
     parser.add_argument("--dask", default="0", help="comma-separated Dask worker counts, run in turn on the same "
                                                     "keys (0: one process, no Dask)")
     args = parser.parse_args()
@@ -122,12 +124,15 @@ def main() -> None:
     tiles = n // k
     if tiles % args.chunk:
         parser.error(f"--chunk must divide the {tiles} column tiles")
-    chunks = min(args.chunks or tiles // args.chunk, tiles // args.chunk)
+    chunks = min(args.chunks or tiles // args.chunk, tiles // args.chunk - args.first)
+    if args.first < 0 or chunks < 1:
+        parser.error(f"--first must name one of the {tiles // args.chunk} chunks")
     rng = np.random.default_rng(0)
     A = rng.uniform(-1, 1, (n, n)) / np.sqrt(n)
     B = rng.uniform(-1, 1, (n, tiles, k))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"matmat_whole A {n}x{n} plain @ B {n}x{n} encrypted: {chunks} of {tiles // args.chunk} chunks of "
+    print(f"matmat_whole A {n}x{n} plain @ B {n}x{n} encrypted: chunks {args.first + 1}-{args.first + chunks} of "
+          f"{tiles // args.chunk}, each "
           f"{args.chunk} tiles ({k} columns a tile), {args.slots} slots, Dask workers {args.dask}  commit {commit}  "
           f"{platform.machine()} {os.cpu_count()} cores  OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}",
           flush=True)
@@ -144,7 +149,7 @@ def main() -> None:
           f"{len(keys) / 2**20:.0f} MiB serialized; estimate {plan.estimate(ctx.params).seconds:.1f} s a chunk",
           flush=True)
     for workers in (int(w) for w in args.dask.split(",")):
-        _measure(workers, chunks, args.chunk, ctx, plan, keys, A, B)
+        _measure(workers, args.first, chunks, args.chunk, ctx, plan, keys, A, B)
 
 
 if __name__ == "__main__":
