@@ -22,6 +22,7 @@ from ..plan.cost import load_cost_model
 from ..plan.keybasis import BASES
 from ..spec import check_subscripts, parse_einsum, refuse_complex
 from .bounds import SAFE_BOUND, einsum_bound
+from .axis_split import compile_tiled
 from .builder import LATE, RESCALES, CostCapExceeded, Packed, PlanBuilder
 from .pricing import FloorPrices, MemoizedCostModel
 from .search import AUTO_BASIS, choose_plan
@@ -117,6 +118,9 @@ def compile_einsum(
     8,192 slots. `rescale="late"` sums a product's rotations before its rescale instead of after
     (iteration-space contractions): their key-switching noise is divided by the rescale, at the price of
     rotating on one more tower (a 64x64 matvec at N=2^13: about 10x less error, 1.8x the time).
+    Where no plan fits (`max_cts` or a budget), a free axis of a cipher operand is split into tiles
+    (`einfhe.compiler.axis_split`): the plan's spec names the tiled einsum, and its input and output layouts are
+    seen as the shapes given here (`Layout.view`), so encrypt, run and decrypt take and return those.
     """
     if rescale not in RESCALES:
         raise EinsumError(f"unknown rescale placement {rescale!r}; valid placements: {', '.join(RESCALES)}",
@@ -134,6 +138,22 @@ def compile_einsum(
                            candidates, cost_model)
     if strategy != AUTO:
         get_strategy(strategy)
+    options = dict(slots=slots, max_cts=max_cts, optimize=optimize, strategy=strategy, rotation_basis=rotation_basis,
+                   cost_model=cost_model, key_budget=key_budget, upload_budget=upload_budget, rescale=rescale)
+    try:
+        return _compile_fitting(subscripts, operands, **options)
+    except PlanError as refusal:
+        splittable = [q for q, op in enumerate(operands) if isinstance(op, Cipher) and op.layout is None]
+        if not splittable:
+            raise
+        spec = parse_einsum(subscripts, *(op.shape if isinstance(op, Cipher) else np.shape(op) for op in operands))
+        return compile_tiled(spec, list(operands), splittable, slots,
+                             lambda tiled, *ops: _compile_fitting(tiled, ops, **options), refusal)
+
+
+def _compile_fitting(subscripts: str, operands, *, slots: int, max_cts: int, optimize: str, strategy: str,
+                     rotation_basis: str, cost_model, key_budget: int, upload_budget: int, rescale: str) -> Plan:
+    """`compile_einsum` at a fixed slot count with the operands' shapes as given (no axis split into tiles)."""
     if optimize == PLAIN_FIRST and sum(_operand_kind(op) is None for op in operands) < 2:
         raise EinsumError(
             f"optimize={PLAIN_FIRST!r} contracts the plain operands first and needs two or more of them: "

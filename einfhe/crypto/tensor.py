@@ -20,8 +20,8 @@ class EncryptedTensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Logical shape of the tensor."""
-        return self.layout.shape
+        """Logical shape of the tensor (the layout's view where the compiler split an axis into tiles)."""
+        return self.layout.tensor_shape
 
     def __repr__(self) -> str:
         return f"EncryptedTensor(shape={self.shape}, {self.layout})"

@@ -14,6 +14,9 @@ Dimension kinds:
 
 Layouts are frozen values: printable, comparable, serializable to JSON, and they pack and unpack numpy
 arrays (the client packs in whatever layout a plan asks for, which makes replication and axis order free).
+
+A layout may carry a `view`: the shape the user sees when the compiler split an axis into tiles (a row-major
+reshape of `shape`: a (256, 32, 8) layout seen as (256, 256)); `pack` takes and `unpack` returns that shape.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class Layout:
     slots: int
     indices: str
     shape: tuple[int, ...]
+    view: tuple[int, ...] | None = None
     _strides: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +100,11 @@ class Layout:
                 )
         if set(axis_dims) - set(self.indices):
             raise LayoutError("an axis dimension names no tensor axis", layout=str(self))
+        elements = int(np.prod(self.shape, dtype=np.int64))
+        if self.view is not None and (len(self.view) > 32 or any(n < 0 for n in self.view)
+                                      or int(np.prod(self.view, dtype=np.int64)) != elements):
+            raise LayoutError("a layout's view must reshape its shape (same number of elements)",
+                              shape=self.shape, view=self.view)
         strides, stride = [], 1
         for dim in reversed(self.dims):
             strides.append(stride)
@@ -103,6 +112,11 @@ class Layout:
         object.__setattr__(self, "_strides", tuple(reversed(strides)))
 
     # -- geometry ---------------------------------------------------------------------------------
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        """The shape of the tensor the user packs and gets back: the view where there is one, else `shape`."""
+        return self.shape if self.view is None else self.view
+
     @property
     def block(self) -> int:
         """Slots one copy of the tensor occupies (product of padded sizes)."""
@@ -141,11 +155,14 @@ class Layout:
     def __str__(self) -> str:
         body = " | ".join(str(d) for d in self.dims) or "scalar"
         cts = f" x {self.num_cts} cts" if self.num_cts > 1 else ""
-        return f"[{body}] in {self.slots} slots{cts}"
+        seen = f", seen as {self.view}" if self.view is not None else ""
+        return f"[{body}] in {self.slots} slots{cts}{seen}"
 
     def describe(self) -> str:
         """A multi-line text description: dimensions, strides, blocks and ciphertext count."""
-        lines = [f"layout of {self.indices or 'scalar'} {self.shape}: {self.num_cts} ciphertext(s) of {self.slots} slots"]
+        seen = f", seen as {self.view}" if self.view is not None else ""
+        lines = [f"layout of {self.indices or 'scalar'} {self.shape}{seen}: {self.num_cts} ciphertext(s) of "
+                 f"{self.slots} slots"]
         for dim, stride in zip(self.dims, self._strides):
             where = ("ciphertexts" if stride >= self.slots
                      else "slots and ciphertexts" if stride * dim.size > self.slots else "slots")
@@ -181,11 +198,12 @@ class Layout:
     def pack(self, tensor: np.ndarray) -> np.ndarray:
         """Pack a numpy tensor into an array of shape (num_cts, slots) of slot values."""
         tensor = np.asarray(tensor, dtype=np.float64)
-        if tensor.shape != self.shape:
+        if tensor.shape != self.tensor_shape:
             raise LayoutError(
-                f"tensor of shape {tensor.shape} does not match the layout's shape {self.shape}",
+                f"tensor of shape {tensor.shape} does not match the layout's shape {self.tensor_shape}",
                 layout=str(self),
             )
+        tensor = tensor.reshape(self.shape)
         flat = np.ascontiguousarray(self._block_array(tensor)).reshape(-1)
         if flat.size < self.slots:
             flat = np.tile(flat, self.slots // flat.size)
@@ -206,7 +224,7 @@ class Layout:
         axis_names = [d.name for d in self.dims if d.kind == "axis"]
         present = [index for index in self.indices if index in axis_names]
         core = np.transpose(core, [axis_names.index(index) for index in present]) if present else core
-        return np.array(core.reshape(self.shape), dtype=packed.dtype)
+        return np.array(core.reshape(self.tensor_shape), dtype=packed.dtype)
 
     def position_array(self) -> np.ndarray:
         """An integer array of the tensor's shape: the flat slot position of one copy of each element."""
@@ -226,12 +244,15 @@ class Layout:
     # -- JSON -------------------------------------------------------------------------------------
     def to_json(self) -> dict:
         """A JSON-ready dict of this layout."""
-        return {
+        data = {
             "slots": self.slots,
             "indices": self.indices,
             "shape": list(self.shape),
             "dims": [{"name": d.name, "size": d.size, "kind": d.kind, "extent": d.extent} for d in self.dims],
         }
+        if self.view is not None:
+            data["view"] = list(self.view)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "Layout":
@@ -242,6 +263,7 @@ class Layout:
                 slots=int(data["slots"]),
                 indices=str(data["indices"]),
                 shape=tuple(int(n) for n in data["shape"]),
+                view=None if data.get("view") is None else tuple(int(n) for n in data["view"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, LayoutError):

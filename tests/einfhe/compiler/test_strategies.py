@@ -136,14 +136,16 @@ def test_diagonal_method_hoists_every_rotation(n, slots):
 
 def test_a_product_too_large_for_the_iteration_space_is_lowered_by_a_strategy_that_fits():
     """A plain matrix times a batch of cipher vectors whose iteration space passes max_cts: bsgs fits it in one
-    ciphertext, so `auto` takes it; where no strategy fits, the max_cts error says what to change."""
+    ciphertext, so `auto` takes it; a batch too wide for one ciphertext is split into tiles that each fit one."""
     rng = np.random.default_rng(3)
     W, X = rng.standard_normal((64, 64)), rng.standard_normal((64, 8))
     plan = einfhe.compile("ij,jk->ik", W, einfhe.cipher(X.shape), slots=512, max_cts=16)
     assert plan.strategy == "bsgs" and plan.cts_in == 1
     np.testing.assert_allclose(einfhe.simulate(plan, W, X), W @ X, atol=1e-9)
-    with pytest.raises(einfhe.PlanError, match="more than the limit of 16"):
-        einfhe.compile("ij,jk->ik", W, einfhe.cipher((64, 16)), slots=512, max_cts=16)
+    X = rng.standard_normal((64, 16))
+    plan = einfhe.compile("ij,jk->ik", W, einfhe.cipher(X.shape), slots=512, max_cts=16)
+    assert (plan.spec, plan.strategy, plan.cts_in) == ("ij,jtk->itk", "bsgs", 2)
+    np.testing.assert_allclose(einfhe.simulate(plan, W, X), W @ X, atol=1e-9)
 
 
 @pytest.mark.parametrize("strategy", ["bsgs", "diagonal"])
