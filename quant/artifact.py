@@ -2,8 +2,10 @@
 
     manifest.json        {"format": "quant.artifact", "version": 1, "graph": "graph.json",
                           "weights": "weights.safetensors", "sha256": {file: hex digest}, "formats": [...]}
-    graph.json           {"inputs": [{"name", "shape", "dtype"}], "nodes": [<node>, ...], "outputs": [names]}
-    weights.safetensors  every tensor a node names, under "<node name>.<key>"
+    graph.json           {"inputs": [{"name", "shape", "dtype"}], "nodes": [<node>, ...], "outputs": [names],
+                          "example": {input name: tensor name} (only with export(..., keep_example=True))}
+    weights.safetensors  every tensor a node names, under "<node name>.<key>"; the kept example inputs (the
+                         batch the ranges were recorded on) under "example.<input name>"
 
 A ``<node>`` is ``{"name", "op", "inputs": [names of inputs or earlier nodes], "attrs": {...},
 "weights": {key: tensor name}, "range": [lo, hi] | null, "shape": [...]}`` (and ``"module"``, the torch

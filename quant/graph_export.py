@@ -209,9 +209,12 @@ def _short_name(node: fx.Node) -> str:
 
 
 @torch.no_grad()
-def export(model: nn.Module, example_inputs: torch.Tensor | tuple, path: str | Path) -> Path:
+def export(model: nn.Module, example_inputs: torch.Tensor | tuple, path: str | Path, *,
+           keep_example: bool = False) -> Path:
     """Trace ``model`` with torch.fx, calibrate on ``example_inputs`` (a batch, or a tuple of the forward's
-    positional inputs), and write it as an artifact directory at ``path`` (see :mod:`quant.artifact`)."""
+    positional inputs), and write it as an artifact directory at ``path`` (see :mod:`quant.artifact`);
+    ``keep_example`` also stores the example inputs (``graph["example"]``), for a reader that calibrates more than
+    the recorded ranges (einfhe's encrypted encoder layers fit their softmax and LayerNorms on them)."""
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     was_training = model.training
     model.eval()
@@ -242,8 +245,11 @@ def export(model: nn.Module, example_inputs: torch.Tensor | tuple, path: str | P
             translate_call(exporter, node, _short_name(node), node.args, node.kwargs)
         elif node.op == "get_attr" and exporter.is_tensor(node):
             raise FormatError("a parameter used directly in forward has no artifact op", node=node.name)
-    return write_artifact(path, {"inputs": graph_inputs, "nodes": exporter.nodes, "outputs": outputs},
-                          exporter.tensors)
+    graph = {"inputs": graph_inputs, "nodes": exporter.nodes, "outputs": outputs}
+    if keep_example:
+        graph["example"] = {spec["name"]: f"example.{spec['name']}" for spec in graph_inputs}
+        exporter.tensors.update({f"example.{spec['name']}": value for spec, value in zip(graph_inputs, inputs)})
+    return write_artifact(path, graph, exporter.tensors)
 
 
 def _output_names(exporter: _Exporter, value: Any) -> list[str]:
