@@ -90,10 +90,11 @@ class Client:
                                  headers={"Content-Type": "application/octet-stream"}).json()
 
     def register_model(self, name: str, directory, *, slots: int = 8192, insecure_test_params: bool = False,
-                       noise_flooding: bool = False) -> dict:
+                       noise_flooding: bool = False, tokens: int | None = None) -> dict:
         """Register quant's artifact (`quant.export`) or integer export in `directory` (operators only) as a gzipped
         tar; returns the model. `noise_flooding` compiles it on the parameters flooding clients need
-        (Parameters.for_noise_flooding)."""
+        (Parameters.for_noise_flooding); `tokens`: the token count a transformer encoder's encrypted program takes
+        (None: the server's default)."""
         artifact = (Path(directory) / "graph.json").exists()
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
@@ -101,7 +102,7 @@ class Client:
                     ("manifest.json", "model.npz"):
                 archive.add(Path(directory) / filename, arcname=filename)
         params = {"name": name, "slots": slots, "insecure_test_params": insecure_test_params,
-                  "noise_flooding": noise_flooding}
+                  "noise_flooding": noise_flooding, **({} if tokens is None else {"tokens": tokens})}
         return self.http.request("POST", "/models", params=params, content=buffer.getvalue(),
                                  headers={"Content-Type": "application/gzip"}).json()
 

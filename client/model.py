@@ -13,6 +13,15 @@ input layout, rotations), generates keys locally for the program's parameters, a
 programs usually differ in depth, so a client that uses both holds two key sets (the batched one has no
 rotation keys and is small). `EncryptedModel(..., noise_flooding=True)` floods the decryptions (see client.client);
 the model must then be registered with `noise_flooding=True` (its programs on flooding parameters).
+
+A transformer encoder (MiniLM's shape, exported with `quant.export(..., keep_example=True)`) takes sentences:
+
+    embeddings = EncryptedModel(url, "minilm", token=token).infer(["a sentence", "another one"])   # (2, 384)
+
+each tokenized here (client.sentences), its token vectors computed here from the model's embedding tables and
+encrypted, every encoder layer run on the server, every token's output decrypted here and mean-pooled over the
+sentence's real tokens (server.encoder_program says why the client pools). A sentence longer than the program's
+token count is refused; `encrypted=False` runs the same artifact in plaintext on quant's kernels.
 """
 
 from __future__ import annotations
@@ -25,9 +34,11 @@ import numpy as np
 from tqdm import tqdm
 
 from einfhe import ModelPlan, Parameters, Plan
+from einfhe.compiler.transformer import TokenEmbeddings
 
 from .client import Client, PlanInfo
 from .errors import NotFound
+from .sentences import default_tokenizer, mean_pool, token_ids
 
 __all__ = ["EncryptedModel"]
 
@@ -43,7 +54,7 @@ class EncryptedModel:
     """A registered model (by id or name) run on this client's data; keys stay in this object."""
 
     def __init__(self, url: str, model: str, *, token: str, progress: bool = True, timeout: float | None = None,
-                 **client_options) -> None:
+                 tokenizer=None, **client_options) -> None:
         self.client = Client(url, token, progress=progress, **client_options)
         self.model = model
         self.progress = progress
@@ -51,6 +62,8 @@ class EncryptedModel:
         self._info: dict | None = None
         self._programs: dict[str, tuple[ModelPlan, PlanInfo]] = {}
         self._table: np.ndarray | None = None  # the model's embedding table, for a model with a client-side lookup
+        self._tokenizer = tokenizer  # an encoder's (client.sentences.default_tokenizer when None)
+        self._embeddings: TokenEmbeddings | None = None  # an encoder's embedding block
 
     def close(self) -> None:
         """Close the HTTP connections (the keys go with this object)."""
@@ -102,15 +115,12 @@ class EncryptedModel:
         """The model's outputs for one sample (features,) or a batch (batch, features), either also in the model's
         input shape (an image [1, 8, 8] or a batch of them), as a numpy array; a model whose export marked its
         embedding lookup client-side takes token ids (looked up here before encrypting); a model with several
-        inputs (token ids and a mask) takes a dict {input name: batch} in plaintext."""
+        inputs (token ids and a mask) takes a dict {input name: batch} in plaintext; a transformer encoder takes a
+        list of sentences and returns their embeddings (sentences, width)."""
+        if self.info.get("encoder") and not isinstance(x, dict):
+            return self._infer_sentences(x, encrypted)
         if not encrypted:
-            if isinstance(x, dict):
-                content, media = msgpack.packb({name: _npy(v) for name, v in x.items()}), "application/msgpack"
-            else:
-                content, media = _npy(x), "application/octet-stream"
-            response = self.client.http.request("POST", f"/models/{self.info['id']}/infer", content=content,
-                                                headers={"Content-Type": media}, idempotent=True)
-            return np.load(io.BytesIO(response.content), allow_pickle=False)
+            return self._infer_plaintext(x)
         if self.info.get("client_lookup"):
             x = self._look_up(x)
         x = np.asarray(x, dtype=np.float64)
@@ -139,6 +149,16 @@ class EncryptedModel:
             outputs.append(self._run("batch", padded)[:len(chunk)])
         return np.concatenate(outputs) if outputs else np.zeros((0, self.info["n_outputs"]))
 
+    def _infer_plaintext(self, x) -> np.ndarray:
+        """The model's outputs computed in plaintext by a server worker (quant's kernels)."""
+        if isinstance(x, dict):
+            content, media = msgpack.packb({name: _npy(v) for name, v in x.items()}), "application/msgpack"
+        else:
+            content, media = _npy(x), "application/octet-stream"
+        response = self.client.http.request("POST", f"/models/{self.info['id']}/infer", content=content,
+                                            headers={"Content-Type": media}, idempotent=True)
+        return np.load(io.BytesIO(response.content), allow_pickle=False)
+
     def _look_up(self, ids) -> np.ndarray:
         """Token ids (one sample in the model's input shape, or a batch of them) as the flat embeddings the
         encrypted program takes, looked up here in the model's table (fetched once): the ids never leave."""
@@ -153,6 +173,42 @@ class EncryptedModel:
             raise ValueError(f"token ids must lie in 0..{len(self._table) - 1}")
         embedded = self._table[ids]
         return embedded.reshape(embedded.shape[:ids.ndim - len(shape)] + (-1,))
+
+    def _infer_sentences(self, sentences, encrypted: bool) -> np.ndarray:
+        """Sentence embeddings from a transformer encoder: encrypted one sentence a request, or in plaintext all at
+        once (padded to the longest, with the attention mask)."""
+        encoder = self.info["encoder"]
+        if self._tokenizer is None:
+            self._tokenizer = default_tokenizer()
+        ids = token_ids(self._tokenizer, sentences, encoder["vocab"])
+        if not encrypted:
+            width = max(len(i) for i in ids)
+            padded = np.full((len(ids), width), encoder["pad_id"], dtype=np.int64)
+            mask = np.zeros((len(ids), width), dtype=np.int64)
+            for row, sentence in enumerate(ids):
+                padded[row, :len(sentence)], mask[row, :len(sentence)] = sentence, 1
+            return self._infer_plaintext(dict(zip(encoder["inputs"], (padded, mask))))
+        if not self.info["programs"]:
+            raise ValueError(f"the model is served in plaintext only ({', '.join(self.info['encrypted_blockers'])}):"
+                             " call infer(sentences, encrypted=False)")
+        tokens = encoder["tokens"]
+        for index, sentence in enumerate(ids):
+            if len(sentence) > tokens:
+                raise ValueError(f"sentence {index} is {len(sentence)} tokens; the model's encrypted program takes at "
+                                 f"most {tokens}: shorten it, or call infer(..., encrypted=False)")
+        if self._embeddings is None:
+            response = self.client.http.request("GET", f"/models/{self.info['id']}/embeddings")
+            with np.load(io.BytesIO(response.content), allow_pickle=False) as arrays:
+                self._embeddings = TokenEmbeddings.from_arrays(arrays)
+        program, info = self._program("tokens")
+        pooled = []
+        for sentence in tqdm(ids, desc="encrypted sentences", unit="sentence", disable=not self.progress or len(ids) < 2):
+            padded = np.full(tokens, encoder["pad_id"], dtype=np.int64)
+            padded[:len(sentence)] = sentence
+            hidden = self.client.compute(info, f"/models/{self.info['id']}/jobs", {"variant": "tokens"},
+                                         [(self._embeddings(padded), program.input_layout)], self.timeout)
+            pooled.append(mean_pool(hidden, len(sentence), encoder["normalize"]))
+        return np.stack(pooled)
 
     def _run(self, variant: str, x: np.ndarray) -> np.ndarray:
         """Encrypt `x` in the program's layout, run the job on the server, decrypt and unpack its output."""

@@ -25,6 +25,7 @@ from einfhe import EinfheError, ModelError, ModelPlan
 from einfhe.compiler import (BATCHED_ONLY, encrypted_blockers, load_artifact_model, read_artifact_graph,
                              read_integer_export)
 from einfhe.compiler.artifact_model import client_lookup_node
+from .encoder_program import encoder_summary
 from .errors import ServiceError
 
 __all__ = ["VARIANTS", "CompiledModel", "UploadedModel", "compile_variants", "read_checked"]
@@ -46,6 +47,7 @@ class UploadedModel:
     n_outputs: int | None = None
     inputs: list[dict] | None = None  # an artifact's inputs: name, shape (batch axis excluded), dtype
     lookup: dict | None = None  # an embedding lookup the client does before encrypting: {"vocab", "dim"}
+    encoder: dict | None = None  # a transformer encoder served by server.encoder_program (its summary)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,8 @@ def _load_layers(directory: Path, model: UploadedModel) -> tuple[list, int]:
 def compile_variants(directory: Path, model: UploadedModel, slots: int) -> CompiledModel:
     """Compile the single-sample and batched programs of the model in `directory` at `slots` slots (an artifact
     whose skip connections need the batched packing gets the batched one only; one with ops that cannot run
-    encrypted gets none)."""
-    if model.blockers:
+    encrypted gets none; an encoder's program is server.encoder_program's)."""
+    if model.blockers or model.encoder:
         return CompiledModel({}, int(np.prod(model.input_shape)), int(model.n_outputs))
     layers, n_features = _load_layers(directory, model)
     dim = model.lookup["dim"] if model.lookup else 1  # the client encrypts each token id's embedding
@@ -118,6 +120,8 @@ def _read_artifact(directory: Path) -> UploadedModel:
         (output,) = graph["outputs"]
         last = next(node for node in nodes if node["name"] == output)
         blockers = encrypted_blockers(graph)
+        encoder, why = encoder_summary(graph, arrays) if blockers else (None, [])
+        blockers = why if encoder is not None else blockers
         lookup = client_lookup_node(graph)
         if lookup is not None:
             vocab, dim = (int(n) for n in arrays[lookup["weights"]["weight"]].shape)
@@ -128,7 +132,7 @@ def _read_artifact(directory: Path) -> UploadedModel:
         raise ServiceError("malformed_model", f"the artifact's graph is malformed: {exc!r}") from exc
     _check_arrays(arrays, "weights.safetensors")
     layers = [f"{node['op']}:{node.get('module') or node['name']}" for node in nodes]
-    return UploadedModel("artifact", shape, layers, blockers, int(np.prod(last["shape"])), inputs, lookup)
+    return UploadedModel("artifact", shape, layers, blockers, int(np.prod(last["shape"])), inputs, lookup, encoder)
 
 
 def read_checked(directory: Path) -> UploadedModel:

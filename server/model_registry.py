@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from einfhe import EinfheError, ModelPlan, Parameters, Plan
+from einfhe.compiler.transformer.artifact import PAD_ID
 
+from .encoder_program import ENCODER_VARIANT, compile_encoder_program
 from .errors import ServiceError
 from .file_cache import FileCache
-from .model_program import VARIANTS, compile_variants, read_checked
+from .model_program import VARIANTS, UploadedModel, compile_variants, read_checked
 from .service import Service
 from .store import storage_error
 
@@ -83,10 +85,37 @@ def _store_program(directory: Path, variant: str, program: ModelPlan, params: Pa
     }
 
 
+def _encoder_program(service: Service, work: Path, uploaded: UploadedModel, tokens: int | None, slots: int,
+                     insecure: bool, noise_flooding: bool) -> tuple[dict, list[str], dict]:
+    """The stored "tokens" program of an encoder ({} when it cannot run encrypted here), the blockers that say
+    why not, and the encoder's summary with its token count and pad id; `tokens` None: 16, or the head width when
+    that is smaller."""
+    if noise_flooding:
+        raise ServiceError("unsupported_model", "an encoder's program bootstraps, and noise-flooding parameters do "
+                                                "not: register it without noise_flooding")
+    tokens = tokens or min(16, uploaded.encoder["width"] // uploaded.encoder["heads"])
+    cap = service.settings.max_keyset_bytes
+    compiled = compile_encoder_program(work, tokens, slots, insecure, cap)
+    steps = len(compiled.program.plan.steps)
+    if steps > service.settings.max_plan_steps:
+        raise ServiceError("work_limit_exceeded", f"the encoder's program has {steps} steps; this server's limit is "
+                                                  f"{service.settings.max_plan_steps}")
+    params = service.parameters(compiled.params.to_json())
+    encoder = {**uploaded.encoder, "tokens": tokens, "pad_id": PAD_ID}
+    if compiled.key_bytes > cap:
+        return {}, [f"keys (the encrypted program's evaluation keys, bootstrapping's included, take at least "
+                    f"{compiled.least_key_bytes / 2**30:.2f} GiB, {compiled.key_bytes / 2**30:.2f} GiB with the "
+                    f"fewest bootstraps, over this server's key-set cap of {cap / 2**30:.2f} GiB: raise "
+                    f"EINFHE_MAX_KEYSET_BYTES to at least {compiled.least_key_bytes} and give its workers that "
+                    "much memory)"], encoder
+    stored = _store_program(work, ENCODER_VARIANT, compiled.program, params)
+    return {ENCODER_VARIANT: {**stored, "tokens": tokens, "key_bytes": compiled.key_bytes}}, [], encoder
+
+
 def register_model(service: Service, tenant: str, name: str, files: dict[str, bytes], *, slots: int,
-                   insecure_test_params: bool = False, noise_flooding: bool = False) -> dict:
+                   insecure_test_params: bool = False, noise_flooding: bool = False, tokens: int | None = None) -> dict:
     """Store and compile an uploaded model (artifact or integer export); return its stored row. A name names one
-    model (409 otherwise)."""
+    model (409 otherwise). `tokens`: the token count an encoder's program takes (server.encoder_program)."""
     taken = service.store.get_shared("models", name=name)
     if taken is not None:
         raise ServiceError("name_taken", f"a model named {name!r} is registered (id {taken['id']}): delete it "
@@ -111,6 +140,10 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
                                                           f"limit is {service.settings.max_plan_steps}")
             params = _parameters(service, program.plan.depth, slots, insecure_test_params, noise_flooding)
             programs[variant] = _store_program(work, variant, program, params)
+        blockers, encoder = uploaded.blockers, uploaded.encoder
+        if encoder is not None and not blockers:
+            programs, blockers, encoder = _encoder_program(service, work, uploaded, tokens, slots, insecure_test_params,
+                                                  noise_flooding)
         os.replace(work, final)
     except OSError as exc:  # a full or read-only disk under the model's files
         raise storage_error(exc, "store the model's files") from exc
@@ -118,7 +151,8 @@ def register_model(service: Service, tenant: str, name: str, files: dict[str, by
         shutil.rmtree(work, ignore_errors=True)
     summary = {"input_shape": uploaded.input_shape, "n_features": compiled.n_features,
                "n_outputs": compiled.n_outputs, "layers": uploaded.layers, "kind": uploaded.kind,
-               "encrypted_blockers": uploaded.blockers, "inputs": uploaded.inputs, "client_lookup": uploaded.lookup}
+               "encrypted_blockers": blockers, "inputs": uploaded.inputs, "client_lookup": uploaded.lookup,
+               "encoder": encoder}
     size = sum(len(data) for data in files.values())
     return service.store.insert("models", id=model_id, tenant=tenant, name=name, summary=summary,
                                 programs=programs, size=size)

@@ -149,7 +149,7 @@ class JobPublic(BaseModel):
 class ModelProgram(BaseModel):
     """One compiled encrypted program of a model: how the client encrypts its input and what it costs."""
 
-    variant: Literal["single", "batch"]
+    variant: Literal["single", "batch", "tokens"]
     params: dict = Field(description="the CKKS parameters of this program (einfhe.Parameters.from_json)")
     fingerprint: str
     batch: int | None = Field(description="samples per request (zero-padded by the client), or null for one sample")
@@ -168,6 +168,10 @@ class ModelProgram(BaseModel):
     output_scale: list[float] = Field(description="per-output factor the client applies after decrypting "
                                                   "(einfhe.ModelPlan.unpack_output)")
     plan: dict = Field(description="the plan (einfhe.Plan.from_json), which the client needs for its context")
+    tokens: int | None = Field(default=None, description="an encoder's 'tokens' program: the token vectors one "
+                                                         "request holds (a sentence is padded to them)")
+    key_bytes: int | None = Field(default=None, description="an encoder's program: its evaluation keys' estimated "
+                                                            "bytes, bootstrapping's included")
 
 
 class ModelPublic(BaseModel):
@@ -191,5 +195,11 @@ class ModelPublic(BaseModel):
                                                  description="{vocab, dim} when the client looks the model's "
                                                              "token ids up in its embedding table (GET "
                                                              "/models/{id}/lookup) and encrypts the embeddings")
+    encoder: dict | None = Field(default=None,
+                                 description="a transformer encoder ({layers, width, heads, vocab, positions, "
+                                             "normalize, inputs, tokens, pad_id}): its 'tokens' program takes one sentence's "
+                                             "token vectors (GET /models/{id}/embeddings), padded with pad_id to "
+                                             "`tokens`, and returns every token's output vector, which the client "
+                                             "mean-pools over its real tokens (then L2-normalises when `normalize`)")
     size: int
     created: float

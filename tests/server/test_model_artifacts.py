@@ -107,8 +107,8 @@ async def test_minilm_is_served_in_plaintext_through_its_artifact(settings, tmp_
                                         headers=auth("bob"))
     finally:
         app.state.service.close()
-    assert registered["programs"] == {} and "encoder.layer.0.attention.output.LayerNorm (layernorm)" in \
-        registered["encrypted_blockers"]
+    assert registered["programs"] == {} and registered["encoder"]["layers"] == 6  # an encoder exported without
+    assert "keep_example=True" in registered["encrypted_blockers"][0]  # the example its layers are calibrated on
     assert answer.status_code == 200, answer.text
     with torch.no_grad():
         expected = model(ids, mask)

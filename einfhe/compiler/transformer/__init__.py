@@ -13,7 +13,7 @@ from .packed import RowPacking, compile_packed_layer
 from .refresh import place_bootstraps
 from .stack import splice_plan, stack_layers
 from .artifact import EncoderArtifact, TokenEmbeddings, read_encoder_artifact
-from .encoder_model import calibrate_layers, compile_encoder, polynomial_encoder
+from .encoder_model import CompiledEncoder, calibrate_layers, compile_encoder, largest_value, polynomial_encoder
 
 __all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "Piece", "PieceBuilder", "softmax_piece",
            "layernorm_piece", "gelu_piece", "EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder",
@@ -21,4 +21,4 @@ __all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "Piece", "PieceBu
            "stack_programs",
            "RowPacking", "compile_packed_layer", "place_bootstraps",
            "splice_plan", "stack_layers", "EncoderArtifact", "TokenEmbeddings", "read_encoder_artifact",
-           "calibrate_layers", "compile_encoder", "polynomial_encoder"]
+           "CompiledEncoder", "calibrate_layers", "compile_encoder", "largest_value", "polynomial_encoder"]

@@ -9,6 +9,8 @@ in `input_layout`, and decrypts every token's output vector in the same layout.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..levels import LevelPlan
@@ -16,10 +18,20 @@ from ..model_plan import ModelPlan
 from .artifact import EncoderArtifact
 from .encoder import EncoderBlocks, calibrate_encoder, encoder_layer
 from .packed import compile_packed_layer
-from .refresh import place_bootstraps
+from .refresh import chain_levels, place_bootstraps
 from .stack import splice_plan, stack_layers
 
-__all__ = ["calibrate_layers", "compile_encoder", "polynomial_encoder"]
+__all__ = ["CompiledEncoder", "calibrate_layers", "compile_encoder", "largest_value", "polynomial_encoder"]
+
+
+@dataclass(frozen=True)
+class CompiledEncoder:
+    """A compiled encoder: its program (one plan and its weights, no batch), the level planner's map, and the
+    fewest levels between bootstraps any placement could leave it (its longest stretch no refresh can cut)."""
+
+    program: ModelPlan
+    levels: LevelPlan
+    least_depth: int
 
 
 def calibrate_layers(artifact: EncoderArtifact, tokens: int) -> tuple[EncoderBlocks, ...]:
@@ -40,13 +52,29 @@ def polynomial_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, .
     return x
 
 
+def largest_value(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], x: np.ndarray) -> float:
+    """The largest magnitude the encrypted program meets on embeddings x (what its CKKS error scales with): every
+    layer's block inputs, and inside the blocks the reciprocal of the smallest softmax sum, the inverse square root
+    of the smallest variance and the exp's peak on its fitted range."""
+    largest = 0.0
+    for weights, b in zip(artifact.layers, blocks):
+        trace: dict = {}
+        x = encoder_layer(weights, x, b, trace=trace)
+        largest = max(largest, *(float(np.abs(v).max()) for values in trace.values() for v in values),
+                      1 / b.softmax.reciprocal.lo, b.norm1.inverse_sqrt.lo ** -0.5, b.norm2.inverse_sqrt.lo ** -0.5,
+                      float(np.exp(b.softmax.exp.hi * 2.0 ** -b.softmax.squarings)))
+    return largest
+
+
 def compile_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], tokens: int, *, slots: int,
-                    max_depth: int, ring_dim: int = 65536) -> tuple[ModelPlan, LevelPlan]:
-    """The encoder on `tokens` tokens with its calibrated `blocks` as one plan with its weights (a `ModelPlan` of
-    no batch), at most `max_depth` levels between bootstraps (priced as at `ring_dim`), and the level planner's
-    map."""
-    layers = [compile_packed_layer(weights, layer_blocks, tokens, slots=slots)
-              for weights, layer_blocks in zip(artifact.layers, blocks)]
-    program, levels = place_bootstraps(stack_layers(layers), max_depth, slots, ring_dim=ring_dim)
-    plan, plains = splice_plan(program, f"encoder[{len(layers)} layers, {tokens} tokens x {artifact.width}]")
-    return ModelPlan(plan, tuple(plains), None, np.ones(1)), levels
+                    max_depth: int, ring_dim: int = 65536) -> CompiledEncoder:
+    """The encoder on `tokens` tokens with its calibrated `blocks` as one plan with its weights, at most `max_depth`
+    levels between bootstraps (priced as at `ring_dim`)."""
+    stacked = stack_layers([compile_packed_layer(weights, layer_blocks, tokens, slots=slots)
+                            for weights, layer_blocks in zip(artifact.layers, blocks)])
+    chain = chain_levels(stacked)
+    bounds = (0, *chain.cuts, chain.depth)
+    program, levels = place_bootstraps(stacked, max_depth, slots, ring_dim=ring_dim)
+    plan, plains = splice_plan(program, f"encoder[{len(blocks)} layers, {tokens} tokens x {artifact.width}]")
+    return CompiledEncoder(ModelPlan(plan, tuple(plains), None, np.ones(1)), levels,
+                           max(hi - lo for lo, hi in zip(bounds, bounds[1:])))

@@ -16,6 +16,7 @@ from einfhe import Parameters
 from einfhe.compiler import client_lookup
 
 from ...codecs import decode_npy
+from ...encoder_program import encoder_embeddings
 from ...errors import ServiceError
 from ...model_archive import MODEL_MEDIA_TYPES, read_model_upload
 from ...plaintext_inputs import plaintext_inputs
@@ -62,7 +63,7 @@ def model_public(row: dict, service: Service) -> ModelPublic:
     summary = row["summary"]
     return ModelPublic(id=row["id"], name=row["name"], input_shape=summary["input_shape"],
                        encrypted_blockers=summary.get("encrypted_blockers", []),
-                       client_lookup=summary.get("client_lookup"),
+                       client_lookup=summary.get("client_lookup"), encoder=summary.get("encoder"),
                        n_features=summary["n_features"], n_outputs=summary["n_outputs"], layers=summary["layers"],
                        programs=programs, size=row["size"], created=row["created"])
 
@@ -81,13 +82,17 @@ def create_model(
     noise_flooding: Annotated[bool, Query(description="compile on 59-bit parameters with one spare level "
                                                       "(Parameters.for_noise_flooding), for clients whose decryptions "
                                                       "are noise-flooded because their results are shared")] = False,
+    tokens: Annotated[int | None, Query(ge=1, le=1024, description="a transformer encoder: the token count its "
+                                                                   "encrypted program takes (a power of two no "
+                                                                   "larger than the head width; default 16 or the "
+                                                                   "head width)")] = None,
 ) -> ModelPublic:
     """Register a quantized model (quant's artifact or integer export) and compile its encrypted programs."""
     if slots & (slots - 1):
         raise ServiceError("invalid_parameters", f"slots must be a power of two, not {slots}")
     files = read_model_upload(body, content_type, service.settings.max_model_bytes)
     row = register_model(service, tenant, name, files, slots=slots, insecure_test_params=insecure_test_params,
-                         noise_flooding=noise_flooding)
+                         noise_flooding=noise_flooding, tokens=tokens)
     return model_public(row, service)
 
 
@@ -137,7 +142,7 @@ async def create_model_job(
     body: CiphertextBody,
     tenant: TenantDep,
     service: ServiceDep,
-    variant: Annotated[Literal["single", "batch"], Query()] = "single",
+    variant: Annotated[Literal["single", "batch", "tokens"], Query()] = "single",
     content_type: Annotated[str, Header()] = "application/octet-stream",
     wait: Annotated[float, Query(ge=0, description="seconds to wait for the result, answered inline")] = 0,
     keep: Annotated[bool, Query(description="false: a result answered inline is not stored on the server (GET "
@@ -160,6 +165,20 @@ def get_lookup(model: ModelDep, _tenant: TenantDep, service: ServiceDep) -> Resp
     table = client_lookup(model_directory(service, model["id"]))
     buffer = io.BytesIO()
     np.save(buffer, table.astype(np.float32), allow_pickle=False)
+    return Response(content=buffer.getvalue(), media_type="application/octet-stream")
+
+
+@router.get("/{model_id}/embeddings", operation_id="get_model_embeddings", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": BINARY_SCHEMA},
+                             "description": "an .npz of float32 arrays: word, position, token_type (when the model "
+                                            "has one), gamma, beta and eps"}, **_ERRORS})
+def get_embeddings(model: ModelDep, _tenant: TenantDep, service: ServiceDep) -> Response:
+    """A transformer encoder's embedding tables and LayerNorm, with which a client computes its sentence's token
+    vectors before encrypting them (einfhe.compiler.transformer.TokenEmbeddings)."""
+    if not model["summary"].get("encoder"):
+        raise ServiceError("not_found", "this model is no transformer encoder: it has no embedding tables")
+    buffer = io.BytesIO()
+    np.savez(buffer, **encoder_embeddings(model_directory(service, model["id"])))
     return Response(content=buffer.getvalue(), media_type="application/octet-stream")
 
 

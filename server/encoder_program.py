@@ -1,0 +1,122 @@
+"""A transformer encoder artifact (MiniLM's shape: einfhe.compiler.transformer.artifact) served encrypted.
+
+Registration reads the artifact as a BERT-style encoder; when it is one, its encrypted program is the "tokens"
+variant: one sentence per request, its `tokens` token vectors in the row packing, every layer on the server with
+the bootstraps the level planner places, on 128-bit bootstrapping parameters with the most levels between refreshes
+whose evaluation keys fit the server's key-set cap (more levels take more key-switching digits: larger keys, fewer
+bootstraps), or on the test-only ring where the server allows it. The client computes the embeddings (its
+token ids never leave it), pads the sentence to `tokens` with the pad id, decrypts every token's output vector
+and mean-pools over its real tokens: it alone knows which are real, and the result is one ciphertext either way,
+so pooling on the server would save no bytes and would cost it rotations and a level.
+
+An encoder whose export kept no example inputs, or whose evaluation keys would exceed this server's key-set cap,
+is served in plaintext only, the reason named among its encrypted blockers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from einfhe import EinfheError, ModelError, ModelPlan, Parameters, ParameterError
+from einfhe.compiler import read_artifact_graph
+from einfhe.compiler.transformer import (CompiledEncoder, EncoderArtifact, calibrate_layers, compile_encoder,
+                                         read_encoder_artifact)
+from einfhe.plan.cost import evaluation_key_bytes
+
+from .errors import ServiceError
+
+__all__ = ["ENCODER_VARIANT", "EncoderProgram", "compile_encoder_program", "encoder_embeddings", "encoder_summary",
+           "refresh_choices"]
+
+ENCODER_VARIANT = "tokens"
+MAX_REFRESH_DEPTH = 12  # levels between bootstraps tried first (then fewer, until a 128-bit ring holds them)
+
+
+@dataclass(frozen=True)
+class EncoderProgram:
+    """The compiled encoder: its program, its parameters, its evaluation keys' estimated bytes, the fewest bytes
+    any number of levels between bootstraps would take (what a key-set cap must allow at least), and the fewest
+    levels between bootstraps it can have (its longest stretch no refresh can cut)."""
+
+    program: ModelPlan
+    params: Parameters
+    key_bytes: int
+    least_key_bytes: int
+    least_depth: int
+
+
+def encoder_summary(graph: dict, arrays: dict[str, np.ndarray]) -> tuple[dict | None, list[str]]:
+    """What a client needs of an encoder artifact ({layers, width, heads, vocab, positions, normalize, inputs: the
+    names of its plaintext inputs, token ids then the attention mask}) and why it
+    cannot run encrypted (empty when it can); (None, []) for an artifact that is no encoder."""
+    try:
+        encoder = read_encoder_artifact(graph, arrays)
+    except ModelError:
+        return None, []
+    summary = {"layers": len(encoder.layers), "width": encoder.width, "heads": encoder.layers[0].heads,
+               "vocab": len(encoder.embeddings.word), "positions": len(encoder.embeddings.position),
+               "normalize": encoder.normalize, "inputs": [spec["name"] for spec in graph["inputs"]]}
+    if encoder.example is None:
+        return summary, ["example (no example inputs kept to calibrate the encrypted layers on: export with "
+                         "quant.export(..., keep_example=True))"]
+    return summary, []
+
+
+def _read(directory: Path) -> EncoderArtifact:
+    return read_encoder_artifact(*read_artifact_graph(directory))
+
+
+def refresh_choices(slots: int, insecure: bool) -> list[Parameters]:
+    """Bootstrapping parameters for each number of levels between refreshes a 128-bit ring holds at `slots` slots,
+    deepest first (the fewest bootstraps; more levels take more key-switching digits, so larger keys)."""
+    if insecure:
+        return [Parameters.insecure_for_tests(MAX_REFRESH_DEPTH, slots, bootstrap=True)]
+    choices = []
+    for depth in range(MAX_REFRESH_DEPTH, 0, -1):
+        try:
+            choices.append(Parameters.derive(depth, slots, bootstrap=True))
+        except ParameterError:
+            continue
+    if not choices:
+        raise ServiceError("work_limit_exceeded", f"no 128-bit ring with bootstrapping holds {slots} slots")
+    return choices
+
+
+def _compiled(encoder: EncoderArtifact, blocks, tokens: int, slots: int, refresh: Parameters,
+              insecure: bool) -> tuple[CompiledEncoder, Parameters]:
+    """The encoder with at most `refresh.depth` levels between bootstraps, and the parameters for its depth."""
+    compiled = compile_encoder(encoder, blocks, tokens, slots=slots, max_depth=refresh.depth,
+                               ring_dim=refresh.ring_dim)
+    made = Parameters.insecure_for_tests if insecure else Parameters.derive
+    return compiled, made(compiled.program.plan.depth, slots, bootstrap=True)
+
+
+def compile_encoder_program(directory: Path, tokens: int, slots: int, insecure: bool,
+                            key_cap: int) -> EncoderProgram:
+    """Calibrate and compile the encoder in `directory` for `tokens` tokens at `slots` slots on bootstrapping
+    parameters (the test-only ring when `insecure`), with the most levels between bootstraps whose evaluation keys
+    fit `key_cap` bytes (the most the ring holds when none fit)."""
+    choices = refresh_choices(slots, insecure)
+    try:
+        encoder = _read(directory)
+        blocks = calibrate_layers(encoder, tokens)
+        compiled, params = _compiled(encoder, blocks, tokens, slots, choices[0], insecure)
+        rotations = len(compiled.program.plan.rotations)
+        choices = [p for p in choices if p.depth >= compiled.least_depth]  # shallower: a series no refresh can cut
+        fitting = [p for p in choices if evaluation_key_bytes(p, rotations) <= key_cap]
+        if fitting and fitting[0].depth < compiled.program.plan.depth:
+            compiled, params = _compiled(encoder, blocks, tokens, slots, fitting[0], insecure)
+    except EinfheError as exc:
+        raise ServiceError("unsupported_model", f"the encoder does not compile for {tokens} tokens at {slots} "
+                                                f"slots: {exc.message}") from exc
+    least = min(evaluation_key_bytes(p, rotations) for p in choices)
+    program = compiled.program
+    return EncoderProgram(program, params, program.plan.estimate(params).key_bytes, least, compiled.least_depth)
+
+
+def encoder_embeddings(directory: Path) -> dict[str, np.ndarray]:
+    """The embedding tables and LayerNorm a client computes its token vectors with (TokenEmbeddings.to_arrays)."""
+    return _read(directory).embeddings.to_arrays()
