@@ -1,8 +1,8 @@
 """all-MiniLM-L6-v2 served by the einfhe service (issue 21): registered at 128-bit as an encrypted encoder, and
 asked for sentence embeddings in plaintext through quant's kernels.
 
-For each token count it registers MiniLM (W4A16, exported with 32 template sentences kept as its calibration
-example) with a server on default settings (128-bit parameters, a 1 GiB key-set cap) and prints what registration
+For each token count it registers MiniLM (W4A16, exported with 32 template sentences, long and short, kept as its
+calibration example) with a server on default settings (128-bit parameters, a 1 GiB key-set cap) and prints what registration
 made of it: seconds, the program's steps, levels between bootstraps, bootstraps and rotation keys, and its
 evaluation keys' bytes at every number of levels between refreshes a 128-bit ring holds (the blocker the server
 reports when none fits the cap), down to the fewest the program can have. Then, on 20 other sentences, the
@@ -39,9 +39,9 @@ from server import LocalServer, Settings
 from server.encoder_program import compile_encoder_program, refresh_choices
 
 try:
-    from quant_accuracy import SUBJECTS, VERBS, load_minilm, make_sentences  # run as a script: bench/ is on sys.path
+    from quant_accuracy import OBJECTS, SUBJECTS, VERBS, load_minilm, make_sentences  # run as a script: bench/ is on sys.path
 except ModuleNotFoundError:
-    from bench.quant_accuracy import SUBJECTS, VERBS, load_minilm, make_sentences
+    from bench.quant_accuracy import OBJECTS, SUBJECTS, VERBS, load_minilm, make_sentences
 
 OPERATOR, TENANT = "operator-token-0123456789", "tenant-token-01234567890"
 SLOTS = 32768  # the 128-bit bootstrapping ring 2^16
@@ -87,13 +87,15 @@ def main() -> None:
     quant.quantize_(model, quant.W4A16(group_size=128))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        quant.export(model, _encoded(tokenizer, make_sentences(32, seed=7)), tmp / "artifact", keep_example=True)
+        short = _sentences(tokenizer, min(args.tokens), 16, seed=7)  # long and short, as users send them
+        example = short + _sentences(tokenizer, max(args.tokens), 16, seed=8, exclude=set(short))
+        quant.export(model, _encoded(tokenizer, example), tmp / "artifact", keep_example=True)
         (tmp / "tokens.txt").write_text(f"operator:{OPERATOR}\ntenant:{TENANT}\n")
         settings = Settings(data_dir=tmp / "data", token_file=tmp / "tokens.txt", workers=1)
         with LocalServer(settings) as url:
             for tokens in args.tokens:
                 _registration(url, tmp / "artifact", tokens)
-            sentences = make_sentences(args.sentences, seed=11)
+            sentences = _sentences(tokenizer, 128, args.sentences, seed=11, exclude=set(example))
             ids, mask = _encoded(tokenizer, sentences)
             with EncryptedModel(url, f"minilm-{args.tokens[0]}", token=TENANT, progress=False) as served:
                 served.infer(sentences[:1], encrypted=False)  # a worker loads the artifact
@@ -113,22 +115,23 @@ def main() -> None:
                   f"({local_seconds:.2f} s)")
             encoder = read_encoder_artifact(*read_artifact_graph(tmp / "artifact"))
             for tokens in args.tokens:
-                _program_arithmetic(encoder, float_model, model, tokenizer, tokens, args.sentences)
+                _program_arithmetic(encoder, float_model, model, tokenizer, tokens, args.sentences, set(example))
 
 
-def _fitting_sentences(tokenizer, tokens: int, count: int) -> list[str]:
-    """`count` template sentences of at most `tokens` tokens (short subject-verb ones where the full ones are
-    longer)."""
-    pool = make_sentences(200, seed=11) + [f"{s} {v}." for s in SUBJECTS for v in VERBS]
-    random.Random(tokens).shuffle(pool)
-    return [s for s in pool if len(tokenizer.encode(s).ids) <= tokens][:count]
+def _sentences(tokenizer, tokens: int, count: int, seed: int, exclude=frozenset()) -> list[str]:
+    """`count` sentences of at most `tokens` tokens drawn from the templates and their short subject-verb(-object)
+    forms, none in `exclude`."""
+    pool = sorted(set(make_sentences(200, seed=seed)) | {f"{s} {v}." for s in SUBJECTS for v in VERBS} |
+                  {f"{s} {v} {o}." for s in SUBJECTS for v in VERBS for o in OBJECTS})
+    random.Random(seed).shuffle(pool)
+    return [s for s in pool if s not in exclude and len(tokenizer.encode(s).ids) <= tokens][:count]
 
 
-def _program_arithmetic(encoder, float_model, model, tokenizer, tokens: int, count: int) -> None:
+def _program_arithmetic(encoder, float_model, model, tokenizer, tokens: int, count: int, example: set) -> None:
     """Cosines of what the encrypted program computes (its polynomial layers in float64 on the sentence padded to
     `tokens`, attending to its padding) to the float model, to the W4A16 model (both with the mask), and to the
     W4A16 model's exact layers on the same padded input (no mask: what remains is the polynomials' error)."""
-    sentences = _fitting_sentences(tokenizer, tokens, count)
+    sentences = _sentences(tokenizer, tokens, count, seed=11, exclude=example)
     ids, mask = _encoded(tokenizer, sentences)
     blocks = calibrate_layers(encoder, tokens)
     program, exact = [], []

@@ -48,6 +48,7 @@ CASES = [
     ("GET", "/models/{alice.model_id}", {}, None, 200),
     ("POST", "/models/{alice.model_id}/infer", {}, "sample", 200),
     ("GET", "/models/{alice.model_id}/lookup", {}, None, 404),  # a model of features has no lookup table
+    ("GET", "/models/{alice.model_id}/embeddings", {}, None, 404),  # nor, being no encoder, embedding tables
 ]
 
 
