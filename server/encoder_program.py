@@ -38,14 +38,16 @@ MAX_REFRESH_DEPTH = 12  # levels between bootstraps tried first (then fewer, unt
 @dataclass(frozen=True)
 class EncoderProgram:
     """The compiled encoder: its program, its parameters, its evaluation keys' estimated bytes, the fewest bytes
-    any number of levels between bootstraps would take (what a key-set cap must allow at least), and the fewest
-    levels between bootstraps it can have (its longest stretch no refresh can cut)."""
+    any number of levels between bootstraps would take (what a key-set cap must allow at least), the fewest
+    levels between bootstraps it can have (its longest stretch no refresh can cut), and the level planner's map
+    of its stages and bootstraps."""
 
     program: ModelPlan
     params: Parameters
     key_bytes: int
     least_key_bytes: int
     least_depth: int
+    level_map: str
 
 
 def encoder_summary(graph: dict, arrays: dict[str, np.ndarray]) -> tuple[dict | None, list[str]]:
@@ -114,7 +116,8 @@ def compile_encoder_program(directory: Path, tokens: int, slots: int, insecure: 
                                                 f"slots: {exc.message}") from exc
     least = min(evaluation_key_bytes(p, rotations) for p in choices)
     program = compiled.program
-    return EncoderProgram(program, params, program.plan.estimate(params).key_bytes, least, compiled.least_depth)
+    return EncoderProgram(program, params, program.plan.estimate(params).key_bytes, least, compiled.least_depth,
+                          str(compiled.levels))
 
 
 def encoder_embeddings(directory: Path) -> dict[str, np.ndarray]:

@@ -109,7 +109,8 @@ def _encoder_program(service: Service, work: Path, uploaded: UploadedModel, toke
                     f"EINFHE_MAX_KEYSET_BYTES to at least {compiled.least_key_bytes} and give its workers that "
                     "much memory)"], encoder
     stored = _store_program(work, ENCODER_VARIANT, compiled.program, params)
-    return {ENCODER_VARIANT: {**stored, "tokens": tokens, "key_bytes": compiled.key_bytes}}, [], encoder
+    return ({ENCODER_VARIANT: {**stored, "tokens": tokens, "key_bytes": compiled.key_bytes,
+                               "level_map": compiled.level_map}}, [], encoder)
 
 
 def register_model(service: Service, tenant: str, name: str, files: dict[str, bytes], *, slots: int,

@@ -172,6 +172,9 @@ class ModelProgram(BaseModel):
                                                          "request holds (a sentence is padded to them)")
     key_bytes: int | None = Field(default=None, description="an encoder's program: its evaluation keys' estimated "
                                                             "bytes, bootstrapping's included")
+    level_map: str | None = Field(default=None, description="an encoder's program: the level planner's map, a line "
+                                                            "per stretch of its layers' stages and each bootstrap "
+                                                            "with why it is there")
 
 
 class ModelPublic(BaseModel):

@@ -123,9 +123,12 @@ def test_encrypted_sentence_embeddings_decrypt_to_the_polynomial_model(served):
         got = model.infer(sentences)
     encoder = read_encoder_artifact(*read_artifact_graph(served["dir"]))
     blocks = calibrate_layers(encoder, TOKENS_PER_SENTENCE)
-    compiled = compile_encoder(encoder, blocks, TOKENS_PER_SENTENCE, slots=SLOTS, max_depth=12).program
     plan, params = einfhe.Plan.from_json(json.dumps(program["plan"])), einfhe.Parameters.from_json(program["params"])
+    recompiled = compile_encoder(encoder, blocks, TOKENS_PER_SENTENCE, slots=SLOTS, max_depth=12,
+                                 ring_dim=params.ring_dim)
+    compiled = recompiled.program
     assert plan == compiled.plan and plan.bootstraps > 0 and params.bootstrap  # the served program, recompiled here
+    assert program["level_map"] == str(recompiled.levels) and "bootstrap" in program["level_map"]
     ids, mask = _ids(_tokenizer(), sentences, TOKENS_PER_SENTENCE)
     assert got.shape == (1, WIDTH) and int(mask[0].sum()) < TOKENS_PER_SENTENCE
     for row in range(len(sentences)):
