@@ -191,7 +191,8 @@ def _layer(graph: _Graph, x: str, index: int) -> tuple[EncoderWeights, str]:
     norm2 = _one(graph.readers(residual2["name"], "layernorm"), f"layer {index}'s second LayerNorm")
     if out["op"] != "linear" or act["attrs"].get("approximate", "none") != "none":
         raise _refuse(f"layer {index}'s attention output must be a linear layer and its GELU the exact one")
-    (wq, bq), (wk, bk), (wv, bv), (wo, bo), (w1, b1), (w2, b2) = (_linear(graph, n) for n in (q, k, v, out, inner, down))
+    (wq, bq), (wk, bk), (wv, bv), (wo, bo), (w1, b1), (w2, b2) = (_linear(graph, n)
+                                                                  for n in (q, k, v, out, inner, down))
     width = wq.shape[0]
     if heads < 1 or width % heads:
         raise _refuse(f"layer {index} splits width {width} into {heads} heads")

@@ -2,7 +2,7 @@
 
 Each layer's polynomial blocks are calibrated on the artifact's example sequences as they reach that layer (the
 exact layers before it applied), each layer is compiled in the row packing (`compile_packed_layer`), the layers are
-stacked into one chain whose bootstraps the level planner places across it (`stack_layers`, `place_bootstraps`), and
+stacked into one chain whose bootstraps the level planner places across it (`stack_programs`, `place_bootstraps`), and
 the chain is spliced into one plan (`splice_plan`). The client encrypts one sequence's embeddings, (tokens, width)
 in `input_layout`, and decrypts every token's output vector in the same layout.
 """
@@ -18,8 +18,9 @@ from ..model_plan import ModelPlan
 from .artifact import EncoderArtifact
 from .encoder import EncoderBlocks, calibrate_encoder, encoder_layer
 from .packed import compile_packed_layer
+from .program import stack_programs
 from .refresh import chain_levels, place_bootstraps
-from .stack import splice_plan, stack_layers
+from .stack import splice_plan
 
 __all__ = ["CompiledEncoder", "calibrate_layers", "compile_encoder", "largest_value", "polynomial_encoder"]
 
@@ -70,8 +71,8 @@ def compile_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...]
                     max_depth: int, ring_dim: int = 65536) -> CompiledEncoder:
     """The encoder on `tokens` tokens with its calibrated `blocks` as one plan with its weights, at most `max_depth`
     levels between bootstraps (priced as at `ring_dim`)."""
-    stacked = stack_layers([compile_packed_layer(weights, layer_blocks, tokens, slots=slots)
-                            for weights, layer_blocks in zip(artifact.layers, blocks)])
+    stacked = stack_programs(compile_packed_layer(weights, layer_blocks, tokens, slots=slots)
+                             for weights, layer_blocks in zip(artifact.layers, blocks))
     chain = chain_levels(stacked)
     bounds = (0, *chain.cuts, chain.depth)
     program, levels = place_bootstraps(stacked, max_depth, slots, ring_dim=ring_dim)

@@ -1,11 +1,7 @@
-"""Encoder layers stacked into one chain, and a chain spliced into one plan.
+"""A chain spliced into one plan.
 
-`stack_layers` joins the chains of several layers (each `compile_packed_layer`'s or `compile_encoder_layer`'s) into
-one: layer l reads what layer l - 1 left, its stages renamed `L<l>.<stage>`, so that `place_bootstraps` sees the
-whole stack and puts its refreshes where they cost least across layer boundaries too (no refresh is forced
-between two layers).
-
-`splice_plan` turns a chain into a single `Plan` with one cipher operand (the client's input) and every stage's
+`splice_plan` turns a chain (a layer's, or layers stacked by `stack_programs` with their bootstraps placed) into a
+single `Plan` with one cipher operand (the client's input) and every stage's
 plain operands after it: a stage's loads of an earlier stage's values become those values, its plain-program
 values are renamed `s<i>.<name>` and its value ids renumbered. One plan is what the service stores, prices, sends
 to a worker or to Dask, and what a client makes keys for (its rotations are the union of the stages').
@@ -16,28 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...errors import ModelError
-from ...plan import AddPlain, CipherInput, Diagonals, Load, MulPlain, PlainExpr, PlainInput, PlainSlice, PlainTensor, Plan
-from .program import INPUT, EncoderProgram, Stage
+from ...plan import (AddPlain, CipherInput, Diagonals, Load, MulPlain, PlainExpr, PlainInput, PlainSlice, PlainTensor,
+                     Plan)
+from .program import INPUT, EncoderProgram
 
-__all__ = ["splice_plan", "stack_layers"]
-
-
-def stack_layers(layers: list[EncoderProgram]) -> EncoderProgram:
-    """One chain computing the layers one after another: each layer's input is the output of the one before it
-    (their layouts must match, as the row packing's do)."""
-    if not layers:
-        raise ModelError("an encoder stack needs at least one layer")
-    stages, previous = [], INPUT
-    for index, layer in enumerate(layers):
-        if index and layer.input_layout != layers[index - 1].stages[-1].plan.output_layout:
-            raise ModelError(f"layer {index} takes its input in another layout than layer {index - 1} leaves it",
-                             layer=index)
-        names = {INPUT: previous, **{stage.output: f"L{index}.{stage.output}" for stage in layer.stages}}
-        for stage in layer.stages:
-            operands = tuple(names[op] if isinstance(op, str) else op for op in stage.operands)
-            stages.append(Stage(f"L{index}.{stage.name}", stage.plan, operands, names[stage.output]))
-        previous = names[layer.output]
-    return EncoderProgram(tuple(stages), layers[0].input_layout, previous)
+__all__ = ["splice_plan"]
 
 
 def _renamed(name: str, operands: dict[str, str], prefix: str) -> str:
