@@ -75,7 +75,8 @@ def _registration(url: str, artifact: Path, tokens: int) -> None:
     seconds = time.perf_counter() - start
     print(f"\n{tokens} tokens: registered in {seconds:.0f} s, programs {sorted(info['programs'])}, "
           f"blockers {info['encrypted_blockers']}")
-    compiled = compile_encoder_program(artifact, tokens, SLOTS, insecure=False, key_cap=1 << 62)
+    # a cap nothing fits: the deepest refreshes, without measuring the values' magnitudes (as a blocked registration)
+    compiled = compile_encoder_program(artifact, tokens, SLOTS, insecure=False, key_cap=0)
     plan = compiled.program.plan
     print(f"  program (fewest bootstraps): {len(plan.steps)} steps, {plan.depth} levels between bootstraps, "
           f"{plan.bootstraps} bootstraps, {len(plan.rotations)} rotation keys, {compiled.params}")

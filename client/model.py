@@ -181,6 +181,10 @@ class EncryptedModel:
         if self._tokenizer is None:
             self._tokenizer = default_tokenizer()
         ids = token_ids(self._tokenizer, sentences, encoder["vocab"])
+        for index, sentence in enumerate(ids):
+            if len(sentence) > encoder["positions"]:
+                raise ValueError(f"sentence {index} is {len(sentence)} tokens; the model has {encoder['positions']} "
+                                 "positions: shorten it")
         if not encrypted:
             width = max(len(i) for i in ids)
             padded = np.full((len(ids), width), encoder["pad_id"], dtype=np.int64)

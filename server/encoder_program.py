@@ -4,10 +4,15 @@ Registration reads the artifact as a BERT-style encoder; when it is one, its enc
 variant: one sentence per request, its `tokens` token vectors in the row packing, every layer on the server with
 the bootstraps the level planner places, on 128-bit bootstrapping parameters with the most levels between refreshes
 whose evaluation keys fit the server's key-set cap (more levels take more key-switching digits: larger keys, fewer
-bootstraps), or on the test-only ring where the server allows it. The client computes the embeddings (its
-token ids never leave it), pads the sentence to `tokens` with the pad id, decrypts every token's output vector
-and mean-pools over its real tokens: it alone knows which are real, and the result is one ciphertext either way,
-so pooling on the server would save no bytes and would cost it rotations and a level.
+bootstraps), or on the test-only ring where the server allows it. A bootstrap refreshes only values below its
+headroom: for a program it serves, each value's largest magnitude on the example sequences
+(einfhe.runtime.magnitudes, on the exact simulator) tells the level planner which refreshed values to shrink first
+and grow back after.
+
+The client computes the embeddings (its token ids never leave it), pads the sentence to `tokens` with the pad id,
+decrypts every token's output vector and mean-pools over its real tokens: it alone knows which are real, and the
+result is one ciphertext either way, so pooling on the server would save no bytes and would cost it rotations and a
+level.
 
 An encoder whose export kept no example inputs, or whose evaluation keys would exceed this server's key-set cap,
 is served in plaintext only, the reason named among its encrypted blockers.
@@ -23,8 +28,10 @@ import numpy as np
 from einfhe import EinfheError, ModelError, ModelPlan, Parameters, ParameterError
 from einfhe.compiler import read_artifact_graph
 from einfhe.compiler.transformer import (CompiledEncoder, EncoderArtifact, calibrate_layers, compile_encoder,
-                                         read_encoder_artifact)
+                                         encoder_chain, read_encoder_artifact)
+from einfhe.params import bootstrap_headroom
 from einfhe.plan.cost import evaluation_key_bytes
+from einfhe.runtime.magnitudes import value_magnitudes
 
 from .errors import ServiceError
 
@@ -87,11 +94,13 @@ def refresh_choices(slots: int, insecure: bool) -> list[Parameters]:
     return choices
 
 
-def _compiled(encoder: EncoderArtifact, blocks, tokens: int, slots: int, refresh: Parameters,
-              insecure: bool) -> tuple[CompiledEncoder, Parameters]:
-    """The encoder with at most `refresh.depth` levels between bootstraps, and the parameters for its depth."""
+def _compiled(encoder: EncoderArtifact, blocks, tokens: int, slots: int, refresh: Parameters, insecure: bool,
+              magnitudes: dict | None = None) -> tuple[CompiledEncoder, Parameters]:
+    """The encoder with at most `refresh.depth` levels between bootstraps (with `magnitudes`, each refreshed value
+    kept below the bootstrap's headroom), and the parameters for its depth."""
+    headroom = None if magnitudes is None else bootstrap_headroom(refresh.scale_bits, refresh.first_mod_bits)
     compiled = compile_encoder(encoder, blocks, tokens, slots=slots, max_depth=refresh.depth,
-                               ring_dim=refresh.ring_dim)
+                               ring_dim=refresh.ring_dim, magnitudes=magnitudes, headroom=headroom)
     made = Parameters.insecure_for_tests if insecure else Parameters.derive
     return compiled, made(compiled.program.plan.depth, slots, bootstrap=True)
 
@@ -100,17 +109,24 @@ def compile_encoder_program(directory: Path, tokens: int, slots: int, insecure: 
                             key_cap: int) -> EncoderProgram:
     """Calibrate and compile the encoder in `directory` for `tokens` tokens at `slots` slots on bootstrapping
     parameters (the test-only ring when `insecure`), with the most levels between bootstraps whose evaluation keys
-    fit `key_cap` bytes (the most the ring holds when none fit)."""
+    fit `key_cap` bytes (the most the ring holds when none fit); a program that fits is compiled again with its
+    values' magnitudes on the example sequences, so that no bootstrap meets a value past its headroom (measuring
+    them runs the whole chain once per example on the simulator: about 30 s per sentence for MiniLM-L6)."""
     choices = refresh_choices(slots, insecure)
     try:
         encoder = _read(directory)
         blocks = calibrate_layers(encoder, tokens)
-        compiled, params = _compiled(encoder, blocks, tokens, slots, choices[0], insecure)
+        refresh = choices[0]
+        compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure)
         rotations = len(compiled.program.plan.rotations)
         choices = [p for p in choices if p.depth >= compiled.least_depth]  # shallower: a series no refresh can cut
         fitting = [p for p in choices if evaluation_key_bytes(p, rotations) <= key_cap]
         if fitting and fitting[0].depth < compiled.program.plan.depth:
-            compiled, params = _compiled(encoder, blocks, tokens, slots, fitting[0], insecure)
+            refresh = fitting[0]
+            compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure)
+        if compiled.program.plan.estimate(params).key_bytes <= key_cap:  # it will be served encrypted
+            magnitudes = value_magnitudes(encoder_chain(encoder, blocks, tokens, slots=slots), encoder.samples(tokens))
+            compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure, magnitudes)
     except EinfheError as exc:
         raise ServiceError("unsupported_model", f"the encoder does not compile for {tokens} tokens at {slots} "
                                                 f"slots: {exc.message}") from exc

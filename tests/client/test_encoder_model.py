@@ -20,9 +20,11 @@ from client_helpers import TOKENS
 from client import BadRequest, Client, EncryptedModel
 from einfhe.backends.simulator import SimCiphertext
 from einfhe.compiler import read_artifact_graph
-from einfhe.compiler.transformer import (calibrate_layers, compile_encoder, largest_value, polynomial_encoder,
-                                         read_encoder_artifact)
+from einfhe.compiler.transformer import (calibrate_layers, compile_encoder, encoder_chain, largest_value,
+                                         polynomial_encoder, read_encoder_artifact)
+from einfhe.params import bootstrap_headroom
 from einfhe.params.precision import error_bound
+from einfhe.runtime.magnitudes import value_magnitudes
 from server import LocalServer, Settings
 
 WORDS = ("[PAD] [UNK] [CLS] [SEP] the a cat dog bird sat ran sang on in at mat park tree sun rain shone fell "
@@ -124,8 +126,11 @@ def test_encrypted_sentence_embeddings_decrypt_to_the_polynomial_model(served):
     encoder = read_encoder_artifact(*read_artifact_graph(served["dir"]))
     blocks = calibrate_layers(encoder, TOKENS_PER_SENTENCE)
     plan, params = einfhe.Plan.from_json(json.dumps(program["plan"])), einfhe.Parameters.from_json(program["params"])
+    chain = encoder_chain(encoder, blocks, TOKENS_PER_SENTENCE, slots=SLOTS)
     recompiled = compile_encoder(encoder, blocks, TOKENS_PER_SENTENCE, slots=SLOTS, max_depth=12,
-                                 ring_dim=params.ring_dim)
+                                 ring_dim=params.ring_dim,
+                                 headroom=bootstrap_headroom(params.scale_bits, params.first_mod_bits),
+                                 magnitudes=value_magnitudes(chain, encoder.samples(TOKENS_PER_SENTENCE)))
     compiled = recompiled.program
     assert plan == compiled.plan and plan.bootstraps > 0 and params.bootstrap  # the served program, recompiled here
     assert program["level_map"] == str(recompiled.levels) and "bootstrap" in program["level_map"]
@@ -173,6 +178,8 @@ def test_bad_requests_get_clear_errors(served):
             model.infer([])
         with pytest.raises(ValueError, match="list of sentences"):
             model.infer("the cat")
+        with pytest.raises(ValueError, match="sentence 1 is 22 tokens; the model has 16 positions"):
+            model.infer(["the cat", "the " * 20], encrypted=False)
     with _model(served) as model:  # the default tokenizer, all-MiniLM-L6-v2's, is not this model's
         with pytest.raises(ValueError, match=f"the model {len(WORDS)}"):
             model.infer(["the cat"])

@@ -18,11 +18,12 @@ from ..model_plan import ModelPlan
 from .artifact import EncoderArtifact
 from .encoder import EncoderBlocks, calibrate_encoder, encoder_layer
 from .packed import compile_packed_layer
-from .program import stack_programs
+from .program import EncoderProgram, stack_programs
 from .refresh import chain_levels, place_bootstraps
 from .stack import splice_plan
 
-__all__ = ["CompiledEncoder", "calibrate_layers", "compile_encoder", "largest_value", "polynomial_encoder"]
+__all__ = ["CompiledEncoder", "calibrate_layers", "compile_encoder", "encoder_chain", "largest_value",
+           "polynomial_encoder"]
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,25 @@ def largest_value(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], 
     return largest
 
 
+def encoder_chain(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], tokens: int, *,
+                  slots: int) -> EncoderProgram:
+    """Every layer compiled in the row packing and stacked into one chain, before its bootstraps (the chain whose
+    values einfhe.runtime.value_magnitudes measures for `compile_encoder`)."""
+    return stack_programs(compile_packed_layer(weights, layer_blocks, tokens, slots=slots)
+                          for weights, layer_blocks in zip(artifact.layers, blocks))
+
+
 def compile_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], tokens: int, *, slots: int,
-                    max_depth: int, ring_dim: int = 65536) -> CompiledEncoder:
+                    max_depth: int, ring_dim: int = 65536, magnitudes: dict | None = None,
+                    headroom: float | None = None) -> CompiledEncoder:
     """The encoder on `tokens` tokens with its calibrated `blocks` as one plan with its weights, at most `max_depth`
-    levels between bootstraps (priced as at `ring_dim`)."""
-    stacked = stack_programs(compile_packed_layer(weights, layer_blocks, tokens, slots=slots)
-                             for weights, layer_blocks in zip(artifact.layers, blocks))
+    levels between bootstraps (priced as at `ring_dim`); with the `magnitudes` of `encoder_chain`'s values and the
+    bootstrap's `headroom`, each refreshed value past it is shrunk first and grown back after (place_bootstraps)."""
+    stacked = encoder_chain(artifact, blocks, tokens, slots=slots)
     chain = chain_levels(stacked)
     bounds = (0, *chain.cuts, chain.depth)
-    program, levels = place_bootstraps(stacked, max_depth, slots, ring_dim=ring_dim)
+    program, levels = place_bootstraps(stacked, max_depth, slots, ring_dim=ring_dim, magnitudes=magnitudes,
+                                       headroom=headroom)
     plan, plains = splice_plan(program, f"encoder[{len(blocks)} layers, {tokens} tokens x {artifact.width}]")
     return CompiledEncoder(ModelPlan(plan, tuple(plains), None, np.ones(1)), levels,
                            max(hi - lo for lo, hi in zip(bounds, bounds[1:])))

@@ -10,9 +10,10 @@ import pytest
 import einfhe
 from einfhe.compiler import read_artifact_graph
 from einfhe.compiler.transformer import (EncoderWeights, calibrate_encoder, calibrate_layers, compile_encoder,
-                                         compile_packed_layer, encoder_layer, place_bootstraps, polynomial_encoder,
-                                         read_encoder_artifact, splice_plan, stack_programs)
+                                         compile_packed_layer, encoder_chain, encoder_layer, place_bootstraps,
+                                         polynomial_encoder, read_encoder_artifact, splice_plan, stack_programs)
 from einfhe.errors import ModelError
+from einfhe.runtime.magnitudes import value_magnitudes
 
 WIDTH, HEADS, INNER, TOKENS, SLOTS = 16, 2, 32, 8, 256
 CONFIG = {"hidden_size": WIDTH, "vocab_size": 40, "max_position_embeddings": 16, "type_vocab_size": 2,
@@ -124,6 +125,22 @@ def test_the_compiled_encoder_computes_its_polynomial_layers(artifact):
         compile_encoder(encoder, blocks, TOKENS, slots=SLOTS, max_depth=compiled.least_depth - 1)
     x = encoder.embeddings(ids[0].numpy())
     np.testing.assert_allclose(_simulated(program.plan, program.plains, x), polynomial_encoder(encoder, blocks, x),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_refreshed_values_past_the_headroom_are_shrunk_and_the_encoder_still_computes_its_layers(artifact):
+    """With the chain's measured magnitudes and a headroom of 1, refreshed values are multiplied by 2^-k before
+    their bootstrap and doubled k times after (more plaintext products than without): the same polynomial layers."""
+    directory, _, ids, _ = artifact
+    encoder = read_encoder_artifact(*read_artifact_graph(directory))
+    blocks = calibrate_layers(encoder, TOKENS)
+    magnitudes = value_magnitudes(encoder_chain(encoder, blocks, TOKENS, slots=SLOTS), encoder.samples(TOKENS))
+    plain = compile_encoder(encoder, blocks, TOKENS, slots=SLOTS, max_depth=12).program
+    shrunk = compile_encoder(encoder, blocks, TOKENS, slots=SLOTS, max_depth=12, magnitudes=magnitudes,
+                             headroom=1.0).program
+    assert shrunk.plan.op_counts()["mul_plain"] > plain.plan.op_counts()["mul_plain"]
+    x = encoder.embeddings(ids[1].numpy())
+    np.testing.assert_allclose(_simulated(shrunk.plan, shrunk.plains, x), polynomial_encoder(encoder, blocks, x),
                                rtol=1e-9, atol=1e-9)
 
 
