@@ -16,12 +16,12 @@ import math
 import numpy as np
 import pytest
 from client_helpers import TOKENS
+from encoder_bounds import move_bootstraps, stack_largest_value
 
 from client import BadRequest, Client, EncryptedModel
-from einfhe.backends.simulator import SimCiphertext
 from einfhe.compiler import read_artifact_graph
-from einfhe.compiler.transformer import (calibrate_layers, compile_encoder, encoder_chain, largest_value,
-                                         polynomial_encoder, read_encoder_artifact)
+from einfhe.compiler.transformer import (calibrate_layers, compile_encoder, encoder_chain, polynomial_encoder,
+                                         read_encoder_artifact)
 from einfhe.params import bootstrap_headroom
 from einfhe.params.precision import error_bound
 from einfhe.runtime.magnitudes import value_magnitudes
@@ -35,7 +35,6 @@ CONFIG = {"hidden_size": WIDTH, "vocab_size": len(WORDS), "max_position_embeddin
 EXAMPLE = ["the cat sat on the mat", "a dog ran in the park", "the bird sang in a tree", "the sun shone",
            "rain fell on the park", "a small cat ran", "the old dog sat near a tree", "a bird sat on the sun",
            "the rain fell over the old park", "a cat sang", "the dog ran at the bird", "small rain fell"]
-BOOTSTRAP_ERROR = 2.0**-10  # what one bootstrap moves a slot by at these rings (tests/einfhe/compiler/test_levels.py)
 
 
 def _tokenizer():
@@ -103,14 +102,7 @@ def _moved_bootstraps(plan, params, plains, x) -> np.ndarray:
     """The plan on the simulator with every bootstrap moving every slot by BOOTSTRAP_ERROR, signs at random: how
     far the bootstraps' own error is carried to the output."""
     ctx = einfhe.Context.for_plan(plan, backend="simulator", params=params)
-    exact, signs = ctx.backend.bootstrap, np.random.default_rng(5)
-
-    def moved(ct):
-        fresh = exact(ct)
-        return SimCiphertext(fresh.values + BOOTSTRAP_ERROR * signs.choice([-1.0, 1.0], fresh.values.shape),
-                             fresh.level)
-
-    ctx.backend.bootstrap = moved
+    move_bootstraps(ctx)
     return einfhe.decrypt(ctx, einfhe.run(ctx, plan, einfhe.encrypt(ctx, x, plan.input_layout(0)), *plains))
 
 
@@ -140,7 +132,8 @@ def test_encrypted_sentence_embeddings_decrypt_to_the_polynomial_model(served):
         x = encoder.embeddings(ids[row].numpy())
         hidden = polynomial_encoder(encoder, blocks, x)
         carried = np.abs(_moved_bootstraps(plan, params, compiled.plains, x) - hidden).max()
-        bound = error_bound(params, largest_value(encoder, blocks, x), INNER, plan.depth, plan.keyswitches) + carried
+        bound = error_bound(params, stack_largest_value(encoder.layers, blocks, x), INNER, plan.depth,
+                            plan.keyswitches) + carried
         pooled = hidden[:int(mask[row].sum())].mean(axis=0)
         distance = np.linalg.norm(got[row] - pooled / np.linalg.norm(pooled))
         assert distance <= 2 * math.sqrt(WIDTH) * bound / np.linalg.norm(pooled)

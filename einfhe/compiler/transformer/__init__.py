@@ -13,13 +13,11 @@ from .packed import RowPacking, compile_packed_layer
 from .refresh import place_bootstraps
 from .stack import splice_plan
 from .artifact import EncoderArtifact, TokenEmbeddings, read_encoder_artifact
-from .encoder_model import (CompiledEncoder, calibrate_layers, compile_encoder, encoder_chain, largest_value,
-                            polynomial_encoder)
+from .encoder_model import CompiledEncoder, calibrate_layers, compile_encoder, encoder_chain, polynomial_encoder
 
 __all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "Piece", "PieceBuilder", "softmax_piece",
            "layernorm_piece", "gelu_piece", "EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder",
            "heads_of", "Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece",
            "stack_programs", "RowPacking", "compile_packed_layer", "place_bootstraps",
            "splice_plan", "EncoderArtifact", "TokenEmbeddings", "read_encoder_artifact",
-           "CompiledEncoder", "calibrate_layers", "compile_encoder", "encoder_chain", "largest_value",
-           "polynomial_encoder"]
+           "CompiledEncoder", "calibrate_layers", "compile_encoder", "encoder_chain", "polynomial_encoder"]

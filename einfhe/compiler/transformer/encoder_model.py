@@ -22,8 +22,7 @@ from .program import EncoderProgram, stack_programs
 from .refresh import chain_levels, place_bootstraps
 from .stack import splice_plan
 
-__all__ = ["CompiledEncoder", "calibrate_layers", "compile_encoder", "encoder_chain", "largest_value",
-           "polynomial_encoder"]
+__all__ = ["CompiledEncoder", "calibrate_layers", "compile_encoder", "encoder_chain", "polynomial_encoder"]
 
 
 @dataclass(frozen=True)
@@ -52,20 +51,6 @@ def polynomial_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, .
     for weights, layer_blocks in zip(artifact.layers, blocks):
         x = encoder_layer(weights, x, layer_blocks)
     return x
-
-
-def largest_value(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], x: np.ndarray) -> float:
-    """The largest magnitude the encrypted program meets on embeddings x (what its CKKS error scales with): every
-    layer's block inputs, and inside the blocks the reciprocal of the smallest softmax sum, the inverse square root
-    of the smallest variance and the exp's peak on its fitted range."""
-    largest = 0.0
-    for weights, b in zip(artifact.layers, blocks):
-        trace: dict = {}
-        x = encoder_layer(weights, x, b, trace=trace)
-        largest = max(largest, *(float(np.abs(v).max()) for values in trace.values() for v in values),
-                      1 / b.softmax.reciprocal.lo, b.norm1.inverse_sqrt.lo ** -0.5, b.norm2.inverse_sqrt.lo ** -0.5,
-                      float(np.exp(b.softmax.exp.hi * 2.0 ** -b.softmax.squarings)))
-    return largest
 
 
 def encoder_chain(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], tokens: int, *,
