@@ -4,7 +4,7 @@ the weights and the client's token embeddings come from bench/transformer_export
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python bench/transformer_encrypted.py --data minilm_l6.npz [--tokens 8]
         [--layers 1] [--sentences 1] [--slots 4096] [--max-depth 7] [--basis plan|bsgs|pow2]
-        [--threads 1 2 4] [--dask 1 2 4] [--ring 8192 | --simulate 2.4e-3] [--dry]
+        [--threads 1 2 4] [--dask 1 2 4] [--ring 8192 | --simulate 2.4e-3] [--census] [--dry]
 
 Per sentence length: each layer's blocks calibrated on the file's 32 calibration sentences (GELU's degree the
 largest that fits `--max-depth` with the product after it), each layer compiled in the row packing at `--slots`
@@ -12,15 +12,19 @@ slots (`compile_packed_layer`), the layers stacked into one chain (`stack_progra
 the level planner at `--max-depth` levels between refreshes (`place_bootstraps`), every rotation in `--basis`
 (`plan`: one key per offset; `bsgs`, `pow2`: fewer keys, more key switches). Parameters: the 128-bit set
 `Parameters.derive(depth, slots, bootstrap=True)` (ring 2^16); `--ring R` keeps its chain (scale, first
-modulus) on a ring of R with OpenFHE's default key-switching digits (smaller keys) and NO security (how the work spreads and what the arithmetic does, not a 128-bit
-latency); `--simulate E` runs on the exact slot simulator with every bootstrap adding normal noise of standard
+modulus) on a ring of R with OpenFHE's default key-switching digits (smaller keys) and NO security (how the work
+spreads and what the arithmetic does, not a 128-bit latency); `--simulate E` runs on the exact slot simulator with every bootstrap adding normal noise of standard
 deviation E / 4 to every slot (its largest about E: OpenFHE's largest bootstrap error at these scales is 2.41e-3,
 BENCHMARKS.md issue 20) and reports the largest value a bootstrap met (it must stay below the headroom: larger
-values are shrunk before their bootstrap and grown back after, `place_bootstraps`). `--dry` prints the plan, parameters and key estimate and stops.
+values are shrunk before their bootstrap and grown back after, `place_bootstraps`). `--census` measures the
+128-bit key set without holding it (`key_census`: one key generated and serialized, the keys counted on a tiny
+chain of the same ring) and one op's CPU seconds there and on `--ring`'s ring. `--dry` prints the plan,
+parameters and key estimate and stops.
 
 Printed: the chain (depth, bootstrap points and steps, rotation keys and rotations), the parameters, key generation
 seconds, evaluation-key bytes (rotation and bootstrapping keys: their count times one key's serialized bytes),
-then per sentence and per run (threads, then Dask workers): seconds per layer and in all, the ops run, bytes
+then per sentence and per run (threads, then Dask workers): seconds in all, and per layer in wall seconds and this
+process's CPU seconds (on one thread on a shared machine, the latency an idle core would give), the ops run, bytes
 moved (the client's input and output ciphertexts; under Dask also every stage's values through the caller), and
 the decrypted embedding against the float model with the same weights (numpy, exact softmax/LayerNorm/GELU, the
 baseline): cosine of the mean-pooled embeddings, and the max error against the polynomial model in float; at the
@@ -50,7 +54,8 @@ from einfhe.compiler.transformer import (EncoderWeights, RowPacking, calibrate_e
 from einfhe.compiler.transformer.encoder import GELU_DEGREES  # noqa: E402
 from einfhe.compiler.transformer.refresh import HEADROOM_MARGIN  # noqa: E402
 from einfhe.crypto import EncryptedTensor  # noqa: E402
-from einfhe.params import INSECURE, Parameters, bootstrap_headroom  # noqa: E402
+from einfhe.params import (BOOTSTRAP_LEVEL_BUDGET, INSECURE, Parameters, bootstrap_headroom,  # noqa: E402
+                           correction_factor)
 from einfhe.plan import chebyshev_levels  # noqa: E402
 from einfhe.plan.cost import key_switching_key_bytes  # noqa: E402
 from einfhe.runtime.magnitudes import value_magnitudes  # noqa: E402
@@ -133,18 +138,80 @@ def evaluation_key_bytes(ctx) -> tuple[int, int]:
     return count, count * len(openfhe.SerializeEvalMultKeyString(openfhe.BINARY, backend.key_tag))
 
 
-def timed_run(program, run_plan, x) -> tuple[EncryptedTensor, dict]:
-    """Run the chain stage by stage; seconds per layer (the stage names' "L<i>." prefix)."""
-    seconds, stages = defaultdict(float), iter(program.stages)
+def op_seconds(params: Parameters, repeats: int = 3) -> dict[str, float]:
+    """CPU seconds of one rotation, product with relinearization, plain product and rescale on a fresh ciphertext
+    of `params` (all its towers), each the best of `repeats`, OpenFHE called directly (it clears OpenFHE's key caches
+    after: call it before making a run's context)."""
+    import openfhe
+
+    from einfhe.backends.openfhe_context import crypto_context
+
+    cc = crypto_context(params)
+    keys = cc.KeyGen()
+    cc.EvalMultKeyGen(keys.secretKey)
+    cc.EvalRotateKeyGen(keys.secretKey, [1])
+    plain = cc.MakeCKKSPackedPlaintext(list(np.linspace(-1, 1, params.slots)))
+    ct = cc.Encrypt(keys.publicKey, plain)
+    ops = {"rotate": lambda: cc.EvalRotate(ct, 1), "mul + relinearize": lambda: cc.EvalMult(ct, ct),
+           "mul_plain": lambda: cc.EvalMult(ct, plain), "rescale": lambda: cc.Rescale(ct)}
+    seconds = {}
+    for name, op in ops.items():
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            op()
+            times.append(time.process_time() - start)
+        seconds[name] = min(times)
+    openfhe.ClearEvalMultKeys()
+    cc.ClearEvalAutomorphismKeys()
+    return seconds
+
+
+def key_census(params: Parameters, rotations: tuple[int, ...]) -> dict:
+    """The 128-bit key set measured without holding it: one key-switching key generated at `params` and serialized
+    (the relinearization key), and the automorphism keys bootstrapping and `rotations` need together (their union),
+    generated for the same ring and slots on a 1-level insecure chain with one digit (tiny keys: which rotations
+    OpenFHE's bootstrapping takes depends on the ring, the slots and the level budget only). It clears OpenFHE's
+    key caches after: call it before making a run's context."""
+    import openfhe
+
+    from einfhe.backends.openfhe_context import crypto_context
+
+    cc = crypto_context(params)
+    keys = cc.KeyGen()
+    start = time.process_time()
+    cc.EvalMultKeyGen(keys.secretKey)
+    keygen = time.process_time() - start
+    one = len(openfhe.SerializeEvalMultKeyString(openfhe.BINARY, keys.publicKey.GetKeyTag()))
+    openfhe.ClearEvalMultKeys()
+    shallow = Parameters(params.ring_dim, params.slots, 1, params.scale_bits, params.first_mod_bits, INSECURE, True, 1)
+    small = crypto_context(shallow)
+    small_keys = small.KeyGen()
+    small.EvalBootstrapSetup(list(BOOTSTRAP_LEVEL_BUDGET), [0, 0], shallow.slots,
+                             correction_factor(params.ring_dim, params.slots), False)
+    small.EvalBootstrapKeyGen(small_keys.secretKey, shallow.slots)
+    bootstrap = len(small.GetExistingEvalAutomorphismKeyIndices(small_keys.publicKey.GetKeyTag()))
+    small.EvalRotateKeyGen(small_keys.secretKey, list(rotations))
+    union = len(small.GetExistingEvalAutomorphismKeyIndices(small_keys.publicKey.GetKeyTag()))
+    small.ClearEvalAutomorphismKeys()
+    return {"one key bytes": one, "one key seconds": keygen, "bootstrap keys": bootstrap, "keys": union + 1,
+            "bytes": (union + 1) * one, "seconds": (union + 1) * keygen}
+
+
+def timed_run(program, run_plan, x) -> tuple[EncryptedTensor, dict, dict]:
+    """Run the chain stage by stage; wall seconds and this process's CPU seconds per layer (the stage names'
+    "L<i>." prefix: on one thread on a shared machine the CPU seconds are the latency an idle core would give)."""
+    seconds, cpu, stages = defaultdict(float), defaultdict(float), iter(program.stages)
 
     def each(plan, *operands):
         layer = next(stages).name.split(".")[0]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = run_plan(plan, *operands)
         seconds[layer] += time.perf_counter() - start
+        cpu[layer] += time.process_time() - start_cpu
         return out
 
-    return program.run(each, x), dict(seconds)
+    return program.run(each, x), dict(seconds), dict(cpu)
 
 
 def dask_runner(ctx, workers: int):
@@ -187,6 +254,8 @@ def measure(args, tokens: int, data) -> None:
           f"level planner's estimate {level_plan.seconds:.0f} s\n  {params}\n  one key-switching key "
           f"{one_key / 2**20:.0f} MiB: the rotation keys {len(program.rotation_keys) * one_key / 2**30:.1f} GiB, "
           "bootstrapping's own beside them", flush=True)
+    if args.census:
+        report_census(params, program)
     if args.dry:
         return
     start = time.perf_counter()
@@ -213,7 +282,7 @@ def measure(args, tokens: int, data) -> None:
                     def run_plan(plan, *operands):
                         return einfhe.run(ctx, plan, *operands, stats=stats, workers=threads)
                 start = time.perf_counter()
-                out, per_layer = timed_run(program, run_plan, xe)
+                out, per_layer, cpu = timed_run(program, run_plan, xe)
                 total = time.perf_counter() - start
                 if close:
                     close()
@@ -228,8 +297,10 @@ def measure(args, tokens: int, data) -> None:
                 embeddings[label].append(pooled(got))
                 ops = ", ".join(f"{op} {n}" for op, n in stats.counts.most_common(6))
                 print(f"  sentence {index} {label}: {total:.1f} s (encrypt {encrypt_s:.1f} s), per layer "
-                      + " ".join(f"{s:.1f}" for s in per_layer.values())
-                      + f" s; cosine to the float model {cosine:.6f} (the polynomial model's {pooled(poly) @ pooled(exact):.6f}),"
+                      + " ".join(f"{s:.1f}" for s in per_layer.values()) + " s wall, "
+                      + " ".join(f"{s:.1f}" for s in cpu.values())
+                      + f" s CPU here; cosine to the float model {cosine:.6f} (the polynomial model's "
+                      f"{pooled(poly) @ pooled(exact):.6f}),"
                       f" max |decrypted - polynomial model| {np.abs(got - poly).max():.2e}; {ops}; bytes moved "
                       + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in moved.items())
                       + (f"; largest value bootstrapped {ctx.largest[0]:.2f} (headroom {headroom:g})" if args.simulate
@@ -242,6 +313,25 @@ def measure(args, tokens: int, data) -> None:
         print(f"  {label}: cosine to the float model on {len(values)} sentence(s), mean {np.mean(values):.6f} "
               f"worst {np.min(values):.6f}; retrieval top-1 agreement with it {agree:.2f} (each sentence's "
               "nearest other sentence)")
+
+
+def report_census(params: Parameters, program) -> None:
+    """Print the 128-bit key set of `program` (key_census) and the ops' seconds there against `params`'."""
+    secure = Parameters.derive(program.depth, params.slots, bootstrap=True)
+    census = key_census(secure, program.rotation_keys)
+    print(f"  128-bit key set ({secure}), measured: one key-switching key {census['one key bytes'] / 2**20:.0f} MiB "
+          f"serialized, generated in {census['one key seconds']:.1f} CPU s; bootstrapping's keys for {secure.slots} "
+          f"slots {census['bootstrap keys']}, with the plan's {len(program.rotation_keys)} rotations "
+          f"{census['keys'] - 1}, and the relinearization key: {census['keys']} keys, "
+          f"{census['bytes'] / 2**30:.1f} GiB (about {census['seconds'] / 60:.0f} CPU min to generate); "
+          f"peak RSS {peak_gib():.1f} GiB", flush=True)
+    runs = {"128-bit": op_seconds(secure)} | ({} if params == secure else {f"N={params.ring_dim}": op_seconds(params)})
+    for name, seconds in runs.items():
+        print(f"  one op on a fresh ciphertext, {name}: "
+              + ", ".join(f"{op} {s * 1e3:.1f} ms" for op, s in seconds.items()), flush=True)
+    if len(runs) == 2:
+        fast, slow = runs[f"N={params.ring_dim}"], runs["128-bit"]
+        print("  128-bit / this ring: " + ", ".join(f"{op} {slow[op] / fast[op]:.1f}x" for op in slow), flush=True)
 
 
 def peak_gib() -> float:
@@ -262,6 +352,7 @@ def main() -> None:
     parser.add_argument("--dask", type=int, nargs="*", default=[])
     parser.add_argument("--ring", type=int, help="run the 128-bit chain on this insecure ring instead")
     parser.add_argument("--simulate", type=float, help="the simulator, bootstraps moving each slot by this much")
+    parser.add_argument("--census", action="store_true", help="measure the 128-bit key set (key_census) first")
     parser.add_argument("--dry", action="store_true")
     args = parser.parse_args()
     data = np.load(args.data)
