@@ -19,22 +19,17 @@ import einfhe  # noqa: E402  -- loads openfhe before any other extension module
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
 import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from einfhe.crypto.blobs import HEADER_SIZE, pack_blob, unpack_blob  # noqa: E402
+from einfhe.tools.timing import call_seconds  # noqa: E402
 
 
 def _median(fn, repeats: int) -> float:
     """Median wall time of `fn()` in milliseconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return statistics.median(call_seconds(fn, repeats)) * 1e3
 
 
 def main() -> None:

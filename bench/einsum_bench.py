@@ -64,6 +64,7 @@ import einfhe
 from einfhe.plan.cost import load_cost_model
 from einfhe.plan.keybasis import basis_tradeoff
 from einfhe.runtime.scheduler import default_workers
+from einfhe.tools.timing import call_seconds
 
 try:  # TenSEAL is in the `bench` extra
     import tenseal as ts
@@ -98,14 +99,8 @@ CASES = [
 
 
 def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        if times[-1] > 5.0:  # a slow baseline is timed once
-            break
-    return 1e3 * statistics.median(times)
+    """Median wall time of `fn()` in milliseconds (a call over 5 s is timed once)."""
+    return 1e3 * statistics.median(call_seconds(fn, repeats, give_up_after=5.0))
 
 
 def _cheapest(model, op: str, ring: int, depth: int, below_depth: bool) -> float:

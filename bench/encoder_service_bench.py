@@ -35,6 +35,7 @@ from client import Client, EncryptedModel
 from einfhe.compiler import read_artifact_graph
 from einfhe.compiler.transformer import calibrate_layers, encoder_layer, polynomial_encoder, read_encoder_artifact
 from einfhe.plan.cost import evaluation_key_bytes
+from einfhe.tools.timing import call_seconds
 from server import LocalServer, Settings
 from server.encoder_program import compile_encoder_program, refresh_choices
 
@@ -59,12 +60,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def _median_seconds(call, repeats: int) -> float:
     """The median wall-clock seconds of `repeats` calls."""
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+    return float(np.median(call_seconds(call, repeats)))
 
 
 def _registration(url: str, artifact: Path, tokens: int) -> None:

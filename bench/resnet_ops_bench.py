@@ -50,15 +50,12 @@ from einfhe.compiler.packed_cnn import compile_packed_cnn, compile_packed_image 
 from einfhe.params import Parameters  # noqa: E402
 from einfhe.plan import chebyshev_levels  # noqa: E402
 from einfhe.plan.cost import BOOTSTRAP_SECONDS  # noqa: E402
+from einfhe.tools.timing import call_seconds  # noqa: E402
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """The median wall-clock seconds of `repeats` calls of `fn()`."""
+    return statistics.median(call_seconds(fn, repeats))
 
 
 def _label(key: tuple) -> str:

@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from ..backends.openfhe import OpenFHEBackend
 from ..backends.plaintext_cache import DEFAULT_CACHE_BYTES
 from ..params import Parameters
+from .timing import call_seconds
 
 __all__ = ["calibrate", "main", "DEFAULT_PATH"]
 
@@ -32,12 +32,8 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "costs.json"
 
 
 def _fastest_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    """The fastest of `repeats` timed calls of `fn()`, in seconds."""
+    return min(call_seconds(fn, repeats))
 
 
 def _cached_seconds(backend: OpenFHEBackend, op, ct, vec, repeats: int) -> float:
