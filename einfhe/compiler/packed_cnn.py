@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelError
-from ..layout import Dim, Layout
+from ..layout import Dim, Layout, natural_layout
 from ..plan import (Add, AddPlain, Bootstrap, Chebyshev, CipherInput, Mul, MulPlain, PlainInput, PlainSlice, Plan,
                     Rescale, Rotate, chebyshev_levels, step_level)
 from .activations import CompositeReLU
@@ -33,7 +33,7 @@ from .builder import PlanBuilder
 from .cnn import fold_batchnorm
 from .image_layout import ImageLayout
 from .layers import Linear
-from .slot_linear import slot_linear, vector_layout
+from .slot_linear import slot_linear
 
 __all__ = ["Conv", "Block", "GlobalAvgPool", "PackedCNN", "compile_packed_cnn", "compile_packed_image",
            "conv_with_batchnorm"]
@@ -150,14 +150,14 @@ class _Lowering:
 
     def add_vector(self, value: int, vector: np.ndarray) -> int:
         name = self.plain(vector[None, :])
-        return self.emit(AddPlain, value, PlainSlice(name, vector_layout(vector.size, self.slots), 0))
+        return self.emit(AddPlain, value, PlainSlice(name, natural_layout((vector.size,), self.slots, "s"), 0))
 
     def scale(self, value: int, factor: float, why: str) -> int:
         """`value` times a constant (one plaintext product and a rescale): an identity shortcut's share of the
         factor its block's output carries."""
         value = self.room(value, 1, why)
         name = self.plain(np.full((1, self.slots), factor))
-        product = self.emit(MulPlain, value, PlainSlice(name, vector_layout(self.slots, self.slots), 0))
+        product = self.emit(MulPlain, value, PlainSlice(name, natural_layout((self.slots,), self.slots, "s"), 0))
         return self.emit(Rescale, product)
 
     def conv(self, value: int, layout: ImageLayout, conv: Conv, why: str,
@@ -304,7 +304,7 @@ def compile_packed_image(layers: list, image_shape: tuple[int, int, int], *, slo
     returned output layout's `unpack` reads as an image (a stage of a network, measured on its own)."""
     state, value, layout = _start(image_shape, slots, max_depth)
     value, layout = _lower(state, layers, value, layout, "")
-    return _plan(state, value, vector_layout(slots, slots), image_shape), layout
+    return _plan(state, value, natural_layout((slots,), slots, "s"), image_shape), layout
 
 
 def compile_packed_cnn(layers: list, image_shape: tuple[int, int, int], *, slots: int, max_depth: int) -> PackedCNN:

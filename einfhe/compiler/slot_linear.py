@@ -17,17 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelError
-from ..layout import Dim, Layout
+from ..layout import natural_layout
 from ..plan import HoistedRotate, MulPlain, PlainSlice, Rescale, Rotate, RotatePrecompute
 
-__all__ = ["SlotLinear", "slot_linear", "vector_layout", "HOISTED_SHARE"]
+__all__ = ["SlotLinear", "slot_linear", "HOISTED_SHARE"]
 
 HOISTED_SHARE = 0.5  # a hoisted rotation's price as a share of a plain one (its decomposition is shared)
-
-
-def vector_layout(period: int, slots: int) -> Layout:
-    """The layout of a plain vector of `period` slot values repeated over `slots` slots (one diagonal)."""
-    return Layout((Dim("s", period, "axis", period),), slots, "s", (period,))
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ class SlotLinear:
     def lower(self, builder, src: int, name: str, slots: int) -> int:
         """Emit the steps applying the map to value `src` with the diagonals as plain operand `name`; return the
         (rescaled) output value."""
-        layout = vector_layout(self.period, slots)
+        layout = natural_layout((self.period,), slots, "s")
         babies = {0: src}
         moved = [b for b in self.baby if b]
         if moved:
