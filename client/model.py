@@ -38,7 +38,7 @@ from einfhe.compiler.transformer import TokenEmbeddings
 
 from .client import Client, PlanInfo
 from .errors import NotFound
-from .sentences import default_tokenizer, mean_pool, token_ids
+from .sentences import default_tokenizer, mean_pool, refuse_longer, token_ids
 
 __all__ = ["EncryptedModel"]
 
@@ -181,10 +181,7 @@ class EncryptedModel:
         if self._tokenizer is None:
             self._tokenizer = default_tokenizer()
         ids = token_ids(self._tokenizer, sentences, encoder["vocab"])
-        for index, sentence in enumerate(ids):
-            if len(sentence) > encoder["positions"]:
-                raise ValueError(f"sentence {index} is {len(sentence)} tokens; the model has {encoder['positions']} "
-                                 "positions: shorten it")
+        refuse_longer(ids, encoder["positions"], "the model has {limit} positions: shorten it")
         if not encrypted:
             width = max(len(i) for i in ids)
             padded = np.full((len(ids), width), encoder["pad_id"], dtype=np.int64)
@@ -196,10 +193,8 @@ class EncryptedModel:
             raise ValueError(f"the model is served in plaintext only ({', '.join(self.info['encrypted_blockers'])}):"
                              " call infer(sentences, encrypted=False)")
         tokens = encoder["tokens"]
-        for index, sentence in enumerate(ids):
-            if len(sentence) > tokens:
-                raise ValueError(f"sentence {index} is {len(sentence)} tokens; the model's encrypted program takes at "
-                                 f"most {tokens}: shorten it, or call infer(..., encrypted=False)")
+        refuse_longer(ids, tokens, "the model's encrypted program takes at most {limit}: shorten it, or call "
+                                   "infer(..., encrypted=False)")
         if self._embeddings is None:
             response = self.client.http.request("GET", f"/models/{self.info['id']}/embeddings")
             with np.load(io.BytesIO(response.content), allow_pickle=False) as arrays:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["default_tokenizer", "mean_pool", "token_ids"]
+__all__ = ["default_tokenizer", "mean_pool", "refuse_longer", "token_ids"]
 
 
 def default_tokenizer():
@@ -38,6 +38,13 @@ def token_ids(tokenizer, sentences, vocab: int) -> list[np.ndarray]:
                          "model's own tokenizer (EncryptedModel(..., tokenizer=...))")
     return [np.asarray([i for i, real in zip(e.ids, e.attention_mask) if real], dtype=np.int64)
             for e in tokenizer.encode_batch(list(sentences))]
+
+
+def refuse_longer(ids: list[np.ndarray], limit: int, why: str) -> None:
+    """Raise ValueError naming the first sentence of more than `limit` tokens, followed by `why` (with `{limit}`)."""
+    for index, sentence in enumerate(ids):
+        if len(sentence) > limit:
+            raise ValueError(f"sentence {index} is {len(sentence)} tokens; " + why.format(limit=limit))
 
 
 def mean_pool(hidden: np.ndarray, length: int, normalize: bool) -> np.ndarray:
