@@ -10,6 +10,7 @@ ciphertext each, where the unsplit einsum needed 8,192 ciphertexts.
 
 from __future__ import annotations
 
+import string
 from dataclasses import replace
 from typing import Callable
 
@@ -47,7 +48,7 @@ def tile_candidates(spec: EinsumSpec, splittable: list[int], slots: int) -> list
 
 def _tiled(spec: EinsumSpec, position: int, letter: str, tile: int) -> tuple[str, tuple[int, ...]]:
     """The einsum with `letter` of operand `position` split into (tiles, `tile`), and that operand's tiled shape."""
-    fresh = next(c for c in "tuvwxyzTUVWXYZabcdefghijklmnopqrsABCDEFGHIJKLMNOPQRS" if c not in str(spec))
+    fresh = next(c for c in "t" + string.ascii_letters if c not in str(spec))  # "t" for tiles where it is free
     inputs = [t.replace(letter, fresh + letter) if q == position else t for q, t in enumerate(spec.inputs)]
     output = spec.output.replace(letter, fresh + letter)
     shape = []
