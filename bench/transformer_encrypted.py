@@ -4,7 +4,7 @@ the weights and the client's token embeddings come from bench/transformer_export
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python bench/transformer_encrypted.py --data minilm_l6.npz [--tokens 8]
         [--layers 1] [--sentences 1] [--slots 4096] [--max-depth 7] [--basis plan|bsgs|pow2]
-        [--threads 1 2 4] [--dask 1 2 4] [--ring 8192 | --simulate 2.4e-3] [--census] [--dry]
+        [--threads 1 2 4] [--dask 1 2 4] [--ring 8192 | --simulate 2.4e-3] [--census] [--stages] [--dry]
 
 Per sentence length: each layer's blocks calibrated on the file's 32 calibration sentences (GELU's degree the
 largest that fits `--max-depth` with the product after it), each layer compiled in the row packing at `--slots`
@@ -56,7 +56,7 @@ from einfhe.compiler.transformer.refresh import HEADROOM_MARGIN  # noqa: E402
 from einfhe.crypto import EncryptedTensor  # noqa: E402
 from einfhe.params import (BOOTSTRAP_LEVEL_BUDGET, INSECURE, Parameters, bootstrap_headroom,  # noqa: E402
                            correction_factor)
-from einfhe.plan import chebyshev_levels  # noqa: E402
+from einfhe.plan import ROTATION_OPS, chebyshev_levels  # noqa: E402
 from einfhe.plan.cost import key_switching_key_bytes  # noqa: E402
 from einfhe.runtime.magnitudes import value_magnitudes  # noqa: E402
 
@@ -198,17 +198,23 @@ def key_census(params: Parameters, rotations: tuple[int, ...]) -> dict:
             "bytes": (union + 1) * one, "seconds": (union + 1) * keygen}
 
 
-def timed_run(program, run_plan, x) -> tuple[EncryptedTensor, dict, dict]:
+def timed_run(program, run_plan, x, verbose: bool = False) -> tuple[EncryptedTensor, dict, dict]:
     """Run the chain stage by stage; wall seconds and this process's CPU seconds per layer (the stage names'
-    "L<i>." prefix: on one thread on a shared machine the CPU seconds are the latency an idle core would give)."""
+    "L<i>." prefix: on one thread on a shared machine the CPU seconds are the latency an idle core would give),
+    under `verbose` also printed per stage as each ends."""
     seconds, cpu, stages = defaultdict(float), defaultdict(float), iter(program.stages)
 
     def each(plan, *operands):
-        layer = next(stages).name.split(".")[0]
+        name = next(stages).name
+        layer = name.split(".")[0]
         start, start_cpu = time.perf_counter(), time.process_time()
         out = run_plan(plan, *operands)
-        seconds[layer] += time.perf_counter() - start
-        cpu[layer] += time.process_time() - start_cpu
+        wall, used = time.perf_counter() - start, time.process_time() - start_cpu
+        seconds[layer] += wall
+        cpu[layer] += used
+        if verbose:
+            print(f"    stage {name}: {wall:.1f} s wall, {used:.1f} s CPU, {plan.bootstraps} bootstrap(s), "
+                  f"{sum(plan.op_counts()[op] for op in ROTATION_OPS)} rotations; peak RSS {peak_gib():.1f} GiB", flush=True)
         return out
 
     return program.run(each, x), dict(seconds), dict(cpu)
@@ -282,7 +288,7 @@ def measure(args, tokens: int, data) -> None:
                     def run_plan(plan, *operands):
                         return einfhe.run(ctx, plan, *operands, stats=stats, workers=threads)
                 start = time.perf_counter()
-                out, per_layer, cpu = timed_run(program, run_plan, xe)
+                out, per_layer, cpu = timed_run(program, run_plan, xe, args.stages)
                 total = time.perf_counter() - start
                 if close:
                     close()
@@ -353,6 +359,7 @@ def main() -> None:
     parser.add_argument("--ring", type=int, help="run the 128-bit chain on this insecure ring instead")
     parser.add_argument("--simulate", type=float, help="the simulator, bootstraps moving each slot by this much")
     parser.add_argument("--census", action="store_true", help="measure the 128-bit key set (key_census) first")
+    parser.add_argument("--stages", action="store_true", help="print each stage's seconds as it ends")
     parser.add_argument("--dry", action="store_true")
     args = parser.parse_args()
     data = np.load(args.data)
