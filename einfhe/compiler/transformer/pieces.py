@@ -20,7 +20,7 @@ import numpy as np
 
 from ...errors import ModelError
 from ...layout import Layout, natural_layout
-from ...plan import Add, CipherInput, Mul, PlainInput, Plan, Rescale, Rotate, Sub
+from ...plan import Add, AddPlain, CipherInput, Mul, PlainInput, PlainSlice, Plan, Rescale, Rotate, Sub
 from ..builder import Packed, PlanBuilder
 from ..layers import ChebyshevActivation
 from .approx import PolyGelu, PolyLayerNorm, PolySoftmax
@@ -125,6 +125,22 @@ class PieceBuilder:
             step *= 2
         return Packed(tuple(cts), value.layout)
 
+    def fill_unsummed(self, sums: Packed, constant: float) -> Packed:
+        """A `row_sum` result with `constant` added in the slots no row's sum reaches (no level): there the sum is 0
+        up to a bootstrap's noise, which a series fitted away from 0 (a reciprocal) would blow up past the next
+        bootstrap's headroom; `constant`, inside the series' range, keeps those slots small."""
+        layout, n = sums.layout, sums.layout.dims[-1].size if sums.layout.dims else 1
+        selector = np.zeros(layout.tensor_shape)
+        selector[..., 0] = 1.0
+        covered, step = layout.pack(selector) != 0, 1
+        while step < n:  # the slots row_sum's rotations back copy each row's first slot to
+            covered = covered | np.roll(covered, step, axis=-1)
+            step *= 2
+        name = self.plain(np.where(covered, 0.0, constant))
+        vector = natural_layout((layout.slots,), layout.slots, "s")
+        return Packed(tuple(self.builder.emit(AddPlain, ct, PlainSlice(name, vector, index))
+                            for index, ct in enumerate(sums.cts)), layout)
+
     def plan(self, spec: str, output: Packed) -> Piece:
         """The piece: every step emitted, `output` its result."""
         plan = Plan(spec=spec, slots=output.layout.slots, operands=tuple(self.operands), plain_program=(),
@@ -149,12 +165,12 @@ def softmax_piece(layout: Layout, softmax: PolySoftmax) -> Piece:
     last = scores.layout.dims[-1] if scores.layout.dims else None
     if last is not None and last.extent < last.size:
         exps = pb.scale(exps, 1.0)  # the padded keys' exp zeroed (the plain's padding is zero): one level
-    sums = pb.row_sum(exps, 1.0)
+    sums = pb.fill_unsummed(pb.row_sum(exps, 1.0), softmax.reciprocal.hi)
     y = pb.chebyshev(sums, softmax.reciprocal)
     probs = pb.mul(exps, _newton_reciprocal(pb, sums, y, softmax.newton_steps))
     for _ in range(softmax.squarings):  # softmax(2z) = softmax(z)^2 / sum(softmax(z)^2)
         squares = pb.mul(probs, probs)
-        sums = pb.row_sum(squares, 1.0)
+        sums = pb.fill_unsummed(pb.row_sum(squares, 1.0), softmax.renormal.hi)
         inverse = _newton_reciprocal(pb, sums, pb.chebyshev(sums, softmax.renormal), softmax.renormal_steps)
         probs = pb.mul(squares, inverse)
     return pb.plan(f"softmax[{layout.indices}]", probs)
@@ -175,7 +191,7 @@ def layernorm_piece(layout: Layout, norm: PolyLayerNorm) -> Piece:
     x = pb.rows(pb.input)
     mean = pb.row_sum(x, 1.0 / width)
     variance = pb.sub(pb.row_sum(pb.mul(x, x), 1.0 / width), pb.mul(mean, mean))
-    variance = pb.add_const(variance, norm.eps)
+    variance = pb.fill_unsummed(pb.add_const(variance, norm.eps), norm.inverse_sqrt.hi)
     half = pb.scale(variance, 0.5)
     y = pb.chebyshev(variance, norm.inverse_sqrt)
     for _ in range(norm.newton_steps):  # 1.5 y - y^2 (v/2) y

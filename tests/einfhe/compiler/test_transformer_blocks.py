@@ -118,6 +118,31 @@ def test_a_piece_moves_an_input_in_another_layout_to_its_natural_one():
     assert piece.plan.depth == softmax.levels + 1  # the relayout
 
 
+@pytest.mark.parametrize("make", ["softmax", "wide softmax", "layernorm"])
+def test_every_slot_a_series_reads_lies_in_its_range(make):
+    """A bootstrap adds noise to every slot, rows that hold no element included; a reciprocal's series read there
+    at a sum of 0 (outside its range) blows that noise past the next bootstrap's headroom. So every slot each series
+    reads, padding rows included (rows 5 to 7 of 8 here), must lie in the range it was fitted on."""
+    rng = np.random.default_rng(8)
+    x, block = (_scores(rng) if make == "softmax" else _wide_scores(rng)) if make != "layernorm" else _layernorm(rng)
+    make_piece = layernorm_piece if make == "layernorm" else softmax_piece
+    piece = make_piece(natural_layout(x.shape, SLOTS), block)
+    params = einfhe.Parameters.insecure_for_tests(piece.plan.depth, SLOTS)
+    ctx = einfhe.Context.for_plan(piece.plan, backend="simulator", params=params)
+    series, read = ctx.backend.chebyshev, []
+
+    def recorded(ct, coeffs, lo, hi):
+        read.append((ct.values.min(), ct.values.max(), lo, hi))
+        return series(ct, coeffs, lo, hi)
+
+    ctx.backend.chebyshev = recorded
+    out = einfhe.run(ctx, piece.plan, *piece.operands(einfhe.encrypt(ctx, x, piece.plan.input_layout(0))))
+    np.testing.assert_allclose(einfhe.decrypt(ctx, out), block(x), rtol=1e-9, atol=1e-12)
+    assert len(read) == (1 if make == "layernorm" else 2 + block.squarings)
+    for smallest, largest, lo, hi in read:
+        assert lo <= smallest and largest <= hi, (smallest, largest, lo, hi)
+
+
 def test_bad_input_is_refused():
     rng = np.random.default_rng(5)
     x, softmax = _scores(rng)
