@@ -20,12 +20,13 @@ def largest_value(blocks, trace) -> float:
                blocks.norm2.inverse_sqrt.lo ** -0.5, np.exp(blocks.softmax.exp.hi * 2.0 ** -blocks.softmax.squarings))
 
 
-def stack_largest_value(layers, blocks, x) -> float:
-    """The largest magnitude layers stacked one after another meet (largest_value of each on its own input)."""
+def stack_largest_value(layers, blocks, x, length=None) -> float:
+    """The largest magnitude layers stacked one after another meet (largest_value of each on its own input; with
+    `length`, the padding past it masked out as keys)."""
     largest = 0.0
     for weights, layer_blocks in zip(layers, blocks):
         trace = {}
-        x = encoder_layer(weights, x, layer_blocks, trace=trace)
+        x = encoder_layer(weights, x, layer_blocks, trace=trace, length=length)
         largest = max(largest, largest_value(layer_blocks, trace))
     return largest
 

@@ -1,7 +1,8 @@
 """The non-polynomial parts of a transformer as polynomials on calibrated ranges, evaluated in floating point exactly
 as the encrypted plan pieces (einfhe.compiler.transformer.pieces) evaluate them, each with its error bound.
 
-- `PolySoftmax`: each row is first centred on its mean (a row sum: one level), then exp by a Chebyshev interpolant
+- `PolySoftmax`: each row is first centred on its mean (a row sum: one level; with padded keys masked out, the mean
+  of the real keys' scores, `centred_scores`), then exp by a Chebyshev interpolant
   on the calibrated range of centred scores, and the row sum's reciprocal by a Chebyshev first guess refined by
   Newton's iteration y <- y (2 - s y) (the first guess fitted for the least relative error: `inverse_fit`), which squares the relative error each step (Goldschmidt's division, as in
   THOR and NEXUS). Subtracting the row maximum, the usual guard, needs a comparison circuit (dozens of levels); the
@@ -26,8 +27,9 @@ import numpy as np
 from ...errors import ModelError
 from ...plan import chebyshev_levels
 from ..layers import ChebyshevActivation
+from .keymask import check_length
 
-__all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "newton_levels", "inverse_fit", "newton_inverse",
+__all__ = ["PolySoftmax", "centred_scores", "PolyLayerNorm", "PolyGelu", "gelu", "newton_levels", "inverse_fit", "newton_inverse",
            "fit_newton_inverse", "FIRST_GUESS_DEGREES"]
 
 NEWTON_RECIPROCAL_LEVELS = 2   # s*y, then y*(2 - s*y)
@@ -104,6 +106,19 @@ def _grid(lo: float, hi: float) -> np.ndarray:
     return np.linspace(lo, hi, 20001)
 
 
+def centred_scores(scores: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The scores as the softmax's exp meets them, and which keys are real: each row less its mean; with `length`,
+    the padded keys' scores (past the first `length`) zeroed first and the mean taken over the real ones, so a row's
+    largest real score is at least its centre (its real exps sum to at least 1)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if length is None:
+        return scores - scores.mean(axis=-1, keepdims=True), np.ones(scores.shape[-1])
+    length = check_length(length, scores.shape[-1])
+    real = (np.arange(scores.shape[-1]) < length).astype(np.float64)
+    scores = scores * real
+    return scores - scores.sum(axis=-1, keepdims=True) / length, real
+
+
 @dataclass(frozen=True)
 class PolySoftmax:
     """softmax over the last axis (rows of `length`) for rows whose centred scores lie in [lo, hi] (exp and
@@ -156,9 +171,9 @@ class PolySoftmax:
 
     @property
     def levels(self) -> int:
-        """Levels one softmax consumes: the row mean, exp, the padding mask, the row-sum selector, the reciprocal,
-        the product (one level less where the rows have no padding to mask: a power-of-two length), and per
-        squaring the square, its row sum's selector, the reciprocal and the product."""
+        """Levels one softmax consumes: the row mean, exp, the key mask (the padded keys' and the rows' padding's
+        exps zeroed; an unmasked piece on rows without padding skips it), the row-sum selector, the reciprocal,
+        the product, and per squaring the square, its row sum's selector, the reciprocal and the product."""
         base = 1 + chebyshev_levels(len(self.exp.coeffs) - 1) + 2 + newton_levels(
             self.reciprocal, self.newton_steps, NEWTON_RECIPROCAL_LEVELS) + 1
         if not self.squarings:
@@ -170,10 +185,11 @@ class PolySoftmax:
         """1/s by the first guess and Newton's steps, in floating point."""
         return newton_inverse(1.0, sums, self.reciprocal, self.newton_steps)
 
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        """The approximate softmax over the last axis, as the encrypted piece computes it."""
-        scores = np.asarray(scores, dtype=np.float64)
-        e = self.exp(scores - scores.mean(axis=-1, keepdims=True))
+    def __call__(self, scores: np.ndarray, length: int | None = None) -> np.ndarray:
+        """The approximate softmax over the last axis, as the encrypted piece computes it; with `length`, over the
+        first `length` keys only (`centred_scores`; the padded keys' exps zeroed)."""
+        centred, real = centred_scores(scores, length)
+        e = self.exp(centred) * real
         p = e * self.invert(e.sum(axis=-1, keepdims=True))
         for _ in range(self.squarings):
             q = p * p
@@ -186,7 +202,8 @@ class PolySoftmax:
         the exp fit's error, S >= 1 the exact centred sum and r the reciprocal's relative error,
         |e'/S' (1 + r) - e/S| <= (d + length * d) / (1 - length * d) * (1 + r) + r. A squaring turns an error e
         into (4 e + (length + 1) e^2) / (1/length - 2 e - length e^2) * (1 + r') + r' (r' the renormalising
-        reciprocal's relative error; sum p^2 >= 1/length)."""
+        reciprocal's relative error; sum p^2 >= 1/length). A masked row of L <= length real keys meets the same
+        bound (L terms, sum p^2 >= 1/L)."""
         d, r = self.exp_error, self.reciprocal_error
         e = (d + self.length * d) / self.reciprocal.lo * (1 + r) + r
         n, r = self.length, self.renormal_error

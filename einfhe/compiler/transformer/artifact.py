@@ -8,9 +8,10 @@ The graph must be what a BERT forward traces to (bench/quant_accuracy.py's MiniL
     pooling     the mean over the real tokens (the attention mask), then L2 normalisation -> the client's
 Each layer's wiring is checked (which value every linear, residual and LayerNorm reads), so a pre-LayerNorm or
 otherwise different block is refused, never silently run as this one. Linear layers in any of quant's formats are
-read as the real weights their integers stand for (einfhe.compiler.artifact_ops). The encrypted layers attend over
-every one of the program's token positions (the row packing has no attention mask): a sentence is padded with
-`pad_id` up to them, and only the pooling skips the padding.
+read as the real weights their integers stand for (einfhe.compiler.artifact_ops). A sentence is padded with `pad_id`
+up to the program's token positions; the encrypted layers mask the padded positions out as keys, as the attention
+mask does (the row packing's key masks take the sentence's real token count at run time:
+einfhe.compiler.transformer.keymask), and the pooling skips them.
 """
 
 from __future__ import annotations
@@ -88,13 +89,23 @@ class EncoderArtifact:
     def samples(self, tokens: int) -> list[np.ndarray]:
         """The example sequences as the client sends them to a program of `tokens` tokens (cut, or padded with
         PAD_ID), embedded: what the encrypted layers are calibrated on."""
-        if self.example is None:
-            raise ModelError("the artifact keeps no example inputs to calibrate the encrypted layers on: export it "
-                             "with quant.export(..., keep_example=True)")
-        padded = np.full((len(self.example), tokens), PAD_ID, dtype=np.int64)
+        padded = np.full((len(self._examples()), tokens), PAD_ID, dtype=np.int64)
         cut = self.example[:, :tokens]
         padded[:, :cut.shape[1]] = cut
         return [self.embeddings(ids) for ids in padded]
+
+    def lengths(self, tokens: int) -> list[int]:
+        """Each example sequence's real token count in a program of `tokens` tokens (up to its last id that is not
+        PAD_ID, at least 1, at most `tokens`): the lengths `samples` are masked with."""
+        real = self._examples()[:, :tokens] != PAD_ID
+        return [int(row.nonzero()[0].max()) + 1 if row.any() else 1 for row in real]
+
+    def _examples(self) -> np.ndarray:
+        """The example token ids, or ModelError when the export kept none."""
+        if self.example is None:
+            raise ModelError("the artifact keeps no example inputs to calibrate the encrypted layers on: export it "
+                             "with quant.export(..., keep_example=True)")
+        return self.example
 
 
 class _Graph:

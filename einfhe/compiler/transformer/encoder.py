@@ -2,7 +2,7 @@
 (numpy), the calibration of its polynomial blocks on sample inputs, and the layer with those blocks in floating point.
 
     q, k, v = x Wq + bq, x Wk + bk, x Wv + bv            split into heads: (heads, tokens, head width)
-    p = softmax(q k^T / sqrt(head width))                 per head, over the keys
+    p = softmax(q k^T / sqrt(head width))                 per head, over the keys (the real ones: `length`)
     h = LayerNorm1(x + (p v) Wo + bo)
     y = LayerNorm2(h + gelu(h W1 + b1) W2 + b2)
 """
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import ModelError
-from .approx import PolyGelu, PolyLayerNorm, PolySoftmax, gelu
+from .approx import PolyGelu, PolyLayerNorm, PolySoftmax, centred_scores, gelu
+from .keymask import check_length
 
 __all__ = ["EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder", "heads_of"]
 
@@ -98,7 +99,9 @@ class EncoderBlocks:
     norm2: PolyLayerNorm
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
+def _softmax(scores: np.ndarray, length: int | None) -> np.ndarray:
+    if length is not None:  # the padded keys masked out, as BERT's attention mask does
+        scores = np.where(np.arange(scores.shape[-1]) < check_length(length, scores.shape[-1]), scores, -np.inf)
     e = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -109,16 +112,18 @@ def _layernorm(x: np.ndarray, gamma, beta, eps: float) -> np.ndarray:
 
 
 def encoder_layer(weights: EncoderWeights, x: np.ndarray, blocks: EncoderBlocks | None = None,
-                  trace: dict | None = None) -> np.ndarray:
+                  trace: dict | None = None, length: int | None = None) -> np.ndarray:
     """The layer on x (tokens, width) in float64: exact (numpy softmax, LayerNorm, GELU), or with the polynomial
-    `blocks` as the encrypted program computes them; `trace` collects the inputs of each non-linear block."""
+    `blocks` as the encrypted program computes them; `trace` collects the inputs of each non-linear block;
+    `length`: only the first `length` tokens are real keys (the rest padding, masked out of every query's
+    attention; every position is still computed as a query)."""
     w = weights
     x = np.asarray(x, dtype=np.float64)
     trace = {} if trace is None else trace
     q, k, v = (heads_of(w, x @ m + b) for m, b in ((w.wq, w.bq), (w.wk, w.bk), (w.wv, w.bv)))
     scores = np.einsum("hqe,hke->hqk", q, k) / np.sqrt(w.head_width)
     trace.setdefault("scores", []).append(scores)
-    p = _softmax(scores) if blocks is None else blocks.softmax(scores)
+    p = _softmax(scores, length) if blocks is None else blocks.softmax(scores, length)
     attended = np.einsum("hqk,hke->qhe", p, v).reshape(x.shape[0], w.width)
     residual = x + attended @ w.wo + w.bo
     trace.setdefault("norm1", []).append(residual)
@@ -136,26 +141,33 @@ def _widened(values: np.ndarray) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def calibrate_encoder(weights: EncoderWeights, samples, *, exp_degree: int = 13,
+def calibrate_encoder(weights: EncoderWeights, samples, *, lengths=None, exp_degree: int = 13,
                       gelu_degrees: tuple[int, ...] = GELU_DEGREES, tolerance: float = 1e-4) -> EncoderBlocks:
-    """Fit the layer's blocks on the ranges the exact layer meets on `samples` (arrays of (tokens, width)), widened
-    by RANGE_MARGIN (variances from half their least, the softmax's row sums by the factor the widened range lets
-    its largest term grow; scores wider than SOFTMAX_REACH halved and squared back, `PolySoftmax`), GELU by the
-    cheapest of `gelu_degrees` within `tolerance`. Inputs outside these ranges make the polynomials diverge: calibrate on inputs like
-    the ones the layer will see."""
+    """Fit the layer's blocks on the ranges the exact layer meets on `samples` (arrays of (tokens, width); with
+    `lengths`, each sample's real token count, its padded keys masked out as the encrypted program masks them),
+    widened by RANGE_MARGIN (variances from half their least, the softmax's row sums by the factor the widened range
+    lets its largest term grow; scores wider than SOFTMAX_REACH halved and squared back, `PolySoftmax`), GELU by the
+    cheapest of `gelu_degrees` within `tolerance`. The exp's range holds every key's centred score, the padded keys'
+    too (zeroed before centring: `centred_scores`), as the program meets them. Inputs outside these ranges make the
+    polynomials diverge: calibrate on inputs like the ones the layer will see."""
     trace: dict = {}
-    for x in samples:
-        encoder_layer(weights, x, trace=trace)
+    samples = list(samples)
+    lengths = [None] * len(samples) if lengths is None else list(lengths)
+    if len(lengths) != len(samples):
+        raise ModelError("calibrate_encoder takes one length per sample", samples=len(samples), lengths=len(lengths))
+    for x, length in zip(samples, lengths):
+        encoder_layer(weights, x, trace=trace, length=length)
     if not trace:
         raise ModelError("calibrate_encoder needs at least one sample")
-    centred = [s - s.mean(axis=-1, keepdims=True) for s in trace["scores"]]
+    centred, real = zip(*(centred_scores(s, length) for s, length in zip(trace["scores"], lengths)))
     lo, hi = _widened(np.concatenate([c.ravel() for c in centred]))
     length = centred[0].shape[-1]
     squarings = max(0, math.ceil(math.log2(max(-lo, hi) / SOFTMAX_REACH)))
     shrink = 2.0 ** -squarings
     # the largest row sum, grown as the widened range lets the largest term grow (exp(hi - the largest score seen))
-    top = max(float(c.max()) for c in centred)
-    sums = max(float(np.exp(c * shrink).sum(axis=-1).max()) for c in centred) * np.exp((hi - top) * shrink)
+    top = max(float(c[..., r > 0].max()) for c, r in zip(centred, real))
+    sums = max(float((np.exp(c * shrink) * r).sum(axis=-1).max()) for c, r in zip(centred, real)) * np.exp(
+        (hi - top) * shrink)
     softmax = PolySoftmax.fit(lo, hi, length, min(sums, length * np.exp(hi * shrink)), squarings=squarings,
                               exp_degree=exp_degree, tolerance=tolerance)
 

@@ -36,20 +36,21 @@ class CompiledEncoder:
 
 
 def calibrate_layers(artifact: EncoderArtifact, tokens: int) -> tuple[EncoderBlocks, ...]:
-    """Each layer's polynomial blocks, fitted on the example sequences of `tokens` tokens as the exact layers before
-    it leave them."""
-    samples, blocks = artifact.samples(tokens), []
+    """Each layer's polynomial blocks, fitted on the example sequences of `tokens` tokens (padded, their padding
+    masked out as keys) as the exact layers before it leave them."""
+    samples, lengths, blocks = artifact.samples(tokens), artifact.lengths(tokens), []
     for weights in artifact.layers:
-        blocks.append(calibrate_encoder(weights, samples))
-        samples = [encoder_layer(weights, x) for x in samples]
+        blocks.append(calibrate_encoder(weights, samples, lengths=lengths))
+        samples = [encoder_layer(weights, x, length=length) for x, length in zip(samples, lengths)]
     return tuple(blocks)
 
 
-def polynomial_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], x: np.ndarray) -> np.ndarray:
+def polynomial_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], x: np.ndarray,
+                       length: int | None = None) -> np.ndarray:
     """What the encrypted program computes on embeddings x (tokens, width), in float64: every layer with its
-    polynomial blocks."""
+    polynomial blocks (`length`: the real tokens, the rest padding masked out as keys; None: all of them)."""
     for weights, layer_blocks in zip(artifact.layers, blocks):
-        x = encoder_layer(weights, x, layer_blocks)
+        x = encoder_layer(weights, x, layer_blocks, length=length)
     return x
 
 

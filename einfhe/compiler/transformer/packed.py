@@ -12,6 +12,11 @@ layout the one before it left and no value is ever moved by a generic relayout.
   S[h, q, (q + r) mod tokens] in the block's first slot, and a mask and a shift by r put it at slot r of the block.
   The scores live in (query, head, offset) order, every offset of a row inside its head's block: the softmax's row
   sums are rotations within a block.
+- The attention mask: a sentence shorter than `tokens` is padded, and the padded positions are masked out as keys
+  (as BERT's attention mask does). The masks are plain operands resolved for the sentence's real token count at
+  run time (einfhe.compiler.transformer.keymask): the scores' mask zeroes the padded keys' scores, the softmax
+  centres each row on its real scores' mean and zeroes the padded keys' exps. One compiled program serves every
+  length; `EncoderProgram.run(..., length=L)` swaps the masks in.
 - p v likewise: for each r, the probabilities of offset r are masked, shifted back to the block's first slot and
   copied over the block, then multiplied by the values rotated by r rows; the sum over r is the heads' output in
   the hidden layout again.
@@ -32,6 +37,7 @@ from ...layout import Dim, Layout, next_pow2
 from ..builder import Packed
 from ...plan import Add, HoistedRotate, Mask, Mul, MulPlain, Rescale, Rotate, RotatePrecompute
 from .encoder import EncoderBlocks, EncoderWeights
+from .keymask import KeyMask
 from .pieces import Piece, PieceBuilder, gelu_piece, layernorm_piece, softmax_piece
 from .program import INPUT, EncoderProgram, StageChain, sum_piece
 from .rowmatmul import block_sum, pattern_layout, row_matmul, row_span
@@ -129,7 +135,8 @@ def _rows_rotated(first: Layout, second: Layout, packing: RowPacking) -> tuple[P
 
 
 def scores_piece(queries: Layout, keys: Layout, packing: RowPacking) -> Piece:
-    """Every head's q k^T (queries already divided by sqrt(head width)) in the `RowPacking.scores` layout: two
+    """Every head's q k^T (queries already divided by sqrt(head width)) in the `RowPacking.scores` layout, the
+    padded keys' scores zero (the "offset" key masks, resolved for a sequence's real token count at run time): two
     levels (the product, the mask)."""
     pb, shifted = _rows_rotated(queries, keys, packing)
     emit, terms = pb.builder.emit, []
@@ -139,7 +146,8 @@ def scores_piece(queries: Layout, keys: Layout, packing: RowPacking) -> Piece:
         while step < packing.head:  # the head's sum in its block's first slot
             product = emit(Add, product, emit(Rotate, product, step))
             step *= 2
-        kept = emit(Rescale, emit(MulPlain, product, packing.head_mask(0)))
+        mask = KeyMask(packing.tokens, packing.heads, "offset", r)  # slot 0 of each block, where key q + r is real
+        kept = pb.scale(Packed((product,), packing.scores()), mask).cts[0]
         terms.append(emit(Rotate, kept, -r) if r else kept)
     return pb.plan("scores[qhr]", Packed((pb.builder.sum_values(terms),), packing.scores()))
 
@@ -198,7 +206,8 @@ def compile_packed_layer(weights: EncoderWeights, blocks: EncoderBlocks, tokens:
     k = project("k", INPUT, w.wk, w.bk)
     v = project("v", INPUT, w.wv, w.bv)
     scores = chain.piece("q.k", scores_piece, q, k, packing=packing)
-    probs = chain.piece("softmax", softmax_piece, scores, softmax=blocks.softmax)
+    probs = chain.piece("softmax", softmax_piece, scores, softmax=blocks.softmax,
+                        keys=KeyMask(packing.tokens, packing.heads))
     attended = chain.piece("p.v", attend_piece, probs, v, packing=packing)
     out = project("out@Wo", attended, w.wo, w.bo)
     h = chain.piece("norm1", layernorm_piece, chain.piece("x+attn", sum_piece, INPUT, out), norm=blocks.norm1)

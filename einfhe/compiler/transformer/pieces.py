@@ -24,6 +24,7 @@ from ...plan import Add, AddPlain, CipherInput, Mul, PlainInput, PlainSlice, Pla
 from ..builder import Packed, PlanBuilder
 from ..layers import ChebyshevActivation
 from .approx import PolyGelu, PolyLayerNorm, PolySoftmax
+from .keymask import KeyMask
 
 __all__ = ["Piece", "PieceBuilder", "softmax_piece", "layernorm_piece", "gelu_piece"]
 
@@ -32,10 +33,11 @@ MAX_PIECE_CTS = 1 << 12
 
 @dataclass(frozen=True)
 class Piece:
-    """A plan over one cipher operand (operand 0) and the plain operands it registered, in operand order."""
+    """A plan over one cipher operand (operand 0) and the plain operands it registered, in operand order (arrays,
+    or `KeyMask`s resolved for a sequence's real token count at run time)."""
 
     plan: Plan
-    plains: tuple[np.ndarray, ...]
+    plains: tuple[np.ndarray | KeyMask, ...]
 
     def operands(self, encrypted) -> tuple:
         """The operand list for `einfhe.run(ctx, piece.plan, *piece.operands(x))`."""
@@ -49,7 +51,7 @@ class PieceBuilder:
     def __init__(self, layout: Layout) -> None:
         self.builder = PlanBuilder(layout.slots, MAX_PIECE_CTS)
         self.operands: list = [CipherInput(0, layout)]
-        self.plains: list[np.ndarray] = []
+        self.plains: list[np.ndarray | KeyMask] = []
         self.input = self.builder.load(0, layout)
 
     def extra_input(self, layout: Layout) -> Packed:
@@ -71,15 +73,19 @@ class PieceBuilder:
         ready = dims and all(d.kind == "axis" for d in dims) and dims[-1].name == value.layout.indices[-1]
         return value if ready else self.natural(value)
 
-    def plain(self, array: np.ndarray) -> str:
-        """Register a plain operand; return its name in the plan."""
-        self.plains.append(np.asarray(array, dtype=np.float64))
-        self.operands.append(PlainInput(len(self.operands), self.plains[-1].shape))
+    def plain(self, array: np.ndarray | KeyMask) -> str:
+        """Register a plain operand (an array, or a key mask kept as one); return its name in the plan."""
+        self.plains.append(array if isinstance(array, KeyMask) else np.asarray(array, dtype=np.float64))
+        self.operands.append(PlainInput(len(self.operands), tuple(self.plains[-1].shape)))
         return f"op{len(self.operands) - 1}"
 
     def scale(self, value: Packed, array) -> Packed:
-        """Slot-wise product with a plain array of the value's shape (broadcast from a scalar or a row): one level."""
-        return self.builder.scale(value, self.plain(np.broadcast_to(array, value.layout.shape)))
+        """Slot-wise product with a plain array of the value's shape (broadcast from a scalar or a row; a key mask of
+        the value's shape): one level."""
+        if isinstance(array, KeyMask) and array.shape != value.layout.shape:
+            raise ModelError(f"a key mask of shape {array.shape} cannot scale a value of shape {value.layout.shape}")
+        return self.builder.scale(value, self.plain(
+            array if isinstance(array, KeyMask) else np.broadcast_to(array, value.layout.shape)))
 
     def add_const(self, value: Packed, array) -> Packed:
         """Slot-wise sum with a plain array of the value's shape (broadcast from a scalar or a row): no level."""
@@ -108,16 +114,19 @@ class PieceBuilder:
         """One Chebyshev series on every ciphertext of the value."""
         return self.builder.chebyshev(value, [(series.coeffs, series.lo, series.hi)] * len(value.cts))
 
-    def row_sum(self, value: Packed, weight: float) -> Packed:
-        """weight * (sum over the innermost axis), copied over every slot of its row: one level (the selector)."""
+    def row_sum(self, value: Packed, weight: float | KeyMask) -> Packed:
+        """weight * (sum over the innermost axis), copied over every slot of its row: one level (the selector; a
+        "mean" key mask's selector weighs each row by 1 / its real length)."""
         n = value.layout.dims[-1].size if value.layout.dims else 1
         emit, cts = self.builder.emit, list(value.cts)
         step = 1
         while step < n:
             cts = [emit(Add, c, emit(Rotate, c, step)) for c in cts]
             step *= 2
-        selector = np.zeros(value.layout.shape)
-        selector[..., 0] = weight
+        selector = weight
+        if not isinstance(weight, KeyMask):
+            selector = np.zeros(value.layout.shape)
+            selector[..., 0] = weight
         firsts = self.scale(Packed(tuple(cts), value.layout), selector)
         cts, step = list(firsts.cts), 1
         while step < n:
@@ -156,14 +165,22 @@ def _check_last_axis(layout: Layout, length: int, what: str) -> None:
                          f"{layout.shape[-1] if layout.shape else 'missing'}", layout=str(layout))
 
 
-def softmax_piece(layout: Layout, softmax: PolySoftmax) -> Piece:
-    """softmax over the last axis of a cipher tensor encrypted in `layout` (scores in the fitted range)."""
+def softmax_piece(layout: Layout, softmax: PolySoftmax, keys: KeyMask | None = None) -> Piece:
+    """softmax over the last axis of a cipher tensor encrypted in `layout` (scores in the fitted range); with a
+    "keys" mask (the row packing's scores, padded keys' scores zero), over the real keys only: each row centred on
+    its real scores' mean and the padded keys' exps zeroed, whatever the length the masks are resolved for."""
     _check_last_axis(layout, softmax.length, "the softmax")
     pb = PieceBuilder(layout)
     scores = pb.rows(pb.input)
-    exps = pb.chebyshev(pb.sub(scores, pb.row_sum(scores, 1.0 / softmax.length)), softmax.exp)
+    if keys is not None and (keys.kind != "keys" or keys.shape != scores.layout.shape):
+        raise ModelError("the softmax's key mask must be a \"keys\" mask of the scores' shape",
+                         shape=scores.layout.shape)
+    mean = 1.0 / softmax.length if keys is None else KeyMask(keys.tokens, keys.heads, "mean")
+    exps = pb.chebyshev(pb.sub(scores, pb.row_sum(scores, mean)), softmax.exp)
     last = scores.layout.dims[-1] if scores.layout.dims else None
-    if last is not None and last.extent < last.size:
+    if keys is not None:
+        exps = pb.scale(exps, keys)  # the padded keys' and the rows' padding's exps zeroed: one level
+    elif last is not None and last.extent < last.size:
         exps = pb.scale(exps, 1.0)  # the padded keys' exp zeroed (the plain's padding is zero): one level
     sums = pb.fill_unsummed(pb.row_sum(exps, 1.0), softmax.reciprocal.hi)
     y = pb.chebyshev(sums, softmax.reciprocal)

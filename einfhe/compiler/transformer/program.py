@@ -4,7 +4,8 @@ residual sums and polynomial blocks. Each plan keeps the layout its input arrive
 it), so no value is ever decrypted or re-encrypted between stages.
 
 `EncoderProgram.run(run_plan, x)` runs the chain with `run_plan = functools.partial(einfhe.run, ctx)` (a context
-made for `EncoderProgram.plans`, whose rotation keys it holds); `EncoderProgram.level_map()` prints the level each
+made for `EncoderProgram.plans`, whose rotation keys it holds; `length=L` for a padded sequence of L real tokens,
+where the chain has key masks); `EncoderProgram.level_map()` prints the level each
 stage starts and ends at.
 """
 
@@ -21,6 +22,7 @@ from ...plan import ROTATION_OPS, Load, Plan, step_level
 from ...plan.keybasis import with_rotation_basis
 from ..einsum import cipher, compile_einsum
 from .encoder import EncoderBlocks, EncoderWeights
+from .keymask import masks_of, with_length
 from .pieces import PieceBuilder, Piece, gelu_piece, layernorm_piece, softmax_piece
 
 __all__ = ["Stage", "EncoderProgram", "StageChain", "compile_encoder_layer", "bias_piece", "sum_piece",
@@ -32,7 +34,8 @@ INTERMEDIATE_BUDGET = 1 << 40  # a stage's cipher inputs are the server's own va
 
 @dataclass(frozen=True, eq=False)
 class Stage:
-    """One plan of the chain: its operands are named cipher values (str) or plain arrays, its result `output`."""
+    """One plan of the chain: its operands are named cipher values (str) or plain arrays (key masks among them,
+    resolved for a sequence's real token count when it runs), its result `output`."""
 
     name: str
     plan: Plan
@@ -136,13 +139,21 @@ class EncoderProgram:
         stages = tuple(replace(stage, plan=with_rotation_basis(stage.plan, basis)) for stage in self.stages)
         return EncoderProgram(stages, self.input_layout, self.output)
 
-    def run(self, run_plan: Callable, x):
+    @property
+    def masked(self) -> bool:
+        """True when the chain masks padded keys (its key masks take a sequence's real token count)."""
+        return any(masks_of(stage.operands) for stage in self.stages)
+
+    def run(self, run_plan: Callable, x, length: int | None = None):
         """Run the chain on the encrypted input x (in `input_layout`) with `run_plan(plan, *operands)`; return the
-        encrypted output."""
+        encrypted output. `length`: how many of the tokens are real (the first ones; the rest padding, masked out
+        as keys); None: all of them."""
+        if length is not None and not self.masked:
+            raise ModelError("this chain has no attention mask (the row packing's has): run it without a length")
         values = {INPUT: x}
         for stage in self.stages:
             values[stage.output] = run_plan(stage.plan, *(values[op] if isinstance(op, str) else op
-                                                          for op in stage.operands))
+                                                          for op in with_length(stage.operands, length)))
         return values[self.output]
 
 
