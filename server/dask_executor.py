@@ -65,6 +65,7 @@ class DaskExecutor(Executor):
             keys = Path(task.keyset_path).read_bytes()
             inputs = dict(zip((op.operand for op in plan.cipher_inputs), task.inputs))
             plains = {position: np.load(path, allow_pickle=False) for position, path in task.plains}
+            plains.update(task.arrays)
             result = self.runner.run(plan, task.keyset_id, keys, inputs, plains, params=task.params,
                                      max_cts=task.max_cts)
         except Exception as exc:  # noqa: BLE001 -- mapped to a job code; unknown kinds re-raised

@@ -10,9 +10,11 @@ headroom: for a program it serves, each value's largest magnitude on the example
 and grow back after.
 
 The client computes the embeddings (its token ids never leave it), pads the sentence to `tokens` with the pad id,
-decrypts every token's output vector and mean-pools over its real tokens: it alone knows which are real, and the
-result is one ciphertext either way, so pooling on the server would save no bytes and would cost it rotations and a
-level.
+and sends its real token count as the job's `length`: the layers mask the padded positions out as keys, as the
+plaintext path's attention mask does (the program's key masks, made per job for that length: `key_mask_operands`).
+So the server learns each sentence's length, what an attention mask would tell it too; the token ids and vectors
+stay encrypted. The client decrypts every token's output vector and mean-pools over its real tokens: the result is
+one ciphertext either way, so pooling on the server would save no bytes and would cost it rotations and a level.
 
 An encoder whose export kept no example inputs, or whose evaluation keys would exceed this server's key-set cap,
 is served in plaintext only, the reason named among its encrypted blockers.
@@ -27,8 +29,8 @@ import numpy as np
 
 from einfhe import EinfheError, ModelError, ModelPlan, Parameters, ParameterError
 from einfhe.compiler import read_artifact_graph
-from einfhe.compiler.transformer import (CompiledEncoder, EncoderArtifact, calibrate_layers, compile_encoder,
-                                         encoder_chain, read_encoder_artifact)
+from einfhe.compiler.transformer import (CompiledEncoder, EncoderArtifact, KeyMask, calibrate_layers,
+                                         compile_encoder, encoder_chain, read_encoder_artifact)
 from einfhe.params import bootstrap_headroom
 from einfhe.plan.cost import evaluation_key_bytes
 from einfhe.runtime.magnitudes import value_magnitudes
@@ -36,7 +38,7 @@ from einfhe.runtime.magnitudes import value_magnitudes
 from .errors import ServiceError
 
 __all__ = ["ENCODER_VARIANT", "EncoderProgram", "compile_encoder_program", "encoder_embeddings", "encoder_summary",
-           "refresh_choices"]
+           "key_mask_operands", "refresh_choices"]
 
 ENCODER_VARIANT = "tokens"
 MAX_REFRESH_DEPTH = 12  # levels between bootstraps tried first (then fewer, until a 128-bit ring holds them)
@@ -125,7 +127,8 @@ def compile_encoder_program(directory: Path, tokens: int, slots: int, insecure: 
             refresh = fitting[0]
             compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure)
         if compiled.program.plan.estimate(params).key_bytes <= key_cap:  # it will be served encrypted
-            magnitudes = value_magnitudes(encoder_chain(encoder, blocks, tokens, slots=slots), encoder.samples(tokens))
+            magnitudes = value_magnitudes(encoder_chain(encoder, blocks, tokens, slots=slots), encoder.samples(tokens),
+                                          encoder.lengths(tokens))
             compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure, magnitudes)
     except EinfheError as exc:
         raise ServiceError("unsupported_model", f"the encoder does not compile for {tokens} tokens at {slots} "
@@ -134,6 +137,23 @@ def compile_encoder_program(directory: Path, tokens: int, slots: int, insecure: 
     program = compiled.program
     return EncoderProgram(program, params, program.plan.estimate(params).key_bytes, least, compiled.least_depth,
                           str(compiled.levels))
+
+
+def key_mask_operands(program: dict, length: int | None) -> tuple[tuple[int, np.ndarray], ...]:
+    """The plain operands a stored program's job takes for a sentence of `length` real tokens: its key masks made
+    for that length, by operand position (none for None: the stored ones, every token real); 400 invalid_request
+    for a length the program cannot take."""
+    if length is None:
+        return ()
+    masks = [(position, KeyMask.from_json(mask)) for position, mask in program.get("key_masks", ())]
+    if not masks:
+        raise ServiceError("invalid_request", f"the {program['variant']!r} program takes no length: only an "
+                                              "encoder's 'tokens' program masks padding (register it again if it "
+                                              "was registered before its programs had key masks)")
+    try:
+        return tuple((position, mask.array(length)) for position, mask in masks)
+    except ModelError as exc:  # a length past the program's tokens
+        raise ServiceError("invalid_request", f"length: {exc.message}") from exc
 
 
 def encoder_embeddings(directory: Path) -> dict[str, np.ndarray]:

@@ -31,6 +31,8 @@ class JobTask:
     plains: tuple[tuple[int, str], ...]     # (operand position, .npy path) for plain operands
     max_cts: int
     tenant: str = ""                        # whose job it is (the executor schedules fairly between tenants)
+    arrays: tuple = ()                      # (operand position, array): plain operands made for this job, in place
+                                            # of the stored ones (an encoder's key masks for its sentence's length)
 
 
 @dataclass(frozen=True)

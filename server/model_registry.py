@@ -2,7 +2,9 @@
 
     <data_dir>/blobs/models/<id>/manifest.json, graph.json, weights.safetensors (or model.npz)   the upload, as sent
     <data_dir>/blobs/models/<id>/<variant>.plan.json           each compiled program's plan
-    <data_dir>/blobs/models/<id>/<variant>.<position>.npy      its plaintext operands (weights, biases)
+    <data_dir>/blobs/models/<id>/<variant>.<position>.npy      its plaintext operands (weights, biases; an
+                                                               encoder's key masks as for every token real, the
+                                                               program's `key_masks` saying which to make per job)
 
 The directory is built under a temporary name and renamed, so a failed registration leaves nothing behind.
 """
@@ -18,6 +20,7 @@ import numpy as np
 
 from einfhe import EinfheError, ModelPlan, Parameters, Plan
 from einfhe.compiler.transformer.artifact import PAD_ID
+from einfhe.compiler.transformer.keymask import masks_of
 
 from .encoder_program import ENCODER_VARIANT, compile_encoder_program
 from .errors import ServiceError
@@ -82,6 +85,7 @@ def _store_program(directory: Path, variant: str, program: ModelPlan, params: Pa
         "input_scale": None if program.input_scale is None else np.asarray(program.input_scale).tolist(),
         "input_expansion": program.input_expansion,
         "plains": plains,
+        "key_masks": [[position + 1, mask.to_json()] for position, mask in masks_of(program.plains)],
     }
 
 

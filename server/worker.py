@@ -116,6 +116,8 @@ def run_job(task: JobTask) -> JobOutcome:
             operands[op.operand] = tensor
         for position, path in task.plains:
             operands[position] = _plains.get(path)
+        for position, array in task.arrays:
+            operands[position] = array
         result = tensor_to_bytes(ctx, einfhe.run(ctx, plan, *operands))
     except Exception as exc:  # noqa: BLE001 -- mapped to a code by _failure, unknown kinds re-raised
         return _failure(exc, start)

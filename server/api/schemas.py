@@ -169,7 +169,8 @@ class ModelProgram(BaseModel):
                                                   "(einfhe.ModelPlan.unpack_output)")
     plan: dict = Field(description="the plan (einfhe.Plan.from_json), which the client needs for its context")
     tokens: int | None = Field(default=None, description="an encoder's 'tokens' program: the token vectors one "
-                                                         "request holds (a sentence is padded to them)")
+                                                         "request holds (a sentence is padded to them, its real "
+                                                         "token count sent as the job's `length`)")
     key_bytes: int | None = Field(default=None, description="an encoder's program: its evaluation keys' estimated "
                                                             "bytes, bootstrapping's included")
     level_map: str | None = Field(default=None, description="an encoder's program: the level planner's map, a line "

@@ -45,11 +45,11 @@ def job_public(row: dict, service: Service) -> JobPublic:
 
 def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_json: str, params: Parameters,
               keyset_id: str, body: bytes, content_type: str, plains: list[tuple[int, str]],
-              keep: bool = True) -> tuple[dict, Future]:
+              keep: bool = True, arrays: tuple = ()) -> tuple[dict, Future]:
     """Check the tenant's key set and the uploaded tensors against `plan`, record the job and queue it with its
     inputs (they travel to the worker in memory: a job interrupted by a restart fails, so they are never read
     back); return its row and the future of its result (JobRunner.submit; `keep=False`: a result answered inline
-    is not stored)."""
+    is not stored). `arrays`: (position, array) plain operands made for this job, in place of stored ones."""
     store = service.store
     keyset = store.get("keysets", tenant, id=keyset_id)
     if keyset is None:
@@ -75,7 +75,7 @@ def queue_job(service: Service, tenant: str, *, plan_id: str, plan: Plan, plan_j
                result_size=None)
     task = JobTask(job_id=job_id, keyset_id=keyset_id, keyset_path=str(store.blob_path("keysets", keyset_id)),
                    params=params.to_json(), plan_json=plan_json, inputs=tuple(blobs), plains=tuple(plains),
-                   max_cts=service.settings.max_cts, tenant=tenant)
+                   max_cts=service.settings.max_cts, tenant=tenant, arrays=tuple(arrays))
     done = service.jobs.submit(task, lambda: row.update(store.insert("jobs", **row)), keep=keep)
     return row, done
 

@@ -81,6 +81,23 @@ async def test_plaintext_inference_checks_the_input(operator_settings, quantized
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
 
 
+async def test_a_length_is_refused_by_a_program_without_key_masks(operator_settings, quantized):
+    """Only an encoder's 'tokens' program masks padding for a sentence's length; a length is never silently
+    ignored."""
+    app = create_app(operator_settings)
+    try:
+        model = (await call(app, "POST", "/models", "alice", content=quantized["tar"],
+                            params={"name": "mlp", "slots": SLOTS, "insecure_test_params": True},
+                            headers={"Content-Type": "application/x-tar"})).json()
+        refused = await call(app, "POST", f"/models/{model['id']}/jobs", "bob", content=b"\0",
+                             params={"variant": "single", "keyset_id": "none", "length": 3},
+                             headers={"Content-Type": "application/octet-stream"})
+    finally:
+        app.state.service.close()
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_request")
+    assert "'single' program takes no length" in refused.json()["error"]["message"]
+
+
 async def test_only_operators_delete_models(operator_settings, quantized):
     app = create_app(operator_settings)
     try:

@@ -16,7 +16,7 @@ from einfhe import Parameters
 from einfhe.compiler import client_lookup
 
 from ...codecs import decode_npy
-from ...encoder_program import encoder_embeddings
+from ...encoder_program import encoder_embeddings, key_mask_operands
 from ...errors import ServiceError
 from ...model_archive import MODEL_MEDIA_TYPES, read_model_upload
 from ...plaintext_inputs import plaintext_inputs
@@ -58,7 +58,7 @@ def model_public(row: dict, service: Service) -> ModelPublic:
     programs = {}
     for variant, info in row["programs"].items():
         plan_json = (model_directory(service, row["id"]) / f"{variant}.plan.json").read_text()
-        fields = {k: v for k, v in info.items() if k != "plains"}
+        fields = {k: v for k, v in info.items() if k not in ("plains", "key_masks")}
         programs[variant] = ModelProgram(**fields, plan=json.loads(plan_json))
     summary = row["summary"]
     return ModelPublic(id=row["id"], name=row["name"], input_shape=summary["input_shape"],
@@ -119,7 +119,7 @@ def delete_model(model: ModelDep, _operator: OperatorDep, service: ServiceDep) -
 
 
 def _queue_model_job(service: Service, tenant: str, model_id: str, variant: str, keyset_id: str, body: bytes,
-                     content_type: str, keep: bool):
+                     content_type: str, keep: bool, length: int | None):
     """Look the model up and queue the job on its program (the blocking half of create_model_job, in one thread)."""
     model = registered_model(model_id, tenant, service)
     if variant not in model["programs"]:
@@ -127,11 +127,12 @@ def _queue_model_job(service: Service, tenant: str, model_id: str, variant: str,
         raise ServiceError("unsupported_model", f"the model has no {variant!r} encrypted program" + (
             f": it is served in plaintext only ({', '.join(blockers)} cannot run encrypted yet)" if blockers else
             f"; it has {sorted(model['programs'])}"))
+    arrays = key_mask_operands(model["programs"][variant], length)
     plan, plan_json, plains = program_plan(service, model, variant)
     params = Parameters.from_json(model["programs"][variant]["params"])
     return queue_job(service, tenant, plan_id=f"{model['id']}.{variant}", plan=plan, plan_json=plan_json,
                      params=params, keyset_id=keyset_id, body=body, content_type=content_type, plains=plains,
-                     keep=keep)
+                     keep=keep, arrays=arrays)
 
 
 @router.post("/{model_id}/jobs", status_code=202, response_class=Response, operation_id="create_model_job",
@@ -148,10 +149,15 @@ async def create_model_job(
     keep: Annotated[bool, Query(description="false: a result answered inline is not stored on the server (GET "
                                             "/jobs/{id}/result then answers 410 result_not_kept); one the wait "
                                             "did not cover is stored as usual")] = True,
+    length: Annotated[int | None, Query(ge=1, description=(
+        "an encoder's 'tokens' program: how many of the sentence's token vectors are real (the first ones, 1 to the "
+        "program's tokens; the rest padding, masked out of the attention as the plaintext path's attention mask "
+        "does). The server learns each sentence's length, as the attention mask would tell it; the token ids and "
+        "vectors stay encrypted. Omitted: every position is a real token"))] = None,
 ) -> Response:
     """Queue an encrypted inference: the input encrypted in the program's input layout, with the tenant's keys."""
     row, done = await run_in_threadpool(_queue_model_job, service, tenant, model_id, variant, keyset_id, body,
-                                        content_type, keep)
+                                        content_type, keep, length)
     return await answer_job(service, tenant, row, done, wait)
 
 
