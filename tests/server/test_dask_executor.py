@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import einfhe  # noqa: F401  -- loads openfhe before any other extension module
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,16 @@ def test_dask_job_matches_the_local_executor(executors, job):
     expected = _decrypt(job, local.submit(job["task"]).result(WAIT))
     np.testing.assert_allclose(got, expected, atol=1e-6)
     np.testing.assert_allclose(got, job["A"] @ job["B"], atol=1e-6)
+
+
+def test_arrays_made_for_a_job_replace_its_stored_plains(executors, job):
+    """A job's own plain operands (an encoder's key masks for a sentence's length) take the place of the stored
+    ones, on a Dask worker as in a local worker process."""
+    dask, local = executors
+    other = -2 * job["B"]
+    task = dataclasses.replace(job["task"], job_id="job-4", arrays=((1, other),))
+    for executor in (dask, local):
+        np.testing.assert_allclose(_decrypt(job, executor.submit(task).result(WAIT)), job["A"] @ other, atol=1e-6)
 
 
 def test_keyset_check_matches_the_local_executor(executors, job):
