@@ -96,13 +96,13 @@ def refresh_choices(slots: int, insecure: bool) -> list[Parameters]:
     return choices
 
 
-def _compiled(encoder: EncoderArtifact, blocks, tokens: int, slots: int, refresh: Parameters, insecure: bool,
+def _compiled(encoder: EncoderArtifact, blocks, tokens: int, chain, slots: int, refresh: Parameters, insecure: bool,
               magnitudes: dict | None = None) -> tuple[CompiledEncoder, Parameters]:
-    """The encoder with at most `refresh.depth` levels between bootstraps (with `magnitudes`, each refreshed value
-    kept below the bootstrap's headroom), and the parameters for its depth."""
+    """The encoder (its stacked `chain`) with at most `refresh.depth` levels between bootstraps (with `magnitudes`,
+    each refreshed value kept below the bootstrap's headroom), and the parameters for its depth."""
     headroom = None if magnitudes is None else bootstrap_headroom(refresh.scale_bits, refresh.first_mod_bits)
     compiled = compile_encoder(encoder, blocks, tokens, slots=slots, max_depth=refresh.depth,
-                               ring_dim=refresh.ring_dim, magnitudes=magnitudes, headroom=headroom)
+                               ring_dim=refresh.ring_dim, magnitudes=magnitudes, headroom=headroom, chain=chain)
     made = Parameters.insecure_for_tests if insecure else Parameters.derive
     return compiled, made(compiled.program.plan.depth, slots, bootstrap=True)
 
@@ -118,18 +118,18 @@ def compile_encoder_program(directory: Path, tokens: int, slots: int, insecure: 
     try:
         encoder = _read(directory)
         blocks = calibrate_layers(encoder, tokens)
+        chain = encoder_chain(encoder, blocks, tokens, slots=slots)  # compiled once: the placements below reuse it
         refresh = choices[0]
-        compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure)
+        compiled, params = _compiled(encoder, blocks, tokens, chain, slots, refresh, insecure)
         rotations = len(compiled.program.plan.rotations)
         choices = [p for p in choices if p.depth >= compiled.least_depth]  # shallower: a series no refresh can cut
         fitting = [p for p in choices if evaluation_key_bytes(p, rotations) <= key_cap]
         if fitting and fitting[0].depth < compiled.program.plan.depth:
             refresh = fitting[0]
-            compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure)
+            compiled, params = _compiled(encoder, blocks, tokens, chain, slots, refresh, insecure)
         if compiled.program.plan.estimate(params).key_bytes <= key_cap:  # it will be served encrypted
-            magnitudes = value_magnitudes(encoder_chain(encoder, blocks, tokens, slots=slots), encoder.samples(tokens),
-                                          encoder.lengths(tokens))
-            compiled, params = _compiled(encoder, blocks, tokens, slots, refresh, insecure, magnitudes)
+            magnitudes = value_magnitudes(chain, encoder.samples(tokens), encoder.lengths(tokens))
+            compiled, params = _compiled(encoder, blocks, tokens, chain, slots, refresh, insecure, magnitudes)
     except EinfheError as exc:
         raise ServiceError("unsupported_model", f"the encoder does not compile for {tokens} tokens at {slots} "
                                                 f"slots: {exc.message}") from exc

@@ -64,11 +64,13 @@ def encoder_chain(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], 
 
 def compile_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], tokens: int, *, slots: int,
                     max_depth: int, ring_dim: int = 65536, magnitudes: dict | None = None,
-                    headroom: float | None = None) -> CompiledEncoder:
+                    headroom: float | None = None, chain: EncoderProgram | None = None) -> CompiledEncoder:
     """The encoder on `tokens` tokens with its calibrated `blocks` as one plan with its weights, at most `max_depth`
     levels between bootstraps (priced as at `ring_dim`); with the `magnitudes` of `encoder_chain`'s values and the
-    bootstrap's `headroom`, each refreshed value past it is shrunk first and grown back after (place_bootstraps)."""
-    stacked = encoder_chain(artifact, blocks, tokens, slots=slots)
+    bootstrap's `headroom`, each refreshed value past it is shrunk first and grown back after (place_bootstraps).
+    `chain` is `encoder_chain`'s result for the same arguments where the caller already has it (compiling every
+    layer is most of the work, and the chain does not depend on the depth or the magnitudes)."""
+    stacked = chain if chain is not None else encoder_chain(artifact, blocks, tokens, slots=slots)
     chain = chain_levels(stacked)
     bounds = (0, *chain.cuts, chain.depth)
     program, levels = place_bootstraps(stacked, max_depth, slots, ring_dim=ring_dim, magnitudes=magnitudes,
