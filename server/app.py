@@ -22,6 +22,7 @@ from .admission import Admission
 from .middleware import RequestLog
 from .service import Service
 from .settings import Settings
+from .worker_start import refuse_start_in_bootstrapping_worker
 
 __all__ = ["create_app"]
 
@@ -70,7 +71,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
-    """Build the app and its Service (storage opened, interrupted jobs marked failed) from `settings`."""
+    """Build the app and its Service (storage opened, interrupted jobs marked failed) from `settings`; refused in a
+    worker process that is importing the main module (the script lacks `if __name__ == "__main__":`)."""
+    refuse_start_in_bootstrapping_worker("the einfhe service")
     settings = settings or Settings()
     service = Service(settings, executor)
 

@@ -43,12 +43,13 @@ CODES: dict[str, int] = {
     "internal_error": 500,
     "storage_unavailable": 503,
     "server_busy": 503,
+    "worker_start_failed": 503,
     "storage_full": 507,
 }
 
 JOB_CODES: tuple[str, ...] = (
     "interrupted", "worker_crashed", "quarantined", "malformed_blob", "corrupt_blob", "key_mismatch", "keyset_deleted", "plan_error", "over_budget",
-    "backend_error", "out_of_memory",
+    "backend_error", "out_of_memory", "worker_start_failed",
     "invalid_einsum", "storage_full", "storage_unavailable", "internal_error",
 )
 

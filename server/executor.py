@@ -28,6 +28,7 @@ from multiprocessing import reduction
 
 from .fair_queue import FairQueue, Work
 from .job_messages import JobTask, KeySetCheck
+from .worker_start import WorkerStartFailed, await_ready, refuse_start_in_bootstrapping_worker, signal_ready
 
 __all__ = ["Executor", "LocalProcessExecutor", "die_with_parent"]
 
@@ -91,6 +92,10 @@ class LocalProcessExecutor(Executor):
     A worker takes the environment of this process as it is when the worker starts (not its fork server's, which
     keeps the one it started with), OpenMP's thread count included.
 
+    A worker tells its thread when it has bootstrapped (`server.worker_start`): one that exits before that (a script
+    that starts the service outside `if __name__ == "__main__":`, which every worker imports) fails the work it was
+    started for with `worker_start_failed`, not as the work's fault, and the next work starts another process.
+
     A worker that dies (OpenFHE can abort the process on a crafted ciphertext whose checksum is right) takes only
     its own job with it: that job fails with BrokenProcessPool (`worker_crashed`), its thread starts a fresh
     process at once (forked from the fork server: 30-70 ms; a spawned interpreter: 0.6-1 s), and every
@@ -110,6 +115,7 @@ class LocalProcessExecutor(Executor):
 
     def __init__(self, workers: int = 2, threads: int = 1, arena_bytes: int = _ARENA_BYTES,
                  order: str = "fair", start: str = "forkserver", memory_bytes: int | None = None) -> None:
+        refuse_start_in_bootstrapping_worker("LocalProcessExecutor")
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         os.environ.setdefault("EINFHE_WORKERS", "1")
         self.workers = workers
@@ -160,6 +166,11 @@ class LocalProcessExecutor(Executor):
                     process = self._start_process()
                 self._queue.done(work)  # only now: on probation, the tenant cannot crash another worker meanwhile
                 continue
+            except WorkerStartFailed as exc:  # not the work's fault; the next work starts another process
+                self._stop_process(process)
+                process, holding = None, None
+                self._queue.done(work, index, holding)
+                work.future.set_exception(exc)
             except BaseException as exc:  # noqa: BLE001 -- the call's own error, the caller's to handle
                 holding = holding if work.keyset_id is None and not work.clears_keys else None
                 self._queue.done(work, index, holding)
@@ -205,6 +216,7 @@ class _WorkerProcess:
                                         daemon=True, name="einfhe-worker")
         self._process.start()
         child.close()
+        self._ready = False
         self._arena = None
         fd = _reserved_memfd(arena_bytes)
         try:
@@ -234,7 +246,11 @@ class _WorkerProcess:
         return spans
 
     def call(self, fn, args):
-        """Send `fn(*args)` to the process and return its result (or raise its exception)."""
+        """Send `fn(*args)` to the process and return its result (or raise its exception); WorkerStartFailed when the
+        process exited before it was ready."""
+        if not self._ready:
+            await_ready(self._conn, self._process)
+            self._ready = True
         spans = self._stage(args)
         if spans:
             args = tuple(replace(arg, inputs=()) if i in spans else arg for i, arg in enumerate(args))
@@ -308,8 +324,9 @@ def _adopt_environment(environment: dict[str, str]) -> None:
 
 
 def _serve_calls(conn, memory_bytes: int | None, environment: dict[str, str]) -> None:
-    """A worker process's loop: adopt the service's environment, take the shared buffer, then run each call received
-    on `conn` and send back (True, result) or (False, error), until the pipe closes or the parent is gone."""
+    """A worker process's loop: adopt the service's environment, take the shared buffer, say it is ready, then run
+    each call received on `conn` and send back (True, result) or (False, error), until the pipe closes or the parent
+    is gone."""
     die_with_parent()
     _adopt_environment(environment)
     if memory_bytes is not None:  # the soft limit: allocations past it fail (MemoryError, std::bad_alloc)
@@ -321,6 +338,7 @@ def _serve_calls(conn, memory_bytes: int | None, environment: dict[str, str]) ->
             fd = reduction.recv_handle(conn)
             arena = memoryview(mmap.mmap(fd, arena_bytes))
             os.close(fd)
+        signal_ready(conn)
     except (EOFError, OSError):
         return
     while True:

@@ -16,6 +16,7 @@ from .executor import Executor
 from .job_messages import JobOutcome, JobTask
 from .quarantine import Quarantine
 from .store import Store
+from .worker_start import WorkerStartFailed
 
 __all__ = ["JobRunner"]
 
@@ -124,6 +125,8 @@ class JobRunner:
             self.store.finish_job(job_id, "failed", error_code="worker_crashed",
                                   error_message="the worker process running this job died (malformed input?)")
             self.crashed(flight.tenant)
+        except WorkerStartFailed as exc:  # no worker could take the job: not its tenant's fault, no crash counted
+            self.store.finish_job(job_id, "failed", error_code=exc.code, error_message=exc.message)
         except Exception:  # noqa: BLE001 -- recorded as a failed job, never lost
             log.exception("job %s raised", job_id)
             self.store.finish_job(job_id, "failed", error_code="internal_error", error_message="the job raised")

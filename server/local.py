@@ -1,7 +1,8 @@
 """Run the service in this process on a loopback port (for tests, benchmarks and demos).
 
-    with LocalServer(Settings(data_dir=..., token_file=...)) as url:
-        Client(url, token).einsum(...)
+    if __name__ == "__main__":  # worker processes import the main module as they start: never start it at import
+        with LocalServer(Settings(data_dir=..., token_file=...)) as url:
+            Client(url, token).einsum(...)
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class LocalServer:
         self.url = ""
 
     def start(self) -> str:
-        """Start serving and return the base URL once the server accepts connections."""
+        """Start serving and return the base URL once the server accepts connections (WorkerStartFailed inside a
+        worker process that is importing the main module: see server.worker_start)."""
         self.app = create_app(self.settings)
         sock = listening_socket("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
