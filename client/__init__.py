@@ -27,9 +27,11 @@ from .errors import (
     PayloadTooLarge,
     ServerError,
     Unauthorized,
+    WorkerStartFailed,
 )
 
 __all__ = [
     "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "EncryptedModel", "Forbidden",
     "InternalServerError", "JobFailed", "KeyStore", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError", "Unauthorized",
+    "WorkerStartFailed",
 ]

@@ -11,6 +11,8 @@
     │   ├── Conflict            409: wrong state (job not finished or failed, key set not matching the plan)
     │   ├── PayloadTooLarge     413: a body over the server's cap
     │   └── InternalServerError 5xx
+    │       └── WorkerStartFailed   503 worker_start_failed: the server's worker processes exit as they start (a
+    │                               script running the service in-process without `if __name__ == "__main__":`)
     └── JobFailed               a job finished with an error (its code is the job's, e.g. malformed_blob)
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequest", "ClientError", "Conflict", "ConnectionFailed", "Forbidden", "InternalServerError", "JobFailed",
-    "NotFound", "PayloadTooLarge", "ServerError", "Unauthorized", "error_for_status",
+    "NotFound", "PayloadTooLarge", "ServerError", "Unauthorized", "WorkerStartFailed", "error_for_status",
 ]
 
 
@@ -68,6 +70,11 @@ class InternalServerError(ServerError):
     """The server failed."""
 
 
+class WorkerStartFailed(InternalServerError):
+    """The server's worker processes exit before they can take work; a script that starts the service in-process
+    must do so under `if __name__ == "__main__":` (the message says more)."""
+
+
 class JobFailed(ClientError):
     """A job finished with an error."""
 
@@ -78,5 +85,5 @@ _BY_STATUS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 4
 def error_for_status(status: int, code: str, message: str) -> ServerError:
     """The typed exception for an error response."""
     if status >= 500:
-        return InternalServerError(code, message, status)
+        return (WorkerStartFailed if code == "worker_start_failed" else InternalServerError)(code, message, status)
     return _BY_STATUS.get(status, BadRequest)(code, message, status)

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from .errors import ConnectionFailed, error_for_status
+from .errors import ConnectionFailed, WorkerStartFailed, error_for_status
 
 __all__ = ["Http"]
 
@@ -15,7 +15,8 @@ _RETRY_STATUSES = (502, 503, 504)
 
 
 class Http:
-    """Sends requests with the API token; retries idempotent ones on transport errors and 502/503/504."""
+    """Sends requests with the API token; retries idempotent ones on transport errors and 502/503/504 (but not
+    worker_start_failed)."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 120.0, retries: int = 3, backoff: float = 0.2,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -50,8 +51,11 @@ class Http:
             else:
                 if response.status_code < 400:
                     return response
-                if exhausted or not idempotent or response.status_code not in _RETRY_STATUSES:
-                    raise _error(response)
+                error = _error(response)
+                # a server whose workers exit as they start would only fail the same way again
+                if (exhausted or not idempotent or response.status_code not in _RETRY_STATUSES
+                        or isinstance(error, WorkerStartFailed)):
+                    raise error
             time.sleep(self.backoff * 2 ** attempt)
             attempt += 1
 

@@ -9,7 +9,8 @@ import pytest
 
 import client
 from client import (
-    BadRequest, ClientError, ConnectionFailed, Conflict, Forbidden, NotFound, PayloadTooLarge, ServerError,
+    BadRequest, ClientError, ConnectionFailed, Conflict, Forbidden, InternalServerError, NotFound, PayloadTooLarge,
+    ServerError, WorkerStartFailed,
 )
 from client.errors import error_for_status
 from client.http import Http
@@ -20,7 +21,7 @@ def test_exported_names():
     assert sorted(client.__all__) == sorted([
         "BadRequest", "Client", "ClientError", "Conflict", "ConnectionFailed", "EncryptedModel", "Forbidden",
         "InternalServerError", "JobFailed", "KeyStore", "NotFound", "PayloadTooLarge", "PlanInfo", "ServerError",
-        "Unauthorized",
+        "Unauthorized", "WorkerStartFailed",
     ])
     for name in client.__all__:
         assert hasattr(client, name), name
@@ -65,6 +66,20 @@ def test_posts_are_not_retried_after_reaching_the_server():
     with pytest.raises(ServerError) as info:
         http.request("POST", "/jobs", content=b"x")
     assert calls == ["POST"] and info.value.status == 503 and info.value.code == "internal_error"
+
+
+def test_worker_start_failed_is_its_own_error_and_not_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(request.method)
+        return httpx.Response(503, json={"error": {"code": "worker_start_failed", "message": "add the guard"}})
+
+    http = _http(handler)
+    http.backoff = 0
+    with pytest.raises(WorkerStartFailed) as info:
+        http.request("GET", "/jobs")
+    assert calls == ["GET"] and isinstance(info.value, InternalServerError) and info.value.message == "add the guard"
 
 
 def test_unreachable_server_raises_connection_failed():

@@ -1,15 +1,23 @@
-"""A worker process that exits while it starts is reported as such (worker_start_failed, with the likely cause: a
-script that starts the service without `if __name__ == "__main__":`), never as the work's fault (issue 21)."""
+"""A worker process that exits while it starts is reported as such, never as the work's fault (issue 21): a script
+that starts the service in-process without `if __name__ == "__main__":` gets one error, worker_start_failed, that
+says to add the guard, and no service starts inside its workers; the same script under the guard runs."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
-from server_helpers import auth, seed_objects
+from server_helpers import TOKENS, auth, seed_objects
 from starlette.testclient import TestClient
 
 import einfhe
+from einfhe.params import error_bound
 from server import Settings, create_app
 from server.executor import LocalProcessExecutor
 from server.worker_start import WorkerStartFailed
@@ -17,6 +25,69 @@ from server.worker_start import WorkerStartFailed
 pytestmark = pytest.mark.timeout(120)
 
 _GUARD = 'under `if __name__ == "__main__":`'
+_SCRIPT = """\
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from client import Client, ClientError
+from server.local import LocalServer
+from server.settings import Settings
+
+
+def main():
+    tmp = Path(sys.argv[1])
+    settings = Settings(data_dir=tmp / "data", token_file=tmp / "tokens.txt", workers=1, worker_start=sys.argv[2])
+    with LocalServer(settings) as url, Client(url, "alice-token-0123456789", progress=False) as client:
+        a, x = np.arange(6.0).reshape(2, 3), np.ones(3)
+        try:
+            y = client.einsum("ij,j->i", a, x)
+        except ClientError as exc:
+            print(json.dumps({"error": type(exc).__name__, "code": exc.code, "status": exc.status,
+                              "message": exc.message}))
+        else:
+            plan = client.plan("ij,j->i", a, x)  # the plan einsum ran, for its parameters and key switches
+            print(json.dumps({"result": y.tolist(), "params": plan.params.to_json(),
+                              "keyswitches": plan.plan.keyswitches}))
+
+
+"""
+
+
+def _run_script(tmp_path: Path, guarded: bool, start: str) -> tuple[dict, str, float]:
+    """Run the in-process service script (under the guard or not) with `start` workers; its JSON line, its stderr
+    and the seconds it took."""
+    (tmp_path / "tokens.txt").write_text(f"alice:{TOKENS['alice']}\n")
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT + ('if __name__ == "__main__":\n    main()\n' if guarded else "main()\n"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    begin = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), start], env=env, capture_output=True,
+                          text=True, timeout=60)
+    seconds = time.monotonic() - begin
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr, seconds
+
+
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_an_unguarded_script_gets_worker_start_failed_and_nothing_starts_in_its_workers(tmp_path, start):
+    answer, stderr, seconds = _run_script(tmp_path, guarded=False, start=start)
+    assert answer["error"] == "WorkerStartFailed" and answer["code"] == "worker_start_failed", answer
+    assert answer["status"] == 503
+    assert "exited (exit code 1) while starting" in answer["message"] and _GUARD in answer["message"]
+    # the one worker started refused the nested service at once (no retry started another), and nothing nested ran
+    assert stderr.count("WorkerStartFailed: the einfhe service refused to start inside a worker") == 1, stderr
+    assert "bootstrapping phase" not in stderr and "unhandled error" not in stderr, stderr
+    assert seconds < 60
+
+
+def test_the_same_script_under_the_guard_runs(tmp_path):
+    answer, stderr, _ = _run_script(tmp_path, guarded=True, start="forkserver")
+    assert "result" in answer, (answer, stderr)
+    # both operands encrypted: sums of 3 products of magnitude at most 5, one level, the plan's key switches
+    atol = error_bound(einfhe.Parameters.from_json(answer["params"]), 5.0, 3, 1, answer["keyswitches"])
+    np.testing.assert_allclose(answer["result"], np.arange(6.0).reshape(2, 3) @ np.ones(3), atol=atol)
 
 
 def _small_cap_executor() -> LocalProcessExecutor:
