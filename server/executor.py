@@ -28,7 +28,9 @@ from multiprocessing import reduction
 
 from .fair_queue import FairQueue, Work
 from .job_messages import JobTask, KeySetCheck
-from .worker_start import WorkerStartFailed, await_ready, refuse_start_in_bootstrapping_worker, signal_ready
+from .worker_start import (
+    WorkerStartFailed, await_ready, refuse_start_in_bootstrapping_worker, signal_ready, start_fork_server,
+)
 
 __all__ = ["Executor", "LocalProcessExecutor", "die_with_parent"]
 
@@ -294,13 +296,15 @@ def _worker_context(start: str):
     """Where worker processes come from (`start`): "forkserver", forked from a fork server that has already imported
     the worker's modules (OpenFHE among them), so a worker that crashed is replaced in tens of milliseconds and
     without the CPU second a fresh interpreter's imports take from the other workers (spawned where the platform
-    has no fork server); or "spawn", a fresh interpreter each."""
+    has no fork server; the fork server starts now, on this process's sys.path); or "spawn", a fresh interpreter
+    each."""
     if start not in ("forkserver", "spawn"):
         raise ValueError(f"unknown worker start method {start!r}: forkserver or spawn")
     if start == "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["server.worker"])  # no effect once this process's fork server runs
+    start_fork_server()
     return context
 
 

@@ -1,5 +1,9 @@
-"""How a worker process's start can fail, and the one cause a user can fix: a script that starts the service at
-import time.
+"""How worker processes start: their fork server, and how a start can fail (most likely a script that starts the
+service at import time).
+
+CPython 3.10's fork server ignores its parent's sys.path and imports the worker's modules from its own default one,
+so a process that put another checkout of einfhe first on sys.path (a notebook does) would fork workers running the
+installed code; `start_fork_server` starts it on the parent's sys.path instead.
 
 Worker processes (forked from the fork server, or spawned) import the script that started the service as
 `__mp_main__` while they bootstrap, so a script that starts the service outside `if __name__ == "__main__":` would
@@ -12,10 +16,14 @@ exited before that from one that crashed during a job.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
+from multiprocessing import forkserver
 
 from .errors import ServiceError
 
-__all__ = ["WorkerStartFailed", "await_ready", "refuse_start_in_bootstrapping_worker", "signal_ready"]
+__all__ = ["WorkerStartFailed", "await_ready", "refuse_start_in_bootstrapping_worker", "signal_ready",
+           "start_fork_server"]
 
 _READY = "ready"
 _EXIT_SECONDS = 5.0
@@ -51,3 +59,17 @@ def await_ready(conn, process) -> None:
         process.join(timeout=_EXIT_SECONDS)
         raise WorkerStartFailed(f"a worker process exited (exit code {process.exitcode}) while starting, before it "
                                 f"could take any work. The likely cause: {_GUARD}") from exc
+
+
+def start_fork_server() -> None:
+    """Start this process's fork server, unless it runs already, with this process's sys.path ahead of its own."""
+    saved = os.environ.get("PYTHONPATH")
+    path = [os.path.abspath(entry) for entry in sys.path if os.pathsep not in entry]
+    os.environ["PYTHONPATH"] = os.pathsep.join(path + ([saved] if saved else []))
+    try:
+        forkserver.ensure_running()  # the fork server takes this environment when it starts, not after
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved

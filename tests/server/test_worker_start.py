@@ -90,6 +90,35 @@ def test_the_same_script_under_the_guard_runs(tmp_path):
     np.testing.assert_allclose(answer["result"], np.arange(6.0).reshape(2, 3) @ np.ones(3), atol=atol)
 
 
+_PATH_SCRIPT = """\
+import sys
+
+sys.path.insert(0, sys.argv[1])  # the checkout first, as a notebook beside it does
+import server.executor
+
+
+def executor_file():
+    return server.executor.__file__
+
+
+if __name__ == "__main__":
+    executor = server.executor.LocalProcessExecutor(1)
+    print(server.executor.__file__, executor.submit_call(executor_file).result(timeout=60))
+    executor.shutdown()
+"""
+
+
+def test_forked_workers_run_the_checkout_their_service_put_first_on_sys_path(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "script.py").write_text(_PATH_SCRIPT)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "script.py", str(root)], cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    service, worker = done.stdout.split()
+    assert service == worker == str(root / "server" / "executor.py")
+
+
 def _small_cap_executor() -> LocalProcessExecutor:
     """One worker whose address-space cap is far below what a forked worker already maps, so that each worker
     process exits before it is ready (it cannot map its input buffer)."""
