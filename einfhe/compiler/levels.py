@@ -7,7 +7,8 @@ chooses the layers to bootstrap before by dynamic programming over (layer, level
 minimising
 
     sum over bootstraps of (ciphertexts refreshed x seconds of one bootstrap at the slot count)
-  + sum over steps of the cost model's price at the level the step runs at (more RNS towers at lower levels),
+  + sum over steps of the cost model's price at the level the step runs at (more RNS towers at lower levels;
+    a key switch at the digits and towers of the bootstrapped set `max_depth` and the slots derive),
 
 under the constraint that no stretch between refreshes passes `max_depth` levels. This is the level-DAG view of
 Orion (Ebel et al., ASPLOS 2025, section 5: bootstrap placement as a shortest path over levels), restricted to
@@ -27,6 +28,7 @@ from ..errors import ModelError
 from ..params import BOOTSTRAP_CHAIN_LEVELS, BOOTSTRAP_DEPTH
 from ..plan import value_levels
 from ..plan.cost import bootstrap_seconds, load_cost_model
+from ..plan.keyswitch import bootstrap_parameters
 from .activation_choice import relu_choice
 from .layers import ReLUWithin
 
@@ -124,11 +126,15 @@ def _level_before(plan: LevelPlan, position: int) -> int:
 
 
 class _Pricer:
-    """Seconds of a layer's steps starting at a level since refresh (the cost model, at ring `ring_dim`)."""
+    """Seconds of a layer's steps starting at a level since refresh (the cost model, at ring `ring_dim`; key
+    switches at the digits and towers of the bootstrapped set `max_depth` and `slots` derive, where it is on that
+    ring)."""
 
-    def __init__(self, max_depth: int, ring_dim: int, cost_model=None) -> None:
+    def __init__(self, max_depth: int, slots: int, ring_dim: int, cost_model=None) -> None:
         self.model = cost_model or load_cost_model()
         self.ring, self.total = ring_dim, max_depth + BOOTSTRAP_CHAIN_LEVELS
+        params = bootstrap_parameters(max_depth, slots)
+        self.shape = params.key_switching_towers if params is not None and params.ring_dim == ring_dim else None
         self.cache: dict = {}
 
     def layer(self, layer: LayerLevels, start: int, refreshed: bool) -> float:
@@ -136,8 +142,9 @@ class _Pricer:
         key = (layer.position, start, refreshed)
         if key not in self.cache:
             base = (BOOTSTRAP_DEPTH if refreshed else 0) + start
-            self.cache[key] = sum(self.model.price(op, self.ring, self.total, min(self.total, base + level))
-                                  for op, level in layer.ops if op not in ("bootstrap", "chebyshev"))
+            self.cache[key] = sum(
+                self.model.price(op, self.ring, self.total, min(self.total, base + level), self.shape)
+                for op, level in layer.ops if op not in ("bootstrap", "chebyshev"))
         return self.cache[key]
 
 
@@ -152,7 +159,7 @@ def plan_levels(layers: tuple[LayerLevels, ...], max_depth: int, slots: int, *, 
                 cost_model=None) -> LevelPlan:
     """The cheapest bootstrap placement over `layers` (dynamic programming over levels used since a refresh)."""
     _check(layers, max_depth)
-    pricer, one = _Pricer(max_depth, ring_dim, cost_model), bootstrap_seconds(slots)
+    pricer, one = _Pricer(max_depth, slots, ring_dim, cost_model), bootstrap_seconds(slots)
     # best[(levels used since the last refresh, refreshed yet)] = (cost, bootstraps so far, start levels so far)
     best: dict[tuple[int, bool], tuple[float, tuple[int, ...], tuple[int, ...]]] = {(0, False): (0.0, (), ())}
     for index, layer in enumerate(layers):
@@ -179,7 +186,7 @@ def greedy_levels(layers: tuple[LayerLevels, ...], max_depth: int, slots: int, *
                   cost_model=None) -> LevelPlan:
     """The baseline placement: a bootstrap just before the first layer that would pass `max_depth`."""
     _check(layers, max_depth)
-    pricer, one = _Pricer(max_depth, ring_dim, cost_model), bootstrap_seconds(slots)
+    pricer, one = _Pricer(max_depth, slots, ring_dim, cost_model), bootstrap_seconds(slots)
     used, placed, starts = 0, [], []
     for index, layer in enumerate(layers):
         if index > 0 and used + layer.levels > max_depth:

@@ -42,18 +42,18 @@ class FloorPrices:
 
 
 class MemoizedCostModel:
-    """A cost model that looks each (op, ring, depth, level) price up once: compiling prices every step of every
-    trial, and the table lookup behind one price is far dearer than the dict hit."""
+    """A cost model that looks each (op, ring, depth, level, key shape) price up once: compiling prices every step
+    of every trial, and the table lookup behind one price is far dearer than the dict hit."""
 
     def __init__(self, model: CostModel) -> None:
         self.model = model
         self._prices: dict[tuple, float] = {}
 
-    def price(self, op: str, ring_dim: int, depth: int, level: int) -> float:
+    def price(self, op: str, ring_dim: int, depth: int, level: int, shape: tuple | None = None) -> float:
         """`CostModel.price`, remembered."""
-        key = (op, ring_dim, depth, level)
+        key = (op, ring_dim, depth, level, shape)
         if key not in self._prices:
-            self._prices[key] = self.model.price(op, ring_dim, depth, level)
+            self._prices[key] = self.model.price(op, ring_dim, depth, level, shape)
         return self._prices[key]
 
     def __getattr__(self, name: str):

@@ -1,6 +1,7 @@
 """The plan IR and its passes: the steps (`steps`), operands and plain program (`operands`, `plain_program`), the
-plan itself with its JSON (`plan`, `codec`), the cost model (`cost`), rotation-key bases (`keybasis`), budgets (`budget`), the split
-into independent parts (`partition`) and the printed forms (`report`)."""
+plan itself with its JSON (`plan`, `codec`), the cost model (`cost`, key switches at a set's key shape in
+`keyswitch`), rotation-key bases (`keybasis`), budgets (`budget`), the split into independent parts
+(`partition`) and the printed forms (`report`)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,10 @@ priced from the nearest calibrated one, scaled by N log N (ring) and by the numb
 A plaintext product or sum whose plaintext an earlier step of the plan encoded at the same level, and that the
 backend's plaintext cache still holds (a model of its least-recently-used eviction), is priced as a cached op:
 the encoding is most of a cold plaintext product (calibrated: ~0.2 of 1.9 ms at N=2^14).
-Evaluation keys on a given parameter set (or the one a bootstrapped plan derives) are sized from its key-switching
-digits and towers, with bootstrapping's keys counted as measured (`evaluation_key_bytes`, `BOOTSTRAP_KEYS`).
+An op that switches keys, priced for a given parameter set, is scaled from the calibrated context's key shape to
+that set's digits and towers (`einfhe.plan.keyswitch`); without one it keeps its calibrated price. Evaluation keys
+on a given parameter set (or the one a bootstrapped plan derives) are sized from its key-switching digits and
+towers, with bootstrapping's keys counted as measured (`evaluation_key_bytes`, `BOOTSTRAP_KEYS`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from ..errors import ParameterError, PlanError
 from ..params import Parameters
+from .keyswitch import KEY_SWITCHING_OPS, bootstrap_parameters, calibrated_shape, key_switching_work
 from .steps import value_levels
 
 __all__ = ["CostModel", "Estimate", "EncodedPlaintexts", "load_cost_model", "estimate_plan", "lowering_seconds",
@@ -114,18 +117,18 @@ class CostModel:
         """The calibrated ring nearest `ring_dim` (in log scale)."""
         return min((int(r) for r in table), key=lambda r: abs(math.log2(r) - math.log2(ring_dim)))
 
-    def _lookup(self, table: dict, ring_dim: int, depth: int, level: int) -> tuple[dict, int, float]:
-        """The calibrated row nearest (ring, depth, level), its ring, and the ratio of RNS towers."""
+    def _lookup(self, table: dict, ring_dim: int, depth: int, level: int) -> tuple[dict, int, int, int]:
+        """The calibrated row nearest (ring, depth, level), its ring and depth, and its ciphertext's RNS towers."""
         ring = self._ring(table, ring_dim)
         by_depth = table[str(ring)]
         near = min((int(k) for k in by_depth), key=lambda k: abs(k - depth))
         by_level = by_depth[str(near)]
-        towers = max(1, depth + 1 - level)
-        lvl = min(max(0, near + 1 - towers), max(int(k) for k in by_level))
-        return by_level[str(lvl)], ring, towers / (near + 1 - lvl)
+        lvl = min(max(0, near + 1 - max(1, depth + 1 - level)), max(int(k) for k in by_level))
+        return by_level[str(lvl)], ring, near, near + 1 - lvl
 
-    def price(self, op: str, ring_dim: int, depth: int, level: int) -> float:
-        """Seconds for one `op` on a ciphertext at `level` of a context of `depth` levels in ring `ring_dim`."""
+    def price(self, op: str, ring_dim: int, depth: int, level: int, shape: tuple | None = None) -> float:
+        """Seconds for one `op` on a ciphertext at `level` of a context of `depth` levels in ring `ring_dim`, an op
+        that switches keys scaled to keys of `shape` (digits, Q towers, P towers) where given (`keyswitch`)."""
         op = _ALIAS.get(op, op)
         if op == "load":
             return 0.0
@@ -135,18 +138,21 @@ class CostModel:
                                  level=level, depth=depth)
         if op not in PRICED_OPS:
             raise PlanError(f"the cost model has no price for op {op!r}; priced ops: {', '.join(PRICED_OPS)}")
-        row, ring, towers = self._lookup(self.prices, ring_dim, depth, level)
+        row, ring, near, calibrated = self._lookup(self.prices, ring_dim, depth, level)
         if op in _COLD and op not in row:
-            return self.price(_COLD[op], ring_dim, depth, level)
+            return self.price(_COLD[op], ring_dim, depth, level, shape)
         if op not in row:  # no rescale or level drop is measured at the last level: take the level above
-            row, ring, towers = self._lookup(self.prices, ring_dim, depth, level - 1)
-            towers *= (depth + 1 - level) / (depth + 2 - level)
-        return float(row[op]) * towers * (ring_dim * math.log2(ring_dim)) / (ring * math.log2(ring))
+            row, ring, near, calibrated = self._lookup(self.prices, ring_dim, depth, level - 1)
+        towers = max(1, depth + 1 - level)
+        scale = towers / calibrated
+        if shape is not None and op in KEY_SWITCHING_OPS:
+            scale = key_switching_work(shape, towers) / key_switching_work(calibrated_shape(ring, near), calibrated)
+        return float(row[op]) * scale * (ring_dim * math.log2(ring_dim)) / (ring * math.log2(ring))
 
     def ct_bytes(self, ring_dim: int, depth: int, level: int) -> int:
         """Bytes of one serialized ciphertext at `level`."""
-        row, ring, towers = self._lookup(self.ciphertext_bytes, ring_dim, depth, level)
-        return int(row["bytes"] * towers * ring_dim / ring)
+        row, ring, _, calibrated = self._lookup(self.ciphertext_bytes, ring_dim, depth, level)
+        return int(row["bytes"] * max(1, depth + 1 - level) / calibrated * ring_dim / ring)
 
     def key_bytes(self, ring_dim: int, depth: int, rotations: int) -> int:
         """Bytes of the evaluation keys: one relinearization key and `rotations` rotation keys."""
@@ -214,25 +220,27 @@ class EncodedPlaintexts:
         return False
 
 
-def step_seconds(model: CostModel, step, ring_dim: int, depth: int, levels: dict, reused: bool = False) -> float:
+def step_seconds(model: CostModel, step, ring_dim: int, depth: int, levels: dict, reused: bool = False,
+                 shape: tuple | None = None) -> float:
     """Seconds of one plan step at the level it works on: a rescale or level drop at its input's level (as
     calibrated: it drops that level's tower), every other op at its output's level; a plaintext op whose
-    plaintext is `reused` at its cached price."""
+    plaintext is `reused` at its cached price; a key switch with keys of `shape` where given."""
     level = levels[step.src] if step.op in ("rescale", "level_reduce") else levels[step.out]
     op = cached_op(step.op) if reused else step.op
-    return model.price(op, ring_dim, depth, level)
+    return model.price(op, ring_dim, depth, level, shape)
 
 
 def step_prices(model: CostModel, steps, ring_dim: int, depth: int, levels: dict, slots: int,
-                chain: int | None = None) -> list[float]:
+                chain: int | None = None, shape: tuple | None = None) -> list[float]:
     """Seconds of each priced step in order (0 for an op the model does not price), a plaintext op at its cached
-    price where an earlier step encoded its plaintext (`EncodedPlaintexts`, keys spanning `chain` levels)."""
+    price where an earlier step encoded its plaintext (`EncodedPlaintexts`, keys spanning `chain` levels), a key
+    switch with keys of `shape` where given."""
     encoded = EncodedPlaintexts(ring_dim, depth if chain is None else chain, slots)
     prices = []
     for step in steps:
         if step.op in PRICED_OPS or step.op in _ALIAS or step.op == "load":
             reused = encoded.reused(step, levels[step.out])
-            prices.append(step_seconds(model, step, ring_dim, depth, levels, reused))
+            prices.append(step_seconds(model, step, ring_dim, depth, levels, reused, shape))
         else:
             prices.append(0.0)
     return prices
@@ -284,18 +292,11 @@ class Estimate:
         return float(sum(self.seconds_by_op.values()))
 
 
-def _bootstrap_parameters(plan, depth: int) -> Parameters | None:
-    """The 128-bit set `Parameters.derive` gives a bootstrapped `plan` (None where no ring holds it)."""
-    try:
-        return Parameters.derive(depth, plan.slots, bootstrap=True)
-    except ParameterError:
-        return None
-
-
 def estimate_plan(plan, params: Parameters | None = None, model: CostModel | None = None) -> Estimate:
-    """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes: the keys of
-    `params` (of the set derived for a bootstrapped plan when none is given) by `evaluation_key_bytes`, its digits
-    and towers and bootstrapping's keys included; else the calibrated sizes at the plan's ring and depth."""
+    """Estimate `plan`'s seconds per op kind, client encryption time, bytes uploaded and key bytes: its key
+    switches priced at the digits and towers of `params` where given (`keyswitch`); the keys of `params` (of the
+    set derived for a bootstrapped plan when none is given) by `evaluation_key_bytes`, its digits and towers and
+    bootstrapping's keys included; else the calibrated sizes at the plan's ring and depth."""
     model = model or load_cost_model()
     if params is not None and plan.depth > params.depth:
         raise ParameterError(f"the plan needs {plan.depth} levels between refreshes, the parameters have "
@@ -311,10 +312,12 @@ def estimate_plan(plan, params: Parameters | None = None, model: CostModel | Non
         chain = params.total_depth
     else:
         chain = depth if plan.bootstraps else key_depth(plan.slots, depth, ring, plan.chosen_ring is not None)
-    for step, seconds in zip(plan.steps, step_prices(model, plan.steps, ring, depth, levels, plan.slots, chain)):
+    shape = params.key_switching_towers if params is not None else None
+    prices = step_prices(model, plan.steps, ring, depth, levels, plan.slots, chain, shape)
+    for step, seconds in zip(plan.steps, prices):
         if step.op not in unpriced:
             by_op[step.op] = by_op.get(step.op, 0.0) + seconds
-    key_params = params if params is not None or not plan.bootstraps else _bootstrap_parameters(plan, depth)
+    key_params = params if params is not None or not plan.bootstraps else bootstrap_parameters(depth, plan.slots)
     key_bytes = (evaluation_key_bytes(key_params, len(plan.rotations)) if key_params is not None
                  else model.key_bytes(ring, chain, len(plan.rotations)))
     return Estimate(

@@ -4,7 +4,7 @@
     python -m einfhe.tools.calibrate --rings 13 14 15 16   # what the package's table holds (2^13: depths 1-2 only)
     einfhe calibrate --rings 14 --repeats 5 --out /tmp/costs.json
 
-Each op is timed on OpenFHE (the 128-bit parameters `Parameters.derive` gives each ring and depth) as the fastest of `repeats` runs (the
+Each op is timed on OpenFHE (the 128-bit parameters `calibration_parameters` gives each ring and depth) as the fastest of `repeats` runs (the
 machine is shared: the minimum is the least disturbed by other jobs, as `timeit` advises), at every
 level 0..depth of contexts of each depth (no rescale or level drop at the last level); ciphertext and key sizes are measured by serializing them. The OpenMP
 thread count in force (OMP_NUM_THREADS) is recorded with the table: prices depend on it.
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backends.openfhe import OpenFHEBackend
 from ..backends.plaintext_cache import DEFAULT_CACHE_BYTES
-from ..params import Parameters
+from ..plan.keyswitch import calibration_parameters
 from .timing import call_seconds
 
 __all__ = ["calibrate", "main", "DEFAULT_PATH"]
@@ -81,7 +81,7 @@ def calibrate(ring_logs=(14, 15), depths=(1, 2, 3), repeats: int = 9, log=print)
     for log_n in ring_logs:
         ring = 1 << log_n
         for depth in depths:
-            params = Parameters.derive(depth, ring // 2, small_first_modulus=True)
+            params = calibration_parameters(ring, depth)
             if params.ring_dim != ring:
                 log(f"N=2^{log_n} depth {depth}: no 128-bit parameter set on this ring (skipped)")
                 continue

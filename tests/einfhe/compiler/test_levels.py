@@ -81,7 +81,7 @@ def _price(greedy_plan, profile, placed, max_depth):
     """Seconds of a placement: bootstraps at their ciphertext counts plus each layer at its start level."""
     from einfhe.compiler.levels import _Pricer
 
-    pricer, used, refreshed, total = _Pricer(max_depth, 65536), 0, False, 0.0
+    pricer, used, refreshed, total = _Pricer(max_depth, 1024, 65536), 0, False, 0.0
     for layer in profile:
         if layer.position in placed:
             used, refreshed = 0, True
