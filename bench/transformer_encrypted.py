@@ -138,10 +138,10 @@ def evaluation_key_bytes(ctx) -> tuple[int, int]:
     return count, count * len(openfhe.SerializeEvalMultKeyString(openfhe.BINARY, backend.key_tag))
 
 
-def op_seconds(params: Parameters, repeats: int = 3) -> dict[str, float]:
+def op_seconds(params: Parameters, repeats: int = 3, level: int = 0) -> dict[str, float]:
     """CPU seconds of one rotation, product with relinearization, plain product and rescale on a fresh ciphertext
-    of `params` (all its towers), each the best of `repeats`, OpenFHE called directly (it clears OpenFHE's key caches
-    after: call it before making a run's context)."""
+    of `params` (all its towers; `level` of them dropped first), each the best of `repeats`, OpenFHE called directly
+    (it clears OpenFHE's key caches after: call it before making a run's context)."""
     import openfhe
 
     from einfhe.backends.openfhe_context import crypto_context
@@ -152,6 +152,8 @@ def op_seconds(params: Parameters, repeats: int = 3) -> dict[str, float]:
     cc.EvalRotateKeyGen(keys.secretKey, [1])
     plain = cc.MakeCKKSPackedPlaintext(list(np.linspace(-1, 1, params.slots)))
     ct = cc.Encrypt(keys.publicKey, plain)
+    if level:
+        ct = cc.LevelReduce(ct, None, level)
     ops = {"rotate": lambda: cc.EvalRotate(ct, 1), "mul + relinearize": lambda: cc.EvalMult(ct, ct),
            "mul_plain": lambda: cc.EvalMult(ct, plain), "rescale": lambda: cc.Rescale(ct)}
     seconds = {}
@@ -257,7 +259,8 @@ def measure(args, tokens: int, data) -> None:
           f"{sum(p.bootstraps for p in program.plans)} bootstrap steps ({shrunk} shrunk first: values past "
           f"{headroom:g} / {HEADROOM_MARGIN}), {program.depth} levels between refreshes, {len(program.stages)} stages; basis "
           f"{args.basis}: {len(program.rotation_keys)} rotation keys, {program.rotation_count:,} rotations; "
-          f"level planner's estimate {level_plan.seconds:.0f} s\n  {params}\n  one key-switching key "
+          f"level planner's estimate {level_plan.seconds:.0f} s ({level_plan.bootstrap_cost:.0f} s bootstrapping + "
+          f"{level_plan.compute_cost:.0f} s compute)\n  {params}\n  one key-switching key "
           f"{one_key / 2**20:.0f} MiB: the rotation keys {len(program.rotation_keys) * one_key / 2**30:.1f} GiB, "
           "bootstrapping's own beside them", flush=True)
     if args.census:
