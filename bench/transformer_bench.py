@@ -6,8 +6,8 @@ replaced by einfhe's calibrated polynomials (einfhe.compiler.transformer), and o
 
 For each sentence length: sentences of standard-library prose (real text, no download) with at least that many
 tokens, truncated to it (no padding, so no attention mask); the client's embedding (word + position + type, then
-LayerNorm) in float. Each layer's blocks are calibrated on 32 other sentences (`calibrate_encoder` on the hidden
-states the exact model gives them). Accuracy, on `--sentences` held-out sentences: the cosine between the float
+LayerNorm) in float. Each layer's blocks are calibrated on 32 other sentences (`calibrate_stack`: `calibrate_encoder`
+on the hidden states the exact model gives them). Accuracy, on `--sentences` held-out sentences: the cosine between the float
 model's mean-pooled embedding (the baseline, numpy, the exact blocks) and the one with polynomial blocks, after
 one layer and after six (mean and worst), and retrieval top-1 agreement (each sentence's nearest other sentence
 under both). That is the accuracy of the encrypted program's arithmetic; CKKS noise comes on top (bounded per
@@ -45,7 +45,7 @@ from einfhe.backends.simulator import SimulatorBackend  # noqa: E402
 from einfhe.compiler.transformer.refresh import place_bootstraps  # noqa: E402
 from einfhe.errors import ModelError, ParameterError  # noqa: E402
 from einfhe.plan.cost import load_cost_model  # noqa: E402
-from einfhe.compiler.transformer import (EncoderWeights, calibrate_encoder, compile_encoder_layer,  # noqa: E402
+from einfhe.compiler.transformer import (EncoderWeights, calibrate_stack, compile_encoder_layer,  # noqa: E402
                                          compile_packed_layer, encoder_layer)
 
 try:
@@ -112,20 +112,11 @@ def run_model(layers, blocks, x):
     return states
 
 
-def calibrate(layers, inputs):
-    """Per layer, the blocks calibrated on the hidden states the exact model feeds that layer."""
-    blocks, states = [], list(inputs)
-    for weights in layers:
-        blocks.append(calibrate_encoder(weights, states))
-        states = [encoder_layer(weights, x) for x in states]
-    return blocks
-
-
 def accuracy(tensors, tokenizer, layers, tokens: int, n: int, pool: list[str]) -> tuple[list, dict]:
     """Calibrate on CALIBRATION sentences, evaluate on the next n: cosines and retrieval agreement."""
     ids = token_ids(tokenizer, pool, tokens, CALIBRATION + n)
     inputs = [client_embedding(tensors, i) for i in ids]
-    blocks = calibrate(layers, inputs[:CALIBRATION])
+    blocks = calibrate_stack(layers, inputs[:CALIBRATION])
     exact = [run_model(layers, None, x) for x in inputs[CALIBRATION:]]
     approx = [run_model(layers, blocks, x) for x in inputs[CALIBRATION:]]
     row = {}

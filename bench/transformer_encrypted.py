@@ -49,8 +49,8 @@ from dataclasses import fields  # noqa: E402
 import numpy as np  # noqa: E402
 
 from einfhe.backends.simulator import SimCiphertext  # noqa: E402
-from einfhe.compiler.transformer import (EncoderWeights, RowPacking, calibrate_encoder,  # noqa: E402
-                                         compile_packed_layer, encoder_layer, place_bootstraps, stack_programs)
+from einfhe.compiler.transformer import (EncoderWeights, RowPacking, calibrate_stack,  # noqa: E402
+                                         compile_packed_layer, encoder_stack, place_bootstraps, stack_programs)
 from einfhe.compiler.transformer.encoder import GELU_DEGREES  # noqa: E402
 from einfhe.compiler.transformer.refresh import HEADROOM_MARGIN  # noqa: E402
 from einfhe.crypto import EncryptedTensor  # noqa: E402
@@ -84,22 +84,11 @@ def nearest(vectors: np.ndarray) -> np.ndarray:
     return sims.argmax(axis=1)
 
 
-def forward(layers, blocks, x: np.ndarray) -> np.ndarray:
-    """The last hidden state, exact (blocks None) or with each layer's polynomial blocks, in float64."""
-    for index, weights in enumerate(layers):
-        x = encoder_layer(weights, x, None if blocks is None else blocks[index])
-    return x
-
-
 def calibrate(layers, samples, max_depth: int):
     """Per layer, the blocks calibrated on the hidden states the exact model feeds it; GELU's degree among those
     whose series leaves a level for the product after it within `max_depth`."""
     degrees = tuple(d for d in GELU_DEGREES if chebyshev_levels(d) < max_depth)
-    blocks, states = [], list(samples)
-    for weights in layers:
-        blocks.append(calibrate_encoder(weights, states, gelu_degrees=degrees))
-        states = [encoder_layer(weights, x) for x in states]
-    return blocks
+    return calibrate_stack(layers, samples, gelu_degrees=degrees)
 
 
 def parameters(args, depth: int, slots: int) -> Parameters:
@@ -278,7 +267,7 @@ def measure(args, tokens: int, data) -> None:
     cosines, embeddings = defaultdict(list), defaultdict(list)
     try:
         for index, x in enumerate(x_all[CALIBRATION:CALIBRATION + args.sentences]):
-            exact, poly = forward(layers, None, x), forward(layers, blocks, x)
+            exact, poly = encoder_stack(layers, x), encoder_stack(layers, x, blocks)
             embeddings["float"].append(pooled(exact))
             start = time.perf_counter()
             xe = einfhe.encrypt(ctx, x, program.input_layout)

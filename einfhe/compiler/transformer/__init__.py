@@ -7,7 +7,8 @@ plan (stack), a BERT-style encoder read from quant's artifact (artifact) and com
 
 from .approx import PolyGelu, PolyLayerNorm, PolySoftmax, gelu
 from .keymask import KeyMask, with_length
-from .encoder import EncoderBlocks, EncoderWeights, calibrate_encoder, encoder_layer, heads_of
+from .encoder import (EncoderBlocks, EncoderWeights, calibrate_encoder, calibrate_stack, encoder_layer, encoder_stack,
+                      heads_of)
 from .pieces import Piece, PieceBuilder, gelu_piece, layernorm_piece, softmax_piece
 from .program import (EncoderProgram, Stage, bias_piece, compile_encoder_layer, natural_piece, stack_programs,
                       sum_piece)
@@ -19,7 +20,7 @@ from .encoder_model import CompiledEncoder, calibrate_layers, compile_encoder, e
 
 __all__ = ["PolySoftmax", "PolyLayerNorm", "PolyGelu", "gelu", "KeyMask", "with_length", "Piece", "PieceBuilder", "softmax_piece",
            "layernorm_piece", "gelu_piece", "EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder",
-           "heads_of", "Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece",
+           "calibrate_stack", "encoder_stack", "heads_of", "Stage", "EncoderProgram", "compile_encoder_layer", "bias_piece", "sum_piece", "natural_piece",
            "stack_programs", "RowPacking", "compile_packed_layer", "place_bootstraps",
            "splice_plan", "EncoderArtifact", "TokenEmbeddings", "read_encoder_artifact",
            "CompiledEncoder", "calibrate_layers", "compile_encoder", "encoder_chain", "polynomial_encoder"]

@@ -18,7 +18,8 @@ from ...errors import ModelError
 from .approx import PolyGelu, PolyLayerNorm, PolySoftmax, centred_scores, gelu
 from .keymask import check_length
 
-__all__ = ["EncoderWeights", "EncoderBlocks", "encoder_layer", "calibrate_encoder", "heads_of"]
+__all__ = ["EncoderWeights", "EncoderBlocks", "encoder_layer", "encoder_stack", "calibrate_encoder",
+           "calibrate_stack", "heads_of"]
 
 RANGE_MARGIN = 1.25      # calibrated ranges are widened by this factor around their centre
 GELU_DEGREES = (13, 27, 59, 119)  # the largest degree at each level count of OpenFHE's Chebyshev series, 5..8
@@ -183,3 +184,22 @@ def calibrate_encoder(weights: EncoderWeights, samples, *, lengths=None, exp_deg
             break
     return EncoderBlocks(softmax, norm("norm1", weights.ln1_gamma, weights.ln1_beta), activation,
                          norm("norm2", weights.ln2_gamma, weights.ln2_beta))
+
+
+def encoder_stack(layers, x: np.ndarray, blocks=None, length: int | None = None) -> np.ndarray:
+    """The `layers` one after another on x (tokens, width), in float64: exact (`blocks` None) or each with its
+    polynomial blocks (`length` as in `encoder_layer`)."""
+    for index, weights in enumerate(layers):
+        x = encoder_layer(weights, x, None if blocks is None else blocks[index], length=length)
+    return x
+
+
+def calibrate_stack(layers, samples, *, lengths=None, **options) -> tuple[EncoderBlocks, ...]:
+    """Each of `layers`' blocks fitted (`calibrate_encoder`, with `options`) on `samples` as the exact layers before
+    it leave them (`lengths`: each sample's real token count, its padding masked out as keys)."""
+    samples, blocks = list(samples), []
+    lengths = [None] * len(samples) if lengths is None else list(lengths)
+    for weights in layers:
+        blocks.append(calibrate_encoder(weights, samples, lengths=lengths, **options))
+        samples = [encoder_layer(weights, x, length=length) for x, length in zip(samples, lengths)]
+    return tuple(blocks)

@@ -16,7 +16,7 @@ import numpy as np
 from ..levels import LevelPlan
 from ..model_plan import ModelPlan
 from .artifact import EncoderArtifact
-from .encoder import EncoderBlocks, calibrate_encoder, encoder_layer
+from .encoder import EncoderBlocks, calibrate_stack, encoder_stack
 from .packed import compile_packed_layer
 from .program import EncoderProgram, stack_programs
 from .refresh import chain_levels, place_bootstraps
@@ -38,20 +38,14 @@ class CompiledEncoder:
 def calibrate_layers(artifact: EncoderArtifact, tokens: int) -> tuple[EncoderBlocks, ...]:
     """Each layer's polynomial blocks, fitted on the example sequences of `tokens` tokens (padded, their padding
     masked out as keys) as the exact layers before it leave them."""
-    samples, lengths, blocks = artifact.samples(tokens), artifact.lengths(tokens), []
-    for weights in artifact.layers:
-        blocks.append(calibrate_encoder(weights, samples, lengths=lengths))
-        samples = [encoder_layer(weights, x, length=length) for x, length in zip(samples, lengths)]
-    return tuple(blocks)
+    return calibrate_stack(artifact.layers, artifact.samples(tokens), lengths=artifact.lengths(tokens))
 
 
 def polynomial_encoder(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], x: np.ndarray,
                        length: int | None = None) -> np.ndarray:
     """What the encrypted program computes on embeddings x (tokens, width), in float64: every layer with its
     polynomial blocks (`length`: the real tokens, the rest padding masked out as keys; None: all of them)."""
-    for weights, layer_blocks in zip(artifact.layers, blocks):
-        x = encoder_layer(weights, x, layer_blocks, length=length)
-    return x
+    return encoder_stack(artifact.layers, x, blocks, length)
 
 
 def encoder_chain(artifact: EncoderArtifact, blocks: tuple[EncoderBlocks, ...], tokens: int, *,
